@@ -1,0 +1,34 @@
+"""Flags shared by the tfprune command-line mains (dataset, model, training recipe, seed).
+
+Each main calls ``define_common()`` once at import; library code never reads FLAGS.
+"""
+
+from absl import flags
+
+from tfprune import data as data_lib
+from tfprune import models
+
+FLAGS = flags.FLAGS
+
+
+def _define_once(define, name, *args, **kwargs):
+    if name not in FLAGS:
+        define(name, *args, **kwargs)
+
+
+def define_common():
+    """Defines --dataset, --data_dir, --model, --train_epochs, --batch_size, --learning_rate, --seed, --cache_dir."""
+    _define_once(flags.DEFINE_enum, "dataset", "fashion_mnist", sorted(data_lib.DATASETS),
+                 "Dataset to train and evaluate on.")
+    _define_once(flags.DEFINE_string, "data_dir", None,
+                 "Folder searched first for the dataset (IDX .gz files or Keras' mnist.npz); then the Keras cache, "
+                 "system dataset folders, and last a download.")
+    _define_once(flags.DEFINE_enum, "model", "fc_1000", list(models.MODEL_NAMES), "Reference model to prune.")
+    _define_once(flags.DEFINE_integer, "train_epochs", 10, "Epochs of baseline training (Adam).", lower_bound=1)
+    _define_once(flags.DEFINE_integer, "batch_size", 128, "Batch size of training and fine-tuning.", lower_bound=1)
+    _define_once(flags.DEFINE_float, "learning_rate", 1e-3, "Adam learning rate.", lower_bound=0.0)
+    _define_once(flags.DEFINE_integer, "seed", 0, "Random seed: the same seed gives the same masks and accuracy.")
+    _define_once(flags.DEFINE_integer, "train_size", None,
+                 "Train on a reproducible random subset of this many images (default: all).", lower_bound=1)
+    _define_once(flags.DEFINE_string, "cache_dir", None,
+                 "Where trained baselines are cached (default $TFPRUNE_CACHE or ~/.cache/tfprune).")

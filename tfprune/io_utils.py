@@ -1,0 +1,42 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+
+import contextlib
+import json
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode="w"):
+    """Opens a temp file beside ``path``; on success fsyncs and renames it over ``path``, on error removes it.
+
+    Raises:
+      OSError: with the path, when the folder is not writable or the disk is full; ``path`` is then untouched.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def write_bytes_atomic(path, payload):
+    with atomic_open(path, "wb") as f:
+        f.write(payload)
+
+
+def write_text_atomic(path, text):
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def write_json_atomic(path, obj):
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
