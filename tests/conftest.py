@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from absl import flags
 
 import tfprune  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 from tfprune import data as data_lib
@@ -12,6 +13,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 MNIST_DIR = os.path.join(SHARED_DATA, "mnist")
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+
+# absltest helpers (create_tempdir, flagsaver) read flags; under pytest nobody parses them, so accept defaults.
+if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
 
 
 def require(path):

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Sets up what is missing (scripts/setup.sh), then runs one benchmark: layers | export | shrink | compare.
+#   scripts/bench.sh layers --repeats=5
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/setup.sh"
+cd "$ROOT"
+name="${1:?usage: scripts/bench.sh layers|export|shrink [flags...]}"; shift
+exec "$VENV/bin/python" "scripts/bench_${name}.py" "$@"

@@ -1,0 +1,95 @@
+"""Keras callbacks: rank pruning during ``fit`` on any TF-MOT schedule, and per-layer sparsity summaries."""
+
+import numpy as np
+
+from tfprune import masks as masks_lib
+from tfprune import pruning
+from tfprune._env import keras, tf
+
+
+def _to_python(value):
+    return value.numpy().item() if hasattr(value, "numpy") else value
+
+
+class RankPruning(keras.callbacks.Callback):
+    """Prunes a prunable model during ``fit`` by rank (|w| or unit L2 norm), on a fixed or scheduled sparsity.
+
+    Args:
+      method: ``"weight"`` or ``"unit"`` (see ``tfprune.prune``).
+      schedule: a float in [0, 1) — one-shot: prune once at train begin, then fine-tune with the masks fixed — or
+        any TF-MOT ``PruningSchedule`` (``PolynomialDecay``, ``ConstantSparsity``...), evaluated exactly as TF-MOT
+        evaluates it: the step counter is incremented before every training batch (so batch ``i`` of the first
+        epoch, 0-based, is step ``i + 1``), ``schedule(step)`` says whether to prune and to which sparsity, and
+        pruning happens before that batch's forward pass. The counter persists across ``fit`` calls. May be None
+        when ``layers`` is a dict (a one-shot per-layer plan).
+      scope: ``"layer"`` or ``"global"``.
+      layers: None, a list of layer names, or a dict name -> sparsity (one-shot only).
+      update_every: evaluate the schedule only every this many steps (1 = every step, like TF-MOT).
+
+    Masks only shrink: a weight pruned at one step stays pruned later.
+
+    Raises:
+      ValueError: a bad method/scope/sparsity/update_every (at construction), or a model/layer error at train begin
+      (see ``tfprune.prune``).
+    """
+
+    def __init__(self, method="weight", schedule=0.5, scope="layer", layers=None, update_every=1):
+        super().__init__()
+        if method not in masks_lib.METHODS:
+            raise ValueError(f"method {method!r} is not one of {masks_lib.METHODS}")
+        if scope not in masks_lib.SCOPES:
+            raise ValueError(f"scope {scope!r} is not one of {masks_lib.SCOPES}")
+        if int(update_every) < 1:
+            raise ValueError(f"update_every {update_every!r} must be at least 1")
+        self.one_shot = schedule is None or isinstance(schedule, (int, float, np.floating))
+        if self.one_shot:
+            if schedule is None and not isinstance(layers, dict):
+                raise ValueError("schedule None needs a per-layer plan: layers as a dict name -> sparsity")
+            if schedule is not None:
+                masks_lib.check_sparsity(schedule)
+        elif not callable(schedule):
+            raise ValueError(f"schedule {schedule!r} is neither a sparsity nor a TF-MOT PruningSchedule")
+        elif isinstance(layers, dict):
+            raise ValueError("a per-layer plan (layers as a dict) is one-shot: pass schedule=None or a float")
+        self.method, self.schedule, self.scope, self.layers = method, schedule, scope, layers
+        self.update_every = int(update_every)
+        self.step = 0
+        self.history = []  # (step, sparsity) of every mask update
+
+    def _prune(self, sparsity):
+        pruning.prune(self.model, sparsity, self.method, self.scope, self.layers)
+        self.history.append((self.step, sparsity))
+
+    def on_train_begin(self, logs=None):
+        pruning.resolve_plan(self.model, 0.0 if self.schedule is None or not self.one_shot else self.schedule,
+                             self.method, self.layers)
+        if self.one_shot and not self.history:
+            self._prune(self.schedule)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.step += 1
+        if self.one_shot or self.step % self.update_every:
+            return
+        should_prune, sparsity = self.schedule(self.step)
+        if _to_python(should_prune):
+            self._prune(float(_to_python(sparsity)))
+
+
+class SparsitySummaries(keras.callbacks.TensorBoard):
+    """TensorBoard callback that also writes each prunable layer's sparsity (and the overall one) every epoch.
+
+    Like TF-MOT's ``PruningSummaries``: scalars ``sparsity/<layer>`` and ``sparsity/overall`` in ``log_dir/train``.
+    """
+
+    def __init__(self, log_dir, update_freq="epoch", **kwargs):
+        super().__init__(log_dir=log_dir, update_freq=update_freq, **kwargs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        report = pruning.sparsity_report(self.model)
+        writer = self._train_writer  # created by TensorBoard.on_train_begin
+        with writer.as_default():
+            for r in report:
+                tf.summary.scalar(f"sparsity/{r.name}", r.sparsity, step=epoch)
+            tf.summary.scalar("sparsity/overall", pruning.overall_sparsity(report), step=epoch)
+        writer.flush()

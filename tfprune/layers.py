@@ -1,0 +1,113 @@
+"""Prunable Keras layers: Dense and Conv2D that compute with ``kernel * kernel_mask``.
+
+The masks are non-trainable weights of the layer, so they are saved and loaded with the model (``.keras`` and
+``.h5``) and copied to every replica under ``tf.distribute``. Because the forward pass multiplies by the mask, the
+gradient of a pruned weight is exactly zero and its effective value stays exactly 0 through any amount of training,
+whatever the optimizer does to the underlying variable.
+"""
+
+import numpy as np
+
+from tfprune._env import keras, tf
+
+
+class _MaskedKernelMixin:
+    """Adds ``kernel_mask`` (kernel shape) and ``bias_mask`` (units) to a layer with ``kernel`` and ``bias``."""
+
+    def _add_masks(self):
+        # ON_READ/ONLY_FIRST_REPLICA is not needed: masks are only assigned in cross-replica context (callbacks),
+        # which writes the same value to every replica's copy of a mirrored variable.
+        self.kernel_mask = self.add_weight(
+            name="kernel_mask", shape=self.kernel.shape, dtype=self.kernel.dtype,
+            initializer=keras.initializers.Ones(), trainable=False)
+        self.bias_mask = None
+        if self.use_bias:
+            self.bias_mask = self.add_weight(
+                name="bias_mask", shape=self.bias.shape, dtype=self.bias.dtype,
+                initializer=keras.initializers.Ones(), trainable=False)
+
+    def masked_kernel(self):
+        return self.kernel * self.kernel_mask
+
+    def masked_bias(self):
+        return None if self.bias is None else self.bias * self.bias_mask
+
+    def set_masks(self, kernel_keep, bias_keep=None):
+        """Sets the masks from bool arrays (True = kept) and zeroes the pruned weights' variables too.
+
+        Args:
+          kernel_keep: bool array of the kernel's shape.
+          bias_keep: bool vector (units,) or None (bias mask left as it is).
+        """
+        kernel_keep = np.asarray(kernel_keep, bool)
+        dtype = self.kernel.dtype.as_numpy_dtype
+        self.kernel_mask.assign(kernel_keep.astype(dtype))
+        self.kernel.assign(self.kernel.numpy() * kernel_keep)
+        if self.bias_mask is not None and bias_keep is not None:
+            bias_keep = np.asarray(bias_keep, bool)
+            self.bias_mask.assign(bias_keep.astype(dtype))
+            self.bias.assign(self.bias.numpy() * bias_keep)
+
+
+@keras.utils.register_keras_serializable(package="tfprune")
+class PrunableDense(_MaskedKernelMixin, keras.layers.Dense):
+    """``tf_keras.layers.Dense`` whose kernel (in, units) is multiplied by a fixed 0/1 mask in every call.
+
+    Extra weights: ``kernel_mask`` (in, units) and ``bias_mask`` (units,), non-trainable, 1 = kept. Same config
+    as Dense, so ``get_config``/``from_config`` and saving work unchanged.
+    """
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._add_masks()
+
+    def call(self, inputs):
+        kernel = self.masked_kernel()
+        if inputs.dtype.base_dtype != self._compute_dtype_object.base_dtype:
+            inputs = tf.cast(inputs, self._compute_dtype_object)
+        if inputs.shape.rank == 2:
+            outputs = tf.matmul(inputs, kernel)
+        else:
+            outputs = tf.tensordot(inputs, kernel, [[inputs.shape.rank - 1], [0]])
+            if not tf.executing_eagerly():
+                outputs.set_shape(inputs.shape[:-1].concatenate([self.units]))
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, self.masked_bias())
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+
+@keras.utils.register_keras_serializable(package="tfprune")
+class PrunableConv2D(_MaskedKernelMixin, keras.layers.Conv2D):
+    """``tf_keras.layers.Conv2D`` whose kernel (kh, kw, in, filters) is multiplied by a fixed 0/1 mask.
+
+    Extra weights: ``kernel_mask`` (kh, kw, in, filters) and ``bias_mask`` (filters,), non-trainable, 1 = kept.
+    """
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._add_masks()
+
+    def call(self, inputs):
+        # make_prunable converts only groups == 1 Conv2D layers, whose base call is exactly this with self.kernel.
+        outputs = self.convolution_op(inputs, self.masked_kernel())
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, self.masked_bias(), data_format=self._tf_data_format)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+
+PRUNABLE_TYPES = {keras.layers.Dense: PrunableDense, keras.layers.Conv2D: PrunableConv2D}
+
+
+def custom_objects():
+    """The ``custom_objects`` dict that loads models holding tfprune layers: ``keras.models.load_model(p, custom_objects=...)``."""
+    return {"PrunableDense": PrunableDense, "PrunableConv2D": PrunableConv2D,
+            "tfprune>PrunableDense": PrunableDense, "tfprune>PrunableConv2D": PrunableConv2D}
+
+
+def is_prunable_layer(layer):
+    """True for layers that carry masks (PrunableDense, PrunableConv2D)."""
+    return isinstance(layer, (PrunableDense, PrunableConv2D))

@@ -1,0 +1,199 @@
+"""Mask arithmetic: which weights or units to keep, as pure NumPy functions.
+
+Definitions (what users rely on):
+
+- **Weight pruning** at sparsity ``s`` (fraction in [0, 1)) of a kernel with ``n`` weights zeroes exactly
+  ``prune_count(s, n) = floor(s·n + 1/2)`` weights: the smallest by |w|.
+- **Unit pruning** zeroes exactly ``prune_count(s, units)`` output units (last kernel axis: Dense columns
+  ``kernel[:, j]``, Conv2D filters ``kernel[..., j]``), the ones of smallest L2 norm.
+- **Ties** are broken deterministically: among equal scores, the lower flat index is pruned first. The count is
+  therefore exact even when many weights are equal (e.g. already zero).
+- **Already pruned** entries (``current`` mask False) rank below every live one and stay pruned, so masks only
+  shrink: when the new count is at least the old one it is still exact; when it is lower, the mask is unchanged.
+- **Global scope** ranks the entries of several kernels together: weights by |w|; units by L2 norm divided by
+  sqrt(fan-in), i.e. the RMS of the unit's incoming weights, so that wide and narrow layers compare fairly (a raw
+  norm grows with sqrt(fan-in) and would always prune the narrow layers first).
+
+Selection is O(n) (``np.partition``), not a full sort.
+"""
+
+import numpy as np
+
+METHODS = ("weight", "unit")
+SCOPES = ("layer", "global")
+
+
+def check_sparsity(sparsity, what="sparsity"):
+    """Returns ``sparsity`` as a float after checking it is a finite fraction in [0, 1).
+
+    Raises:
+      ValueError: naming the value when it is not a number, NaN, or outside [0, 1).
+    """
+    try:
+        value = float(sparsity)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} {sparsity!r} is not a number; expected a fraction in [0, 1)") from None
+    if not 0.0 <= value < 1.0:  # also rejects NaN
+        raise ValueError(f"{what} {sparsity!r} is outside [0, 1) (a fraction: 0.9 means 90 % pruned)")
+    return value
+
+
+def prune_count(sparsity, n):
+    """Number of entries to prune: round(sparsity·n), halves rounded up (0.5·3 → 2)."""
+    return int(np.floor(check_sparsity(sparsity) * n + 0.5))
+
+
+def _check_kernel(kernel, name="kernel"):
+    kernel = np.asarray(kernel)
+    if kernel.ndim < 1 or kernel.size == 0:
+        raise ValueError(f"{name} has shape {kernel.shape}; expected a non-empty array")
+    if not np.issubdtype(kernel.dtype, np.floating) and not np.issubdtype(kernel.dtype, np.integer):
+        raise ValueError(f"{name} has dtype {kernel.dtype}; expected a real number type")
+    if not np.all(np.isfinite(kernel)):
+        bad = int(np.size(kernel) - np.count_nonzero(np.isfinite(kernel)))
+        raise ValueError(f"{name} of shape {kernel.shape} holds {bad} NaN/inf values; cannot rank it")
+    return kernel
+
+
+def _check_current(current, shape, name):
+    if current is None:
+        return np.ones(shape, bool)
+    current = np.asarray(current, bool)
+    if current.shape != tuple(shape):
+        raise ValueError(f"current mask of {name} has shape {current.shape}, expected {tuple(shape)}")
+    return current
+
+
+def select_smallest(scores, count):
+    """Boolean array, True at the ``count`` smallest scores (ties: lower flat index first). O(n).
+
+    Args:
+      scores: 1-D float array.
+      count: 0 <= count <= len(scores).
+    """
+    scores = np.asarray(scores, np.float64).ravel()
+    pruned = np.zeros(scores.shape, bool)
+    if count <= 0:
+        return pruned
+    if count >= scores.size:
+        pruned[:] = True
+        return pruned
+    threshold = np.partition(scores, count - 1)[count - 1]
+    below = scores < threshold
+    pruned |= below
+    ties = np.flatnonzero(scores == threshold)
+    pruned[ties[: count - int(below.sum())]] = True
+    return pruned
+
+
+def _scores(values, current):
+    # Already-pruned entries get -1, below any magnitude or norm, so they are pruned first (masks only shrink).
+    return np.where(current, values, -1.0)
+
+
+def weight_scores(kernel):
+    """|w| per weight, float64, kernel shape."""
+    return np.abs(np.asarray(kernel, np.float64))
+
+
+def unit_norms(kernel):
+    """L2 norm of each output unit's incoming weights: shape (units,) = kernel.shape[-1]."""
+    kernel = np.asarray(kernel, np.float64)
+    return np.sqrt(np.square(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0))
+
+
+def fan_in(kernel):
+    """Incoming weights per output unit (product of all kernel axes but the last)."""
+    shape = np.shape(kernel)
+    return int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+
+
+def weight_mask(kernel, sparsity, current=None):
+    """Keeps all but the ``prune_count(sparsity, kernel.size)`` smallest-|w| weights.
+
+    Args:
+      kernel: array of any shape (Dense (in, out), Conv2D (kh, kw, in, out)), finite values.
+      sparsity: fraction in [0, 1) of the weights to prune.
+      current: optional bool mask of the kernel's shape (True = kept); entries already False stay False.
+
+    Returns:
+      bool array of ``kernel.shape``, True where the weight is kept.
+
+    Raises:
+      ValueError: sparsity outside [0, 1), NaN/inf or empty kernel, mask of the wrong shape.
+    """
+    kernel = _check_kernel(kernel)
+    current = _check_current(current, kernel.shape, "kernel")
+    count = prune_count(sparsity, kernel.size)
+    pruned = select_smallest(_scores(weight_scores(kernel), current), count)
+    return ~pruned.reshape(kernel.shape) & current
+
+
+def unit_keep(kernel, sparsity, current=None):
+    """Keeps all but the ``prune_count(sparsity, units)`` output units of smallest L2 norm.
+
+    Returns:
+      bool vector of shape (units,) = (kernel.shape[-1],), True where the unit is kept.
+    """
+    kernel = _check_kernel(kernel)
+    units = kernel.shape[-1]
+    current = _check_current(current, (units,), "units")
+    return ~select_smallest(_scores(unit_norms(kernel), current), prune_count(sparsity, units)) & current
+
+
+def unit_mask(kernel, sparsity, current=None):
+    """Like ``unit_keep`` but broadcast to a bool mask of ``kernel.shape`` (whole columns / filters).
+
+    Args:
+      current: optional bool vector (units,) of units still alive.
+
+    Raises:
+      ValueError: as ``weight_mask``.
+    """
+    keep = unit_keep(kernel, sparsity, current)
+    return np.broadcast_to(keep, np.shape(kernel)).copy()
+
+
+def units_alive(mask):
+    """Bool vector (units,): True for units with at least one kept weight in ``mask`` (kernel shape)."""
+    mask = np.asarray(mask, bool)
+    return mask.reshape(-1, mask.shape[-1]).any(axis=0)
+
+
+def _split(flat, sizes, shapes):
+    parts = np.split(flat, np.cumsum(sizes)[:-1])
+    return [p.reshape(s) for p, s in zip(parts, shapes)]
+
+
+def global_weight_masks(kernels, sparsity, currents=None):
+    """Weight masks for several kernels ranked together by |w|: exactly ``prune_count(sparsity, total)`` pruned.
+
+    Args:
+      kernels: list of arrays; currents: optional list of bool masks of the same shapes.
+
+    Returns:
+      list of bool arrays, one per kernel, True where kept.
+    """
+    kernels = [_check_kernel(k, f"kernel {i}") for i, k in enumerate(kernels)]
+    currents = currents or [None] * len(kernels)
+    currents = [_check_current(c, k.shape, f"kernel {i}") for i, (k, c) in enumerate(zip(kernels, currents))]
+    scores = np.concatenate([_scores(weight_scores(k), c).ravel() for k, c in zip(kernels, currents)])
+    pruned = select_smallest(scores, prune_count(sparsity, scores.size))
+    shapes = [k.shape for k in kernels]
+    return [~p & c for p, c in zip(_split(pruned, [k.size for k in kernels], shapes), currents)]
+
+
+def global_unit_keeps(kernels, sparsity, currents=None):
+    """Unit keep-vectors for several kernels ranked together by norm / sqrt(fan-in) (RMS of incoming weights).
+
+    Returns:
+      list of bool vectors (units_i,), True where the unit is kept; exactly
+      ``prune_count(sparsity, sum(units_i))`` units are pruned in all.
+    """
+    kernels = [_check_kernel(k, f"kernel {i}") for i, k in enumerate(kernels)]
+    currents = currents or [None] * len(kernels)
+    currents = [_check_current(c, (k.shape[-1],), f"units {i}") for i, (k, c) in enumerate(zip(kernels, currents))]
+    scores = np.concatenate([_scores(unit_norms(k) / np.sqrt(fan_in(k)), c) for k, c in zip(kernels, currents)])
+    pruned = select_smallest(scores, prune_count(sparsity, scores.size))
+    units = [k.shape[-1] for k in kernels]
+    return [~p & c for p, c in zip(_split(pruned, units, [(u,) for u in units]), currents)]
