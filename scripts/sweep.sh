@@ -5,4 +5,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup.sh"
 cd "$ROOT"
-exec "$VENV/bin/python" -m tfprune.train_main --dataset=fashion_mnist --model=fc_1000 --train_epochs=3 "$@"
+exec "$VENV/bin/python" -m tfprune.sweep --flagfile=flags/fashion_mnist_quick.flags --resume "$@"

@@ -1,5 +1,7 @@
 """Keras callbacks: rank pruning during ``fit`` on any TF-MOT schedule, and per-layer sparsity summaries."""
 
+import time
+
 import numpy as np
 
 from tfprune import masks as masks_lib
@@ -93,3 +95,18 @@ class SparsitySummaries(keras.callbacks.TensorBoard):
                 tf.summary.scalar(f"sparsity/{r.name}", r.sparsity, step=epoch)
             tf.summary.scalar("sparsity/overall", pruning.overall_sparsity(report), step=epoch)
         writer.flush()
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Records the wall time of every training epoch in ``seconds`` (a list, in order)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)

@@ -1,0 +1,142 @@
+"""tfprune.sweep end to end on flags/smoke.flags (real Fashion-MNIST): files, columns, plots, resume, shards."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from conftest import FASHION_DIR, REPO, require
+from tfprune import experiment, results, sweep
+
+FLAGS = flags.FLAGS
+SMOKE = os.path.join(REPO, "flags", "smoke.flags")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+pytestmark = pytest.mark.slow
+
+
+def _run(output_dir, *extra):
+    require(FASHION_DIR)
+    with flagsaver.flagsaver():
+        FLAGS(["sweep", f"--flagfile={SMOKE}", f"--output_dir={output_dir}", *extra])
+        sweep.main(["sweep"])
+
+
+def _keys(output_dir):
+    return sorted(results.point_key(r["method"], r["k"]) for r in results.load_points([output_dir]))
+
+
+def test_smoke_sweep_writes_tables_and_plots(tmp_path, capsys):
+    out = str(tmp_path / "out")
+    _run(out)
+    printed = capsys.readouterr().out
+    assert "[6/6]" in printed and "| k % | Weight pruning accuracy % | Unit pruning accuracy % |" in printed
+    assert _keys(out) == ["unit-k0", "unit-k50", "unit-k90", "weight-k0", "weight-k50", "weight-k90"]
+    with open(os.path.join(out, "results.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6
+    for column in ("method", "k", "achieved_sparsity", "test_accuracy", "test_loss", "remaining_weights",
+                   "dense_size_bytes", "gzip_size_bytes", "layer_sparsity.fc1", "units_kept.fc1"):
+        assert column in rows[0], column
+    by_key = {(r["method"], float(r["k"])): r for r in rows}
+    assert abs(float(by_key[("weight", 90.0)]["achieved_sparsity"]) - 0.9) < 1e-9
+    assert int(by_key[("unit", 50.0)]["units_kept.fc1"]) == 150
+    assert int(by_key[("unit", 50.0)]["units_kept.logits"]) == 10
+    # pruning hurts: accuracy at k=0 equals the baseline and is above k=90
+    base = json.load(open(os.path.join(out, "baseline.json")))
+    assert float(by_key[("weight", 0.0)]["test_accuracy"]) == pytest.approx(base["test_accuracy"], abs=1e-6)
+    assert float(by_key[("weight", 90.0)]["test_accuracy"]) < float(by_key[("weight", 0.0)]["test_accuracy"])
+    assert int(by_key[("weight", 90.0)]["gzip_size_bytes"]) < int(by_key[("weight", 0.0)]["gzip_size_bytes"])
+    with open(os.path.join(out, "results.json")) as f:
+        assert len(json.load(f)["points"]) == 6
+    markdown = open(os.path.join(out, "results.md")).read()
+    assert "| 90 |" in markdown and "python -m tfprune.sweep" in markdown
+    for name in ("accuracy_vs_k.png", "loss_vs_k.png", "size_vs_k.png", "weight_histograms.png"):
+        with open(os.path.join(out, name), "rb") as f:
+            assert f.read(8) == PNG_MAGIC, name
+        assert os.path.getsize(os.path.join(out, name)) > 5000
+
+
+def test_resume_after_interruption(tmp_path, monkeypatch):
+    out = str(tmp_path / "out")
+    real = experiment.run_point
+    calls = []
+
+    def dies_on_third(*args, **kwargs):
+        calls.append(args[2:4])
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(experiment, "run_point", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        _run(out)
+    assert _keys(out) == ["weight-k0", "weight-k50"]
+    first = {k: os.path.getmtime(os.path.join(out, "points", k + ".json")) for k in _keys(out)}
+    from absl import app
+    with pytest.raises(app.UsageError, match="already holds 2 of these points.*pass --resume"):
+        _run(out)
+    monkeypatch.setattr(experiment, "run_point", real)
+    _run(out, "--resume")
+    assert _keys(out) == ["unit-k0", "unit-k50", "unit-k90", "weight-k0", "weight-k50", "weight-k90"]
+    for key, mtime in first.items():  # finished points were not redone
+        assert os.path.getmtime(os.path.join(out, "points", key + ".json")) == mtime
+    with open(os.path.join(out, "results.csv")) as f:
+        assert len(list(csv.DictReader(f))) == 6
+
+
+def test_resume_refuses_other_flags(tmp_path):
+    out = str(tmp_path / "out")
+    _run(out, "--sparsities=0")
+    from absl import app
+    with pytest.raises(app.UsageError, match=r"--scope: 'layer' there, 'global' now"):
+        _run(out, "--sparsities=0,50", "--scope=global", "--resume")
+
+
+def test_shards_merge_to_the_unsharded_points(tmp_path, capsys):
+    full, s0, s1, merged = (str(tmp_path / n) for n in ("full", "s0", "s1", "merged"))
+    _run(full, "--sparsities=0,90")
+    _run(s0, "--sparsities=0,90", "--num_shards=2", "--shard_index=0")
+    _run(s1, "--sparsities=0,90", "--num_shards=2", "--shard_index=1")
+    assert set(_keys(s0)).isdisjoint(_keys(s1))
+    _run(merged, f"--merge={s0},{s1}")
+    assert _keys(merged) == _keys(full) == ["unit-k0", "unit-k90", "weight-k0", "weight-k90"]
+    for a, b in zip(results.load_points([merged]), results.load_points([full])):
+        assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1e-6)
+    assert os.path.isfile(os.path.join(merged, "accuracy_vs_k.png"))
+    assert "merged 4 points from 2 dirs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--sparsities=0,100", "100 is outside [0, 100)"),
+    ("--sparsities=-5", "-5 is outside [0, 100)"),
+    ("--sparsities=10,10", "10 appears twice"),
+    ("--sparsities=ten", "'ten' is not a number"),
+    ("--methods=weight,channel", "--methods must be a non-empty list"),
+    ("--dataset=cifar10", "value should be one of"),
+    ("--model=resnet", "value should be one of"),
+    ("--finetune_epochs=-1", "finetune_epochs"),
+    ("--shard_index=3", "--shard_index must be < --num_shards"),
+    ("--methods=tfmot", "--methods=tfmot needs --finetune_epochs >= 1"),
+    ("--export=float,int4", "unknown variant(s) ['int4']"),
+])
+def test_flag_validation_fails_before_work(tmp_path, flag, message):
+    with flagsaver.flagsaver():
+        with pytest.raises(flags.Error) as e:
+            FLAGS(["sweep", f"--flagfile={SMOKE}", f"--output_dir={tmp_path}", flag])
+        assert message in str(e.value)
+
+
+def test_cli_usage_error_is_one_line_exit_2(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    out_file = tmp_path / "a_file"
+    out_file.write_text("x")
+    proc = subprocess.run([sys.executable, "-m", "tfprune.sweep", f"--flagfile={SMOKE}",
+                           f"--output_dir={out_file}"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert f"--output_dir {str(out_file)!r} exists and is not a folder" in proc.stderr
+    assert not os.path.exists(tmp_path / "points")

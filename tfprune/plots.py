@@ -1,0 +1,113 @@
+"""PNG plots of sweep results (matplotlib, Agg backend): accuracy, loss and size vs k; magnitude histograms."""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
+import numpy as np  # noqa: E402
+
+from tfprune import experiment  # noqa: E402
+from tfprune import io_utils  # noqa: E402
+from tfprune.results import METHOD_LABELS, METHOD_ORDER  # noqa: E402
+
+STYLE = {"weight": dict(marker="o", color="tab:blue"), "unit": dict(marker="s", color="tab:orange"),
+         "tfmot": dict(marker="^", color="tab:green")}
+
+
+def _save(fig, path):
+    """Saves atomically: a reader never sees half a PNG."""
+    with io_utils.atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _methods(records):
+    present = {r["method"] for r in records}
+    return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
+
+
+def metric_vs_k(records, key, ylabel, title, path, baseline=None, scale=1.0, logy=False):
+    """One line per method of ``record[key] * scale`` against k %, with an optional dense baseline line."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in _methods(records):
+        rows = sorted((r for r in records if r["method"] == method and r.get(key) is not None), key=lambda r: r["k"])
+        if rows:
+            ax.plot([r["k"] for r in rows], [r[key] * scale for r in rows], label=METHOD_LABELS.get(method, method),
+                    **STYLE.get(method, {}))
+    if baseline is not None:
+        ax.axhline(baseline * scale, color="gray", linestyle="--", label="dense baseline")
+    ax.set_xlabel("k: percent of weights (or units) pruned")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def histograms(records, baseline_hist, path, k=None):
+    """Per-layer |w| histograms (log10 bins) before pruning and after, for each method at k (default: largest)."""
+    if not baseline_hist:
+        return None
+    methods = _methods(records)
+    ks = sorted({r["k"] for r in records if "histograms" in r})
+    if not ks:
+        return None
+    k = k if k in ks else max(ks)
+    layers = list(baseline_hist)
+    fig, axes = plt.subplots(1, len(layers), figsize=(3.2 * len(layers), 3.2), squeeze=False)
+    centers = (experiment.HIST_EDGES[:-1] + experiment.HIST_EDGES[1:]) / 2
+    width = experiment.HIST_EDGES[1] - experiment.HIST_EDGES[0]
+    for ax, layer in zip(axes[0], layers):
+        ax.bar(centers, baseline_hist[layer]["counts"], width=width, color="lightgray", label="before")
+        for method in methods:
+            rec = next((r for r in records if r["method"] == method and r["k"] == k and "histograms" in r), None)
+            if rec and layer in rec["histograms"]:
+                ax.step(centers, rec["histograms"][layer]["counts"], where="mid",
+                        color=STYLE.get(method, {}).get("color"), label=f"{method} k={k:g}")
+        ax.set_title(layer)
+        ax.set_xlabel("log10 |w| (non-zero weights)")
+        ax.set_yscale("log")
+    axes[0][0].set_ylabel("weights")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(f"Weight magnitudes before and after pruning at k = {k:g} %", y=1.04)
+    return _save(fig, path)
+
+
+def sensitivity(curves, path, baseline=None):
+    """One accuracy-vs-k curve per layer. ``curves``: {layer: [(k, accuracy), ...]}."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for layer, points in curves.items():
+        points = sorted(points)
+        ax.plot([p[0] for p in points], [100 * p[1] for p in points], marker="o", label=layer)
+    if baseline is not None:
+        ax.axhline(100 * baseline, color="gray", linestyle="--", label="dense baseline")
+    ax.set_xlabel("k: percent of this layer pruned (others dense)")
+    ax.set_ylabel("test accuracy %")
+    ax.set_title("Per-layer pruning sensitivity")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def sweep_plots(records, output_dir, baseline_accuracy=None, baseline_loss=None, baseline_hist=None, prefix=""):
+    """Writes the standard plots of a sweep into ``output_dir``; returns their paths."""
+    paths = [
+        metric_vs_k(records, "test_accuracy", "test accuracy %", "Accuracy vs sparsity",
+                    os.path.join(output_dir, prefix + "accuracy_vs_k.png"), baseline_accuracy, scale=100),
+        metric_vs_k(records, "test_loss", "test loss (cross-entropy)", "Loss vs sparsity",
+                    os.path.join(output_dir, prefix + "loss_vs_k.png"), baseline_loss, logy=True),
+        metric_vs_k(records, "gzip_size_bytes", "gzipped weights, KiB", "Model size vs sparsity",
+                    os.path.join(output_dir, prefix + "size_vs_k.png"), scale=1 / 1024),
+    ]
+    if any("tflite_float_size_bytes" in r for r in records):
+        paths.append(metric_vs_k(records, "tflite_float_size_bytes", "TFLite float file, KiB",
+                                 "TFLite size vs sparsity", os.path.join(output_dir, prefix + "tflite_size_vs_k.png"),
+                                 scale=1 / 1024))
+    hist = histograms(records, baseline_hist, os.path.join(output_dir, prefix + "weight_histograms.png"))
+    return [p for p in paths + [hist] if p]
+

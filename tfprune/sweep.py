@@ -1,0 +1,271 @@
+"""How much of this network can I delete? Sweeps pruning methods over k and writes tables and plots.
+
+    python -m tfprune.sweep --flagfile=flags/fashion_mnist_fc1000.flags --output_dir=runs/fm
+    python -m tfprune.sweep --flagfile=flags/smoke.flags --output_dir=/tmp/smoke
+
+For every (method, k) point it prunes a copy of the cached trained baseline, optionally fine-tunes, and records
+test accuracy/loss, achieved sparsity (overall and per layer), remaining weights and sizes (plus TFLite figures
+with --export). Each finished point is written at once (atomically); --resume skips finished points, so a killed
+sweep loses at most the point in flight. --num_shards/--shard_index split the points across independent jobs;
+--merge combines the output dirs of shards into one set of tables and plots.
+"""
+
+import json
+import os
+import shlex
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from tfprune import baseline as baseline_lib
+from tfprune import cli
+from tfprune import cli_flags
+from tfprune import data as data_lib
+from tfprune import experiment
+from tfprune import io_utils
+from tfprune import plots
+from tfprune import results
+
+FLAGS = flags.FLAGS
+cli_flags.define_common()
+flags.DEFINE_list("methods", ["weight", "unit"], "Pruning methods to sweep: weight, unit (tfprune rank pruning), "
+                  "tfmot (TF-MOT prune_low_magnitude; needs --finetune_epochs >= 1).")
+flags.DEFINE_list("sparsities", ["0", "25", "50", "60", "70", "80", "90", "95", "97", "99"],
+                  "Percent k of weights (or units) to prune, each in [0, 100).")
+flags.DEFINE_list("layers", None, "Layer names to prune (default: every Dense/Conv2D for weight pruning; all but the "
+                  "classifier for unit pruning).")
+flags.DEFINE_string("layer_sparsity", None, "A per-layer plan instead of --sparsities: a JSON file written by "
+                    "tfprune.sensitivity, or name=percent pairs, e.g. fc1=90,fc2=95.")
+flags.DEFINE_enum("scope", "layer", ["layer", "global"], "Rank within each layer, or all selected layers together.")
+flags.DEFINE_integer("finetune_epochs", 0, "Fine-tune epochs after/while pruning; 0 = one-shot prune and evaluate.",
+                     lower_bound=0)
+flags.DEFINE_enum("schedule", "polynomial", list(experiment.SCHEDULES),
+                  "Pruning schedule during fine-tuning (TF-MOT's PolynomialDecay/ConstantSparsity, or one-shot).")
+flags.DEFINE_float("end_fraction", 0.7, "The polynomial schedule reaches k at this fraction of the fine-tune steps.",
+                   lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_integer("pruning_frequency", 100, "Steps between mask updates of scheduled pruning.", lower_bound=1)
+flags.DEFINE_list("export", [], "TFLite variants to export and verify in LiteRT for every point, e.g. "
+                  "float,int8,int8+sparse (see tfprune.export.VARIANTS).")
+flags.DEFINE_integer("export_eval_size", 2000, "Test images used to verify exported TFLite models.", lower_bound=1)
+flags.DEFINE_string("output_dir", None, "Folder for points/, results.{csv,json,md} and the PNG plots.")
+flags.DEFINE_bool("resume", False, "Skip points already finished in --output_dir (else existing points are an error).")
+flags.DEFINE_integer("num_shards", 1, "Split the points into this many independent jobs.", lower_bound=1)
+flags.DEFINE_integer("shard_index", 0, "Which shard this job runs, in [0, num_shards).", lower_bound=0)
+flags.DEFINE_list("merge", None, "Only merge: read the points of these output dirs (shards) and write tables and "
+                  "plots into --output_dir.")
+flags.DEFINE_integer("verbose", 2, "Keras training output: 0 silent, 1 progress bar, 2 one line per epoch.")
+flags.mark_flag_as_required("output_dir")
+
+cli.register_list_validator("sparsities", cli.parse_percents)
+flags.register_validator("methods", lambda v: bool(v) and set(v) <= set(experiment.METHODS) and
+                         len(set(v)) == len(v),
+                         message=f"--methods must be a non-empty list without repeats of {experiment.METHODS}")
+flags.register_multi_flags_validator(["num_shards", "shard_index"], lambda f: f["shard_index"] < f["num_shards"],
+                                     message="--shard_index must be < --num_shards")
+flags.register_multi_flags_validator(
+    ["methods", "finetune_epochs"], lambda f: "tfmot" not in (f["methods"] or []) or f["finetune_epochs"] >= 1,
+    message="--methods=tfmot needs --finetune_epochs >= 1 (TF-MOT applies its masks during training)")
+flags.register_multi_flags_validator(
+    ["methods", "scope"], lambda f: "tfmot" not in (f["methods"] or []) or f["scope"] == "layer",
+    message="--methods=tfmot supports --scope=layer only")
+
+
+def _check_output_dir(path):
+    if path is None:
+        return True
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise flags.ValidationError(f"--output_dir {path!r} exists and is not a folder")
+    probe = path
+    while not os.path.exists(probe):
+        probe = os.path.dirname(os.path.abspath(probe))
+    if not os.access(probe, os.W_OK):
+        raise flags.ValidationError(f"--output_dir {path!r} is not writable ({probe!r} is read-only)")
+    return True
+
+
+flags.register_validator("output_dir", _check_output_dir)
+
+
+def _check_export(values):
+    if values:
+        from tfprune import export  # pylint: disable=g-import-not-at-top
+        bad = [v for v in values if v not in export.VARIANTS]
+        if bad:
+            raise flags.ValidationError(f"--export: unknown variant(s) {bad}; known: {', '.join(export.VARIANTS)}")
+    return True
+
+
+flags.register_validator("export", _check_export)
+
+
+def load_plan(value):
+    """A per-layer plan {layer: fraction} from a sensitivity JSON file or ``name=percent,...``.
+
+    Raises:
+      ValueError: naming the bad entry (unreadable file, missing '=', percent outside [0, 100)).
+    """
+    if value.endswith(".json"):
+        try:
+            with open(value) as f:
+                loaded = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--layer_sparsity {value!r}: cannot read plan ({e})") from None
+        return {str(k): float(v) for k, v in loaded.get("layer_sparsity", loaded).items()}
+    plan = {}
+    for item in value.split(","):
+        name, sep, percent = item.partition("=")
+        if not sep:
+            raise ValueError(f"--layer_sparsity entry {item!r} is not name=percent")
+        plan[name.strip()] = cli.parse_percents([percent], f"--layer_sparsity {name}")[0] / 100.0
+    return plan
+
+
+def planned_points(methods, ks, num_shards=1, shard_index=0):
+    """The (method, k) points of this shard: point i of the full list goes to shard i % num_shards."""
+    points = [(m, k) for m in methods for k in ks]
+    return [p for i, p in enumerate(points) if i % num_shards == shard_index]
+
+
+def _plan_k(model, plan):
+    weights = {l.name: int(l.kernel.shape.num_elements()) for l in model.layers if getattr(l, "kernel", None) is not None}
+    total = sum(weights.values())
+    return round(100.0 * sum(weights[n] * s for n, s in plan.items() if n in weights) / total, 2)
+
+
+def _command_line():
+    return " ".join(["python -m tfprune.sweep"] + [shlex.quote(a) for a in sys.argv[1:]])
+
+
+def finish(output_dir, title, command, baseline_info, prefix="results"):
+    """Rewrites tables and plots from every point in ``output_dir``; returns the Markdown table."""
+    records = results.load_points([output_dir])
+    if not records:
+        return ""
+    acc = baseline_info.get("test_accuracy") if baseline_info else None
+    markdown = results.write_tables(records, output_dir, title, command, acc, prefix=prefix)
+    plots.sweep_plots(records, output_dir, acc, baseline_info.get("test_loss") if baseline_info else None,
+                      baseline_info.get("histograms") if baseline_info else None)
+    return markdown
+
+
+def _point_line(record):
+    extra = f", {record['finetune_seconds_per_epoch']:.1f} s/epoch" if "finetune_seconds_per_epoch" in record else ""
+    tfl = f", tflite float {record['tflite_float_accuracy'] * 100:.2f} %" if "tflite_float_accuracy" in record else ""
+    return (f"{record['method']:>6} k={record['k']:>5g}%: accuracy {100 * record['test_accuracy']:6.2f} %, "
+            f"loss {record['test_loss']:.4f}, sparsity {100 * record['achieved_sparsity']:6.2f} %, "
+            f"{record['remaining_weights']:,} weights left, gzip {record['gzip_size_bytes'] / 1024:,.0f} KiB"
+            f"{extra}{tfl} ({record['point_seconds']:.1f} s)")
+
+
+def _merge_only():
+    for folder in FLAGS.merge:
+        if not os.path.isdir(folder):
+            raise app.UsageError(f"--merge: {folder!r} is not a folder")
+    records = results.load_points(FLAGS.merge)
+    store = results.ResultStore(FLAGS.output_dir)
+    for record in records:
+        store.write_point(record)
+    info = next((_read_json(os.path.join(f, "baseline.json")) for f in FLAGS.merge
+                 if os.path.isfile(os.path.join(f, "baseline.json"))), None)
+    if info:
+        io_utils.write_json_atomic(os.path.join(FLAGS.output_dir, "baseline.json"), info)
+    print(finish(FLAGS.output_dir, "tfprune sweep (merged)", _command_line(), info or {}))
+    print(f"merged {len(records)} points from {len(FLAGS.merge)} dirs into {FLAGS.output_dir}")
+
+
+# Flags that change a point's figures: resuming into a dir made with other values would mix incomparable points.
+RESULT_FLAGS = ("dataset", "model", "train_epochs", "train_size", "batch_size", "learning_rate", "seed", "layers",
+                "scope", "finetune_epochs", "schedule", "end_fraction", "pruning_frequency", "export",
+                "export_eval_size")
+
+
+def _check_same_config(output_dir, plan):
+    """Records the result-defining flags in sweep_config.json; refuses to add points made with other values."""
+    config = {name: FLAGS[name].value for name in RESULT_FLAGS}
+    config["layer_sparsity"] = plan
+    path = os.path.join(output_dir, "sweep_config.json")
+    if os.path.isfile(path):
+        old = _read_json(path)
+        changed = [f"--{n}: {old.get(n)!r} there, {v!r} now" for n, v in config.items() if old.get(n) != v]
+        if changed:
+            raise app.UsageError(f"--output_dir {output_dir!r} holds a sweep made with other flags ("
+                                 + "; ".join(changed) + "); use another folder")
+    else:
+        io_utils.write_json_atomic(path, config)
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    if FLAGS.merge:
+        return _merge_only()
+    try:
+        plan = load_plan(FLAGS.layer_sparsity) if FLAGS.layer_sparsity else None
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+    store = results.ResultStore(FLAGS.output_dir)
+    ks = cli.parse_percents(FLAGS.sparsities)
+    datasets = data_lib.load_dataset(FLAGS.dataset, FLAGS.data_dir)
+    base = baseline_lib.train_baseline(FLAGS.model, FLAGS.dataset, epochs=FLAGS.train_epochs,
+                                       batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
+                                       seed=FLAGS.seed, cache_dir=FLAGS.cache_dir, train_size=FLAGS.train_size,
+                                       datasets=datasets, verbose=FLAGS.verbose)
+    if plan is not None:
+        ks = [_plan_k(base.model, plan)]
+    points = planned_points(FLAGS.methods, ks, FLAGS.num_shards, FLAGS.shard_index)
+    done = [p for p in points if store.has(*p)]
+    if done and not FLAGS.resume:
+        raise app.UsageError(f"--output_dir {FLAGS.output_dir!r} already holds {len(done)} of these points "
+                                 "(e.g. " + results.point_key(*done[0]) + "); pass --resume or another folder")
+    _check_same_config(FLAGS.output_dir, plan)
+    todo = [p for p in points if not store.has(*p)]
+    baseline_info = {"model": FLAGS.model, "dataset": FLAGS.dataset, "test_accuracy": base.test_accuracy,
+                     "test_loss": base.test_loss, "train_epochs": FLAGS.train_epochs, "seed": FLAGS.seed,
+                     "histograms": experiment.magnitude_histograms(base.model)}
+    io_utils.write_json_atomic(os.path.join(FLAGS.output_dir, "baseline.json"), baseline_info)
+    print(f"baseline {FLAGS.model} on {FLAGS.dataset}: test accuracy {100 * base.test_accuracy:.2f} %"
+          f" ({'cached' if base.from_cache else 'trained'}); {len(todo)} of {len(points)} points to run"
+          f"{f' (shard {FLAGS.shard_index}/{FLAGS.num_shards})' if FLAGS.num_shards > 1 else ''}", flush=True)
+    finetune = experiment.FineTune(epochs=FLAGS.finetune_epochs, schedule=FLAGS.schedule,
+                                   batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
+                                   end_fraction=FLAGS.end_fraction, frequency=FLAGS.pruning_frequency,
+                                   verbose=FLAGS.verbose)
+    exporter = _make_exporter(datasets) if FLAGS.export else None
+    layers = plan if plan is not None else FLAGS.layers
+    title = f"tfprune sweep: {FLAGS.model} on {FLAGS.dataset}"
+    start = time.perf_counter()
+    for i, (method, k) in enumerate(todo, 1):
+        record = experiment.run_point(base.model, datasets, method, k, FLAGS.scope, layers, finetune, exporter)
+        store.write_point(record)
+        print(f"[{i}/{len(todo)}] {_point_line(record)}", flush=True)
+        finish(FLAGS.output_dir, title, _command_line(), baseline_info)
+    markdown = finish(FLAGS.output_dir, title, _command_line(), baseline_info)
+    print(f"\n{markdown}\nwrote {FLAGS.output_dir}/results.{{csv,json,md}} and plots "
+          f"in {time.perf_counter() - start:.0f} s")
+
+
+def _make_exporter(datasets):
+    from tfprune import point_export  # pylint: disable=g-import-not-at-top
+    (x_train, _), (x_test, y_test) = datasets
+    x_eval, y_eval = data_lib.take((x_test, y_test), FLAGS.export_eval_size, FLAGS.seed)
+    representative = data_lib.take((x_train, x_train), 300, FLAGS.seed)[0]
+    return point_export.PointExporter(FLAGS.export, x_eval, y_eval, representative,
+                                os.path.join(FLAGS.output_dir, "tflite"))
+
+
+def run():
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run()
