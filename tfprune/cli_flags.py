@@ -32,3 +32,37 @@ def define_common():
                  "Train on a reproducible random subset of this many images (default: all).", lower_bound=1)
     _define_once(flags.DEFINE_string, "cache_dir", None,
                  "Where trained baselines are cached (default $TFPRUNE_CACHE or ~/.cache/tfprune).")
+
+
+DEFAULT_SPARSITIES = ["0", "25", "50", "60", "70", "80", "90", "95", "97", "99"]
+
+
+def define_pruning_common():
+    """Defines --sparsities (validated percent list), --layers and the required --output_dir, once."""
+    from tfprune import cli  # pylint: disable=g-import-not-at-top
+    if "sparsities" not in FLAGS:
+        flags.DEFINE_list("sparsities", DEFAULT_SPARSITIES, "Percent k of weights (or units) to prune, each in "
+                          "[0, 100), no repeats.")
+        cli.register_list_validator("sparsities", cli.parse_percents)
+    _define_once(flags.DEFINE_list, "layers", None,
+                 "Layer names to prune (default: every Dense/Conv2D for weight pruning; all but the classifier for "
+                 "unit pruning).")
+    if "output_dir" not in FLAGS:
+        flags.DEFINE_string("output_dir", None, "Folder for the results (tables, JSON, PNG plots).")
+        flags.mark_flag_as_required("output_dir")
+        flags.register_validator("output_dir", _check_output_dir)
+
+
+def _check_output_dir(path):
+    """An output dir must be a folder (or creatable) and writable: checked before any work starts."""
+    import os  # pylint: disable=g-import-not-at-top
+    if path is None:
+        return True
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise flags.ValidationError(f"--output_dir {path!r} exists and is not a folder")
+    probe = path
+    while not os.path.exists(probe):
+        probe = os.path.dirname(os.path.abspath(probe))
+    if not os.access(probe, os.W_OK):
+        raise flags.ValidationError(f"--output_dir {path!r} is not writable ({probe!r} is read-only)")
+    return True

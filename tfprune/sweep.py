@@ -31,12 +31,9 @@ from tfprune import results
 
 FLAGS = flags.FLAGS
 cli_flags.define_common()
+cli_flags.define_pruning_common()
 flags.DEFINE_list("methods", ["weight", "unit"], "Pruning methods to sweep: weight, unit (tfprune rank pruning), "
                   "tfmot (TF-MOT prune_low_magnitude; needs --finetune_epochs >= 1).")
-flags.DEFINE_list("sparsities", ["0", "25", "50", "60", "70", "80", "90", "95", "97", "99"],
-                  "Percent k of weights (or units) to prune, each in [0, 100).")
-flags.DEFINE_list("layers", None, "Layer names to prune (default: every Dense/Conv2D for weight pruning; all but the "
-                  "classifier for unit pruning).")
 flags.DEFINE_string("layer_sparsity", None, "A per-layer plan instead of --sparsities: a JSON file written by "
                     "tfprune.sensitivity, or name=percent pairs, e.g. fc1=90,fc2=95.")
 flags.DEFINE_enum("scope", "layer", ["layer", "global"], "Rank within each layer, or all selected layers together.")
@@ -50,16 +47,12 @@ flags.DEFINE_integer("pruning_frequency", 100, "Steps between mask updates of sc
 flags.DEFINE_list("export", [], "TFLite variants to export and verify in LiteRT for every point, e.g. "
                   "float,int8,int8+sparse (see tfprune.export.VARIANTS).")
 flags.DEFINE_integer("export_eval_size", 2000, "Test images used to verify exported TFLite models.", lower_bound=1)
-flags.DEFINE_string("output_dir", None, "Folder for points/, results.{csv,json,md} and the PNG plots.")
 flags.DEFINE_bool("resume", False, "Skip points already finished in --output_dir (else existing points are an error).")
 flags.DEFINE_integer("num_shards", 1, "Split the points into this many independent jobs.", lower_bound=1)
 flags.DEFINE_integer("shard_index", 0, "Which shard this job runs, in [0, num_shards).", lower_bound=0)
 flags.DEFINE_list("merge", None, "Only merge: read the points of these output dirs (shards) and write tables and "
                   "plots into --output_dir.")
 flags.DEFINE_integer("verbose", 2, "Keras training output: 0 silent, 1 progress bar, 2 one line per epoch.")
-flags.mark_flag_as_required("output_dir")
-
-cli.register_list_validator("sparsities", cli.parse_percents)
 flags.register_validator("methods", lambda v: bool(v) and set(v) <= set(experiment.METHODS) and
                          len(set(v)) == len(v),
                          message=f"--methods must be a non-empty list without repeats of {experiment.METHODS}")
@@ -73,20 +66,6 @@ flags.register_multi_flags_validator(
     message="--methods=tfmot supports --scope=layer only")
 
 
-def _check_output_dir(path):
-    if path is None:
-        return True
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise flags.ValidationError(f"--output_dir {path!r} exists and is not a folder")
-    probe = path
-    while not os.path.exists(probe):
-        probe = os.path.dirname(os.path.abspath(probe))
-    if not os.access(probe, os.W_OK):
-        raise flags.ValidationError(f"--output_dir {path!r} is not writable ({probe!r} is read-only)")
-    return True
-
-
-flags.register_validator("output_dir", _check_output_dir)
 
 
 def _check_export(values):
