@@ -60,10 +60,14 @@ class FineTune:
 
     def tfmot_schedule(self, sparsity, num_examples):
         """The TF-MOT PruningSchedule both tfprune and TF-MOT follow at this target sparsity (fraction)."""
-        from tfprune import tfmot_baseline  # pylint: disable=g-import-not-at-top
+        import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
         begin, end, _ = self.steps(num_examples)
+        # At least ~10 mask updates over the ramp even on short runs.
         frequency = max(1, min(self.frequency, (end - begin) // 10 or 1))
-        return tfmot_baseline.make_schedule(self.schedule, sparsity, begin, end, frequency)
+        if self.schedule == "constant":
+            return tfmot.sparsity.keras.ConstantSparsity(sparsity, begin_step=begin, frequency=frequency)
+        return tfmot.sparsity.keras.PolynomialDecay(0.0, sparsity, begin_step=begin, end_step=end,
+                                                    frequency=frequency)
 
 
 def clone_with_weights(model):
@@ -129,8 +133,25 @@ def _run_tfmot(baseline_model, sparsity, layers, finetune, x, y):
     return result.model, result.epoch_seconds
 
 
+def dense_finetune(baseline_model, datasets, finetune, seed=0):
+    """Fine-tunes an unpruned copy exactly like the pruned points (seeded alike): the reference for time and accuracy.
+
+    Returns:
+      dict with dense_seconds_per_epoch (median), dense_finetune_accuracy and dense_finetune_loss.
+    """
+    (x_train, y_train), (x_test, y_test) = datasets
+    keras.utils.set_random_seed(seed)
+    model = models.compile_model(clone_with_weights(baseline_model), finetune.learning_rate)
+    timer = callbacks.EpochTimer()
+    model.fit(x_train, y_train, batch_size=finetune.batch_size, epochs=max(1, finetune.epochs),
+              verbose=finetune.verbose, callbacks=[timer])
+    accuracy, loss = _evaluate(model, x_test, y_test)
+    return {"dense_seconds_per_epoch": float(np.median(timer.seconds)), "dense_finetune_accuracy": accuracy,
+            "dense_finetune_loss": loss}
+
+
 def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, finetune=FineTune(),
-              exporter=None, histograms=True):
+              exporter=None, histograms=True, seed=0):
     """Prunes a copy of ``baseline_model`` at k percent and returns the point's record (a JSON-able dict).
 
     Args:
@@ -141,6 +162,8 @@ def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, f
       scope, layers: as ``tfprune.prune`` (tfmot supports layer scope only).
       finetune: a ``FineTune``.
       exporter: optional callable ``(stripped_model, method) -> dict`` adding TFLite/shrink figures.
+      seed: seeds Python, NumPy and TensorFlow before the point, so its figures (fine-tuning shuffles batches) do not
+        depend on the points run before it in the process, on --resume, shards, or a cached baseline.
 
     Returns:
       dict with method, k, target/achieved sparsity, per-layer sparsity, test accuracy/loss, remaining weights,
@@ -157,6 +180,7 @@ def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, f
         raise ValueError(f"method 'tfmot' prunes per layer only; scope {scope!r} is not supported")
     (x_train, y_train), (x_test, y_test) = datasets
     start = time.perf_counter()
+    keras.utils.set_random_seed(seed)
     sparsity = k / 100.0
     if method == "tfmot":
         model, epoch_seconds = _run_tfmot(baseline_model, sparsity, layers, finetune, x_train, y_train)

@@ -74,7 +74,9 @@ def flatten(record):
     row = {}
     for key, value in record.items():
         if isinstance(value, dict):
-            row.update({f"{key}.{k}": v for k, v in value.items()})
+            row.update({f"{key}.{k}": v for k, v in value.items() if not isinstance(v, (dict, list))})
+        elif isinstance(value, list):
+            continue
         else:
             row[key] = value
     return row
@@ -114,7 +116,7 @@ def accuracy_table(records, baseline_accuracy=None):
 
 def details_table(records):
     """Per point: achieved sparsity, loss, remaining weights, sizes (and TFLite/shrink figures when present)."""
-    extra = [c for c in ("finetune_seconds_per_epoch", "shrunk_params", "tflite_float_size_bytes",
+    extra = [c for c in ("finetune_seconds_per_epoch", "time_ratio_to_dense", "shrunk_params", "tflite_float_size_bytes",
                          "tflite_float_accuracy", "tflite_float_latency_ms") if any(c in r for r in records)]
     head = ["method", "k %", "achieved sparsity %", "accuracy %", "loss", "remaining weights", "gzip size KiB"] + extra
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
@@ -135,12 +137,18 @@ def _fmt(value):
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def write_tables(records, output_dir, title, command=None, baseline_accuracy=None, prefix="results"):
-    """Writes ``<prefix>.csv``, ``<prefix>.json`` and ``<prefix>.md`` atomically; returns the Markdown text."""
+def write_tables(records, output_dir, title, command=None, baseline_accuracy=None, prefix="results", summary=None):
+    """Writes ``<prefix>.csv``, ``<prefix>.json`` and ``<prefix>.md`` atomically; returns the Markdown text.
+
+    ``summary``: optional Markdown placed between the accuracy table and the details.
+    """
     parts = [f"# {title}", ""]
     if command:
         parts += ["Produced by:", "", "```sh", command, "```", ""]
-    parts += [accuracy_table(records, baseline_accuracy), "", "## Details", "", details_table(records), ""]
+    parts += [accuracy_table(records, baseline_accuracy), ""]
+    if summary:
+        parts += [summary, ""]
+    parts += ["## Details", "", details_table(records), ""]
     markdown = "\n".join(parts)
     io_utils.write_text_atomic(os.path.join(output_dir, prefix + ".csv"), to_csv(records))
     io_utils.write_json_atomic(os.path.join(output_dir, prefix + ".json"),

@@ -1,0 +1,64 @@
+"""tfprune.compare: a tiny end-to-end comparison with TF-MOT on real Fashion-MNIST images."""
+
+import csv
+import os
+
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from conftest import FASHION_DIR, require
+from tfprune import compare, results
+
+FLAGS = flags.FLAGS
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    require(FASHION_DIR)
+    out = str(tmp_path_factory.mktemp("compare"))
+    with flagsaver.flagsaver():
+        compare.apply_defaults()
+        FLAGS(["compare", "--model=lenet_300_100", "--train_epochs=1", "--train_size=600", "--sparsities=0,50,90",
+               "--finetune_epochs=1", "--batch_size=64", "--verbose=0", f"--output_dir={out}",
+               f"--cache_dir={tmp_path_factory.mktemp('cache')}"])
+        compare.main(["compare"])
+    return out
+
+
+def test_files_and_structure(comparison):
+    for name in ("compare.csv", "compare.json", "compare.md", "compare_accuracy_vs_k.png", "baseline.json"):
+        assert os.path.isfile(os.path.join(comparison, name)), name
+    with open(os.path.join(comparison, "compare.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((r["method"], float(r["k"])) for r in rows) == sorted(
+        (m, k) for m in ("weight", "unit", "tfmot") for k in (0.0, 50.0, 90.0))
+    for column in ("test_accuracy", "test_loss", "achieved_sparsity", "finetune_seconds_per_epoch",
+                   "time_ratio_to_dense", "gzip_size_bytes", "layer_sparsity.fc1"):
+        assert all(r[column] != "" for r in rows), column
+    markdown = open(os.path.join(comparison, "compare.md")).read()
+    assert "| k % | Weight pruning accuracy % | Unit pruning accuracy % | TF-MOT magnitude accuracy % |" in markdown
+    assert "## tfprune weight pruning vs TF-MOT" in markdown and "TF-MOT time / tfprune time" in markdown
+
+
+def test_every_method_reached_its_target(comparison):
+    for record in results.load_points([comparison]):
+        target = record["target_sparsity"]
+        if record["method"] == "unit":
+            for name in ("fc1", "fc2"):
+                units = {"fc1": 300, "fc2": 100}[name]
+                assert units - record["units_kept"][name] == int(target * units + 0.5)
+            assert record["units_kept"]["logits"] == 10
+        else:
+            for name, sparsity in record["layer_sparsity"].items():
+                assert sparsity == pytest.approx(target, abs=1.5e-3), (record["method"], name)
+
+
+def test_tfmot_agrees_with_ours_at_the_same_step(comparison):
+    by_key = {(r["method"], r["k"]): r for r in results.load_points([comparison])}
+    sizes = {"fc1": 784 * 300, "fc2": 300 * 100, "logits": 100 * 10}
+    for k in (50.0, 90.0):
+        ours, theirs = by_key[("weight", k)], by_key[("tfmot", k)]
+        for name, n in sizes.items():
+            assert abs(ours["layer_sparsity"][name] - theirs["layer_sparsity"][name]) * n <= 1.0 + 1e-6
