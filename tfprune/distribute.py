@@ -1,0 +1,226 @@
+"""``tf.distribute`` strategies for the tfprune mains, and checks that replicas hold the same masks.
+
+Strategy names follow the TensorFlow Model Garden flag convention (``official/common/distribute_utils``):
+``off``, ``one_device``, ``mirrored``, ``multi_worker_mirrored``. Build the model, ``make_prunable`` it and
+compile it inside ``strategy.scope()``; ``RankPruning`` then sets the masks in the callback (cross-replica
+context), which writes the same values to every replica's copy, so all replicas keep identical masks and a
+pruned weight computes as 0 on every replica.
+"""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from tfprune._env import tf
+from tfprune.layers import is_prunable_layer
+
+STRATEGY_NAMES = ("off", "one_device", "mirrored", "multi_worker_mirrored")
+MIRRORED_ALL_REDUCE = ("nccl", "hierarchical_copy")
+MULTI_WORKER_ALL_REDUCE = ("ring", "nccl")
+
+
+class ReplicaMismatchError(RuntimeError):
+    """Replicas of a distributed model disagree on a mask or weight, or a pruned weight is nonzero on one."""
+
+
+def _check_num_gpus(num_gpus):
+    if isinstance(num_gpus, bool) or not isinstance(num_gpus, (int, np.integer)) or num_gpus < 0:
+        raise ValueError(f"num_gpus {num_gpus!r} must be an integer >= 0")
+    return int(num_gpus)
+
+
+def _gpu_devices(num_gpus):
+    visible = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if num_gpus > len(visible):
+        raise ValueError(f"num_gpus {num_gpus} asks for more GPUs than the {len(visible)} visible here")
+    return visible[:num_gpus]
+
+
+def _mirrored_cross_device_ops(all_reduce_alg):
+    if all_reduce_alg is None:
+        return None
+    if all_reduce_alg == "nccl":
+        return tf.distribute.NcclAllReduce()
+    if all_reduce_alg == "hierarchical_copy":
+        return tf.distribute.HierarchicalCopyAllReduce()
+    raise ValueError(f"all_reduce_alg {all_reduce_alg!r} is not one of {MIRRORED_ALL_REDUCE} (or None) for the "
+                     "mirrored strategy")
+
+
+def _collective_options(all_reduce_alg):
+    implementations = {None: tf.distribute.experimental.CommunicationImplementation.AUTO,
+                       "ring": tf.distribute.experimental.CommunicationImplementation.RING,
+                       "nccl": tf.distribute.experimental.CommunicationImplementation.NCCL}
+    if all_reduce_alg not in implementations:
+        raise ValueError(f"all_reduce_alg {all_reduce_alg!r} is not one of {MULTI_WORKER_ALL_REDUCE} (or None) for "
+                         "the multi_worker_mirrored strategy")
+    return tf.distribute.experimental.CommunicationOptions(implementation=implementations[all_reduce_alg])
+
+
+def _check_tf_config():
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return
+    try:
+        config = json.loads(raw)
+    except ValueError as e:
+        raise ValueError(f"TF_CONFIG {raw!r} is not valid JSON ({e})") from None
+    if not isinstance(config, dict) or "cluster" not in config or "task" not in config:
+        raise ValueError(f"TF_CONFIG {raw!r} must be a JSON object with 'cluster' and 'task' keys")
+
+
+def get_strategy(name="off", num_gpus=0, all_reduce_alg=None):
+    """Returns the ``tf.distribute.Strategy`` for a ``--distribution_strategy`` name (Model Garden semantics).
+
+    Args:
+      name: one of ``STRATEGY_NAMES`` (case-insensitive):
+        ``"off"``: the default strategy (``tf.distribute.get_strategy()``, no distribution);
+        ``"one_device"``: ``OneDeviceStrategy`` on ``/gpu:0`` when ``num_gpus`` is 1, else ``/cpu:0``;
+        ``"mirrored"``: ``MirroredStrategy`` over the first ``num_gpus`` GPUs, or over every visible logical CPU
+        device when ``num_gpus`` is 0 (one replica per device);
+        ``"multi_worker_mirrored"``: ``MultiWorkerMirroredStrategy``; the cluster and this worker's index come
+        from the ``TF_CONFIG`` environment variable (single local worker when it is unset). It must be created at
+        program start, before TensorFlow runs any op.
+      num_gpus: GPUs to use (>= 0); at most 1 for ``off``/``one_device``. Ignored by ``multi_worker_mirrored``,
+        which uses every local GPU.
+      all_reduce_alg: None (TensorFlow picks), ``"nccl"`` or ``"hierarchical_copy"`` for ``mirrored``,
+        ``"ring"`` or ``"nccl"`` for ``multi_worker_mirrored``; ignored by the single-device strategies.
+
+    Returns:
+      a ``tf.distribute.Strategy``; ``strategy.num_replicas_in_sync`` replicas split each global batch.
+
+    Raises:
+      ValueError: naming the value: unknown name, ``num_gpus`` negative or not an int, more than one GPU for a
+      single-device strategy, more GPUs than visible, unknown ``all_reduce_alg``, malformed ``TF_CONFIG``.
+    """
+    num_gpus = _check_num_gpus(num_gpus)
+    key = name.lower() if isinstance(name, str) else name
+    if key not in STRATEGY_NAMES:
+        raise ValueError(f"distribution strategy {name!r} is not one of {', '.join(STRATEGY_NAMES)}")
+    if key in ("off", "one_device") and num_gpus > 1:
+        raise ValueError(f"num_gpus {num_gpus} needs distribution strategy 'mirrored'; {key!r} uses one device")
+    if key == "off":
+        return tf.distribute.get_strategy()
+    if key == "multi_worker_mirrored":
+        options = _collective_options(all_reduce_alg)  # validate everything before TensorFlow sets up collectives
+        _check_tf_config()
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    if key == "one_device":
+        return tf.distribute.OneDeviceStrategy(_gpu_devices(1)[0] if num_gpus else "/cpu:0")
+    cross_device_ops = _mirrored_cross_device_ops(all_reduce_alg)
+    devices = _gpu_devices(num_gpus) if num_gpus else [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=devices, cross_device_ops=cross_device_ops)
+
+
+def define_flags():
+    """Defines ``--distribution_strategy`` and ``--num_gpus`` (once; safe to call from several mains)."""
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    from tfprune.cli_flags import _define_once  # pylint: disable=g-import-not-at-top
+
+    _define_once(flags.DEFINE_enum, "distribution_strategy", "off", list(STRATEGY_NAMES),
+                 "tf.distribute strategy: 'off' (none), 'one_device', 'mirrored' (the first --num_gpus GPUs, or "
+                 "every logical CPU when 0), 'multi_worker_mirrored' (cluster from the TF_CONFIG environment "
+                 "variable). The model, its masks and the pruning callback all run in the strategy's scope; "
+                 "--batch_size is the global batch, split across replicas.")
+    _define_once(flags.DEFINE_integer, "num_gpus", 0, "GPUs to use (0: CPU only).", lower_bound=0)
+
+
+def is_chief(strategy):
+    """True in the one process that should write results: always, except on the non-chief workers of a cluster.
+
+    With a multi-worker strategy the chief is task ``chief``, or worker 0 when the cluster has no ``chief`` task.
+    Every worker must still run the training itself (collectives wait for all of them).
+    """
+    resolver = strategy.cluster_resolver
+    if resolver is None or resolver.task_type is None:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return (resolver.task_type == "worker" and resolver.task_id == 0
+            and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def replica_values(strategy, variable):
+    """Per-replica values of a variable on this worker, as a list of numpy arrays (one per local replica).
+
+    A mirrored variable gives one array per replica device; a plain variable or tensor gives a list of one.
+    """
+    return [np.asarray(v.numpy()) for v in strategy.experimental_local_results(variable)]
+
+
+def _first_mismatch(arrays):
+    """(replica, differing entries) of the first array unlike ``arrays[0]`` (mirrored: same shapes), or None."""
+    for i, a in enumerate(arrays[1:], start=1):
+        if not np.array_equal(a, arrays[0]):
+            return i, int(np.count_nonzero(a != arrays[0]))
+    return None
+
+
+def _masked_kernels_per_replica(strategy, layers):
+    """[layer][replica] -> the kernel that replica computes with (``layer.masked_kernel()`` run on it), numpy."""
+    per_replica = tf.function(lambda: strategy.run(lambda: [l.masked_kernel() for l in layers]))()
+    return [[np.asarray(t) for t in strategy.experimental_local_results(v)] for v in per_replica]
+
+
+def check_masks_in_sync(model, strategy, check_weights=True):
+    """Checks every prunable layer of ``model`` holds the same masks on all replicas of ``strategy`` (this worker).
+
+    Checked per prunable layer: ``kernel_mask`` and ``bias_mask`` are equal on every replica; the kernel each
+    replica computes with (``layer.masked_kernel()`` run on that replica) is exactly 0 wherever its mask is 0;
+    with ``check_weights``, the kernel and bias variables are also equal on every replica (the replicas compute
+    the same function).
+
+    Returns:
+      {layer name: pruned kernel weights (mask zeros)}, in model order, the same on every replica.
+
+    Raises:
+      ReplicaMismatchError: naming the layer, the variable and the first replica that differs from replica 0, or
+      the replica where a pruned weight is nonzero.
+      ValueError: a model without prunable layers.
+    """
+    layers = [l for l in model.layers if is_prunable_layer(l)]
+    if not layers:
+        raise ValueError(f"model {model.name!r} has no prunable layer (call tfprune.make_prunable(model) first)")
+    pruned = {}
+    for layer in layers:
+        variables = [layer.kernel_mask, layer.bias_mask]
+        if check_weights:
+            variables += [layer.kernel, layer.bias]
+        for variable in variables:
+            if variable is None:
+                continue
+            mismatch = _first_mismatch(replica_values(strategy, variable))
+            if mismatch is not None:
+                raise ReplicaMismatchError(f"layer {layer.name!r}: {variable.name} on replica {mismatch[0]} differs "
+                                           f"from replica 0 in {mismatch[1]} entries")
+    for layer, effective in zip(layers, _masked_kernels_per_replica(strategy, layers)):
+        masks = replica_values(strategy, layer.kernel_mask)
+        for replica, (mask, kernel) in enumerate(zip(masks, effective)):
+            alive = int(np.count_nonzero(kernel[mask == 0]))
+            if alive:
+                raise ReplicaMismatchError(f"layer {layer.name!r}: {alive} pruned weights are nonzero on replica "
+                                           f"{replica}")
+        pruned[layer.name] = int(masks[0].size - np.count_nonzero(masks[0]))
+    return pruned
+
+
+def mask_digest(model):
+    """SHA-256 hex digest of every prunable layer's name and masks (this process's first replica), in model order.
+
+    Equal digests mean equal masks: workers of a multi-worker run can log it and compare.
+    """
+    digest = hashlib.sha256()
+    for layer in model.layers:
+        if is_prunable_layer(layer):
+            digest.update(layer.name.encode())
+            for variable in (layer.kernel_mask, layer.bias_mask):
+                if variable is not None:
+                    digest.update(np.ascontiguousarray(variable.numpy(), np.float32).tobytes())
+    return digest.hexdigest()
+
+
+__all__ = ["MIRRORED_ALL_REDUCE", "MULTI_WORKER_ALL_REDUCE", "STRATEGY_NAMES", "ReplicaMismatchError",
+           "check_masks_in_sync", "define_flags", "get_strategy", "is_chief", "mask_digest",
+           "replica_values"]
