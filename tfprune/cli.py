@@ -1,4 +1,4 @@
-"""Shared plumbing of the absl mains: flag errors as one line with exit status 2, percent-list parsing."""
+"""Shared plumbing of the absl mains: errors as one line (exit 2 for usage, 1 for I/O), Ctrl-C, percent lists."""
 
 import sys
 
@@ -7,6 +7,8 @@ from absl import flags
 
 FLAGS = flags.FLAGS
 USAGE_EXIT = 2
+OS_ERROR_EXIT = 1
+INTERRUPT_EXIT = 130  # 128 + SIGINT, what a shell reports for a process stopped by Ctrl-C
 
 
 def _parse_flags_or_exit(argv):
@@ -19,7 +21,11 @@ def _parse_flags_or_exit(argv):
 
 
 def run(main):
-    """``app.run(main)`` with ``_parse_flags_or_exit`` as parser; a UsageError from main also exits with 2."""
+    """``app.run(main)`` with ``_parse_flags_or_exit`` as parser, and one-line endings instead of tracebacks.
+
+    A UsageError from main exits with 2; an OSError (disk full, unwritable file: the message names the file) with
+    1; Ctrl-C with 130 after saying that finished work is kept (every result is written atomically).
+    """
 
     def guarded(argv):
         try:
@@ -27,6 +33,12 @@ def run(main):
         except app.UsageError as e:
             sys.stderr.write(f"{argv[0]}: error: {e}\n")
             sys.exit(USAGE_EXIT)
+        except OSError as e:
+            sys.stderr.write(f"{argv[0]}: error: {e}\n")
+            sys.exit(OS_ERROR_EXIT)
+        except KeyboardInterrupt:
+            sys.stderr.write(f"{argv[0]}: interrupted; finished work is kept (a sweep continues with --resume)\n")
+            sys.exit(INTERRUPT_EXIT)
 
     app.run(guarded, flags_parser=_parse_flags_or_exit)
 

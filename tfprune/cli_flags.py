@@ -53,6 +53,16 @@ def define_pruning_common():
         flags.register_validator("output_dir", _check_output_dir)
 
 
+def define_model_path():
+    """Defines --model_path (a user's trained model file) and --allow_unsafe_deserialization, once."""
+    _define_once(flags.DEFINE_string, "model_path", None,
+                 "A trained Keras model file (.keras or .h5) to prune or export instead of a reference model; loaded "
+                 "in Keras safe mode (see --allow_unsafe_deserialization).")
+    _define_once(flags.DEFINE_bool, "allow_unsafe_deserialization", False,
+                 "Load --model_path even when it holds code (Lambda layers, modules outside Keras/tfprune/TF-MOT, "
+                 "SavedModel graphs). Only for files you trust.")
+
+
 def _check_output_dir(path):
     """An output dir must be a folder (or creatable) and writable: checked before any work starts."""
     import os  # pylint: disable=g-import-not-at-top
@@ -60,9 +70,11 @@ def _check_output_dir(path):
         return True
     if os.path.exists(path) and not os.path.isdir(path):
         raise flags.ValidationError(f"--output_dir {path!r} exists and is not a folder")
-    probe = path
+    probe = os.path.abspath(path)
     while not os.path.exists(probe):
-        probe = os.path.dirname(os.path.abspath(probe))
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise flags.ValidationError(f"--output_dir {path!r} cannot be created: {probe!r} is not a folder")
     if not os.access(probe, os.W_OK):
         raise flags.ValidationError(f"--output_dir {path!r} is not writable ({probe!r} is read-only)")
     return True

@@ -22,9 +22,12 @@ def atomic_open(path, mode="w"):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.filename is None:
+            # A full disk's write() names no file: say which result could not be written.
+            raise OSError(e.errno, e.strerror, path) from e
         raise
 
 

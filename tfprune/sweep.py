@@ -10,11 +10,13 @@ sweep loses at most the point in flight. --num_shards/--shard_index split the po
 --merge combines the output dirs of shards into one set of tables and plots.
 """
 
+import dataclasses
 import json
 import os
 import shlex
 import sys
 import time
+from typing import Callable, Optional
 
 from absl import app
 from absl import flags
@@ -32,6 +34,7 @@ from tfprune import results
 FLAGS = flags.FLAGS
 cli_flags.define_common()
 cli_flags.define_pruning_common()
+cli_flags.define_model_path()
 flags.DEFINE_list("methods", ["weight", "unit"], "Pruning methods to sweep: weight, unit (tfprune rank pruning), "
                   "tfmot (TF-MOT prune_low_magnitude; needs --finetune_epochs >= 1).")
 flags.DEFINE_string("layer_sparsity", None, "A per-layer plan instead of --sparsities: a JSON file written by "
@@ -41,6 +44,8 @@ flags.DEFINE_integer("finetune_epochs", 0, "Fine-tune epochs after/while pruning
                      lower_bound=0)
 flags.DEFINE_enum("schedule", "polynomial", list(experiment.SCHEDULES),
                   "Pruning schedule during fine-tuning (TF-MOT's PolynomialDecay/ConstantSparsity, or one-shot).")
+flags.DEFINE_float("begin_fraction", 0.0, "Scheduled pruning starts at this fraction of the fine-tune steps.",
+                   lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_float("end_fraction", 0.7, "The polynomial schedule reaches k at this fraction of the fine-tune steps.",
                    lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_integer("pruning_frequency", 100, "Steps between mask updates of scheduled pruning.", lower_bound=1)
@@ -56,6 +61,8 @@ flags.DEFINE_integer("verbose", 2, "Keras training output: 0 silent, 1 progress 
 flags.register_validator("methods", lambda v: bool(v) and set(v) <= set(experiment.METHODS) and
                          len(set(v)) == len(v),
                          message=f"--methods must be a non-empty list without repeats of {experiment.METHODS}")
+flags.register_validator("model_path", lambda p: p is None or os.path.exists(p),
+                         message="--model_path must name an existing .keras/.h5 file (or a SavedModel folder)")
 flags.register_multi_flags_validator(["num_shards", "shard_index"], lambda f: f["shard_index"] < f["num_shards"],
                                      message="--shard_index must be < --num_shards")
 flags.register_multi_flags_validator(
@@ -64,8 +71,6 @@ flags.register_multi_flags_validator(
 flags.register_multi_flags_validator(
     ["methods", "scope"], lambda f: "tfmot" not in (f["methods"] or []) or f["scope"] == "layer",
     message="--methods=tfmot supports --scope=layer only")
-
-
 
 
 def _check_export(values):
@@ -78,6 +83,20 @@ def _check_export(values):
 
 
 flags.register_validator("export", _check_export)
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """What a main built on the sweep writes: file prefix, title, and compare-only extras."""
+    command: str = "python -m tfprune.sweep"
+    prefix: str = "results"
+    plot_prefix: str = ""
+    title: str = "tfprune sweep"
+    dense_reference: bool = False  # time dense fine-tuning to give each point a time ratio to dense training
+    summary: Optional[Callable] = None  # (records, baseline_info) -> Markdown appended to the tables
+
+
+SWEEP = Mode()
 
 
 def load_plan(value):
@@ -114,19 +133,20 @@ def _plan_k(model, plan):
     return round(100.0 * sum(weights[n] * s for n, s in plan.items() if n in weights) / total, 2)
 
 
-def _command_line():
-    return " ".join(["python -m tfprune.sweep"] + [shlex.quote(a) for a in sys.argv[1:]])
+def _command_line(mode):
+    return " ".join([mode.command] + [shlex.quote(a) for a in sys.argv[1:]])
 
 
-def finish(output_dir, title, command, baseline_info, prefix="results"):
-    """Rewrites tables and plots from every point in ``output_dir``; returns the Markdown table."""
+def finish(output_dir, title, command, baseline_info, mode=SWEEP):
+    """Rewrites tables and plots from every point in ``output_dir``; returns the Markdown text."""
     records = results.load_points([output_dir])
     if not records:
         return ""
-    acc = baseline_info.get("test_accuracy") if baseline_info else None
-    markdown = results.write_tables(records, output_dir, title, command, acc, prefix=prefix)
-    plots.sweep_plots(records, output_dir, acc, baseline_info.get("test_loss") if baseline_info else None,
-                      baseline_info.get("histograms") if baseline_info else None)
+    acc = baseline_info.get("test_accuracy")
+    summary = mode.summary(records, baseline_info) if mode.summary else None
+    markdown = results.write_tables(records, output_dir, title, command, acc, prefix=mode.prefix, summary=summary)
+    plots.sweep_plots(records, output_dir, acc, baseline_info.get("test_loss"), baseline_info.get("histograms"),
+                      prefix=mode.plot_prefix)
     return markdown
 
 
@@ -139,7 +159,7 @@ def _point_line(record):
             f"{extra}{tfl} ({record['point_seconds']:.1f} s)")
 
 
-def _merge_only():
+def _merge_only(mode):
     for folder in FLAGS.merge:
         if not os.path.isdir(folder):
             raise app.UsageError(f"--merge: {folder!r} is not a folder")
@@ -151,20 +171,24 @@ def _merge_only():
                  if os.path.isfile(os.path.join(f, "baseline.json"))), None)
     if info:
         io_utils.write_json_atomic(os.path.join(FLAGS.output_dir, "baseline.json"), info)
-    print(finish(FLAGS.output_dir, "tfprune sweep (merged)", _command_line(), info or {}))
+    print(finish(FLAGS.output_dir, f"{mode.title} (merged)", _command_line(mode), info or {}, mode))
     print(f"merged {len(records)} points from {len(FLAGS.merge)} dirs into {FLAGS.output_dir}")
 
 
 # Flags that change a point's figures: resuming into a dir made with other values would mix incomparable points.
-RESULT_FLAGS = ("dataset", "model", "train_epochs", "train_size", "batch_size", "learning_rate", "seed", "layers",
-                "scope", "finetune_epochs", "schedule", "end_fraction", "pruning_frequency", "export",
+RESULT_FLAGS = ("dataset", "model", "model_path", "train_epochs", "train_size", "batch_size", "learning_rate", "seed", "layers",
+                "scope", "finetune_epochs", "schedule", "begin_fraction", "end_fraction", "pruning_frequency", "export",
                 "export_eval_size")
 
 
-def _check_same_config(output_dir, plan):
-    """Records the result-defining flags in sweep_config.json; refuses to add points made with other values."""
+def _check_same_config(output_dir, plan, model_sha256=None):
+    """Records the result-defining flags in sweep_config.json; refuses to add points made with other values.
+
+    ``model_sha256``: digest of the --model_path file, so that another model saved under the same name is refused.
+    """
     config = {name: FLAGS[name].value for name in RESULT_FLAGS}
     config["layer_sparsity"] = plan
+    config["model_sha256"] = model_sha256
     path = os.path.join(output_dir, "sweep_config.json")
     if os.path.isfile(path):
         old = _read_json(path)
@@ -182,12 +206,56 @@ def _read_json(path):
 
 
 def main(argv):
+    return execute(argv, SWEEP)
+
+
+def _model_label():
+    return FLAGS.model_path or FLAGS.model
+
+
+def _load_baseline(datasets):
+    """The trained model the points start from: a --model_path file (checked, nothing trained) or the cached
+    reference baseline. Returns (Baseline, sha256 of the model file or None)."""
+    if not FLAGS.model_path:
+        return baseline_lib.train_baseline(FLAGS.model, FLAGS.dataset, epochs=FLAGS.train_epochs,
+                                           batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
+                                           seed=FLAGS.seed, cache_dir=FLAGS.cache_dir, train_size=FLAGS.train_size,
+                                           datasets=datasets, verbose=FLAGS.verbose), None
+    from tfprune import user_model  # pylint: disable=g-import-not-at-top
+    try:
+        base, check = user_model.file_baseline(FLAGS.model_path, datasets, FLAGS.allow_unsafe_deserialization)
+    except ValueError as e:
+        raise app.UsageError(f"--model_path: {e}") from None
+    for name, reason in check.skipped.items():
+        print(f"{FLAGS.model_path}: layer {name!r} is not pruned: {reason}", flush=True)
+    return base, user_model.file_digest(FLAGS.model_path)
+
+
+def _baseline_info(base, datasets, finetune, mode):
+    path = os.path.join(FLAGS.output_dir, "baseline.json")
+    info = {"model": _model_label(), "dataset": FLAGS.dataset, "test_accuracy": base.test_accuracy,
+            "test_loss": base.test_loss, "train_epochs": FLAGS.train_epochs, "seed": FLAGS.seed,
+            "histograms": experiment.magnitude_histograms(base.model)}
+    if mode.dense_reference and finetune.epochs:
+        old = _read_json(path) if os.path.isfile(path) else {}
+        if "dense_seconds_per_epoch" not in old:
+            print(f"dense reference: fine-tuning the unpruned model {finetune.epochs} epoch(s) for the time ratio",
+                  flush=True)
+            old = experiment.dense_finetune(base.model, datasets, finetune, seed=FLAGS.seed)
+        info.update({k: old[k] for k in ("dense_seconds_per_epoch", "dense_finetune_accuracy",
+                                         "dense_finetune_loss")})
+    io_utils.write_json_atomic(path, info)
+    return info
+
+
+def execute(argv, mode):
+    """The sweep (or, with another ``mode``, the comparison): validated flags in, point records and tables out."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     if FLAGS.merge:
-        return _merge_only()
+        return _merge_only(mode)
     try:
         plan = load_plan(FLAGS.layer_sparsity) if FLAGS.layer_sparsity else None
     except ValueError as e:
@@ -195,41 +263,40 @@ def main(argv):
     store = results.ResultStore(FLAGS.output_dir)
     ks = cli.parse_percents(FLAGS.sparsities)
     datasets = data_lib.load_dataset(FLAGS.dataset, FLAGS.data_dir)
-    base = baseline_lib.train_baseline(FLAGS.model, FLAGS.dataset, epochs=FLAGS.train_epochs,
-                                       batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-                                       seed=FLAGS.seed, cache_dir=FLAGS.cache_dir, train_size=FLAGS.train_size,
-                                       datasets=datasets, verbose=FLAGS.verbose)
+    base, model_sha256 = _load_baseline(datasets)
     if plan is not None:
         ks = [_plan_k(base.model, plan)]
     points = planned_points(FLAGS.methods, ks, FLAGS.num_shards, FLAGS.shard_index)
     done = [p for p in points if store.has(*p)]
     if done and not FLAGS.resume:
         raise app.UsageError(f"--output_dir {FLAGS.output_dir!r} already holds {len(done)} of these points "
-                                 "(e.g. " + results.point_key(*done[0]) + "); pass --resume or another folder")
-    _check_same_config(FLAGS.output_dir, plan)
+                             "(e.g. " + results.point_key(*done[0]) + "); pass --resume or another folder")
+    _check_same_config(FLAGS.output_dir, plan, model_sha256)
     todo = [p for p in points if not store.has(*p)]
-    baseline_info = {"model": FLAGS.model, "dataset": FLAGS.dataset, "test_accuracy": base.test_accuracy,
-                     "test_loss": base.test_loss, "train_epochs": FLAGS.train_epochs, "seed": FLAGS.seed,
-                     "histograms": experiment.magnitude_histograms(base.model)}
-    io_utils.write_json_atomic(os.path.join(FLAGS.output_dir, "baseline.json"), baseline_info)
-    print(f"baseline {FLAGS.model} on {FLAGS.dataset}: test accuracy {100 * base.test_accuracy:.2f} %"
-          f" ({'cached' if base.from_cache else 'trained'}); {len(todo)} of {len(points)} points to run"
-          f"{f' (shard {FLAGS.shard_index}/{FLAGS.num_shards})' if FLAGS.num_shards > 1 else ''}", flush=True)
     finetune = experiment.FineTune(epochs=FLAGS.finetune_epochs, schedule=FLAGS.schedule,
                                    batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-                                   end_fraction=FLAGS.end_fraction, frequency=FLAGS.pruning_frequency,
+                                   begin_fraction=FLAGS.begin_fraction, end_fraction=FLAGS.end_fraction,
+                                   frequency=FLAGS.pruning_frequency,
                                    verbose=FLAGS.verbose)
+    print(f"baseline {_model_label()} on {FLAGS.dataset}: test accuracy {100 * base.test_accuracy:.2f} %"
+          f" ({'cached' if base.from_cache else 'trained'}); {len(todo)} of {len(points)} points to run"
+          f"{f' (shard {FLAGS.shard_index}/{FLAGS.num_shards})' if FLAGS.num_shards > 1 else ''}", flush=True)
+    info = _baseline_info(base, datasets, finetune, mode)
     exporter = _make_exporter(datasets) if FLAGS.export else None
     layers = plan if plan is not None else FLAGS.layers
-    title = f"tfprune sweep: {FLAGS.model} on {FLAGS.dataset}"
+    title = f"{mode.title}: {_model_label()} on {FLAGS.dataset}"
+    command = _command_line(mode)
     start = time.perf_counter()
     for i, (method, k) in enumerate(todo, 1):
-        record = experiment.run_point(base.model, datasets, method, k, FLAGS.scope, layers, finetune, exporter)
+        record = experiment.run_point(base.model, datasets, method, k, FLAGS.scope, layers, finetune, exporter,
+                                      seed=FLAGS.seed)
+        if "dense_seconds_per_epoch" in info and "finetune_seconds_per_epoch" in record:
+            record["time_ratio_to_dense"] = record["finetune_seconds_per_epoch"] / info["dense_seconds_per_epoch"]
         store.write_point(record)
         print(f"[{i}/{len(todo)}] {_point_line(record)}", flush=True)
-        finish(FLAGS.output_dir, title, _command_line(), baseline_info)
-    markdown = finish(FLAGS.output_dir, title, _command_line(), baseline_info)
-    print(f"\n{markdown}\nwrote {FLAGS.output_dir}/results.{{csv,json,md}} and plots "
+        finish(FLAGS.output_dir, title, command, info, mode)
+    markdown = finish(FLAGS.output_dir, title, command, info, mode)
+    print(f"\n{markdown}\nwrote {FLAGS.output_dir}/{mode.prefix}.{{csv,json,md}} and plots "
           f"in {time.perf_counter() - start:.0f} s")
 
 
