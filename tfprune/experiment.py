@@ -161,7 +161,7 @@ def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, f
       k: percent in [0, 100) of weights (or units) to prune.
       scope, layers: as ``tfprune.prune`` (tfmot supports layer scope only).
       finetune: a ``FineTune``.
-      exporter: optional callable ``(stripped_model, method) -> dict`` adding TFLite/shrink figures.
+      exporter: optional callable ``(stripped_model, method, k) -> dict`` adding TFLite/shrink figures.
       seed: seeds Python, NumPy and TensorFlow before the point, so its figures (fine-tuning shuffles batches) do not
         depend on the points run before it in the process, on --resume, shards, or a cached baseline.
 
@@ -207,6 +207,6 @@ def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, f
     if histograms:
         record["histograms"] = magnitude_histograms(stripped)
     if exporter is not None:
-        record.update(exporter(stripped, method))
+        record.update(exporter(stripped, method, float(k)))
     record["point_seconds"] = time.perf_counter() - start
     return record
