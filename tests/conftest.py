@@ -8,6 +8,8 @@ from absl import flags
 
 import tfprune  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 from tfprune import data as data_lib
+from tfprune import models
+from tfprune._env import keras
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
@@ -36,6 +38,16 @@ def small_fashion(fashion):
     """2,000 training and 1,000 test images of real Fashion-MNIST, fixed subset."""
     (x_train, y_train), (x_test, y_test) = fashion
     return data_lib.take((x_train, y_train), 2000, 0), data_lib.take((x_test, y_test), 1000, 1)
+
+
+@pytest.fixture(scope="module")
+def trained_lenet(small_fashion):
+    """(LeNet-300-100 trained 1 epoch on ``small_fashion``, its 1,000 test images, labels, 300 training images)."""
+    (x_train, y_train), (x_test, y_test) = small_fashion
+    keras.utils.set_random_seed(0)
+    model = models.compile_model(models.build("lenet_300_100"))
+    model.fit(x_train, y_train, epochs=1, batch_size=64, verbose=0)
+    return model, x_test, y_test, x_train[:300]
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ from absl.testing import flagsaver
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from conftest import FASHION_DIR
-from tfprune import export, export_main, models, pruning
+from tfprune import export, export_main, pruning
 from tfprune._env import keras, tf
 
 FLAGS = flags.FLAGS
@@ -18,19 +18,10 @@ TOLERANCE = {"float": 0.001, "float16": 0.001, "dynamic": 0.01, "int8": 0.01}  #
 
 
 @pytest.fixture(scope="module")
-def trained(small_fashion):
-    (x_train, y_train), (x_test, y_test) = small_fashion
-    keras.utils.set_random_seed(0)
-    model = models.compile_model(models.build("lenet_300_100"))
-    model.fit(x_train, y_train, epochs=1, batch_size=64, verbose=0)
-    return model, x_test, y_test, x_train[:300]
-
-
-@pytest.fixture(scope="module")
-def pruned(trained):
+def pruned(trained_lenet):
     """A plain copy of the trained model with the smallest 90 % of each kernel zeroed directly in numpy."""
-    model = keras.models.clone_model(trained[0])
-    model.set_weights(trained[0].get_weights())
+    model = keras.models.clone_model(trained_lenet[0])
+    model.set_weights(trained_lenet[0].get_weights())
     for layer in model.layers:
         if isinstance(layer, keras.layers.Dense):
             kernel = layer.kernel.numpy()
@@ -45,8 +36,8 @@ def keras_accuracy(model, x, y):
 
 
 @pytest.mark.parametrize("variant", ["float", "float16", "dynamic", "int8"])
-def test_variant_runs_in_litert_and_matches_keras(trained, variant):
-    model, x, y, representative = trained
+def test_variant_runs_in_litert_and_matches_keras(trained_lenet, variant):
+    model, x, y, representative = trained_lenet
     quantization, _ = export.parse_variant(variant)
     model_bytes = export.to_tflite(model, quantization, representative_data=representative)
     result = export.evaluate_tflite(model_bytes, x, y, batch_size=300)  # 1000 images: last batch padded
@@ -59,8 +50,8 @@ def test_variant_runs_in_litert_and_matches_keras(trained, variant):
 
 
 @pytest.mark.parametrize("quantization", export.QUANTIZATIONS)
-def test_sparse_encoding_is_smaller_and_predicts_the_same(pruned, trained, quantization):
-    _, x, y, representative = trained
+def test_sparse_encoding_is_smaller_and_predicts_the_same(pruned, trained_lenet, quantization):
+    _, x, y, representative = trained_lenet
     dense = export.to_tflite(pruned, quantization, False, representative)
     sparse = export.to_tflite(pruned, quantization, True, representative)
     assert len(sparse) < 0.5 * len(dense), (len(sparse), len(dense))
@@ -71,8 +62,8 @@ def test_sparse_encoding_is_smaller_and_predicts_the_same(pruned, trained, quant
         "float" if quantization == "none" else quantization] + 1e-9
 
 
-def test_xnnpack_failure_falls_back_to_builtin_kernels(pruned, trained):
-    _, x, y, _ = trained
+def test_xnnpack_failure_falls_back_to_builtin_kernels(pruned, trained_lenet):
+    _, x, y, _ = trained_lenet
     model_bytes = export.to_tflite(pruned, "dynamic", sparse_encoding=True)
     # The trigger is real: the default (XNNPACK) interpreter cannot prepare this model on ai-edge-litert 2.3.0.
     interpreter = Interpreter(model_content=model_bytes, experimental_op_resolver_type=OpResolverType.AUTO)
@@ -85,8 +76,8 @@ def test_xnnpack_failure_falls_back_to_builtin_kernels(pruned, trained):
     assert latency["path"] == "builtin" and latency["median_ms"] > 0
 
 
-def test_forced_builtin_path_gives_the_same_predictions(trained):
-    model, x, y, _ = trained
+def test_forced_builtin_path_gives_the_same_predictions(trained_lenet):
+    model, x, y, _ = trained_lenet
     model_bytes = export.to_tflite(model)
     xnnpack = export.evaluate_tflite(model_bytes, x, y)
     builtin = export.evaluate_tflite(model_bytes, x, y, prefer_xnnpack=False)
@@ -95,9 +86,9 @@ def test_forced_builtin_path_gives_the_same_predictions(trained):
     assert builtin["loss"] == pytest.approx(xnnpack["loss"], abs=1e-5)
 
 
-def test_prunable_and_tfmot_models_are_stripped_before_conversion(trained, pruned):
+def test_prunable_and_tfmot_models_are_stripped_before_conversion(trained_lenet, pruned):
     import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
-    model, x, y, _ = trained
+    model, x, y, _ = trained_lenet
     prunable = pruning.prune(pruning.make_prunable(model), 0.9)
     assert not any(pruning.is_prunable_layer(l) for l in export.plain_model(prunable).layers)
     prunable_bytes = export.to_tflite(prunable, sparse_encoding=True)
@@ -111,8 +102,8 @@ def test_prunable_and_tfmot_models_are_stripped_before_conversion(trained, prune
     assert len(export.to_tflite(wrapped)) == len(export.to_tflite(tfmot.sparsity.keras.strip_pruning(wrapped)))
 
 
-def test_bad_quantization_and_representative_data_are_value_errors(trained):
-    model, _, _, representative = trained
+def test_bad_quantization_and_representative_data_are_value_errors(trained_lenet):
+    model, _, _, representative = trained_lenet
     with pytest.raises(ValueError, match=r"'int4'.*none, dynamic, float16, int8"):
         export.to_tflite(model, "int4")
     with pytest.raises(ValueError, match="'int8'.*representative_data"):
@@ -137,8 +128,8 @@ def test_ops_without_tflite_builtin_are_named(small_fashion):
         export.to_tflite(model)
 
 
-def test_evaluate_and_benchmark_reject_bad_input(trained):
-    model, x, y, _ = trained
+def test_evaluate_and_benchmark_reject_bad_input(trained_lenet):
+    model, x, y, _ = trained_lenet
     model_bytes = export.to_tflite(model)
     with pytest.raises(ValueError, match="1000 images and y 999 labels"):
         export.evaluate_tflite(model_bytes, x, y[:-1])
@@ -153,8 +144,8 @@ def test_evaluate_and_benchmark_reject_bad_input(trained):
     assert (latency["runs"], latency["num_threads"], latency["path"]) == (30, 1, "xnnpack")
 
 
-def test_write_exported_model_writes_card_labels_and_model(trained, tmp_path):
-    model, _, _, representative = trained
+def test_write_exported_model_writes_card_labels_and_model(trained_lenet, tmp_path):
+    model, _, _, representative = trained_lenet
     model_bytes = export.to_tflite(model, "int8", representative_data=representative)
     labels = export_main.LABELS["fashion_mnist"]
     card = export.write_exported_model(str(tmp_path), model_bytes, {"accuracy": 0.75, "quantization": "int8"}, labels)
@@ -172,8 +163,8 @@ def test_write_exported_model_writes_card_labels_and_model(trained, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-def test_export_variant_figures_columns_and_files(pruned, trained, tmp_path):
-    _, x, y, representative = trained
+def test_export_variant_figures_columns_and_files(pruned, trained_lenet, tmp_path):
+    _, x, y, representative = trained_lenet
     figures = export.export_variant(pruned, "int8+sparse", x[:200], y[:200], representative, bench_runs=5,
                                     out_dir=str(tmp_path / "int8+sparse"))
     assert figures["variant"] == "int8+sparse" and figures["sparsity"] == pytest.approx(0.9, abs=1e-3)

@@ -45,6 +45,13 @@ DATASETS = {
     "fashion_mnist": _Spec("fashion_mnist.npz", "fashion-mnist", ("/usr/share/datasets/fashion-mnist",)),
 }
 
+# Class names by label index, as written to an exported model's labels.txt.
+CLASS_NAMES = {
+    "mnist": [str(d) for d in range(10)],
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+}
+
 
 def keras_cache_dir():
     """The folder where ``keras.datasets.*.load_data()`` keeps its files."""

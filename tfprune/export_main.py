@@ -20,11 +20,7 @@ from tfprune import io_utils
 
 FLAGS = flags.FLAGS
 
-LABELS = {
-    "mnist": [str(d) for d in range(10)],
-    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                      "Ankle boot"],
-}
+LABELS = data_lib.CLASS_NAMES  # kept under this name for callers of the export main
 
 cli_flags.define_model_path()  # shared with the sweep, so it is not globally required: main checks it
 flags.DEFINE_list("variants", ["float", "float16", "dynamic", "int8"],

@@ -117,7 +117,8 @@ def accuracy_table(records, baseline_accuracy=None):
 def details_table(records):
     """Per point: achieved sparsity, loss, remaining weights, sizes (and TFLite/shrink figures when present)."""
     extra = [c for c in ("finetune_seconds_per_epoch", "time_ratio_to_dense", "shrunk_params", "tflite_float_size_bytes",
-                         "tflite_float_accuracy", "tflite_float_latency_ms") if any(c in r for r in records)]
+                         "tflite_float_accuracy", "tflite_float_latency_ms",
+                         "tflite_shrunk_float_latency_ms") if any(c in r for r in records)]
     head = ["method", "k %", "achieved sparsity %", "accuracy %", "loss", "remaining weights", "gzip size KiB"] + extra
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for r in records:

@@ -153,6 +153,10 @@ def finish(output_dir, title, command, baseline_info, mode=SWEEP):
 def _point_line(record):
     extra = f", {record['finetune_seconds_per_epoch']:.1f} s/epoch" if "finetune_seconds_per_epoch" in record else ""
     tfl = f", tflite float {record['tflite_float_accuracy'] * 100:.2f} %" if "tflite_float_accuracy" in record else ""
+    if "shrunk_params" in record:
+        tfl += f", shrunk {record['dense_params']:,} -> {record['shrunk_params']:,} params"
+    if "tflite_shrunk_float_latency_ms" in record:
+        tfl += f", float {record['tflite_float_latency_ms']:.3f} -> {record['tflite_shrunk_float_latency_ms']:.3f} ms"
     return (f"{record['method']:>6} k={record['k']:>5g}%: accuracy {100 * record['test_accuracy']:6.2f} %, "
             f"loss {record['test_loss']:.4f}, sparsity {100 * record['achieved_sparsity']:6.2f} %, "
             f"{record['remaining_weights']:,} weights left, gzip {record['gzip_size_bytes'] / 1024:,.0f} KiB"
@@ -306,7 +310,8 @@ def _make_exporter(datasets):
     x_eval, y_eval = data_lib.take((x_test, y_test), FLAGS.export_eval_size, FLAGS.seed)
     representative = data_lib.take((x_train, x_train), 300, FLAGS.seed)[0]
     return point_export.PointExporter(FLAGS.export, x_eval, y_eval, representative,
-                                os.path.join(FLAGS.output_dir, "tflite"))
+                                      os.path.join(FLAGS.output_dir, "tflite"),
+                                      labels=data_lib.CLASS_NAMES.get(FLAGS.dataset))
 
 
 def run():

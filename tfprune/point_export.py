@@ -1,0 +1,116 @@
+"""TFLite export of every sweep point (``--export``), and for unit pruning of the physically shrunk model too.
+
+``experiment.run_point`` calls a ``PointExporter`` with each point's stripped model. Every variant is written to
+``<out_dir>/<method>-k<k>/<variant>/`` (``model.tflite``, ``labels.txt``, ``model_card.json``); the shrunk model of
+a unit point to ``<variant>-shrunk/`` beside it. Each figure comes from the LiteRT run of the file written.
+"""
+
+import os
+
+import numpy as np
+
+from tfprune import export
+from tfprune import results
+from tfprune import surgery
+
+# Max |probability difference| allowed between a shrunk model and its source: they differ only in float summation
+# order (~1e-7); anything larger is a shrink bug, and no figure of such a model is reported.
+SHRINK_TOLERANCE = 1e-4
+SHRUNK = "shrunk_"
+
+
+class PointExporter:
+    """Callable ``(stripped_model, method, k) -> dict`` of result columns for one sweep point.
+
+    Args:
+      variants: names from ``export.VARIANTS``, e.g. ``["float", "int8+sparse"]``.
+      x_eval, y_eval: float32 images (N, *input shape) in [0, 1] and int labels (N,) verifying every export.
+      representative_data: float32 training images (M, *input shape), M ~ 300, calibrating int8 variants.
+      out_dir: folder of the per-point export folders.
+      labels: C class names for labels.txt (default ``"0"``..``"C-1"``).
+      num_threads: LiteRT threads for evaluation and latency.
+      bench_runs, bench_warmup: timed and untimed single-image invokes per exported model.
+
+    Raises:
+      ValueError: an unknown variant or none at all (here, before any point runs).
+    """
+
+    def __init__(self, variants, x_eval, y_eval, representative_data, out_dir, labels=None, num_threads=1,
+                 bench_runs=100, bench_warmup=10):
+        if not variants:
+            raise ValueError(f"no TFLite variant given; choose from {', '.join(export.VARIANTS)}")
+        for variant in variants:
+            export.parse_variant(variant)
+        self.variants = list(variants)
+        self.x_eval, self.y_eval = x_eval, y_eval
+        self.representative_data = representative_data
+        self.out_dir = out_dir
+        self.labels = labels
+        self.bench = {"num_threads": num_threads, "bench_runs": bench_runs, "bench_warmup": bench_warmup}
+
+    def __call__(self, stripped_model, method, k):
+        """Exports one point's model (and, for ``method == "unit"``, its shrunk copy) in every variant.
+
+        Args:
+          stripped_model: the point's pruned plain tf_keras model (masks baked in); not modified.
+          method: the point's method; ``"unit"`` also shrinks the model (``surgery.shrink``).
+          k: the point's percent, naming its folder (``unit-k90``).
+
+        Returns:
+          flat dict: ``export.variant_columns`` of every variant (``tflite_<variant>_size_bytes``, ``_accuracy``
+          as a fraction 0..1, ``_latency_ms`` median milliseconds per image, ...). For ``"unit"`` also
+          ``dense_params``/``shrunk_params``, ``dense_macs``/``shrunk_macs`` (multiply-accumulates per image),
+          ``shrunk_kept_notes`` (number of dead-unit groups kept for safety), ``shrunk_max_abs_diff`` (max absolute
+          difference of the two Keras models' output probabilities on ``x_eval``) and the shrunk model's
+          ``tflite_shrunk_<variant>_*`` columns.
+
+        Raises:
+          ValueError: from ``export.export_variant`` (unsupported ops, bad eval data) or ``surgery.shrink`` (a
+            subclassed or unbuilt model).
+          RuntimeError: a TFLite model runs on no LiteRT path, or the shrunk model's outputs differ from the
+            unshrunk ones by more than ``SHRINK_TOLERANCE``. Nothing is exported for the point then.
+        """
+        folder = os.path.join(self.out_dir, results.point_key(method, k))
+        columns, targets = {}, [(stripped_model, "")]
+        if method == "unit":
+            shrunk, columns = self._shrink(stripped_model)
+            targets.append((shrunk, SHRUNK))
+        for model, tag in targets:
+            for variant in self.variants:
+                out_dir = os.path.join(folder, variant + ("-shrunk" if tag else ""))
+                figures = export.export_variant(model, variant, self.x_eval, self.y_eval, self.representative_data,
+                                                out_dir=out_dir, labels=self.labels, **self.bench)
+                columns.update(export.variant_columns(dict(figures, variant=tag + variant)))
+        return columns
+
+    def _shrink(self, model):
+        result, diff = checked_shrink(model, self.x_eval)
+        report = result.report
+        return result.model, {
+            "dense_params": report.params_before, "shrunk_params": report.params_after,
+            "dense_macs": report.macs_before, "shrunk_macs": report.macs_after,
+            "shrunk_kept_notes": len(report.kept), "shrunk_max_abs_diff": diff}
+
+
+def checked_shrink(model, x):
+    """``surgery.shrink(model)``, returned only once the shrunk model has run on ``x`` and matched ``model``.
+
+    Args:
+      model: a built Sequential/functional tf_keras model, plain or prunable; not modified.
+      x: float32 images (N, *input shape) both models are run on.
+
+    Returns:
+      ``(surgery.ShrinkResult, max_abs_diff)``: the largest absolute difference of the two models' outputs on ``x``.
+
+    Raises:
+      ValueError: from ``surgery.shrink`` (a subclassed or unbuilt model).
+      RuntimeError: the difference exceeds ``SHRINK_TOLERANCE`` (or is NaN): the shrunk model computes something
+        else, and no figure of it may be reported.
+    """
+    result = surgery.shrink(model)
+    diff = float(np.max(np.abs(result.model.predict(x, batch_size=1024, verbose=0)
+                               - model.predict(x, batch_size=1024, verbose=0))))
+    if not diff <= SHRINK_TOLERANCE:  # also catches NaN
+        raise RuntimeError(f"the shrunk model's outputs differ from the unshrunk model's by up to {diff:.3g} "
+                           f"(> {SHRINK_TOLERANCE:g}) on {len(x)} images; not exporting it")
+    return result, diff
