@@ -1,6 +1,11 @@
-"""Shared fixtures: paths to the read-only datasets beside the checkout, small real-data slices."""
+"""Shared fixtures: paths to the read-only datasets beside the checkout, small real-data slices; child processes."""
 
+import json
 import os
+import re
+import socket
+import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -16,9 +21,83 @@ SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 MNIST_DIR = os.path.join(SHARED_DATA, "mnist")
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 
+# TensorFlow's C++ runtime writes these before Python runs; TF_CPP_MIN_LOG_LEVEL cannot silence them.
+NATIVE_LOG = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IWEF]\d{4} )")
+
 # absltest helpers (create_tempdir, flagsaver) read flags; under pytest nobody parses them, so accept defaults.
 if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
+
+
+def error_lines(stderr):
+    """The non-empty lines of a child's stderr, without TensorFlow's native log lines."""
+    return [line for line in stderr.splitlines() if line.strip() and not NATIVE_LOG.match(line)]
+
+
+def worker_env(**extra):
+    """``os.environ`` for a child TensorFlow process: no inherited TF_CONFIG, no GPU, quiet C++ logs, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    env.update(CUDA_VISIBLE_DEVICES="-1", TF_CPP_MIN_LOG_LEVEL="2", **extra)
+    return env
+
+
+def free_ports(n):
+    """``n`` loopback ports free right now (for a TF_CONFIG cluster on localhost)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def cluster_envs(n, **extra):
+    """One ``worker_env`` per worker of an ``n``-worker MultiWorkerMirrored cluster on free loopback ports."""
+    hosts = [f"127.0.0.1:{p}" for p in free_ports(n)]
+    return [worker_env(TF_CONFIG=json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}}),
+                       **extra) for i in range(n)]
+
+
+def _stop(procs):
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+    for p in procs:
+        p.wait(timeout=10)
+
+
+def log_tails(log_paths, chars=1500):
+    """The last ``chars`` characters of each log file, each under a ``--- path`` header."""
+    texts = []
+    for path in log_paths:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            texts.append(f"--- {path}\n{f.read()[-chars:]}")
+    return "\n".join(texts)
+
+
+def run_processes(commands, log_paths, envs, timeout, what):
+    """Runs one process per command at once, waits up to ``timeout`` s for all; returns their exit codes.
+
+    On timeout every process is killed and the test fails with the logs' last lines (``what`` names the run).
+    Output goes to log files, not pipes: a full pipe would stall a process, and with it a whole cluster.
+    """
+    logs = [open(path, "w+", encoding="utf-8") for path in log_paths]  # pylint: disable=consider-using-with
+    procs = [subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+             for cmd, env, log in zip(commands, envs, logs)]
+    deadline = time.monotonic() + timeout
+    try:
+        for p in procs:
+            p.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        _stop(procs)
+        pytest.fail(f"{what} did not finish within {timeout} s; last log lines:\n" + log_tails(log_paths))
+    finally:
+        _stop(procs)
+        for log in logs:
+            log.close()
+    return [p.returncode for p in procs]
 
 
 def require(path):

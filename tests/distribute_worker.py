@@ -29,11 +29,6 @@ BATCH_SIZE = 100
 TARGET = 0.8
 
 
-def _split_cpu(n):
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
-
-
 def _data(data_dir, train_size):
     (x, y), _ = data_lib.load_dataset("fashion_mnist", data_dir, download=False)
     return data_lib.take((x, y), train_size, 0)
@@ -107,7 +102,7 @@ def _prune_with_rank(strategy, x, y):
 
 
 def mirrored(data_dir, train_size):
-    _split_cpu(2)
+    distribute.split_cpu(2)
     strategy = distribute.get_strategy("mirrored")
     x, y = _data(data_dir, train_size)
     model, result = _prune_with_rank(strategy, x, y)
@@ -128,7 +123,7 @@ def multi_worker(data_dir, train_size):
 
 
 def tfmot_baseline(data_dir, train_size):
-    _split_cpu(2)
+    distribute.split_cpu(2)
     strategy = distribute.get_strategy("mirrored")
     x, y = _data(data_dir, train_size)
     keras.utils.set_random_seed(0)

@@ -6,10 +6,7 @@ devices, or joining a multi-worker cluster, must happen before TensorFlow initia
 
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 import types
 
 import numpy as np
@@ -20,73 +17,24 @@ from absl.testing import flagsaver, parameterized
 from tfprune import distribute, masks, models, pruning
 from tfprune._env import keras, tf
 
-from conftest import FASHION_DIR, REPO, require
+from conftest import FASHION_DIR, REPO, cluster_envs, log_tails, require, run_processes, worker_env
 
 WORKER = os.path.join(REPO, "tests", "distribute_worker.py")
 TIMEOUT = 55  # seconds, per scenario
 
 
-def _worker_env(**extra):
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    env.update(CUDA_VISIBLE_DEVICES="-1", TF_CPP_MIN_LOG_LEVEL="2", **extra)
-    return env
-
-
-def _stop(procs):
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-    for p in procs:
-        p.wait(timeout=10)
-
-
-def _tails(out_paths, chars=1500):
-    texts = []
-    for out in out_paths:
-        with open(f"{out}.log", encoding="utf-8", errors="replace") as f:
-            texts.append(f"--- {out}.log\n{f.read()[-chars:]}")
-    return "\n".join(texts)
-
-
 def _run_workers(scenario, out_paths, envs, train_size):
-    """Starts one worker process per output path, waits for all within TIMEOUT, kills all on timeout or failure.
-
-    Worker logs go to files beside the outputs (not pipes: a full pipe would stall a worker, and with it the
-    cluster).
-    """
-    logs = [open(f"{out}.log", "w+", encoding="utf-8") for out in out_paths]  # pylint: disable=consider-using-with
-    procs = [subprocess.Popen([sys.executable, WORKER, scenario, str(out), FASHION_DIR, str(train_size)], env=env,
-                              stdout=log, stderr=subprocess.STDOUT)
-             for out, env, log in zip(out_paths, envs, logs)]
-    deadline = time.monotonic() + TIMEOUT
-    try:
-        for p in procs:
-            p.wait(timeout=max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        _stop(procs)
-        pytest.fail(f"{scenario} workers did not finish within {TIMEOUT} s; last log lines:\n" + _tails(out_paths))
-    finally:
-        _stop(procs)
-        for log in logs:
-            log.close()
-    if any(p.returncode for p in procs):
-        pytest.fail(f"{scenario} workers exited {[p.returncode for p in procs]}:\n" + _tails(out_paths))
+    """Runs one distribute_worker.py process per output path (at once, within TIMEOUT); returns their JSON results."""
+    commands = [[sys.executable, WORKER, scenario, str(out), FASHION_DIR, str(train_size)] for out in out_paths]
+    logs = [f"{out}.log" for out in out_paths]
+    codes = run_processes(commands, logs, envs, TIMEOUT, f"{scenario} workers")
+    if any(codes):
+        pytest.fail(f"{scenario} workers exited {codes}:\n" + log_tails(logs))
     results = []
     for out in out_paths:
         with open(out, encoding="utf-8") as f:
             results.append(json.load(f))
     return results
-
-
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _model(pruned=0.5):
@@ -225,7 +173,7 @@ def _check_rank_pruning_result(result, replicas, local_replicas):
 @pytest.mark.slow
 def test_rank_pruning_under_mirrored_strategy(tmp_path):
     require(FASHION_DIR)
-    (result,) = _run_workers("mirrored", [tmp_path / "mirrored.json"], [_worker_env()], 2000)
+    (result,) = _run_workers("mirrored", [tmp_path / "mirrored.json"], [worker_env()], 2000)
     _check_rank_pruning_result(result, replicas=2, local_replicas=2)
     assert [d.split("/")[-1] for d in result["devices"]] == ["device:CPU:0", "device:CPU:1"]
     # The check reports a mask flipped on one replica, and a pruned weight that turned nonzero on one replica.
@@ -238,10 +186,7 @@ def test_rank_pruning_under_mirrored_strategy(tmp_path):
 @pytest.mark.slow
 def test_rank_pruning_under_multi_worker_mirrored_strategy(tmp_path):
     require(FASHION_DIR)
-    hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-    envs = [_worker_env(TF_CONFIG=json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}}))
-            for i in range(2)]
-    results = _run_workers("multi_worker", [tmp_path / f"worker{i}.json" for i in range(2)], envs, 2000)
+    results = _run_workers("multi_worker", [tmp_path / f"worker{i}.json" for i in range(2)], cluster_envs(2), 2000)
     assert [r["task"] for r in results] == [0, 1]
     assert [r["is_chief"] for r in results] == [True, False]
     for r in results:
@@ -255,7 +200,7 @@ def test_rank_pruning_under_multi_worker_mirrored_strategy(tmp_path):
 @pytest.mark.slow
 def test_tfmot_baseline_under_mirrored_strategy(tmp_path):
     require(FASHION_DIR)
-    (result,) = _run_workers("tfmot", [tmp_path / "tfmot.json"], [_worker_env()], 2000)
+    (result,) = _run_workers("tfmot", [tmp_path / "tfmot.json"], [worker_env()], 2000)
     assert result["replicas"] == 2 and result["local_replicas"] == 2
     assert result["steps"] == 20
     assert result["kernels_in_sync"]

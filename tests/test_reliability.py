@@ -21,7 +21,7 @@ from absl import app
 from absl import flags
 from absl.testing import flagsaver
 
-from conftest import FASHION_DIR, REPO, require
+from conftest import FASHION_DIR, REPO, error_lines, require
 from tfprune import io_utils, masks, models, results, sweep, user_model
 from tfprune._env import keras, tf
 from tfprune.user_model import ModelFileError, UnsafeModelError
@@ -29,8 +29,6 @@ from tfprune.user_model import ModelFileError, UnsafeModelError
 FLAGS = flags.FLAGS
 SMOKE = os.path.join(REPO, "flags", "smoke.flags")
 SMOKE_KEYS = ["unit-k0", "unit-k50", "unit-k90", "weight-k0", "weight-k50", "weight-k90"]
-# TensorFlow's C++ runtime writes these before Python runs; TF_CPP_MIN_LOG_LEVEL cannot silence them.
-NATIVE_LOG = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IWEF]\d{4} )")
 TIMING_FIELDS = ("point_seconds", "finetune_seconds_per_epoch")
 L = keras.layers
 
@@ -41,10 +39,6 @@ def _env(tmp):
 
 def _sweep_cmd(out, *extra):
     return [sys.executable, "-m", "tfprune.sweep", f"--flagfile={SMOKE}", f"--output_dir={out}", *extra]
-
-
-def _error_lines(stderr):
-    return [line for line in stderr.splitlines() if line.strip() and not NATIVE_LOG.match(line)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -69,7 +63,7 @@ def test_bad_flag_is_one_line_exit_2_before_work(tmp_path, extra, message):
     proc = subprocess.run(_sweep_cmd(out, f"--cache_dir={tmp_path / 'cache'}", *extra), capture_output=True,
                           text=True, env=_env(tmp_path), timeout=120, cwd=REPO)
     assert proc.returncode == 2, proc.stderr
-    lines = _error_lines(proc.stderr)
+    lines = error_lines(proc.stderr)
     assert len(lines) == 2 and lines[1] == "Try --helpfull for the list of flags.", lines
     assert lines[0].startswith(os.path.join(REPO, "tfprune", "sweep.py") + ": error: ") and message in lines[0]
     assert not out.exists() and not (tmp_path / "cache").exists()  # nothing written, nothing trained
@@ -85,7 +79,7 @@ def test_output_dir_under_a_file_is_a_flag_error(tmp_path):
     out = tmp_path / "a_file" / "out"
     proc = subprocess.run(_sweep_cmd(out), capture_output=True, text=True, env=_env(tmp_path), timeout=120, cwd=REPO)
     assert proc.returncode == 2
-    lines = _error_lines(proc.stderr)
+    lines = error_lines(proc.stderr)
     assert f"--output_dir {str(out)!r} cannot be created: {str(tmp_path / 'a_file')!r} is not a folder" in lines[0]
     assert len(lines) == 2
 
@@ -503,7 +497,7 @@ def _interrupt_and_resume(tmp, cache, kills, reference):
         if rc == 0:
             continue  # finished before the signal: nothing to recover, still a valid run
         if sig == signal.SIGINT:
-            assert rc == 130 and "interrupted" in _error_lines(stderr)[-1]
+            assert rc == 130 and "interrupted" in error_lines(stderr)[-1]
         _point_records(out)  # every point file that exists parses
         if sig == signal.SIGINT:  # KeyboardInterrupt runs atomic_open's cleanup: no temp file is left behind
             assert _temp_files(out) == [], phases
@@ -628,7 +622,7 @@ def test_cli_prints_an_os_error_as_one_line_exit_1(tmp_path):
     proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=_env(tmp_path),
                           timeout=120)
     assert proc.returncode == 1
-    assert _error_lines(proc.stderr) == [f"-c: error: [Errno 28] No space left on device: {target!r}"]
+    assert error_lines(proc.stderr) == [f"-c: error: [Errno 28] No space left on device: {target!r}"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

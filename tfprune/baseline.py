@@ -9,6 +9,7 @@ import time
 from absl import logging
 
 from tfprune import data as data_lib
+from tfprune import distribute
 from tfprune import io_utils
 from tfprune import models
 from tfprune._env import keras
@@ -40,8 +41,28 @@ def cache_key(model_name, dataset, epochs, batch_size, learning_rate, seed, trai
     return f"{dataset}-{model_name}-e{epochs}-b{batch_size}-lr{learning_rate:g}-s{seed}{size}"
 
 
+def _load_cached(path, meta_path, key):
+    """The cached ``Baseline``, or None when absent or unreadable.
+
+    Loaded outside any strategy scope: under MultiWorkerMirroredStrategy creating a variable is a collective (worker
+    0 broadcasts its initial value), so a worker loading while another cannot would stall the cluster. Whoever
+    trains or evaluates it copies it into their scope (``experiment.run_point``, ``dense_finetune``).
+    """
+    if not (os.path.isfile(path) and os.path.isfile(meta_path)):
+        return None
+    try:
+        model = keras.models.load_model(path)
+        with open(meta_path) as f:
+            meta = json.load(f)
+        logging.info("baseline %s loaded from %s (test accuracy %.4f)", key, path, meta["test_accuracy"])
+        return Baseline(model, meta["test_accuracy"], meta["test_loss"], meta["train_seconds"], path, True)
+    except (OSError, ValueError, KeyError) as e:
+        logging.warning("baseline cache %s unreadable (%s); training again", path, e)
+        return None
+
+
 def train_baseline(model_name, dataset, epochs=10, batch_size=128, learning_rate=1e-3, seed=0, data_dir=None,
-                   cache_dir=None, train_size=None, datasets=None, verbose=1, download=True):
+                   cache_dir=None, train_size=None, datasets=None, verbose=1, download=True, strategy=None):
     """Returns a trained reference model, loading it when the same configuration was trained before.
 
     Args:
@@ -53,6 +74,12 @@ def train_baseline(model_name, dataset, epochs=10, batch_size=128, learning_rate
       train_size: train on a reproducible subset of this many images (None: all); part of the cache key.
       datasets: already loaded ``((x_train, y_train), (x_test, y_test))`` to skip loading.
       verbose: Keras' progress output (0 silent, 1 progress bar, 2 one line per epoch).
+      strategy: optional ``tf.distribute.Strategy``: the model is built, compiled, trained and evaluated in its
+        scope; ``batch_size`` is the global batch. A cached model is loaded outside it (plain variables). The cache
+        is shared across strategies (same recipe); its metadata records the strategy that trained it. In a
+        multi-worker cluster the cached model is used only if every worker could load it, else all of them train
+        (training steps are collectives); every worker writes its cache (atomically: a shared folder ends up with
+        the same model).
 
     Returns:
       ``Baseline`` with the compiled model and its test accuracy (fraction 0..1) and loss.
@@ -70,28 +97,23 @@ def train_baseline(model_name, dataset, epochs=10, batch_size=128, learning_rate
     folder = os.path.join(cache_dir or default_cache_dir(), "baselines")
     path = os.path.join(folder, key + ".keras")
     meta_path = os.path.join(folder, key + ".json")
-    if os.path.isfile(path) and os.path.isfile(meta_path):
-        try:
-            model = keras.models.load_model(path)
-            with open(meta_path) as f:
-                meta = json.load(f)
-            logging.info("baseline %s loaded from %s (test accuracy %.4f)", key, path, meta["test_accuracy"])
-            return Baseline(model, meta["test_accuracy"], meta["test_loss"], meta["train_seconds"], path, True)
-        except (OSError, ValueError, KeyError) as e:
-            logging.warning("baseline cache %s unreadable (%s); training again", path, e)
+    cached = _load_cached(path, meta_path, key)
+    if distribute.all_workers(strategy, cached is not None):
+        return cached
     set_seed(seed)
-    model = models.compile_model(models.build(model_name, x_train.shape[1:]), learning_rate)
     logging.info("training baseline %s on %d images", key, len(x_train))
-    start = time.perf_counter()
-    model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose, shuffle=True)
-    seconds = time.perf_counter() - start
-    loss, accuracy = model.evaluate(x_test, y_test, batch_size=1024, verbose=0)
+    with distribute.scope(strategy):
+        model = models.compile_model(models.build(model_name, x_train.shape[1:]), learning_rate)
+        start = time.perf_counter()
+        model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose, shuffle=True)
+        seconds = time.perf_counter() - start
+        loss, accuracy = model.evaluate(x_test, y_test, batch_size=1024, verbose=0)
     os.makedirs(folder, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         tmp_path = os.path.join(tmp, "model.keras")
         model.save(tmp_path)
         os.replace(tmp_path, path)
     io_utils.write_json_atomic(meta_path, {"test_accuracy": float(accuracy), "test_loss": float(loss),
-                                           "train_seconds": seconds, "key": key})
+                                           "train_seconds": seconds, "key": key, **distribute.describe(strategy)})
     logging.info("baseline %s: test accuracy %.4f, loss %.4f, %.1f s", key, accuracy, loss, seconds)
     return Baseline(model, float(accuracy), float(loss), seconds, path, False)

@@ -63,6 +63,25 @@ def define_model_path():
                  "SavedModel graphs). Only for files you trust.")
 
 
+def make_strategy():
+    """The ``tf.distribute`` strategy of ``--distribution_strategy``, ``--num_gpus`` and ``--cpu_devices``.
+
+    For mains that called ``distribute.define_flags()``. Call it once, after flag parsing and before anything runs
+    a TensorFlow op (it splits the CPU into logical devices, and a multi-worker strategy must exist before the
+    first op).
+
+    Raises:
+      app.UsageError: naming the problem (more GPUs than visible, malformed TF_CONFIG, ...).
+    """
+    from absl import app  # pylint: disable=g-import-not-at-top
+    from tfprune import distribute  # pylint: disable=g-import-not-at-top
+    try:
+        distribute.split_cpu(FLAGS.cpu_devices)
+        return distribute.get_strategy(FLAGS.distribution_strategy, FLAGS.num_gpus)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+
+
 def _check_output_dir(path):
     """An output dir must be a folder (or creatable) and writable: checked before any work starts."""
     import os  # pylint: disable=g-import-not-at-top

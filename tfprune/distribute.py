@@ -7,6 +7,7 @@ context), which writes the same values to every replica's copy, so all replicas 
 pruned weight computes as 0 on every replica.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -115,16 +116,79 @@ def get_strategy(name="off", num_gpus=0, all_reduce_alg=None):
 
 
 def define_flags():
-    """Defines ``--distribution_strategy`` and ``--num_gpus`` (once; safe to call from several mains)."""
-    from absl import flags  # pylint: disable=g-import-not-at-top
-    from tfprune.cli_flags import _define_once  # pylint: disable=g-import-not-at-top
+    """Defines ``--distribution_strategy``, ``--num_gpus`` and ``--cpu_devices`` with their validators (once; safe
+    to call from several mains).
 
-    _define_once(flags.DEFINE_enum, "distribution_strategy", "off", list(STRATEGY_NAMES),
-                 "tf.distribute strategy: 'off' (none), 'one_device', 'mirrored' (the first --num_gpus GPUs, or "
-                 "every logical CPU when 0), 'multi_worker_mirrored' (cluster from the TF_CONFIG environment "
-                 "variable). The model, its masks and the pruning callback all run in the strategy's scope; "
-                 "--batch_size is the global batch, split across replicas.")
-    _define_once(flags.DEFINE_integer, "num_gpus", 0, "GPUs to use (0: CPU only).", lower_bound=0)
+    Validators reject, before any work: ``--num_gpus`` > 1 without ``mirrored`` (``off``/``one_device`` use one
+    device, ``multi_worker_mirrored`` every local GPU); ``--cpu_devices`` > 1 without ``mirrored`` or with GPUs
+    (only ``mirrored`` replicates over logical CPUs, and only when it uses no GPU).
+    """
+    from absl import flags  # pylint: disable=g-import-not-at-top
+
+    if "distribution_strategy" in flags.FLAGS:
+        return
+    flags.DEFINE_enum("distribution_strategy", "off", list(STRATEGY_NAMES),
+                      "tf.distribute strategy: 'off' (none), 'one_device', 'mirrored' (the first --num_gpus GPUs, or "
+                      "every logical CPU when 0), 'multi_worker_mirrored' (cluster from the TF_CONFIG environment "
+                      "variable; every worker runs the same command, only the chief writes --output_dir). The "
+                      "model, its masks and the pruning callback all run in the strategy's scope; --batch_size is "
+                      "the global batch, split across replicas.")
+    flags.DEFINE_integer("num_gpus", 0, "GPUs to use (0: CPU only).", lower_bound=0)
+    flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices before TensorFlow starts, "
+                         "so that --distribution_strategy=mirrored replicates without GPUs (for trying it out and "
+                         "for tests; it does not add compute).", lower_bound=1)
+    flags.register_multi_flags_validator(
+        ["distribution_strategy", "num_gpus"], lambda f: f["num_gpus"] <= 1 or f["distribution_strategy"] == "mirrored",
+        message="--num_gpus > 1 needs --distribution_strategy=mirrored (off/one_device use one device; "
+                "multi_worker_mirrored uses every local GPU)")
+    flags.register_multi_flags_validator(
+        ["distribution_strategy", "num_gpus", "cpu_devices"],
+        lambda f: f["cpu_devices"] == 1 or (f["distribution_strategy"] == "mirrored" and f["num_gpus"] == 0),
+        message="--cpu_devices > 1 needs --distribution_strategy=mirrored and --num_gpus=0 (only the mirrored "
+                "strategy replicates over logical CPUs)")
+
+
+def split_cpu(devices):
+    """Splits the first physical CPU into ``devices`` logical devices (``mirrored`` then has one replica on each).
+
+    Must run before TensorFlow initializes its devices (before any op); ``devices`` 1 changes nothing.
+
+    Raises:
+      ValueError: ``devices`` not an integer >= 1.
+      RuntimeError: TensorFlow's, when its devices are already initialized.
+    """
+    if isinstance(devices, bool) or not isinstance(devices, (int, np.integer)) or devices < 1:
+        raise ValueError(f"cpu devices {devices!r} must be an integer >= 1")
+    if devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * int(devices))
+
+
+def scope(strategy):
+    """``strategy.scope()``, or a context that does nothing when ``strategy`` is None."""
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def describe(strategy):
+    """``{"distribution_strategy": name, "replicas": replicas in sync}`` for records (None: ``off``, 1).
+
+    ``name`` is the ``--distribution_strategy`` value that builds such a strategy (``STRATEGY_NAMES``); the default
+    strategy is ``off``; any other strategy is named by its class.
+    """
+    if strategy is None:
+        return {"distribution_strategy": "off", "replicas": 1}
+    for name, cls in (("multi_worker_mirrored", tf.distribute.MultiWorkerMirroredStrategy),
+                      ("mirrored", tf.distribute.MirroredStrategy), ("one_device", tf.distribute.OneDeviceStrategy)):
+        if isinstance(strategy, cls):
+            break
+    else:
+        name = "off" if strategy is tf.distribute.get_strategy() else type(strategy).__name__
+    return {"distribution_strategy": name, "replicas": int(strategy.num_replicas_in_sync)}
+
+
+def _in_cluster(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return resolver is not None and resolver.task_type is not None
 
 
 def is_chief(strategy):
@@ -133,13 +197,37 @@ def is_chief(strategy):
     With a multi-worker strategy the chief is task ``chief``, or worker 0 when the cluster has no ``chief`` task.
     Every worker must still run the training itself (collectives wait for all of them).
     """
-    resolver = strategy.cluster_resolver
-    if resolver is None or resolver.task_type is None:
+    if not _in_cluster(strategy):
         return True
+    resolver = strategy.cluster_resolver
     if resolver.task_type == "chief":
         return True
     return (resolver.task_type == "worker" and resolver.task_id == 0
             and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def any_worker(strategy, flags):
+    """Per entry of ``flags`` (bools), True when it is True on any worker of ``strategy``'s cluster.
+
+    An all-reduce: in a cluster every worker must call it, in the same order, with as many flags. Outside a cluster
+    (None, a single-process strategy) it returns ``flags`` unchanged. It lets workers take one decision from facts
+    that only some of them see: what the chief's output dir holds, whether every worker has a cached model.
+
+    Returns:
+      list of bool, as long as ``flags``.
+    """
+    local = np.asarray(flags, dtype=bool).reshape(-1)
+    if strategy is None or not _in_cluster(strategy) or not local.size:
+        return [bool(v) for v in local]
+    values = tf.constant(local.astype(np.float32))
+    total = tf.function(lambda: strategy.reduce(tf.distribute.ReduceOp.SUM,
+                                                strategy.run(lambda: tf.identity(values)), axis=None))()
+    return [bool(v) for v in total.numpy() > 0]
+
+
+def all_workers(strategy, flag):
+    """True when ``flag`` is True on every worker of ``strategy``'s cluster (an all-reduce, like ``any_worker``)."""
+    return not any_worker(strategy, [not flag])[0]
 
 
 def replica_values(strategy, variable):
@@ -222,5 +310,5 @@ def mask_digest(model):
 
 
 __all__ = ["MIRRORED_ALL_REDUCE", "MULTI_WORKER_ALL_REDUCE", "STRATEGY_NAMES", "ReplicaMismatchError",
-           "check_masks_in_sync", "define_flags", "get_strategy", "is_chief", "mask_digest",
-           "replica_values"]
+           "all_workers", "any_worker", "check_masks_in_sync", "define_flags", "describe", "get_strategy",
+           "is_chief", "mask_digest", "replica_values", "scope", "split_cpu"]

@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from tfprune import callbacks
+from tfprune import distribute
 from tfprune import models
 from tfprune import pruning
 from tfprune._env import keras
@@ -98,30 +99,39 @@ def magnitude_histograms(model):
     return out
 
 
-def _evaluate(model, x, y):
-    models.compile_model(model)
-    loss, accuracy = model.evaluate(x, y, batch_size=1024, verbose=0)
+def _evaluate(model, x, y, strategy=None):
+    """(accuracy, loss) of ``model`` on (x, y), in ``strategy``'s scope: on a copy made there unless built there."""
+    if strategy is not None and model.distribute_strategy is not strategy:
+        with distribute.scope(strategy):
+            model = clone_with_weights(model)
+    with distribute.scope(strategy):
+        models.compile_model(model)
+        loss, accuracy = model.evaluate(x, y, batch_size=1024, verbose=0)
     return float(accuracy), float(loss)
 
 
-def _run_rank(baseline_model, method, sparsity, scope, layers, finetune, x, y):
-    model = pruning.make_prunable(baseline_model)
-    if finetune.epochs == 0:
-        return pruning.prune(model, sparsity, method, scope, layers), []
+def _rank_schedule(sparsity, layers, finetune, num_examples):
     if isinstance(layers, dict):
-        schedule = None  # a per-layer plan is applied one-shot, then fine-tuned with the masks fixed
-    elif finetune.schedule == "oneshot":
-        schedule = sparsity
-    else:
-        schedule = finetune.tfmot_schedule(sparsity, len(x))
-    models.compile_model(model, finetune.learning_rate)
-    timer = callbacks.EpochTimer()
-    model.fit(x, y, batch_size=finetune.batch_size, epochs=finetune.epochs, verbose=finetune.verbose,
-              callbacks=[callbacks.RankPruning(method, schedule, scope, layers), timer])
+        return None  # a per-layer plan is applied one-shot, then fine-tuned with the masks fixed
+    if finetune.schedule == "oneshot":
+        return sparsity
+    return finetune.tfmot_schedule(sparsity, num_examples)
+
+
+def _run_rank(baseline_model, method, sparsity, scope, layers, finetune, x, y, strategy=None):
+    with distribute.scope(strategy):
+        model = pruning.make_prunable(baseline_model)
+        if finetune.epochs == 0:
+            return pruning.prune(model, sparsity, method, scope, layers), []
+        models.compile_model(model, finetune.learning_rate)
+        timer = callbacks.EpochTimer()
+        pruner = callbacks.RankPruning(method, _rank_schedule(sparsity, layers, finetune, len(x)), scope, layers)
+        model.fit(x, y, batch_size=finetune.batch_size, epochs=finetune.epochs, verbose=finetune.verbose,
+                  callbacks=[pruner, timer])
     return model, timer.seconds
 
 
-def _run_tfmot(baseline_model, sparsity, layers, finetune, x, y):
+def _run_tfmot(baseline_model, sparsity, layers, finetune, x, y, strategy=None):
     from tfprune import tfmot_baseline  # pylint: disable=g-import-not-at-top
     if finetune.epochs == 0:
         raise ValueError("method 'tfmot' needs fine-tune epochs >= 1: TF-MOT applies its masks during training")
@@ -129,29 +139,32 @@ def _run_tfmot(baseline_model, sparsity, layers, finetune, x, y):
     result = tfmot_baseline.prune_and_finetune(baseline_model, x, y, schedule, epochs=finetune.epochs,
                                                batch_size=finetune.batch_size,
                                                learning_rate=finetune.learning_rate, layers=layers,
-                                               verbose=finetune.verbose)
+                                               verbose=finetune.verbose, strategy=strategy)
     return result.model, result.epoch_seconds
 
 
-def dense_finetune(baseline_model, datasets, finetune, seed=0):
+def dense_finetune(baseline_model, datasets, finetune, seed=0, strategy=None):
     """Fine-tunes an unpruned copy exactly like the pruned points (seeded alike): the reference for time and accuracy.
+
+    ``strategy``: optional ``tf.distribute.Strategy``; the copy is made, compiled, trained and evaluated in its scope.
 
     Returns:
       dict with dense_seconds_per_epoch (median), dense_finetune_accuracy and dense_finetune_loss.
     """
     (x_train, y_train), (x_test, y_test) = datasets
     keras.utils.set_random_seed(seed)
-    model = models.compile_model(clone_with_weights(baseline_model), finetune.learning_rate)
-    timer = callbacks.EpochTimer()
-    model.fit(x_train, y_train, batch_size=finetune.batch_size, epochs=max(1, finetune.epochs),
-              verbose=finetune.verbose, callbacks=[timer])
-    accuracy, loss = _evaluate(model, x_test, y_test)
+    with distribute.scope(strategy):
+        model = models.compile_model(clone_with_weights(baseline_model), finetune.learning_rate)
+        timer = callbacks.EpochTimer()
+        model.fit(x_train, y_train, batch_size=finetune.batch_size, epochs=max(1, finetune.epochs),
+                  verbose=finetune.verbose, callbacks=[timer])
+    accuracy, loss = _evaluate(model, x_test, y_test, strategy)
     return {"dense_seconds_per_epoch": float(np.median(timer.seconds)), "dense_finetune_accuracy": accuracy,
             "dense_finetune_loss": loss}
 
 
 def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, finetune=FineTune(),
-              exporter=None, histograms=True, seed=0):
+              exporter=None, histograms=True, seed=0, strategy=None):
     """Prunes a copy of ``baseline_model`` at k percent and returns the point's record (a JSON-able dict).
 
     Args:
@@ -164,10 +177,15 @@ def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, f
       exporter: optional callable ``(stripped_model, method, k) -> dict`` adding TFLite/shrink figures.
       seed: seeds Python, NumPy and TensorFlow before the point, so its figures (fine-tuning shuffles batches) do not
         depend on the points run before it in the process, on --resume, shards, or a cached baseline.
+      strategy: optional ``tf.distribute.Strategy`` (call ``run_point`` outside its scope): the pruned copy is made,
+        compiled, fine-tuned (masks updated by ``RankPruning``, or TF-MOT's wrappers) and evaluated in its scope;
+        ``finetune.batch_size`` is the global batch. Sizes, histograms and ``exporter`` see a plain stripped copy.
+        In a multi-worker cluster every worker must run the same points in the same order.
 
     Returns:
       dict with method, k, target/achieved sparsity, per-layer sparsity, test accuracy/loss, remaining weights,
-      sizes, fine-tune seconds per epoch, and whatever ``exporter`` adds.
+      sizes, fine-tune seconds per epoch, distribution_strategy and replicas (``distribute.describe``), and
+      whatever ``exporter`` adds.
 
     Raises:
       ValueError: unknown method, k outside [0, 100), tfmot with 0 epochs or global scope.
@@ -183,12 +201,15 @@ def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, f
     keras.utils.set_random_seed(seed)
     sparsity = k / 100.0
     if method == "tfmot":
-        model, epoch_seconds = _run_tfmot(baseline_model, sparsity, layers, finetune, x_train, y_train)
+        model, epoch_seconds = _run_tfmot(baseline_model, sparsity, layers, finetune, x_train, y_train, strategy)
     else:
         model, epoch_seconds = _run_rank(baseline_model, method, sparsity, scope, layers, finetune,
-                                         x_train, y_train)
-    stripped = pruning.strip(model) if any(pruning.is_prunable_layer(l) for l in model.layers) else model
-    accuracy, loss = _evaluate(stripped, x_test, y_test)
+                                         x_train, y_train, strategy)
+    if strategy is not None or any(pruning.is_prunable_layer(l) for l in model.layers):
+        stripped = pruning.strip(model)  # made outside any scope: a plain model to measure and export
+    else:
+        stripped = model
+    accuracy, loss = _evaluate(stripped, x_test, y_test, strategy)
     report = pruning.sparsity_report(stripped)
     total = sum(r.weights for r in report)
     dense_bytes, gzip_bytes = model_file_sizes(stripped)
@@ -201,6 +222,7 @@ def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, f
         "remaining_weights": total - sum(r.zeros for r in report), "total_weights": total,
         "dense_size_bytes": dense_bytes, "gzip_size_bytes": gzip_bytes,
         "finetune_epochs": finetune.epochs, "schedule": finetune.schedule if finetune.epochs else "oneshot",
+        **distribute.describe(strategy),
     }
     if epoch_seconds:
         record["finetune_seconds_per_epoch"] = float(np.median(epoch_seconds))

@@ -7,14 +7,19 @@ For every (method, k) point it prunes a copy of the cached trained baseline, opt
 test accuracy/loss, achieved sparsity (overall and per layer), remaining weights and sizes (plus TFLite figures
 with --export). Each finished point is written at once (atomically); --resume skips finished points, so a killed
 sweep loses at most the point in flight. --num_shards/--shard_index split the points across independent jobs;
---merge combines the output dirs of shards into one set of tables and plots.
+--merge combines the output dirs of shards into one set of tables and plots. --distribution_strategy runs every
+point under tf.distribute (mirrored over GPUs, or over --cpu_devices to try it; multi_worker_mirrored from
+TF_CONFIG, where only the chief writes --output_dir).
 """
 
+import atexit
 import dataclasses
 import json
 import os
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from typing import Callable, Optional
 
@@ -26,6 +31,7 @@ from tfprune import baseline as baseline_lib
 from tfprune import cli
 from tfprune import cli_flags
 from tfprune import data as data_lib
+from tfprune import distribute
 from tfprune import experiment
 from tfprune import io_utils
 from tfprune import plots
@@ -35,6 +41,7 @@ FLAGS = flags.FLAGS
 cli_flags.define_common()
 cli_flags.define_pruning_common()
 cli_flags.define_model_path()
+distribute.define_flags()
 flags.DEFINE_list("methods", ["weight", "unit"], "Pruning methods to sweep: weight, unit (tfprune rank pruning), "
                   "tfmot (TF-MOT prune_low_magnitude; needs --finetune_epochs >= 1).")
 flags.DEFINE_string("layer_sparsity", None, "A per-layer plan instead of --sparsities: a JSON file written by "
@@ -180,6 +187,10 @@ def _merge_only(mode):
 
 
 # Flags that change a point's figures: resuming into a dir made with other values would mix incomparable points.
+# Not --distribution_strategy/--num_gpus: the global batch, schedule, steps and optimizer stay the same, so a sweep
+# may continue on other hardware (a killed 2-GPU job resumed on 1 GPU); replicas differ only in float summation
+# order (and, for models with BatchNormalization, per-replica batch statistics). Each record names its strategy
+# and replica count, so a mixed dir shows it.
 RESULT_FLAGS = ("dataset", "model", "model_path", "train_epochs", "train_size", "batch_size", "learning_rate", "seed", "layers",
                 "scope", "finetune_epochs", "schedule", "begin_fraction", "end_fraction", "pruning_frequency", "export",
                 "export_eval_size")
@@ -189,6 +200,10 @@ def _check_same_config(output_dir, plan, model_sha256=None):
     """Records the result-defining flags in sweep_config.json; refuses to add points made with other values.
 
     ``model_sha256``: digest of the --model_path file, so that another model saved under the same name is refused.
+
+    Returns:
+      None when ``output_dir`` may take the points (sweep_config.json written if absent), else the message of the
+      refusal (the caller raises it, once every worker of a cluster knows).
     """
     config = {name: FLAGS[name].value for name in RESULT_FLAGS}
     config["layer_sparsity"] = plan
@@ -198,10 +213,11 @@ def _check_same_config(output_dir, plan, model_sha256=None):
         old = _read_json(path)
         changed = [f"--{n}: {old.get(n)!r} there, {v!r} now" for n, v in config.items() if old.get(n) != v]
         if changed:
-            raise app.UsageError(f"--output_dir {output_dir!r} holds a sweep made with other flags ("
-                                 + "; ".join(changed) + "); use another folder")
+            return (f"--output_dir {output_dir!r} holds a sweep made with other flags (" + "; ".join(changed)
+                    + "); use another folder")
     else:
         io_utils.write_json_atomic(path, config)
+    return None
 
 
 def _read_json(path):
@@ -217,16 +233,16 @@ def _model_label():
     return FLAGS.model_path or FLAGS.model
 
 
-def _load_baseline(datasets):
+def _load_baseline(datasets, strategy):
     """The trained model the points start from: a --model_path file (checked, nothing trained) or the cached
     reference baseline. Returns (Baseline, sha256 of the model file or None)."""
     if not FLAGS.model_path:
         return baseline_lib.train_baseline(FLAGS.model, FLAGS.dataset, epochs=FLAGS.train_epochs,
                                            batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
                                            seed=FLAGS.seed, cache_dir=FLAGS.cache_dir, train_size=FLAGS.train_size,
-                                           datasets=datasets, verbose=FLAGS.verbose), None
+                                           datasets=datasets, verbose=FLAGS.verbose, strategy=strategy), None
     from tfprune import user_model  # pylint: disable=g-import-not-at-top
-    try:
+    try:  # loaded outside the strategy: run_point copies it into the scope
         base, check = user_model.file_baseline(FLAGS.model_path, datasets, FLAGS.allow_unsafe_deserialization)
     except ValueError as e:
         raise app.UsageError(f"--model_path: {e}") from None
@@ -235,21 +251,51 @@ def _load_baseline(datasets):
     return base, user_model.file_digest(FLAGS.model_path)
 
 
-def _baseline_info(base, datasets, finetune, mode):
+DENSE_KEYS = ("dense_seconds_per_epoch", "dense_finetune_accuracy", "dense_finetune_loss")
+
+
+def _recorded_dense_reference():
+    """The dense-reference figures an earlier run wrote into --output_dir/baseline.json ({} if none)."""
     path = os.path.join(FLAGS.output_dir, "baseline.json")
+    old = _read_json(path) if os.path.isfile(path) else {}
+    return {k: old[k] for k in DENSE_KEYS if k in old}
+
+
+def _baseline_info(base, datasets, finetune, mode, strategy, dense_recorded):
+    """Writes --output_dir/baseline.json; ``dense_recorded``: whether (the chief's) baseline.json already holds the
+    dense reference, else a compare run fine-tunes the dense model now."""
     info = {"model": _model_label(), "dataset": FLAGS.dataset, "test_accuracy": base.test_accuracy,
             "test_loss": base.test_loss, "train_epochs": FLAGS.train_epochs, "seed": FLAGS.seed,
-            "histograms": experiment.magnitude_histograms(base.model)}
+            **distribute.describe(strategy), "histograms": experiment.magnitude_histograms(base.model)}
     if mode.dense_reference and finetune.epochs:
-        old = _read_json(path) if os.path.isfile(path) else {}
-        if "dense_seconds_per_epoch" not in old:
+        dense = _recorded_dense_reference()
+        if not dense_recorded:
             print(f"dense reference: fine-tuning the unpruned model {finetune.epochs} epoch(s) for the time ratio",
                   flush=True)
-            old = experiment.dense_finetune(base.model, datasets, finetune, seed=FLAGS.seed)
-        info.update({k: old[k] for k in ("dense_seconds_per_epoch", "dense_finetune_accuracy",
-                                         "dense_finetune_loss")})
-    io_utils.write_json_atomic(path, info)
+            dense = experiment.dense_finetune(base.model, datasets, finetune, seed=FLAGS.seed, strategy=strategy)
+        info.update({k: dense[k] for k in DENSE_KEYS if k in dense})  # a non-chief worker has none recorded
+    io_utils.write_json_atomic(os.path.join(FLAGS.output_dir, "baseline.json"), info)
     return info
+
+
+def _make_strategy():
+    """The strategy of the distribution flags (None for ``off``), built before any TensorFlow op.
+
+    A non-chief worker of a cluster gets a throwaway --output_dir (Model Garden style): every worker runs every
+    point (the training steps are collectives), only the chief's files are kept.
+    """
+    strategy = cli_flags.make_strategy()
+    described = distribute.describe(strategy)
+    if described["distribution_strategy"] == "off":
+        return None  # no scope at all: the library's plain code path
+    note = ""
+    if not distribute.is_chief(strategy):
+        FLAGS.output_dir = tempfile.mkdtemp(prefix="tfprune_worker_")  # read by every writer below, the exporter too
+        atexit.register(shutil.rmtree, FLAGS.output_dir, ignore_errors=True)
+        note = f"; not the chief: results go to the throwaway {FLAGS.output_dir}"
+    print(f"distribution: {described['distribution_strategy']}, {described['replicas']} replicas in sync{note}",
+          flush=True)
+    return strategy
 
 
 def execute(argv, mode):
@@ -257,6 +303,7 @@ def execute(argv, mode):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
+    strategy = None if FLAGS.merge else _make_strategy()
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     if FLAGS.merge:
         return _merge_only(mode)
@@ -267,16 +314,21 @@ def execute(argv, mode):
     store = results.ResultStore(FLAGS.output_dir)
     ks = cli.parse_percents(FLAGS.sparsities)
     datasets = data_lib.load_dataset(FLAGS.dataset, FLAGS.data_dir)
-    base, model_sha256 = _load_baseline(datasets)
+    base, model_sha256 = _load_baseline(datasets, strategy)
     if plan is not None:
         ks = [_plan_k(base.model, plan)]
     points = planned_points(FLAGS.methods, ks, FLAGS.num_shards, FLAGS.shard_index)
-    done = [p for p in points if store.has(*p)]
+    refusal = _check_same_config(FLAGS.output_dir, plan, model_sha256)
+    # Workers of a cluster must run the same points: decide from the chief's --output_dir (the others' are empty).
+    *finished, refused, dense_recorded = distribute.any_worker(
+        strategy, [store.has(*p) for p in points] + [refusal is not None, bool(_recorded_dense_reference())])
+    done = [p for p, f in zip(points, finished) if f]
     if done and not FLAGS.resume:
         raise app.UsageError(f"--output_dir {FLAGS.output_dir!r} already holds {len(done)} of these points "
                              "(e.g. " + results.point_key(*done[0]) + "); pass --resume or another folder")
-    _check_same_config(FLAGS.output_dir, plan, model_sha256)
-    todo = [p for p in points if not store.has(*p)]
+    if refused:
+        raise app.UsageError(refusal or "the chief refused --output_dir: it holds a sweep made with other flags")
+    todo = [p for p, f in zip(points, finished) if not f]
     finetune = experiment.FineTune(epochs=FLAGS.finetune_epochs, schedule=FLAGS.schedule,
                                    batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
                                    begin_fraction=FLAGS.begin_fraction, end_fraction=FLAGS.end_fraction,
@@ -285,7 +337,7 @@ def execute(argv, mode):
     print(f"baseline {_model_label()} on {FLAGS.dataset}: test accuracy {100 * base.test_accuracy:.2f} %"
           f" ({'cached' if base.from_cache else 'trained'}); {len(todo)} of {len(points)} points to run"
           f"{f' (shard {FLAGS.shard_index}/{FLAGS.num_shards})' if FLAGS.num_shards > 1 else ''}", flush=True)
-    info = _baseline_info(base, datasets, finetune, mode)
+    info = _baseline_info(base, datasets, finetune, mode, strategy, dense_recorded)
     exporter = _make_exporter(datasets) if FLAGS.export else None
     layers = plan if plan is not None else FLAGS.layers
     title = f"{mode.title}: {_model_label()} on {FLAGS.dataset}"
@@ -293,7 +345,7 @@ def execute(argv, mode):
     start = time.perf_counter()
     for i, (method, k) in enumerate(todo, 1):
         record = experiment.run_point(base.model, datasets, method, k, FLAGS.scope, layers, finetune, exporter,
-                                      seed=FLAGS.seed)
+                                      seed=FLAGS.seed, strategy=strategy)
         if "dense_seconds_per_epoch" in info and "finetune_seconds_per_epoch" in record:
             record["time_ratio_to_dense"] = record["finetune_seconds_per_epoch"] / info["dense_seconds_per_epoch"]
         store.write_point(record)

@@ -20,7 +20,6 @@ How TF-MOT 0.8.1 evaluates a schedule (``tensorflow_model_optimization/python/co
   epoch end (pruning_callbacks.py:67-79), so the stripped model holds exact zeros.
 """
 
-import contextlib
 import dataclasses
 import math
 
@@ -30,6 +29,7 @@ from absl import logging
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper  # not re-exported publicly
 
 from tfprune import callbacks
+from tfprune import distribute
 from tfprune import masks as masks_lib
 from tfprune import models
 from tfprune import pruning
@@ -212,10 +212,6 @@ def _wrap(model, schedule, layers):
     return keras.models.clone_model(copy, clone_function=wrap_selected)
 
 
-def _scope(strategy):
-    return strategy.scope() if strategy is not None else contextlib.nullcontext()
-
-
 def _warn_if_target_missed(schedules, total_steps):
     for schedule in schedules:
         last = final_pruning_step(schedule, total_steps)
@@ -280,7 +276,7 @@ def prune_and_finetune(model, x_train, y_train, schedule, epochs, batch_size, le
     if not isinstance(schedule, sparsity_api.PruningSchedule):
         raise ValueError(f"schedule {schedule!r} is not a TF-MOT PruningSchedule (see make_schedule)")
     total_steps = steps_for(epochs, len(x_train), batch_size)
-    with _scope(strategy):
+    with distribute.scope(strategy):
         pruned = models.compile_model(_wrap(model, schedule, layers), learning_rate)
     wrappers = pruning_wrapper.collect_prunable_layers(pruned)  # the layers UpdatePruningStep steps
     _warn_if_target_missed([w.pruning_schedule for w in wrappers], total_steps)
@@ -291,7 +287,7 @@ def prune_and_finetune(model, x_train, y_train, schedule, epochs, batch_size, le
     history = pruned.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=verbose,
                          validation_data=validation_data, shuffle=shuffle, callbacks=fit_callbacks)
     steps = int(wrappers[0].pruning_step.numpy()) if wrappers else 0
-    with _scope(strategy):
+    with distribute.scope(strategy):
         stripped = models.compile_model(sparsity_api.strip_pruning(pruned), learning_rate)
     return TfmotResult(model=stripped, epoch_seconds=list(timer.seconds), history=dict(history.history),
                        steps=steps)
