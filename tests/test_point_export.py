@@ -117,6 +117,6 @@ def test_sweep_export_writes_columns_and_folders(tmp_path, capsys):
         for folder in folders:
             assert (out / "tflite" / key / folder / "labels.txt").read_text().splitlines() == LABELS
     markdown = (out / "results.md").read_text()
-    assert "tflite_shrunk_float_latency_ms" in markdown and "shrunk_params" in markdown
+    assert "| TFLite shrunk float ms |" in markdown and "| shrunk params |" in markdown
     assert f"shrunk {DENSE_PARAMS:,} -> {unit90:,} params" in printed
     assert os.path.isfile(out / "tflite_size_vs_k.png")

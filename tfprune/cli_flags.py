@@ -64,7 +64,8 @@ def define_model_path():
 
 
 def make_strategy():
-    """The ``tf.distribute`` strategy of ``--distribution_strategy``, ``--num_gpus`` and ``--cpu_devices``.
+    """The ``tf.distribute`` strategy of ``--distribution_strategy``, ``--num_gpus`` and ``--cpu_devices``, after
+    applying ``--threads``.
 
     For mains that called ``distribute.define_flags()``. Call it once, after flag parsing and before anything runs
     a TensorFlow op (it splits the CPU into logical devices, and a multi-worker strategy must exist before the
@@ -76,6 +77,7 @@ def make_strategy():
     from absl import app  # pylint: disable=g-import-not-at-top
     from tfprune import distribute  # pylint: disable=g-import-not-at-top
     try:
+        distribute.set_threads(FLAGS.threads)
         distribute.split_cpu(FLAGS.cpu_devices)
         return distribute.get_strategy(FLAGS.distribution_strategy, FLAGS.num_gpus)
     except ValueError as e:

@@ -137,6 +137,9 @@ def define_flags():
     flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices before TensorFlow starts, "
                          "so that --distribution_strategy=mirrored replicates without GPUs (for trying it out and "
                          "for tests; it does not add compute).", lower_bound=1)
+    flags.DEFINE_integer("threads", 0, "CPU threads TensorFlow may use within and across ops (0: its default, "
+                         "every core). 1 gives steadier timings on a shared machine, and lets shards run side by "
+                         "side on one machine.", lower_bound=0)
     flags.register_multi_flags_validator(
         ["distribution_strategy", "num_gpus"], lambda f: f["num_gpus"] <= 1 or f["distribution_strategy"] == "mirrored",
         message="--num_gpus > 1 needs --distribution_strategy=mirrored (off/one_device use one device; "
@@ -146,6 +149,22 @@ def define_flags():
         lambda f: f["cpu_devices"] == 1 or (f["distribution_strategy"] == "mirrored" and f["num_gpus"] == 0),
         message="--cpu_devices > 1 needs --distribution_strategy=mirrored and --num_gpus=0 (only the mirrored "
                 "strategy replicates over logical CPUs)")
+
+
+def set_threads(threads):
+    """Limits TensorFlow to ``threads`` CPU threads within each op and across ops (0 leaves its default).
+
+    Must run before TensorFlow initializes its runtime (before any op).
+
+    Raises:
+      ValueError: ``threads`` not an integer >= 0.
+      RuntimeError: TensorFlow's, when its runtime is already initialized.
+    """
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
+        raise ValueError(f"threads {threads!r} must be an integer >= 0")
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+        tf.config.threading.set_inter_op_parallelism_threads(int(threads))
 
 
 def split_cpu(devices):
@@ -311,4 +330,4 @@ def mask_digest(model):
 
 __all__ = ["MIRRORED_ALL_REDUCE", "MULTI_WORKER_ALL_REDUCE", "STRATEGY_NAMES", "ReplicaMismatchError",
            "all_workers", "any_worker", "check_masks_in_sync", "define_flags", "describe", "get_strategy",
-           "is_chief", "mask_digest", "replica_values", "scope", "split_cpu"]
+           "is_chief", "mask_digest", "replica_values", "scope", "set_threads", "split_cpu"]

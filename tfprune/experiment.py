@@ -53,22 +53,24 @@ class FineTune:
                              "satisfy 0 <= begin <= end <= 1")
 
     def steps(self, num_examples):
-        """(begin_step, end_step, total_steps) of the schedule for ``num_examples`` training images."""
+        """(begin_step, end_step, total_steps, frequency) of the schedule for ``num_examples`` training images.
+
+        ``frequency`` is ``self.frequency``, lowered on short runs so the ramp still has ~10 mask updates; the ramp
+        ``end_step - begin_step`` is rounded down to a multiple of it, so the last update applies the target
+        exactly (TF-MOT prunes only at ``begin + i * frequency``).
+        """
         total = self.epochs * math.ceil(num_examples / self.batch_size)
         begin = int(self.begin_fraction * total)
-        end = max(begin + 1, int(self.end_fraction * total))
-        return begin, end, total
+        ramp = max(1, int(self.end_fraction * total) - begin)
+        frequency = max(1, min(self.frequency, ramp // 10))
+        return begin, begin + max(1, ramp // frequency) * frequency, total, frequency
 
     def tfmot_schedule(self, sparsity, num_examples):
         """The TF-MOT PruningSchedule both tfprune and TF-MOT follow at this target sparsity (fraction)."""
-        import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
-        begin, end, _ = self.steps(num_examples)
-        # At least ~10 mask updates over the ramp even on short runs.
-        frequency = max(1, min(self.frequency, (end - begin) // 10 or 1))
-        if self.schedule == "constant":
-            return tfmot.sparsity.keras.ConstantSparsity(sparsity, begin_step=begin, frequency=frequency)
-        return tfmot.sparsity.keras.PolynomialDecay(0.0, sparsity, begin_step=begin, end_step=end,
-                                                    frequency=frequency)
+        from tfprune import tfmot_baseline  # pylint: disable=g-import-not-at-top
+        begin, end, _, frequency = self.steps(num_examples)
+        kind = "constant" if self.schedule == "constant" else "polynomial"
+        return tfmot_baseline.make_schedule(kind, sparsity, begin, end if kind == "polynomial" else -1, frequency)
 
 
 def clone_with_weights(model):

@@ -21,7 +21,6 @@ import re
 import time
 
 import numpy as np
-from absl import logging
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 import tfprune
@@ -111,6 +110,8 @@ def to_tflite(model, quantization="none", sparse_encoding=False, representative_
     Raises:
       ValueError: unknown ``quantization`` (the message lists the valid ones); ``int8`` without, or with empty or
         wrongly shaped, representative data; a model needing ops that have no TFLite builtin (named).
+      RuntimeError: with ``sparse_encoding``, the converter dropped weights (its blocks do not divide a kernel)
+        that could not be restored: such a file would compute without them, so none is returned.
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {quantization!r}; valid: {', '.join(QUANTIZATIONS)}")
@@ -150,10 +151,10 @@ def _reencode_blocks(converter, model_bytes):
     # The converter dropped the weights past its last whole block: take them from a conversion without sparsity.
     converter.optimizations = [o for o in converter.optimizations if o != tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     csr_bytes, report = tflite_sparse.reencode_csr(model_bytes, _convert(converter))
-    for entry in report:
-        if entry["truncated"] and not entry["rewritten"]:
-            logging.warning("TFLite tensor %s keeps the converter's %s blocks, which do not store all of its "
-                            "weights: %s", entry["name"], entry["block"], entry["reason"])
+    lost = [f"{e['name']} ({e['reason']})" for e in report if e["truncated"] and not e["rewritten"]]
+    if lost:  # such a model computes without some of its weights: never hand it out
+        raise RuntimeError("the TFLite converter's sparse encoding dropped weights that tfprune could not restore "
+                           f"from a conversion without sparsity: {'; '.join(lost)}; export without +sparse")
     return csr_bytes
 
 

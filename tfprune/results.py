@@ -114,28 +114,40 @@ def accuracy_table(records, baseline_accuracy=None):
     return "\n".join(lines)
 
 
+def _kib(value):
+    return f"{value / 1024:,.0f}"
+
+
+def _extra_columns(records):
+    """(key, header, format) of the optional per-point figures present in ``records``, in a fixed order."""
+    columns = [("finetune_seconds_per_epoch", "fine-tune s/epoch", "{:.1f}".format),
+               ("time_ratio_to_dense", "time / dense", "{:.2f}x".format),
+               ("shrunk_params", "shrunk params", "{:,}".format)]
+    variants = sorted({key[len("tflite_"):-len("_size_bytes")] for r in records for key in r
+                       if key.startswith("tflite_") and key.endswith("_size_bytes")
+                       and not key.endswith("_gzip_size_bytes")})
+    for variant in variants:
+        name = variant.replace("_sparse", "+sparse").replace("shrunk_", "shrunk ")
+        columns += [(f"tflite_{variant}_size_bytes", f"TFLite {name} KiB", _kib),
+                    (f"tflite_{variant}_accuracy", f"TFLite {name} accuracy %", _pct),
+                    (f"tflite_{variant}_latency_ms", f"TFLite {name} ms", "{:.3f}".format)]
+    return [c for c in columns if any(r.get(c[0]) is not None for r in records)]
+
+
 def details_table(records):
-    """Per point: achieved sparsity, loss, remaining weights, sizes (and TFLite/shrink figures when present)."""
-    extra = [c for c in ("finetune_seconds_per_epoch", "time_ratio_to_dense", "shrunk_params", "tflite_float_size_bytes",
-                         "tflite_float_accuracy", "tflite_float_latency_ms",
-                         "tflite_shrunk_float_latency_ms") if any(c in r for r in records)]
-    head = ["method", "k %", "achieved sparsity %", "accuracy %", "loss", "remaining weights", "gzip size KiB"] + extra
+    """Per point: achieved sparsity, loss, remaining weights, sizes, and the fine-tune, shrink and TFLite figures
+    (every exported variant) when present."""
+    extra = _extra_columns(records)
+    head = ["method", "k %", "achieved sparsity %", "accuracy %", "loss", "remaining weights", "gzip size KiB"]
+    head += [header for _, header, _ in extra]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for r in records:
         cells = [r["method"], f"{r['k']:g}", _pct(r.get("achieved_sparsity")), _pct(r.get("test_accuracy")),
                  f"{r.get('test_loss', float('nan')):.4f}", f"{r.get('remaining_weights', 0):,}",
-                 f"{r.get('gzip_size_bytes', 0) / 1024:.0f}"]
-        cells += [_fmt(r.get(c)) for c in extra]
+                 _kib(r.get("gzip_size_bytes", 0))]
+        cells += ["" if r.get(key) is None else fmt(r[key]) for key, _, fmt in extra]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _fmt(value):
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def write_tables(records, output_dir, title, command=None, baseline_accuracy=None, prefix="results", summary=None):

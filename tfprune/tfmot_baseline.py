@@ -213,7 +213,10 @@ def _wrap(model, schedule, layers):
 
 
 def _warn_if_target_missed(schedules, total_steps):
-    for schedule in schedules:
+    configs = {}
+    for schedule in schedules:  # one warning per distinct schedule, not one per wrapped layer
+        configs.setdefault(repr(schedule.get_config()), schedule)
+    for schedule in configs.values():
         last = final_pruning_step(schedule, total_steps)
         final = getattr(schedule, "final_sparsity", getattr(schedule, "target_sparsity", None))
         reached = None if last is None else tfmot_sparsity_at_step(schedule, last)
