@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up what is missing (scripts/setup.sh), then runs one benchmark: layers | export | shrink | compare.
+# Sets up what is missing (scripts/setup.sh), then runs one benchmark: layers | export | shrink.
 #   scripts/bench.sh layers --repeats=5
 #   scripts/bench.sh export --bench_runs=500    # fc_1000 dense/weight/unit-shrunk x TFLite variants matrix + targets
 set -euo pipefail
