@@ -533,6 +533,34 @@ def test_sigkill_twice_then_resume_with_a_fresh_cache(reference, tmp_path):
     assert sorted(os.path.basename(p).rsplit(".", 1)[1] for p in leftovers if os.path.isfile(p)) == ["json", "keras"]
 
 
+@pytest.mark.slow
+def test_sigkill_during_export_then_resume_completes_every_point(tmp_path):
+    # Killed while the first point's TFLite file is being written: the point's record is written only after its
+    # export, so --resume redoes that point and every exported model on disk is whole and runs in LiteRT.
+    from tfprune import export  # pylint: disable=g-import-not-at-top
+    require(FASHION_DIR)
+    out, env = tmp_path / "out", _env(tmp_path)
+    args = [f"--cache_dir={tmp_path / 'cache'}", "--methods=weight", "--sparsities=0,90", "--export=float",
+            "--export_eval_size=200"]
+    cmd = [sys.executable, "-c", INSTRUMENTED_SWEEP] + _sweep_cmd(out, *args)[3:]
+    delay = np.random.default_rng(7).uniform(0.0, 0.05)
+    rc, stdout, _ = _kill_at(cmd, env, "model.tflite", delay, signal.SIGKILL)
+    print(f"SIGKILL {delay:.3f} s after the first model.tflite write began: {_phase(stdout)} (exit {rc})")
+    assert rc == -signal.SIGKILL and sorted(_point_records(out)) == []  # no point is recorded before its export
+    proc = subprocess.run(_sweep_cmd(out, *args, "--resume"), capture_output=True, text=True, env=env, timeout=300,
+                          cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = _point_records(out)
+    assert sorted(records) == ["weight-k0", "weight-k90"] and len(_csv_rows(out)) == 2
+    for key, record in records.items():
+        folder = out / "tflite" / key / "float"
+        model_bytes = (folder / "model.tflite").read_bytes()
+        card = json.loads((folder / "model_card.json").read_text())
+        assert card["size_bytes"] == len(model_bytes) == record["tflite_float_size_bytes"]
+        x, y = (np.zeros((4, 28, 28), np.float32), np.zeros(4, np.int64))
+        assert export.evaluate_tflite(model_bytes, x, y)["images"] == 4  # the file on disk loads and runs
+
+
 def test_keyboard_interrupt_mid_write_keeps_the_old_file(tmp_path):
     path = str(tmp_path / "points" / "weight-k50.json")
     io_utils.write_json_atomic(path, {"old": True})

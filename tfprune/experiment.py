@@ -133,6 +133,26 @@ def _run_rank(baseline_model, method, sparsity, scope, layers, finetune, x, y, s
     return model, timer.seconds
 
 
+def pruned_copy(baseline_model, method, k, x_train, y_train, finetune=FineTune(), scope="layer", layers=None,
+                seed=0):
+    """A plain (stripped) copy of ``baseline_model`` rank-pruned at ``k`` percent, fine-tuned as ``finetune`` says.
+
+    The same recipe as a sweep point of ``method`` ``weight`` or ``unit`` (``run_point``), for callers that want the
+    model rather than its figures (e.g. export benchmarks).
+
+    Args:
+      baseline_model: trained plain tf_keras model; not modified.
+      method: ``weight`` or ``unit``; k: percent in [0, 100).
+      x_train, y_train: fine-tuning images (N, ...) and int labels (N,); unused when ``finetune.epochs`` is 0.
+
+    Raises:
+      ValueError: as ``tfprune.prune`` (bad method, sparsity, scope or layers).
+    """
+    keras.utils.set_random_seed(seed)
+    model, _ = _run_rank(baseline_model, method, k / 100.0, scope, layers, finetune, x_train, y_train)
+    return pruning.strip(model)
+
+
 def _run_tfmot(baseline_model, sparsity, layers, finetune, x, y, strategy=None):
     from tfprune import tfmot_baseline  # pylint: disable=g-import-not-at-top
     if finetune.epochs == 0:

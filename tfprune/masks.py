@@ -14,7 +14,7 @@ Definitions (what users rely on):
   sqrt(fan-in), i.e. the RMS of the unit's incoming weights, so that wide and narrow layers compare fairly (a raw
   norm grows with sqrt(fan-in) and would always prune the narrow layers first).
 
-Selection is O(n) (``np.partition``), not a full sort.
+Selection is O(n) (``np.partition``), not a full sort, and runs over the live entries only.
 """
 
 import numpy as np
@@ -68,10 +68,12 @@ def select_smallest(scores, count):
     """Boolean array, True at the ``count`` smallest scores (ties: lower flat index first). O(n).
 
     Args:
-      scores: 1-D float array.
+      scores: 1-D real array; floating scores are compared in their own dtype, others as float64.
       count: 0 <= count <= len(scores).
     """
-    scores = np.asarray(scores, np.float64).ravel()
+    scores = np.asarray(scores).ravel()
+    if not np.issubdtype(scores.dtype, np.floating):
+        scores = scores.astype(np.float64)
     pruned = np.zeros(scores.shape, bool)
     if count <= 0:
         return pruned
@@ -86,14 +88,28 @@ def select_smallest(scores, count):
     return pruned
 
 
-def _scores(values, current):
-    # Already-pruned entries get -1, below any magnitude or norm, so they are pruned first (masks only shrink).
-    return np.where(current, values, -1.0)
+def _prune_live(scores, current, count):
+    """Flat bool array of the entries pruned in all: the already-pruned ones (``current`` False) first, then the
+    smallest live ``scores`` (ties: lower flat index) until ``count`` are pruned; nothing new when ``count`` does not
+    exceed the already-pruned ones (masks only shrink). Equivalent to ranking pruned entries below every live one,
+    but the O(n) selection only runs over the live entries."""
+    current = np.asarray(current, bool).ravel()
+    pruned = ~current
+    extra = count - int(pruned.sum())
+    if extra > 0:
+        scores = np.asarray(scores).ravel()
+        if pruned.any():
+            live = np.flatnonzero(current)
+            pruned[live[select_smallest(scores[live], extra)]] = True
+        else:
+            pruned = select_smallest(scores, extra)
+    return pruned
 
 
 def weight_scores(kernel):
-    """|w| per weight, float64, kernel shape."""
-    return np.abs(np.asarray(kernel, np.float64))
+    """|w| per weight, kernel shape: in the kernel's own dtype when it is floating (exact), else float64."""
+    kernel = np.asarray(kernel)
+    return np.abs(kernel if np.issubdtype(kernel.dtype, np.floating) else kernel.astype(np.float64))
 
 
 def unit_norms(kernel):
@@ -124,8 +140,7 @@ def weight_mask(kernel, sparsity, current=None):
     """
     kernel = _check_kernel(kernel)
     current = _check_current(current, kernel.shape, "kernel")
-    count = prune_count(sparsity, kernel.size)
-    pruned = select_smallest(_scores(weight_scores(kernel), current), count)
+    pruned = _prune_live(weight_scores(kernel), current, prune_count(sparsity, kernel.size))
     return ~pruned.reshape(kernel.shape) & current
 
 
@@ -138,7 +153,7 @@ def unit_keep(kernel, sparsity, current=None):
     kernel = _check_kernel(kernel)
     units = kernel.shape[-1]
     current = _check_current(current, (units,), "units")
-    return ~select_smallest(_scores(unit_norms(kernel), current), prune_count(sparsity, units)) & current
+    return ~_prune_live(unit_norms(kernel), current, prune_count(sparsity, units)) & current
 
 
 def unit_mask(kernel, sparsity, current=None):
@@ -177,8 +192,9 @@ def global_weight_masks(kernels, sparsity, currents=None):
     kernels = [_check_kernel(k, f"kernel {i}") for i, k in enumerate(kernels)]
     currents = currents or [None] * len(kernels)
     currents = [_check_current(c, k.shape, f"kernel {i}") for i, (k, c) in enumerate(zip(kernels, currents))]
-    scores = np.concatenate([_scores(weight_scores(k), c).ravel() for k, c in zip(kernels, currents)])
-    pruned = select_smallest(scores, prune_count(sparsity, scores.size))
+    # np.concatenate promotes the scores to one dtype exactly (float16 -> float32 -> float64), so ranks are kept.
+    scores = np.concatenate([weight_scores(k).ravel() for k in kernels])
+    pruned = _prune_live(scores, np.concatenate([c.ravel() for c in currents]), prune_count(sparsity, scores.size))
     shapes = [k.shape for k in kernels]
     return [~p & c for p, c in zip(_split(pruned, [k.size for k in kernels], shapes), currents)]
 
@@ -193,7 +209,7 @@ def global_unit_keeps(kernels, sparsity, currents=None):
     kernels = [_check_kernel(k, f"kernel {i}") for i, k in enumerate(kernels)]
     currents = currents or [None] * len(kernels)
     currents = [_check_current(c, (k.shape[-1],), f"units {i}") for i, (k, c) in enumerate(zip(kernels, currents))]
-    scores = np.concatenate([_scores(unit_norms(k) / np.sqrt(fan_in(k)), c) for k, c in zip(kernels, currents)])
-    pruned = select_smallest(scores, prune_count(sparsity, scores.size))
+    scores = np.concatenate([unit_norms(k) / np.sqrt(fan_in(k)) for k in kernels])
+    pruned = _prune_live(scores, np.concatenate(currents), prune_count(sparsity, scores.size))
     units = [k.shape[-1] for k in kernels]
     return [~p & c for p, c in zip(_split(pruned, units, [(u,) for u in units]), currents)]

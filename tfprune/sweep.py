@@ -33,6 +33,7 @@ from tfprune import cli_flags
 from tfprune import data as data_lib
 from tfprune import distribute
 from tfprune import experiment
+from tfprune import export
 from tfprune import io_utils
 from tfprune import plots
 from tfprune import results
@@ -56,8 +57,9 @@ flags.DEFINE_float("begin_fraction", 0.0, "Scheduled pruning starts at this frac
 flags.DEFINE_float("end_fraction", 0.7, "The polynomial schedule reaches k at this fraction of the fine-tune steps.",
                    lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_integer("pruning_frequency", 100, "Steps between mask updates of scheduled pruning.", lower_bound=1)
-flags.DEFINE_list("export", [], "TFLite variants to export and verify in LiteRT for every point, e.g. "
-                  "float,int8,int8+sparse (see tfprune.export.VARIANTS).")
+flags.DEFINE_list("export", [], "TFLite variants to export and verify in LiteRT (accuracy, size, latency) for every "
+                  f"point, into OUTPUT_DIR/tflite/<point>/<variant>/; any of {', '.join(export.VARIANTS)}. Unit "
+                  "points also export their physically shrunk model.")
 flags.DEFINE_integer("export_eval_size", 2000, "Test images used to verify exported TFLite models.", lower_bound=1)
 flags.DEFINE_bool("resume", False, "Skip points already finished in --output_dir (else existing points are an error).")
 flags.DEFINE_integer("num_shards", 1, "Split the points into this many independent jobs.", lower_bound=1)
@@ -82,7 +84,6 @@ flags.register_multi_flags_validator(
 
 def _check_export(values):
     if values:
-        from tfprune import export  # pylint: disable=g-import-not-at-top
         bad = [v for v in values if v not in export.VARIANTS]
         if bad:
             raise flags.ValidationError(f"--export: unknown variant(s) {bad}; known: {', '.join(export.VARIANTS)}")
