@@ -448,8 +448,8 @@ def _phase(stdout):
     return f"{done} points finished, last write begun: {os.path.basename(writing[-1]) if writing else None}"
 
 
-# The sweep's own main with two observation hooks that print a line as baseline training and each atomic write
-# start, so that a kill can be aimed at those moments; nothing else changes.
+# The sweep's own main with three observation hooks that print a line as training, each atomic write and each TFLite
+# conversion start, so that a kill can be aimed at those moments; nothing else changes.
 INSTRUMENTED_SWEEP = """
 from tfprune import io_utils
 from tfprune._env import keras
@@ -461,6 +461,12 @@ def atomic_open(path, mode="w"):
     print("@@ writing", path, flush=True)
     return _open(path, mode)
 keras.Model.fit, io_utils.atomic_open = fit, atomic_open
+from tfprune import export
+_to_tflite = export.to_tflite
+def to_tflite(*args, **kwargs):
+    print("@@ converting", flush=True)
+    return _to_tflite(*args, **kwargs)
+export.to_tflite = to_tflite
 from tfprune import sweep
 sweep.run()
 """
@@ -535,17 +541,17 @@ def test_sigkill_twice_then_resume_with_a_fresh_cache(reference, tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_during_export_then_resume_completes_every_point(tmp_path):
-    # Killed while the first point's TFLite file is being written: the point's record is written only after its
-    # export, so --resume redoes that point and every exported model on disk is whole and runs in LiteRT.
+    # Killed while the first point is being exported (converted, verified, timed, written): its record is written
+    # only after its export, so --resume redoes that point, and every exported model on disk is whole and runs.
     from tfprune import export  # pylint: disable=g-import-not-at-top
     require(FASHION_DIR)
     out, env = tmp_path / "out", _env(tmp_path)
     args = [f"--cache_dir={tmp_path / 'cache'}", "--methods=weight", "--sparsities=0,90", "--export=float",
             "--export_eval_size=200"]
     cmd = [sys.executable, "-c", INSTRUMENTED_SWEEP] + _sweep_cmd(out, *args)[3:]
-    delay = np.random.default_rng(7).uniform(0.0, 0.05)
-    rc, stdout, _ = _kill_at(cmd, env, "model.tflite", delay, signal.SIGKILL)
-    print(f"SIGKILL {delay:.3f} s after the first model.tflite write began: {_phase(stdout)} (exit {rc})")
+    delay = np.random.default_rng(7).uniform(0.0, 0.3)  # converting LeNet alone takes longer
+    rc, stdout, _ = _kill_at(cmd, env, "@@ converting", delay, signal.SIGKILL)
+    print(f"SIGKILL {delay:.3f} s after the first TFLite conversion began: {_phase(stdout)} (exit {rc})")
     assert rc == -signal.SIGKILL and sorted(_point_records(out)) == []  # no point is recorded before its export
     proc = subprocess.run(_sweep_cmd(out, *args, "--resume"), capture_output=True, text=True, env=env, timeout=300,
                           cwd=REPO)

@@ -29,7 +29,9 @@ def define_common():
     _define_once(flags.DEFINE_float, "learning_rate", 1e-3, "Adam learning rate.", lower_bound=0.0)
     _define_once(flags.DEFINE_integer, "seed", 0, "Random seed: the same seed gives the same masks and accuracy.")
     _define_once(flags.DEFINE_integer, "train_size", None,
-                 "Train on a reproducible random subset of this many images (default: all).", lower_bound=1)
+                 "Train the baseline, and fine-tune pruned models, on a reproducible random subset of this many "
+                 "training images (default: all 60,000). Test figures always use the whole test set.",
+                 lower_bound=1)
     _define_once(flags.DEFINE_string, "cache_dir", None,
                  "Where trained baselines are cached (default $TFPRUNE_CACHE or ~/.cache/tfprune).")
 

@@ -315,6 +315,8 @@ def execute(argv, mode):
     store = results.ResultStore(FLAGS.output_dir)
     ks = cli.parse_percents(FLAGS.sparsities)
     datasets = data_lib.load_dataset(FLAGS.dataset, FLAGS.data_dir)
+    # The same subset for the baseline (train_baseline takes it again: a no-op) and for fine-tuning every point.
+    datasets = (data_lib.take(datasets[0], FLAGS.train_size, FLAGS.seed), datasets[1])
     base, model_sha256 = _load_baseline(datasets, strategy)
     if plan is not None:
         ks = [_plan_k(base.model, plan)]
