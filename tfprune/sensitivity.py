@@ -115,7 +115,12 @@ def main(argv):
                       os.path.join(out, "sensitivity.png"), base_accuracy)
     print("suggested plan (largest k per layer within "
           f"{FLAGS.max_drop:g} points): " + ", ".join(f"{n}={100 * s:g}%" for n, s in plan.items()))
-    print(f"apply it: python -m tfprune.sweep --dataset={FLAGS.dataset} --model={FLAGS.model} "
+    # The same baseline: carry over every flag that chose it and differs from its default.
+    same_baseline = "".join(f" --{name}={FLAGS[name].value}" for name in
+                            ("data_dir", "model_path", "train_epochs", "train_size", "batch_size", "learning_rate",
+                             "seed", "cache_dir")
+                            if name in FLAGS and FLAGS[name].present)
+    print(f"apply it: python -m tfprune.sweep --dataset={FLAGS.dataset} --model={FLAGS.model}{same_baseline} "
           f"--methods={FLAGS.method} --layer_sparsity={os.path.join(out, 'plan.json')} --finetune_epochs=2 "
           f"--output_dir=<dir>")
 
