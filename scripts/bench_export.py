@@ -5,10 +5,11 @@
 Models, from the cached fc_1000 baseline trained --epochs on --dataset (the cache the sweeps use): dense (k = 0);
 weight-pruned at each --weight_sparsities k % of the --weight_layers (default the hidden layers fc1..fc4: the
 200x10 classifier stays dense, as in the comparison presets and TF-MOT's guide; overall sparsity is then 0.08 points
-lower); unit-pruned at each --unit_sparsities k % (all but
-the classifier) and then physically shrunk (``tfprune.surgery.shrink``, checked to compute the same outputs). Each
-pruned model is fine-tuned --finetune_epochs while its sparsity ramps up on TF-MOT's PolynomialDecay (the recipe of
-the sweep presets; 0 = one-shot), so the accuracy column is that of a model one would ship. Every model is exported in every --variants by ``tfprune.export.export_variant``:
+lower); unit-pruned at each --unit_sparsities k % (all but the classifier) and then physically shrunk
+(``tfprune.surgery.shrink``, checked to compute the same outputs). Each pruned model is fine-tuned --finetune_epochs
+while its sparsity ramps up on TF-MOT's PolynomialDecay (the recipe of the sweep presets; 0 = one-shot), so the
+accuracy column is that of a model one would ship. Every model is exported in every --variants by
+``tfprune.export.export_variant``:
 converted, verified on --eval_images real test images in LiteRT, and timed with 1 thread (median of --bench_runs
 single-image invokes after --bench_warmup). Ratios and targets compare with this run's dense float row:
 
