@@ -9,7 +9,7 @@ lower); unit-pruned at each --unit_sparsities k % (all but the classifier) and t
 (``tfprune.surgery.shrink``, checked to compute the same outputs). Each pruned model is fine-tuned --finetune_epochs
 while its sparsity ramps up on TF-MOT's PolynomialDecay (the recipe of the sweep presets; 0 = one-shot), so the
 accuracy column is that of a model one would ship. Every model is exported in every --variants by
-``tfprune.export.export_variant``:
+``tfprune.tflite.export_variant``:
 converted, verified on --eval_images real test images in LiteRT, and timed with 1 thread (median of --bench_runs
 single-image invokes after --bench_warmup). Ratios and targets compare with this run's dense float row:
 
@@ -29,7 +29,11 @@ from absl import flags
 from absl import logging
 
 import tfprune
-from tfprune import cli, data, experiment, export, io_utils, point_export, surgery
+from tfprune import costs, io_utils
+from tfprune import tflite as export
+from tfprune.cli import app as cli
+from tfprune.experiments import config, data, point_export
+from tfprune.experiments import point as experiment
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "fashion_mnist", sorted(data.DATASETS), "Dataset of the baseline and the evaluation.")
@@ -50,8 +54,8 @@ flags.DEFINE_integer("bench_runs", 200, "Timed single-image invokes per exported
 flags.DEFINE_integer("bench_warmup", 20, "Untimed invokes before timing.", lower_bound=0)
 flags.DEFINE_integer("seed", 0, "Seed of the evaluation and calibration subsets.")
 flags.DEFINE_string("output_dir", "docs/results/export_fc1000", "Folder for matrix.md and matrix.json.")
-cli.register_list_validator("weight_sparsities", lambda v: cli.parse_percents(v, "--weight_sparsities"))
-cli.register_list_validator("unit_sparsities", lambda v: cli.parse_percents(v, "--unit_sparsities"))
+cli.register_list_validator("weight_sparsities", lambda v: config.check_percents(v, "--weight_sparsities"))
+cli.register_list_validator("unit_sparsities", lambda v: config.check_percents(v, "--unit_sparsities"))
 
 
 def _check_variants(values):
@@ -137,7 +141,7 @@ def measure(candidates, variants, x_eval, y_eval, representative):
     """Exports every candidate model in every variant (the first row must be dense float); prints each row."""
     rows, total = [], len(candidates) * len(variants)
     for label, method, k, model in candidates:
-        params = surgery.count_params_and_macs(model).params
+        params = costs.count_params_and_macs(model).params
         for variant in variants:
             start = time.perf_counter()
             figures = export.export_variant(model, variant, x_eval, y_eval, representative, num_threads=1,
@@ -174,9 +178,9 @@ def main(argv):
     base = tfprune.train_baseline("fc_1000", FLAGS.dataset, epochs=FLAGS.epochs, datasets=datasets, verbose=2)
     print(f"fc_1000 baseline: {FLAGS.epochs} epoch(s) on {FLAGS.dataset}, test accuracy "
           f"{100 * base.test_accuracy:.2f} % ({'cached' if base.from_cache else 'trained'})", flush=True)
-    finetune = experiment.FineTune(epochs=FLAGS.finetune_epochs, schedule="polynomial", verbose=0)
-    candidates = pruned_models(base.model, cli.parse_percents(FLAGS.weight_sparsities, "--weight_sparsities"),
-                               cli.parse_percents(FLAGS.unit_sparsities, "--unit_sparsities"), (x_train, y_train),
+    finetune = config.FineTune(epochs=FLAGS.finetune_epochs, schedule="polynomial", verbose=0)
+    candidates = pruned_models(base.model, config.check_percents(FLAGS.weight_sparsities, "--weight_sparsities"),
+                               config.check_percents(FLAGS.unit_sparsities, "--unit_sparsities"), (x_train, y_train),
                                x_eval, finetune)
     variants = ["float"] + [v for v in FLAGS.variants if v != "float"]  # the reference row first
     rows = measure(candidates, variants, x_eval, y_eval, representative)

@@ -15,7 +15,8 @@ from absl import app
 from absl import flags
 
 import tfprune  # noqa: F401
-from tfprune import callbacks, data, distribute, models, pruning
+from tfprune import callbacks, distribute, pruning
+from tfprune.experiments import data, models
 from tfprune._env import keras
 import tensorflow_model_optimization as tfmot
 

@@ -5,7 +5,7 @@
 Loads (or trains once, cached) fc_1000 on real Fashion-MNIST for ``--epochs`` (10 shares the sweeps' cache),
 unit-prunes every hidden layer at each sparsity k % one-shot (``tfprune.prune(method="unit")``), shrinks it
 (``point_export.checked_shrink``: the shrunk Keras model must match the zeroed one on real test images), converts
-both to float TFLite (``export.to_tflite``) and times them in one interleaved loop in LiteRT (1 thread, XNNPACK,
+both to float TFLite (``tflite.to_tflite``) and times them in one interleaved loop in LiteRT (1 thread, XNNPACK,
 after warm-up). Prints per sparsity: parameters, file sizes and their ratio, median latencies and the speed-up, the
 max abs difference of the two TFLite models' outputs on real test images, and the shrunk model's test accuracy.
 Target: at 70 % the shrunk model is >= 5x faster and >= 6x smaller on disk.
@@ -20,8 +20,10 @@ from absl import logging
 import numpy as np
 
 import tfprune  # noqa: F401
-from tfprune import data, export, point_export, pruning
-from tfprune.baseline import train_baseline
+from tfprune import pruning
+from tfprune import tflite as export
+from tfprune.experiments import data, point_export
+from tfprune.experiments.baseline import train_baseline
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sparsities", ["50", "70", "90"], "Unit sparsities in percent (0 <= k < 100).")

@@ -12,8 +12,8 @@ import pytest
 from absl import flags
 
 import tfprune  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
-from tfprune import data as data_lib
-from tfprune import models
+from tfprune.experiments import data as data_lib
+from tfprune.experiments import models
 from tfprune._env import keras
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -18,9 +18,10 @@ import time
 
 import numpy as np
 
-from tfprune import callbacks, distribute, masks, models, pruning
-from tfprune import data as data_lib
-from tfprune import tfmot_baseline as tb
+from tfprune import callbacks, distribute, masks, pruning, registry
+from tfprune.experiments import data as data_lib
+from tfprune.experiments import models
+from tfprune.experiments import tfmot_method as tb
 from tfprune._env import keras, tf
 
 # Importing does not initialize TensorFlow's devices: each scenario configures them first thing.
@@ -85,7 +86,7 @@ def _prune_with_rank(strategy, x, y):
     start = time.perf_counter()
     history = model.fit(x, y, batch_size=BATCH_SIZE, epochs=1, verbose=0, shuffle=False, callbacks=[pruner])
     seconds = time.perf_counter() - start
-    prunable = [l for l in model.layers if pruning.is_prunable_layer(l)]
+    prunable = [l for l in model.layers if registry.is_prunable(l)]
     return model, {
         "replicas": strategy.num_replicas_in_sync,
         "local_replicas": len(strategy.experimental_local_results(prunable[0].kernel_mask)),
@@ -131,7 +132,7 @@ def tfmot_baseline(data_dir, train_size):
     steps = tb.steps_for(1, len(x), BATCH_SIZE)
     result = tb.prune_and_finetune(baseline, x, y, _schedule(steps), epochs=1, batch_size=BATCH_SIZE,
                                    strategy=strategy, shuffle=False)
-    kernels = [l.kernel for l in pruning.kernel_layers(result.model)]
+    kernels = [l.kernel for l in registry.kernel_layers(result.model)]
     in_sync = all(all(np.array_equal(v, values[0]) for v in values)
                   for values in (distribute.replica_values(strategy, k) for k in kernels))
     return {

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tfprune import baseline
+from tfprune.experiments import baseline
 
 
 def test_second_call_loads_from_cache(small_fashion, tmp_path):

@@ -7,7 +7,8 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 from absl.testing import parameterized
 
-from tfprune import callbacks, layers, models, pruning
+from tfprune import callbacks, pruning, registry
+from tfprune.experiments import models
 from tfprune._env import keras, tf
 
 sparsity_lib = tfmot.sparsity.keras
@@ -31,7 +32,7 @@ class _ZerosPerStep(keras.callbacks.Callback):
 
 
 def _our_masks(model):
-    return [l.kernel_mask.numpy() for l in model.layers if layers.is_prunable_layer(l)]
+    return [l.kernel_mask.numpy() for l in model.layers if registry.is_prunable(l)]
 
 
 def _tfmot_masks(model):

@@ -8,7 +8,8 @@ from absl import flags
 from absl.testing import flagsaver
 
 from conftest import FASHION_DIR, require
-from tfprune import compare, results
+from tfprune.cli import compare
+from tfprune.experiments import store
 
 FLAGS = flags.FLAGS
 pytestmark = pytest.mark.slow
@@ -19,10 +20,10 @@ def comparison(tmp_path_factory):
     require(FASHION_DIR)
     out = str(tmp_path_factory.mktemp("compare"))
     with flagsaver.flagsaver():
-        compare.apply_defaults()
-        FLAGS(["compare", "--model=lenet_300_100", "--train_epochs=1", "--train_size=600", "--sparsities=0,50,90",
-               "--finetune_epochs=1", "--batch_size=64", "--verbose=0", f"--output_dir={out}",
-               f"--cache_dir={tmp_path_factory.mktemp('cache')}"])
+        FLAGS(compare.with_defaults([
+            "compare", "--model=lenet_300_100", "--train_epochs=1", "--train_size=600", "--sparsities=0,50,90",
+            "--finetune_epochs=1", "--batch_size=64", "--verbose=0", f"--output_dir={out}",
+            f"--cache_dir={tmp_path_factory.mktemp('cache')}"]))
         compare.main(["compare"])
     return out
 
@@ -43,22 +44,22 @@ def test_files_and_structure(comparison):
 
 
 def test_every_method_reached_its_target(comparison):
-    for record in results.load_points([comparison]):
-        target = record["target_sparsity"]
-        if record["method"] == "unit":
+    for record in store.load_points([comparison]):
+        target = record.target_sparsity
+        if record.method == "unit":
             for name in ("fc1", "fc2"):
                 units = {"fc1": 300, "fc2": 100}[name]
-                assert units - record["units_kept"][name] == int(target * units + 0.5)
-            assert record["units_kept"]["logits"] == 10
+                assert units - record.units_kept[name] == int(target * units + 0.5)
+            assert record.units_kept["logits"] == 10
         else:
-            for name, sparsity in record["layer_sparsity"].items():
-                assert sparsity == pytest.approx(target, abs=1.5e-3), (record["method"], name)
+            for name, sparsity in record.layer_sparsity.items():
+                assert sparsity == pytest.approx(target, abs=1.5e-3), (record.method, name)
 
 
 def test_tfmot_agrees_with_ours_at_the_same_step(comparison):
-    by_key = {(r["method"], r["k"]): r for r in results.load_points([comparison])}
+    by_key = {(r.method, r.k): r for r in store.load_points([comparison])}
     sizes = {"fc1": 784 * 300, "fc2": 300 * 100, "logits": 100 * 10}
     for k in (50.0, 90.0):
         ours, theirs = by_key[("weight", k)], by_key[("tfmot", k)]
         for name, n in sizes.items():
-            assert abs(ours["layer_sparsity"][name] - theirs["layer_sparsity"][name]) * n <= 1.0 + 1e-6
+            assert abs(ours.layer_sparsity[name] - theirs.layer_sparsity[name]) * n <= 1.0 + 1e-6

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import FASHION_DIR, MNIST_DIR, require
-from tfprune import data as data_lib
-from tfprune.data import DatasetError
+from tfprune.experiments import data as data_lib
+from tfprune.experiments.data import DatasetError
 
 
 def _check_dataset(ds):

@@ -14,7 +14,8 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver, parameterized
 
-from tfprune import distribute, masks, models, pruning
+from tfprune import distribute, masks, pruning, registry
+from tfprune.experiments import models
 from tfprune._env import keras, tf
 
 from conftest import FASHION_DIR, REPO, cluster_envs, log_tails, require, run_processes, worker_env
@@ -106,9 +107,10 @@ class GetStrategyTest(parameterized.TestCase):
 
 class FlagsTest(parameterized.TestCase):
 
-    def test_define_flags_twice_and_parse(self):
-        distribute.define_flags()
-        distribute.define_flags()
+    def test_flags_are_defined_once_by_the_command_line_and_parse(self):
+        from tfprune.cli import distribute_flags  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+        self.assertIn("distribution_strategy", [f.name for f in flags.FLAGS.flags_by_module_dict()[
+            "tfprune.cli.distribute_flags"]])
         self.assertEqual(flags.FLAGS["distribution_strategy"].default, "off")
         # Flag by flag: a whole-command parse would also run the validators of other mains' required flags.
         with flagsaver.flagsaver():
@@ -135,7 +137,7 @@ class ReplicaChecksTest(parameterized.TestCase):
         model = _model(0.5)
         pruned = distribute.check_masks_in_sync(model, tf.distribute.get_strategy())
         self.assertEqual(pruned, {l.name: masks.prune_count(0.5, l.kernel_mask.shape.num_elements())
-                                  for l in model.layers if pruning.is_prunable_layer(l)})
+                                  for l in model.layers if registry.is_prunable(l)})
 
     def test_check_masks_in_sync_sees_a_nonzero_pruned_weight(self):
         model = _model(0.5)

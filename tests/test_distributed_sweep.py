@@ -17,7 +17,9 @@ from absl import flags
 from absl.testing import flagsaver
 
 from conftest import FASHION_DIR, REPO, cluster_envs, error_lines, log_tails, require, run_processes, worker_env
-from tfprune import masks, results, sweep  # noqa: F401  (sweep defines the flags parsed below)
+from tfprune import masks
+from tfprune.cli import sweep  # noqa: F401  (defines the flags parsed below)
+from tfprune.experiments import store
 
 FLAGS = flags.FLAGS
 SMOKE = os.path.join(REPO, "flags", "smoke.flags")
@@ -43,18 +45,18 @@ def _run(commands, logs, envs, what):
 
 def _check_points(output_dir, ks, strategy, replicas):
     """Every (method, k) point is there, ran on ``replicas`` replicas, hit its target exactly, and learned."""
-    records = results.load_points([str(output_dir)])
-    assert sorted((r["method"], r["k"]) for r in records) == sorted((m, k) for m in ("weight", "unit") for k in ks)
+    records = store.load_points([str(output_dir)])
+    assert sorted((r.method, r.k) for r in records) == sorted((m, k) for m in ("weight", "unit") for k in ks)
     for r in records:
-        assert (r["distribution_strategy"], r["replicas"]) == (strategy, replicas)
-        if r["method"] == "weight":  # round(k·n) weights of every kernel
-            assert {name: round(r["layer_sparsity"][name] * n) for name, n in KERNELS.items()} == {
-                name: masks.prune_count(r["target_sparsity"], n) for name, n in KERNELS.items()}
+        assert (r.distribution_strategy, r.replicas) == (strategy, replicas)
+        if r.method == "weight":  # round(k·n) weights of every kernel
+            assert {name: round(r.layer_sparsity[name] * n) for name, n in KERNELS.items()} == {
+                name: masks.prune_count(r.target_sparsity, n) for name, n in KERNELS.items()}
         else:  # round(k·units) units of every hidden layer
-            assert r["units_kept"] == {**{name: n - masks.prune_count(r["target_sparsity"], n)
+            assert r.units_kept == {**{name: n - masks.prune_count(r.target_sparsity, n)
                                           for name, n in UNITS.items()}, "logits": 10}
-        if r["k"] == 0:
-            assert r["test_accuracy"] > 0.5, r["test_accuracy"]
+        if r.k == 0:
+            assert r.test_accuracy > 0.5, r.test_accuracy
     with open(os.path.join(output_dir, "baseline.json"), encoding="utf-8") as f:
         info = json.load(f)
     assert (info["distribution_strategy"], info["replicas"]) == (strategy, replicas)

@@ -10,7 +10,9 @@ from absl.testing import flagsaver
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from conftest import FASHION_DIR
-from tfprune import export, export_main, pruning
+from tfprune import pruning, registry
+from tfprune import tflite as export
+from tfprune.cli import export as export_main
 from tfprune._env import keras, tf
 
 FLAGS = flags.FLAGS
@@ -90,7 +92,7 @@ def test_prunable_and_tfmot_models_are_stripped_before_conversion(trained_lenet,
     import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
     model, x, y, _ = trained_lenet
     prunable = pruning.prune(pruning.make_prunable(model), 0.9)
-    assert not any(pruning.is_prunable_layer(l) for l in export.plain_model(prunable).layers)
+    assert not any(registry.is_prunable(l) for l in export.plain_model(prunable).layers)
     prunable_bytes = export.to_tflite(prunable, sparse_encoding=True)
     assert len(prunable_bytes) < 0.5 * len(export.to_tflite(model, sparse_encoding=True))
     accuracy = export.evaluate_tflite(prunable_bytes, x, y)["accuracy"]

@@ -5,7 +5,8 @@ import os
 import numpy as np
 from absl.testing import parameterized
 
-from tfprune import layers, models, pruning
+from tfprune import layers, pruning, registry
+from tfprune.experiments import models
 from tfprune._env import keras
 
 
@@ -26,7 +27,7 @@ class LayersTest(parameterized.TestCase):
         y = rng.integers(0, 10, 256)
         model.fit(x, y, epochs=2, batch_size=32, verbose=0)
         for layer in model.layers:
-            if layers.is_prunable_layer(layer):
+            if registry.is_prunable(layer):
                 mask = layer.kernel_mask.numpy()
                 self.assertTrue(np.all(layer.masked_kernel().numpy()[mask == 0] == 0))
                 if method == "unit" and layer.use_bias:
@@ -41,11 +42,11 @@ class LayersTest(parameterized.TestCase):
         model = _pruned_model("small_cnn", "unit", 0.5)
         path = os.path.join(self.create_tempdir().full_path, "model" + ext)
         model.save(path)
-        loaded = keras.models.load_model(path, custom_objects=layers.custom_objects())
+        loaded = keras.models.load_model(path, custom_objects=registry.custom_objects())
         self.assertIsInstance(loaded.get_layer("conv2"), layers.PrunableConv2D)
         self.assertIsInstance(loaded.get_layer("fc1"), layers.PrunableDense)
         for a, b in zip(model.layers, loaded.layers):
-            if layers.is_prunable_layer(a):
+            if registry.is_prunable(a):
                 np.testing.assert_array_equal(a.kernel_mask.numpy(), b.kernel_mask.numpy())
         x = np.random.default_rng(1).random((4, 28, 28), dtype=np.float32)
         np.testing.assert_allclose(model.predict(x, verbose=0), loaded.predict(x, verbose=0), atol=1e-6)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tfprune import models
+from tfprune.experiments import models
 
 
 def _weights(model):

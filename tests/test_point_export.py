@@ -11,7 +11,9 @@ from absl import flags
 from absl.testing import flagsaver
 
 from conftest import FASHION_DIR, REPO, require
-from tfprune import data, point_export, pruning, surgery, sweep
+from tfprune import pruning, surgery
+from tfprune.cli import sweep
+from tfprune.experiments import data, point_export, records, store
 
 FLAGS = flags.FLAGS
 SMOKE = os.path.join(REPO, "flags", "smoke.flags")
@@ -33,10 +35,19 @@ def _exporter(lenet, out_dir, variants):
                                       bench_warmup=2)
 
 
+def _columns(exported):
+    """The exporter's ``(ShrinkFigures, [VariantFigures])`` as the flat columns of a results table."""
+    shrink, exports = exported
+    return records.flat_columns(shrink, exports)
+
+
 def test_unit_point_exports_unshrunk_and_shrunk_models(trained_lenet, tmp_path):
     model, x, y, _ = trained_lenet
     stripped = _pruned(model, "unit", 0.5)
-    columns = _exporter(trained_lenet, tmp_path, ["float", "int8+sparse"])(stripped, "unit", 50.0)
+    shrink, exports = _exporter(trained_lenet, tmp_path, ["float", "int8+sparse"])(stripped, "unit", 50.0)
+    assert [(e.model, e.variant) for e in exports] == [("pruned", "float"), ("pruned", "int8+sparse"),
+                                                        ("shrunk", "float"), ("shrunk", "int8+sparse")]
+    columns = _columns((shrink, exports))
     assert (columns["dense_params"], columns["shrunk_params"]) == (DENSE_PARAMS, SHRUNK_PARAMS)
     assert (columns["dense_macs"], columns["shrunk_macs"]) == (DENSE_MACS, SHRUNK_MACS)
     assert columns["shrunk_kept_notes"] == 0
@@ -61,7 +72,8 @@ def test_unit_point_exports_unshrunk_and_shrunk_models(trained_lenet, tmp_path):
 
 
 def test_weight_point_is_not_shrunk(trained_lenet, tmp_path):
-    columns = _exporter(trained_lenet, tmp_path, ["float"])(_pruned(trained_lenet[0], "weight", 0.5), "weight", 50.0)
+    columns = _columns(_exporter(trained_lenet, tmp_path, ["float"])(_pruned(trained_lenet[0], "weight", 0.5),
+                                                                    "weight", 50.0))
     assert not [c for c in columns if "shrunk" in c or c.startswith("dense_")]
     assert columns["tflite_float_sparsity"] == pytest.approx(0.5, abs=0.01)
     assert sorted(os.listdir(tmp_path / "weight-k50")) == ["float"]

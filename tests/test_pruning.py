@@ -3,7 +3,8 @@
 import numpy as np
 from absl.testing import parameterized
 
-from tfprune import layers, models, pruning
+from tfprune import layers, pruning, registry
+from tfprune.experiments import models
 from tfprune._env import keras
 
 X = np.random.default_rng(0).random((16, 28, 28), dtype=np.float32)
@@ -20,7 +21,7 @@ def _functional():
 
 
 def _masks(model):
-    return {l.name: l.kernel_mask.numpy().copy() for l in model.layers if layers.is_prunable_layer(l)}
+    return {l.name: l.kernel_mask.numpy().copy() for l in model.layers if registry.is_prunable(l)}
 
 
 class MakePrunableTest(parameterized.TestCase):

@@ -22,7 +22,9 @@ from absl import flags
 from absl.testing import flagsaver
 
 from conftest import FASHION_DIR, REPO, error_lines, require
-from tfprune import io_utils, masks, models, results, sweep, user_model
+from tfprune import io_utils, masks, user_model
+from tfprune.cli import sweep
+from tfprune.experiments import baseline, models, store
 from tfprune._env import keras, tf
 from tfprune.user_model import ModelFileError, UnsafeModelError
 
@@ -338,14 +340,14 @@ def test_file_baseline_evaluates_on_the_test_set(tmp_path, small_fashion):
     model.fit(*small_fashion[0], epochs=1, verbose=0)
     path = str(tmp_path / "trained.keras")
     model.save(path)
-    base, check = user_model.file_baseline(path, small_fashion)
+    base, check = baseline.file_baseline(path, small_fashion)
     expected = model.evaluate(*small_fashion[1], batch_size=1024, verbose=0)[1]
     assert base.test_accuracy == pytest.approx(expected, abs=1e-6) and base.test_accuracy > 0.5
     assert (base.path, base.train_seconds, check.prunable) == (path, 0.0, ("fc1", "logits"))
     nan_path = str(tmp_path / "nan.h5")
     _nan().save(nan_path)
     with pytest.raises(ValueError, match=re.escape(nan_path) + ": layer 'fc1': weight 'fc1/kernel:0' holds 2"):
-        user_model.file_baseline(nan_path, small_fashion)
+        baseline.file_baseline(nan_path, small_fashion)
 
 
 def _run_in_process(output_dir, *extra):
@@ -368,9 +370,9 @@ def test_sweep_prunes_a_user_model_file(tmp_path, fashion, capsys):
     info = json.load(open(os.path.join(out, "baseline.json")))
     assert info["model"] == path
     assert info["test_accuracy"] == pytest.approx(model.evaluate(*fashion[1], verbose=0)[1], abs=1e-6)
-    records = {r["k"]: r for r in results.load_points([out])}
-    assert records[0.0]["test_accuracy"] == pytest.approx(info["test_accuracy"], abs=1e-6)
-    assert records[90.0]["layer_sparsity"]["fc1"] == pytest.approx(0.9, abs=1e-3)
+    records = {r.k: r for r in store.load_points([out])}
+    assert records[0.0].test_accuracy == pytest.approx(info["test_accuracy"], abs=1e-6)
+    assert records[90.0].layer_sparsity["fc1"] == pytest.approx(0.9, abs=1e-3)
     assert f"baseline {path} on fashion_mnist" in capsys.readouterr().out
     model.get_layer("fc1").bias.assign(model.get_layer("fc1").bias + 1e-3)
     model.save(path)  # another model under the same name: resuming into ``out`` must refuse to mix them
@@ -394,13 +396,12 @@ def test_sweep_refuses_an_unsafe_model_file_before_work(tmp_path):
 # Interruption: SIGINT / SIGKILL at seeded random moments, then --resume; the result equals an uninterrupted run.
 
 def _point_records(out):
-    records = {}
+    """{point key: record as JSON without its timing fields} of every point file (a half-written one fails here)."""
+    found = {}
     for path in sorted(glob.glob(os.path.join(out, "points", "*.json"))):
-        with open(path) as f:
-            record = json.load(f)  # a half-written file would fail here
-        records[results.point_key(record["method"], record["k"])] = {
-            k: v for k, v in record.items() if k not in TIMING_FIELDS}
-    return records
+        record = store.read_point(path)
+        found[record.key] = {k: v for k, v in record.to_json().items() if k not in TIMING_FIELDS}
+    return found
 
 
 def _csv_rows(out):
@@ -452,7 +453,8 @@ def _phase(stdout):
 # conversion start, so that a kill can be aimed at those moments; nothing else changes.
 INSTRUMENTED_SWEEP = """
 import functools
-from tfprune import export, io_utils
+from tfprune import io_utils
+from tfprune.tflite import convert
 from tfprune._env import keras
 def announce(owner, name, line):
     original = getattr(owner, name)
@@ -463,8 +465,8 @@ def announce(owner, name, line):
     setattr(owner, name, announced)
 announce(keras.Model, "fit", lambda *args, **kwargs: "@@ training starts")
 announce(io_utils, "atomic_open", lambda path, *args, **kwargs: f"@@ writing {path}")
-announce(export, "to_tflite", lambda *args, **kwargs: "@@ converting")
-from tfprune import sweep
+announce(convert, "to_tflite", lambda *args, **kwargs: "@@ converting")
+from tfprune.cli import sweep
 sweep.run()
 """
 
@@ -533,7 +535,7 @@ def test_sigkill_twice_then_resume_with_a_fresh_cache(reference, tmp_path):
     print("temp files left by SIGKILL:", _temp_files(out))
     for name in _temp_files(out):
         assert not name.endswith(".json") and os.path.basename(name).startswith(".")
-    assert sorted(results.point_key(r["method"], r["k"]) for r in results.load_points([out])) == SMOKE_KEYS
+    assert sorted(r.key for r in store.load_points([out])) == SMOKE_KEYS
     leftovers = glob.glob(os.path.join(tmp_path, "cache", "baselines", "*"))
     assert sorted(os.path.basename(p).rsplit(".", 1)[1] for p in leftovers if os.path.isfile(p)) == ["json", "keras"]
 
@@ -542,7 +544,7 @@ def test_sigkill_twice_then_resume_with_a_fresh_cache(reference, tmp_path):
 def test_sigkill_during_export_then_resume_completes_every_point(tmp_path):
     # Killed while the first point is being exported (converted, verified, timed, written): its record is written
     # only after its export, so --resume redoes that point, and every exported model on disk is whole and runs.
-    from tfprune import export  # pylint: disable=g-import-not-at-top
+    from tfprune import tflite as export  # pylint: disable=g-import-not-at-top
     require(FASHION_DIR)
     out, env = tmp_path / "out", _env(tmp_path)
     args = [f"--cache_dir={tmp_path / 'cache'}", "--methods=weight", "--sparsities=0,90", "--export=float",
@@ -561,7 +563,8 @@ def test_sigkill_during_export_then_resume_completes_every_point(tmp_path):
         folder = out / "tflite" / key / "float"
         model_bytes = (folder / "model.tflite").read_bytes()
         card = json.loads((folder / "model_card.json").read_text())
-        assert card["size_bytes"] == len(model_bytes) == record["tflite_float_size_bytes"]
+        (figures,) = [e for e in record["exports"] if (e["variant"], e["model"]) == ("float", "pruned")]
+        assert card["size_bytes"] == len(model_bytes) == figures["size_bytes"]
         x, y = (np.zeros((4, 28, 28), np.float32), np.zeros(4, np.int64))
         assert export.evaluate_tflite(model_bytes, x, y)["images"] == 4  # the file on disk loads and runs
 
@@ -648,7 +651,7 @@ def test_disk_full_mid_run_names_the_file_and_keeps_finished_points(tmp_path, mo
 def test_cli_prints_an_os_error_as_one_line_exit_1(tmp_path):
     target = str(tmp_path / "points" / "unit-k0.json")
     child = ("import errno, os, sys\n"
-             "from tfprune import cli\n"
+             "from tfprune.cli import app as cli\n"
              "def main(argv):\n"
              f"    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), {target!r})\n"
              "cli.run(main)\n")

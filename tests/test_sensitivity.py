@@ -9,7 +9,10 @@ from absl import flags
 from absl.testing import flagsaver
 
 from conftest import REPO
-from tfprune import baseline, models, pruning, results, sensitivity, sweep
+from tfprune import pruning
+from tfprune.cli import sensitivity as sensitivity_main
+from tfprune.cli import sweep
+from tfprune.experiments import baseline, models, sensitivity, store
 
 FLAGS = flags.FLAGS
 
@@ -50,7 +53,7 @@ def test_main_writes_plan_that_the_sweep_applies(tmp_path, capsys):
     common = ["--model=lenet_300_100", "--train_epochs=1", "--train_size=5000", "--dataset=fashion_mnist"]
     with flagsaver.flagsaver():
         FLAGS(["sensitivity", *common, "--sparsities=0,50,90", "--max_drop=2", f"--output_dir={out}"])
-        sensitivity.main(["sensitivity"])
+        sensitivity_main.main(["sensitivity"])
     assert "suggested plan" in capsys.readouterr().out
     with open(os.path.join(out, "plan.json")) as f:
         plan = json.load(f)["layer_sparsity"]
@@ -61,6 +64,6 @@ def test_main_writes_plan_that_the_sweep_applies(tmp_path, capsys):
         FLAGS(["sweep", *common, "--methods=weight", f"--layer_sparsity={out}/plan.json", "--verbose=0",
                f"--output_dir={sweep_out}"])
         sweep.main(["sweep"])
-    (record,) = results.load_points([sweep_out])
+    (record,) = store.load_points([sweep_out])
     for name, fraction in plan.items():
-        assert record["layer_sparsity"][name] == pytest.approx(fraction, abs=1e-3)
+        assert record.layer_sparsity[name] == pytest.approx(fraction, abs=1e-3)

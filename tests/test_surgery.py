@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from tfprune import models, pruning, surgery
+from tfprune import costs, pruning, surgery
+from tfprune.experiments import models
 from tfprune._env import keras
 
 L = keras.layers
@@ -324,11 +325,11 @@ def test_input_model_is_not_modified():
 ])
 def test_count_params_and_macs(name, macs):
     model = models.build(name)
-    cost = surgery.count_params_and_macs(model)
+    cost = costs.count_params_and_macs(model)
     assert cost.params == model.count_params()
     assert cost.macs == macs
     assert [r.name for r in cost.layers] == [l.name for l in _weight_layers(model)]
-    prunable = surgery.count_params_and_macs(pruning.make_prunable(model))  # masks are not parameters
+    prunable = costs.count_params_and_macs(pruning.make_prunable(model))  # masks are not parameters
     assert (prunable.params, prunable.macs) == (cost.params, cost.macs)
 
 
@@ -342,4 +343,4 @@ def test_bad_models_raise():
     with pytest.raises(ValueError, match="unbuilt Sequential"):
         surgery.shrink(keras.Sequential([L.Dense(3)]))
     with pytest.raises(ValueError, match="expected a tf_keras Model"):
-        surgery.count_params_and_macs("model")
+        costs.count_params_and_macs("model")

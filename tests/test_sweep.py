@@ -11,7 +11,9 @@ from absl import flags
 from absl.testing import flagsaver
 
 from conftest import FASHION_DIR, REPO, require
-from tfprune import experiment, results, sweep
+from tfprune.cli import sweep
+from tfprune.experiments import point as experiment
+from tfprune.experiments import records, store
 
 FLAGS = flags.FLAGS
 SMOKE = os.path.join(REPO, "flags", "smoke.flags")
@@ -28,7 +30,7 @@ def _run(output_dir, *extra):
 
 
 def _keys(output_dir):
-    return sorted(results.point_key(r["method"], r["k"]) for r in results.load_points([output_dir]))
+    return sorted(records.point_key(r.method, r.k) for r in store.load_points([output_dir]))
 
 
 def test_smoke_sweep_writes_tables_and_plots(tmp_path, capsys):
@@ -105,8 +107,8 @@ def test_shards_merge_to_the_unsharded_points(tmp_path, capsys):
     assert set(_keys(s0)).isdisjoint(_keys(s1))
     _run(merged, f"--merge={s0},{s1}")
     assert _keys(merged) == _keys(full) == ["unit-k0", "unit-k90", "weight-k0", "weight-k90"]
-    for a, b in zip(results.load_points([merged]), results.load_points([full])):
-        assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1e-6)
+    for a, b in zip(store.load_points([merged]), store.load_points([full])):
+        assert a.test_accuracy == pytest.approx(b.test_accuracy, abs=1e-6)
     assert os.path.isfile(os.path.join(merged, "accuracy_vs_k.png"))
     assert "merged 4 points from 2 dirs" in capsys.readouterr().out
 
@@ -140,3 +142,36 @@ def test_cli_usage_error_is_one_line_exit_2(tmp_path):
     assert proc.returncode == 2
     assert f"--output_dir {str(out_file)!r} exists and is not a folder" in proc.stderr
     assert not os.path.exists(tmp_path / "points")
+
+
+# The README's "from Python" example: a sweep and a comparison with no absl flag defined or parsed.
+LIBRARY_RUN = """
+from absl import flags
+from tfprune.experiments import BaselineConfig, FineTune, SweepConfig, compare_config, run_compare, run_sweep
+base = BaselineConfig(dataset="fashion_mnist", data_dir={data_dir!r}, model="lenet_300_100", train_epochs=1,
+                      train_size=5000, verbose=0)
+sweep = run_sweep(SweepConfig({out!r}, base, sparsities=(0, 50, 90)), report=lambda line: None)
+comparison = run_compare(compare_config({cmp!r}, baseline=base, sparsities=(50,),
+                                        finetune=FineTune(epochs=1, batch_size=128, verbose=0)), report=print)
+print("points", len(sweep.points), len(comparison.points))
+print("flags", flags.FLAGS.is_parsed(), sorted(m for m in flags.FLAGS.flags_by_module_dict() if "tfprune" in m))
+"""
+
+
+def test_sweep_and_comparison_run_from_python_without_flags_and_match_the_command_line(tmp_path):
+    require(FASHION_DIR)
+    lib_out, cmp_out, cli_out = (str(tmp_path / n) for n in ("lib", "cmp", "cli"))
+    child = LIBRARY_RUN.format(data_dir=FASHION_DIR, out=lib_out, cmp=cmp_out)
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=600, cwd=REPO,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert "points 6 3" in lines and "flags False []" in lines, lines[-5:]
+    assert any(line.startswith("| 50 |") for line in lines)  # the comparison's table was reported
+    _run(cli_out)  # flags/smoke.flags: the same settings from the command line
+    drop = ("point_seconds",)
+    strip = lambda r: {k: v for k, v in r.to_json().items() if k not in drop}  # noqa: E731
+    assert [strip(r) for r in store.load_points([lib_out])] == [strip(r) for r in store.load_points([cli_out])]
+    methods = sorted(r.method for r in store.load_points([cmp_out]))
+    assert methods == ["tfmot", "unit", "weight"]
+    assert "## tfprune weight pruning vs TF-MOT" in open(os.path.join(cmp_out, "compare.md")).read()

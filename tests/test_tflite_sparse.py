@@ -12,7 +12,9 @@ import pytest
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
-from tfprune import export, tflite_sparse
+from tfprune import tflite as export
+from tfprune.tflite import runtime as tflite_runtime
+from tfprune.tflite import sparse as tflite_sparse
 from tfprune._env import keras
 
 DENSIFY = "DENSIFY"
@@ -74,7 +76,7 @@ def op_names(model_bytes):
 def outputs(model_bytes, x, prefer_xnnpack):
     interpreter, info = export.load_interpreter(model_bytes, len(x), prefer_xnnpack=prefer_xnnpack)
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    interpreter.set_tensor(inp["index"], export._quantize(x, inp))  # pylint: disable=protected-access
+    interpreter.set_tensor(inp["index"], tflite_runtime._quantize(x, inp))  # pylint: disable=protected-access
     interpreter.invoke()
     return interpreter.get_tensor(out["index"]), info
 

@@ -1,31 +1,42 @@
 """tfprune: rank-based weight and unit pruning for Keras, side by side with TF-MOT, exported to TFLite.
 
 Sparsity is a fraction in [0, 1) everywhere in this API; the command-line tools take a percent k.
+
+Layers of the package (imports point one way: cli -> experiments -> tflite -> library):
+
+- the pruning library, here: ``masks`` (pure selection), ``scoring`` (methods), ``registry`` (layer types),
+  ``graph`` (Keras graphs), ``layers``, ``pruning``, ``callbacks``, ``surgery``/``costs`` (shrinking),
+  ``distribute``, ``user_model``, ``io_utils``;
+- ``tfprune.tflite``: conversion, LiteRT verification and artifacts;
+- ``tfprune.experiments``: data, reference models, baselines, sweeps, comparisons and sensitivity scans;
+- ``tfprune.cli``: flags and mains (the only code that reads absl flags).
 """
 
 from tfprune import _env  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 from tfprune import callbacks
 from tfprune import distribute
-from tfprune import export
-from tfprune import models
 from tfprune import surgery
-from tfprune.baseline import Baseline, train_baseline
-from tfprune.data import DatasetError, load_dataset
-from tfprune.export import benchmark_tflite, evaluate_tflite, to_tflite
-from tfprune.layers import PrunableConv2D, PrunableDense, custom_objects, is_prunable_layer
+from tfprune import tflite
+from tfprune._version import __version__
+from tfprune.costs import count_params_and_macs
+from tfprune.experiments import models
+from tfprune.experiments.baseline import Baseline, train_baseline
+from tfprune.experiments.data import DatasetError, load_dataset
+from tfprune.layers import PrunableConv2D, PrunableDense
 from tfprune.masks import global_unit_keeps, global_weight_masks, prune_count, unit_keep, unit_mask, weight_mask
 from tfprune.pruning import (LayerSparsity, format_report, make_prunable, overall_sparsity, prune, sparsity_report,
                              strip)
-from tfprune.surgery import ShrinkReport, ShrinkResult, count_params_and_macs, format_shrink_report, shrink
+from tfprune.registry import custom_objects
+from tfprune.registry import is_prunable as is_prunable_layer
+from tfprune.surgery import ShrinkReport, ShrinkResult, format_shrink_report, shrink
+from tfprune.tflite import benchmark_tflite, evaluate_tflite, to_tflite
 from tfprune.user_model import load_user_model
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Baseline", "DatasetError", "LayerSparsity", "PrunableConv2D", "PrunableDense", "ShrinkReport", "ShrinkResult",
     "benchmark_tflite", "callbacks", "count_params_and_macs", "custom_objects", "distribute", "evaluate_tflite",
-    "export", "format_report", "format_shrink_report", "global_unit_keeps", "global_weight_masks",
-    "is_prunable_layer", "load_dataset", "load_user_model", "make_prunable", "models", "overall_sparsity", "prune",
-    "prune_count", "shrink", "sparsity_report", "strip", "surgery", "to_tflite", "train_baseline", "unit_keep",
+    "format_report", "format_shrink_report", "global_unit_keeps", "global_weight_masks", "is_prunable_layer",
+    "load_dataset", "load_user_model", "make_prunable", "models", "overall_sparsity", "prune", "prune_count",
+    "shrink", "sparsity_report", "strip", "surgery", "tflite", "to_tflite", "train_baseline", "unit_keep",
     "unit_mask", "weight_mask", "__version__",
 ]

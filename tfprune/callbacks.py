@@ -6,6 +6,7 @@ import numpy as np
 
 from tfprune import masks as masks_lib
 from tfprune import pruning
+from tfprune import scoring
 from tfprune._env import keras, tf
 
 
@@ -37,10 +38,8 @@ class RankPruning(keras.callbacks.Callback):
 
     def __init__(self, method="weight", schedule=0.5, scope="layer", layers=None, update_every=1):
         super().__init__()
-        if method not in masks_lib.METHODS:
-            raise ValueError(f"method {method!r} is not one of {masks_lib.METHODS}")
-        if scope not in masks_lib.SCOPES:
-            raise ValueError(f"scope {scope!r} is not one of {masks_lib.SCOPES}")
+        scoring.check_method(method)
+        scoring.check_scope(scope)
         if int(update_every) < 1:
             raise ValueError(f"update_every {update_every!r} must be at least 1")
         self.one_shot = schedule is None or isinstance(schedule, (int, float, np.floating))

@@ -1,4 +1,4 @@
-"""``tf.distribute`` strategies for the tfprune mains, and checks that replicas hold the same masks.
+"""``tf.distribute`` strategies for pruning and fine-tuning, and checks that replicas hold the same masks.
 
 Strategy names follow the TensorFlow Model Garden flag convention (``official/common/distribute_utils``):
 ``off``, ``one_device``, ``mirrored``, ``multi_worker_mirrored``. Build the model, ``make_prunable`` it and
@@ -14,8 +14,8 @@ import os
 
 import numpy as np
 
+from tfprune import registry
 from tfprune._env import tf
-from tfprune.layers import is_prunable_layer
 
 STRATEGY_NAMES = ("off", "one_device", "mirrored", "multi_worker_mirrored")
 MIRRORED_ALL_REDUCE = ("nccl", "hierarchical_copy")
@@ -113,42 +113,6 @@ def get_strategy(name="off", num_gpus=0, all_reduce_alg=None):
     cross_device_ops = _mirrored_cross_device_ops(all_reduce_alg)
     devices = _gpu_devices(num_gpus) if num_gpus else [d.name for d in tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices=devices, cross_device_ops=cross_device_ops)
-
-
-def define_flags():
-    """Defines ``--distribution_strategy``, ``--num_gpus`` and ``--cpu_devices`` with their validators (once; safe
-    to call from several mains).
-
-    Validators reject, before any work: ``--num_gpus`` > 1 without ``mirrored`` (``off``/``one_device`` use one
-    device, ``multi_worker_mirrored`` every local GPU); ``--cpu_devices`` > 1 without ``mirrored`` or with GPUs
-    (only ``mirrored`` replicates over logical CPUs, and only when it uses no GPU).
-    """
-    from absl import flags  # pylint: disable=g-import-not-at-top
-
-    if "distribution_strategy" in flags.FLAGS:
-        return
-    flags.DEFINE_enum("distribution_strategy", "off", list(STRATEGY_NAMES),
-                      "tf.distribute strategy: 'off' (none), 'one_device', 'mirrored' (the first --num_gpus GPUs, or "
-                      "every logical CPU when 0), 'multi_worker_mirrored' (cluster from the TF_CONFIG environment "
-                      "variable; every worker runs the same command, only the chief writes --output_dir). The "
-                      "model, its masks and the pruning callback all run in the strategy's scope; --batch_size is "
-                      "the global batch, split across replicas.")
-    flags.DEFINE_integer("num_gpus", 0, "GPUs to use (0: CPU only).", lower_bound=0)
-    flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices before TensorFlow starts, "
-                         "so that --distribution_strategy=mirrored replicates without GPUs (for trying it out and "
-                         "for tests; it does not add compute).", lower_bound=1)
-    flags.DEFINE_integer("threads", 0, "CPU threads TensorFlow may use within and across ops (0: its default, "
-                         "every core). 1 gives steadier timings on a shared machine, and lets shards run side by "
-                         "side on one machine.", lower_bound=0)
-    flags.register_multi_flags_validator(
-        ["distribution_strategy", "num_gpus"], lambda f: f["num_gpus"] <= 1 or f["distribution_strategy"] == "mirrored",
-        message="--num_gpus > 1 needs --distribution_strategy=mirrored (off/one_device use one device; "
-                "multi_worker_mirrored uses every local GPU)")
-    flags.register_multi_flags_validator(
-        ["distribution_strategy", "num_gpus", "cpu_devices"],
-        lambda f: f["cpu_devices"] == 1 or (f["distribution_strategy"] == "mirrored" and f["num_gpus"] == 0),
-        message="--cpu_devices > 1 needs --distribution_strategy=mirrored and --num_gpus=0 (only the mirrored "
-                "strategy replicates over logical CPUs)")
 
 
 def set_threads(threads):
@@ -287,7 +251,7 @@ def check_masks_in_sync(model, strategy, check_weights=True):
       the replica where a pruned weight is nonzero.
       ValueError: a model without prunable layers.
     """
-    layers = [l for l in model.layers if is_prunable_layer(l)]
+    layers = [l for l in model.layers if registry.is_prunable(l)]
     if not layers:
         raise ValueError(f"model {model.name!r} has no prunable layer (call tfprune.make_prunable(model) first)")
     pruned = {}
@@ -320,7 +284,7 @@ def mask_digest(model):
     """
     digest = hashlib.sha256()
     for layer in model.layers:
-        if is_prunable_layer(layer):
+        if registry.is_prunable(layer):
             digest.update(layer.name.encode())
             for variable in (layer.kernel_mask, layer.bias_mask):
                 if variable is not None:
@@ -329,5 +293,5 @@ def mask_digest(model):
 
 
 __all__ = ["MIRRORED_ALL_REDUCE", "MULTI_WORKER_ALL_REDUCE", "STRATEGY_NAMES", "ReplicaMismatchError",
-           "all_workers", "any_worker", "check_masks_in_sync", "define_flags", "describe", "get_strategy",
+           "all_workers", "any_worker", "check_masks_in_sync", "describe", "get_strategy",
            "is_chief", "mask_digest", "replica_values", "scope", "set_threads", "split_cpu"]

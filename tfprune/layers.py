@@ -1,7 +1,8 @@
 """Prunable Keras layers: Dense and Conv2D that compute with ``kernel * kernel_mask``.
 
 The masks are non-trainable weights of the layer, so they are saved and loaded with the model (``.keras`` and
-``.h5``) and copied to every replica under ``tf.distribute``. Because the forward pass multiplies by the mask, the
+``.h5``) and copied to every replica under ``tf.distribute``. Which Keras class each one replaces, and how it is
+unit-indexed and sliced, is written in ``tfprune.registry``. Because the forward pass multiplies by the mask, the
 gradient of a pruned weight is exactly zero and its effective value stays exactly 0 through any amount of training,
 whatever the optimizer does to the underlying variable.
 """
@@ -99,15 +100,4 @@ class PrunableConv2D(_MaskedKernelMixin, keras.layers.Conv2D):
         return outputs
 
 
-PRUNABLE_TYPES = {keras.layers.Dense: PrunableDense, keras.layers.Conv2D: PrunableConv2D}
-
-
-def custom_objects():
-    """The ``custom_objects`` dict that loads models holding tfprune layers: ``keras.models.load_model(p, custom_objects=...)``."""
-    return {"PrunableDense": PrunableDense, "PrunableConv2D": PrunableConv2D,
-            "tfprune>PrunableDense": PrunableDense, "tfprune>PrunableConv2D": PrunableConv2D}
-
-
-def is_prunable_layer(layer):
-    """True for layers that carry masks (PrunableDense, PrunableConv2D)."""
-    return isinstance(layer, (PrunableDense, PrunableConv2D))
+__all__ = ["PrunableConv2D", "PrunableDense"]

@@ -19,10 +19,6 @@ Selection is O(n) (``np.partition``), not a full sort, and runs over the live en
 
 import numpy as np
 
-METHODS = ("weight", "unit")
-SCOPES = ("layer", "global")
-
-
 def check_sparsity(sparsity, what="sparsity"):
     """Returns ``sparsity`` as a float after checking it is a finite fraction in [0, 1).
 
@@ -124,6 +120,15 @@ def fan_in(kernel):
     return int(np.prod(shape[:-1])) if len(shape) > 1 else 1
 
 
+def keep_live(scores, alive, sparsity):
+    """The one selection every method and scope uses: of ``n`` groups (weights, units...) with ``scores`` (1-D),
+    keeps all but ``prune_count(sparsity, n)``: those already dead (``alive`` False) first, then the smallest live
+    scores (ties: lower index). Returns a bool vector (n,), True where kept; never revives a dead group."""
+    scores = np.asarray(scores).ravel()
+    alive = np.asarray(alive, bool).ravel()
+    return ~_prune_live(scores, alive, prune_count(sparsity, scores.size)) & alive
+
+
 def weight_mask(kernel, sparsity, current=None):
     """Keeps all but the ``prune_count(sparsity, kernel.size)`` smallest-|w| weights.
 
@@ -140,8 +145,7 @@ def weight_mask(kernel, sparsity, current=None):
     """
     kernel = _check_kernel(kernel)
     current = _check_current(current, kernel.shape, "kernel")
-    pruned = _prune_live(weight_scores(kernel), current, prune_count(sparsity, kernel.size))
-    return ~pruned.reshape(kernel.shape) & current
+    return keep_live(weight_scores(kernel), current, sparsity).reshape(kernel.shape)
 
 
 def unit_keep(kernel, sparsity, current=None):
@@ -151,9 +155,8 @@ def unit_keep(kernel, sparsity, current=None):
       bool vector of shape (units,) = (kernel.shape[-1],), True where the unit is kept.
     """
     kernel = _check_kernel(kernel)
-    units = kernel.shape[-1]
-    current = _check_current(current, (units,), "units")
-    return ~_prune_live(unit_norms(kernel), current, prune_count(sparsity, units)) & current
+    current = _check_current(current, (kernel.shape[-1],), "units")
+    return keep_live(unit_norms(kernel), current, sparsity)
 
 
 def unit_mask(kernel, sparsity, current=None):
@@ -175,9 +178,19 @@ def units_alive(mask):
     return mask.reshape(-1, mask.shape[-1]).any(axis=0)
 
 
-def _split(flat, sizes, shapes):
-    parts = np.split(flat, np.cumsum(sizes)[:-1])
-    return [p.reshape(s) for p, s in zip(parts, shapes)]
+def split(flat, sizes):
+    """``flat`` (1-D) cut into consecutive pieces of the given sizes."""
+    return np.split(np.asarray(flat), np.cumsum(sizes)[:-1])
+
+
+def keep_live_together(scores, alives, sparsity):
+    """``keep_live`` over several score vectors ranked as one (global scope): exactly
+    ``prune_count(sparsity, total)`` pruned in all; returns one keep vector per input, in order."""
+    # np.concatenate promotes the scores to one dtype exactly (float16 -> float32 -> float64), so ranks are kept.
+    sizes = [np.size(s) for s in scores]
+    keep = keep_live(np.concatenate([np.ravel(s) for s in scores]),
+                     np.concatenate([np.ravel(a) for a in alives]), sparsity)
+    return split(keep, sizes)
 
 
 def global_weight_masks(kernels, sparsity, currents=None):
@@ -192,11 +205,8 @@ def global_weight_masks(kernels, sparsity, currents=None):
     kernels = [_check_kernel(k, f"kernel {i}") for i, k in enumerate(kernels)]
     currents = currents or [None] * len(kernels)
     currents = [_check_current(c, k.shape, f"kernel {i}") for i, (k, c) in enumerate(zip(kernels, currents))]
-    # np.concatenate promotes the scores to one dtype exactly (float16 -> float32 -> float64), so ranks are kept.
-    scores = np.concatenate([weight_scores(k).ravel() for k in kernels])
-    pruned = _prune_live(scores, np.concatenate([c.ravel() for c in currents]), prune_count(sparsity, scores.size))
-    shapes = [k.shape for k in kernels]
-    return [~p & c for p, c in zip(_split(pruned, [k.size for k in kernels], shapes), currents)]
+    keeps = keep_live_together([weight_scores(k) for k in kernels], currents, sparsity)
+    return [keep.reshape(k.shape) for keep, k in zip(keeps, kernels)]
 
 
 def global_unit_keeps(kernels, sparsity, currents=None):
@@ -209,7 +219,18 @@ def global_unit_keeps(kernels, sparsity, currents=None):
     kernels = [_check_kernel(k, f"kernel {i}") for i, k in enumerate(kernels)]
     currents = currents or [None] * len(kernels)
     currents = [_check_current(c, (k.shape[-1],), f"units {i}") for i, (k, c) in enumerate(zip(kernels, currents))]
-    scores = np.concatenate([unit_norms(k) / np.sqrt(fan_in(k)) for k in kernels])
-    pruned = _prune_live(scores, np.concatenate(currents), prune_count(sparsity, scores.size))
-    units = [k.shape[-1] for k in kernels]
-    return [~p & c for p, c in zip(_split(pruned, units, [(u,) for u in units]), currents)]
+    return keep_live_together([unit_rms(k) for k in kernels], currents, sparsity)
+
+
+def unit_rms(kernel):
+    """Unit score comparable across layers: L2 norm / sqrt(fan-in), the RMS of each unit's incoming weights."""
+    return unit_norms(kernel) / np.sqrt(fan_in(kernel))
+
+
+def check_kernel(kernel, name="kernel"):
+    """``kernel`` as an array after checking it is a non-empty, finite real array.
+
+    Raises:
+      ValueError: naming ``name`` and the problem (empty, not real, NaN/inf with their count).
+    """
+    return _check_kernel(kernel, name)

@@ -7,33 +7,15 @@ import dataclasses
 
 import numpy as np
 
+from tfprune import graph
 from tfprune import masks as masks_lib
-from tfprune._env import keras
-from tfprune.layers import PRUNABLE_TYPES, PrunableConv2D, PrunableDense, is_prunable_layer
-
-PLAIN_TYPES = {v: k for k, v in PRUNABLE_TYPES.items()}
-
-
-def _check_graph_model(model):
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"expected a tf_keras Model, got {type(model).__name__}")
-    if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
-        raise ValueError(f"model {model.name!r} is a subclassed Model ({type(model).__name__}); tfprune rewrites "
-                         "only Sequential and functional models")
-
-
-def _convertible(layer):
-    return type(layer) in PRUNABLE_TYPES and getattr(layer, "groups", 1) == 1
-
-
-def _copy_weights(old_model, new_model, transform):
-    for old in old_model.layers:
-        new = new_model.get_layer(old.name)
-        transform(old, new)
+from tfprune import registry
+from tfprune import scoring
 
 
 def make_prunable(model):
-    """Returns an equivalent model whose Dense/Conv2D layers are PrunableDense/PrunableConv2D (masks all ones).
+    """Returns an equivalent model whose prunable layers (``tfprune.registry.KINDS``: Dense, Conv2D) are replaced by
+    their masked twins (PrunableDense, PrunableConv2D) with masks all ones.
 
     Works on Sequential and functional models; other layers are cloned unchanged and all weights are copied, so
     outputs are identical. Layers that already are prunable keep their masks. The result is not compiled.
@@ -41,25 +23,20 @@ def make_prunable(model):
     Raises:
       ValueError: subclassed model, or no Dense/Conv2D layer at all (nothing to prune).
     """
-    _check_graph_model(model)
-    if not any(_convertible(l) or is_prunable_layer(l) for l in model.layers):
+    graph.check_graph_model(model, "rewrites")
+    if not any(registry.convertible(l) or registry.is_prunable(l) for l in model.layers):
         kinds = sorted({type(l).__name__ for l in model.layers})
         raise ValueError(f"model {model.name!r} has no Dense or Conv2D layer to prune (layers: {', '.join(kinds)})")
-
-    def clone(layer):
-        cls = PRUNABLE_TYPES[type(layer)] if _convertible(layer) else type(layer)
-        return cls.from_config(layer.get_config())
-
-    new_model = keras.models.clone_model(model, clone_function=clone)
+    new_model = graph.clone(model, registry.to_prunable)
 
     def copy(old, new):
-        if is_prunable_layer(new) and not is_prunable_layer(old):
+        if registry.is_prunable(new) and not registry.is_prunable(old):
             new.kernel.assign(old.kernel)
             if old.use_bias:
                 new.bias.assign(old.bias)
         else:
             new.set_weights(old.get_weights())
-    _copy_weights(model, new_model, copy)
+    graph.copy_weights(model, new_model, copy)
     return new_model
 
 
@@ -68,37 +45,50 @@ def strip(model):
 
     This is what gets exported. A model without prunable layers is cloned unchanged.
     """
-    _check_graph_model(model)
-
-    def clone(layer):
-        cls = PLAIN_TYPES.get(type(layer), type(layer))
-        return cls.from_config(layer.get_config())
-
-    new_model = keras.models.clone_model(model, clone_function=clone)
+    graph.check_graph_model(model, "rewrites")
+    new_model = graph.clone(model, registry.to_plain)
 
     def copy(old, new):
-        if is_prunable_layer(old):
+        if registry.is_prunable(old):
             new.kernel.assign(old.masked_kernel())
             if old.use_bias:
                 new.bias.assign(old.masked_bias())
         else:
             new.set_weights(old.get_weights())
-    _copy_weights(model, new_model, copy)
+    graph.copy_weights(model, new_model, copy)
     return new_model
 
 
 def output_layer_names(model):
     """Names of the layers whose outputs are model outputs (their units are the classes: never unit-pruned)."""
-    return {t._keras_history.layer.name for t in model.outputs}  # pylint: disable=protected-access
+    return graph.output_layer_names(model)
 
 
 def default_layers(model, method):
     """Prunable layers pruned by default: all for weight pruning; all but the output layers for unit pruning."""
-    names = [l.name for l in model.layers if is_prunable_layer(l)]
-    if method == "unit":
-        outputs = output_layer_names(model)
+    names = [l.name for l in model.layers if registry.is_prunable(l)]
+    if not scoring.check_method(method).prunes_outputs:
+        outputs = graph.output_layer_names(model)
         names = [n for n in names if n not in outputs]
     return names
+
+
+def select_layers(model, layers, value):
+    """{layer name: value} of a ``layers`` argument: a list of names (each mapped to ``value``) or a dict name ->
+    its own value (copied).
+
+    Raises:
+      ValueError: ``layers`` neither a list nor a dict, or selecting nothing.
+    """
+    if isinstance(layers, dict):
+        plan = dict(layers)
+    elif isinstance(layers, (list, tuple)):
+        plan = {n: value for n in layers}
+    else:
+        raise ValueError(f"layers {layers!r} must be None, a list of layer names or a dict name -> sparsity")
+    if not plan:
+        raise ValueError(f"no layer selected to prune in model {model.name!r} (layers={layers!r})")
+    return plan
 
 
 def resolve_plan(model, sparsity, method="weight", layers=None):
@@ -112,66 +102,36 @@ def resolve_plan(model, sparsity, method="weight", layers=None):
       ValueError: unknown method, bad sparsity, unknown layer name, a layer that cannot be pruned, unit pruning
       of an output layer, a model with no prunable layer.
     """
-    if method not in masks_lib.METHODS:
-        raise ValueError(f"method {method!r} is not one of {masks_lib.METHODS}")
-    all_prunable = [l.name for l in model.layers if is_prunable_layer(l)]
+    scorer = scoring.check_method(method)
+    all_prunable = [l.name for l in model.layers if registry.is_prunable(l)]
     if not all_prunable:
-        hint = " (call tfprune.make_prunable(model) first)" if any(_convertible(l) for l in model.layers) else ""
+        hint = " (call tfprune.make_prunable(model) first)" if any(registry.convertible(l) for l in model.layers) \
+            else ""
         raise ValueError(f"model {model.name!r} has no prunable layer{hint}")
-    if layers is None:
-        names = default_layers(model, method)
-        plan = {n: sparsity for n in names}
-    elif isinstance(layers, dict):
-        plan = dict(layers)
-    elif isinstance(layers, (list, tuple)):
-        plan = {n: sparsity for n in layers}
-    else:
-        raise ValueError(f"layers {layers!r} must be None, a list of layer names or a dict name -> sparsity")
-    if not plan:
-        raise ValueError(f"no layer selected to prune in model {model.name!r} (layers={layers!r})")
+    plan = select_layers(model, default_layers(model, method) if layers is None else layers, sparsity)
     known = {l.name: l for l in model.layers}
-    outputs = output_layer_names(model)
+    outputs = graph.output_layer_names(model)
     for name, value in plan.items():
         if name not in known:
             raise ValueError(f"layer {name!r} does not exist in model {model.name!r}; prunable layers: "
                              f"{', '.join(all_prunable)}")
-        if not is_prunable_layer(known[name]):
+        if not registry.is_prunable(known[name]):
             raise ValueError(f"layer {name!r} ({type(known[name]).__name__}) cannot be pruned; prunable layers: "
                              f"{', '.join(all_prunable)}")
-        if method == "unit" and name in outputs:
+        if not scorer.prunes_outputs and name in outputs:
             raise ValueError(f"layer {name!r} is a model output: its units are the classes and are never "
                              "unit-pruned")
         plan[name] = masks_lib.check_sparsity(value, f"sparsity of layer {name!r}")
     return plan
 
 
-def _current_keep(layer):
-    return layer.kernel_mask.numpy() > 0.5
-
-
 def _new_masks(model, plan, method, scope):
     """Computes {name: (kernel_keep, bias_keep or None)} without touching the model."""
     layers = [model.get_layer(n) for n in plan]
-    kernels = [l.masked_kernel().numpy() for l in layers]
-    currents = [_current_keep(l) for l in layers]
-    if scope == "global":
-        values = set(plan.values())
-        if len(values) != 1:
-            raise ValueError(f"global scope ranks all layers against one sparsity; got per-layer values {plan}")
-        sparsity = values.pop()
-        if method == "weight":
-            keeps = masks_lib.global_weight_masks(kernels, sparsity, currents)
-            return {l.name: (k, None) for l, k in zip(layers, keeps)}
-        units = masks_lib.global_unit_keeps(kernels, sparsity, [masks_lib.units_alive(c) for c in currents])
-    elif scope == "layer":
-        if method == "weight":
-            return {l.name: (masks_lib.weight_mask(k, plan[l.name], c), None)
-                    for l, k, c in zip(layers, kernels, currents)}
-        units = [masks_lib.unit_keep(k, plan[l.name], masks_lib.units_alive(c))
-                 for l, k, c in zip(layers, kernels, currents)]
-    else:
-        raise ValueError(f"scope {scope!r} is not one of {masks_lib.SCOPES}")
-    return {l.name: (c & u, u) for l, c, u in zip(layers, currents, units)}
+    keeps = scoring.select(scoring.check_method(method), [l.masked_kernel().numpy() for l in layers],
+                           [plan[l.name] for l in layers], [l.kernel_mask.numpy() > 0.5 for l in layers], scope,
+                           names=[repr(l.name) for l in layers])
+    return {l.name: keep for l, keep in zip(layers, keeps)}
 
 
 def prune(model, sparsity=None, method="weight", scope="layer", layers=None):
@@ -192,8 +152,7 @@ def prune(model, sparsity=None, method="weight", scope="layer", layers=None):
       ValueError: (see ``resolve_plan``), NaN/inf in a kernel, global scope with per-layer values. Nothing is
       modified when it raises.
     """
-    if scope not in masks_lib.SCOPES:
-        raise ValueError(f"scope {scope!r} is not one of {masks_lib.SCOPES}")
+    scoring.check_scope(scope)
     plan = resolve_plan(model, sparsity, method, layers)
     try:
         new = _new_masks(model, plan, method, scope)
@@ -219,18 +178,6 @@ class LayerSparsity:
         return self.zeros / self.weights
 
 
-def _effective_kernel(layer):
-    if is_prunable_layer(layer):
-        return layer.masked_kernel().numpy()
-    return layer.kernel.numpy()
-
-
-def kernel_layers(model):
-    """The Dense/Conv2D layers of a model (prunable or plain), in model order."""
-    return [l for l in model.layers
-            if isinstance(l, (keras.layers.Dense, keras.layers.Conv2D)) and getattr(l, "kernel", None) is not None]
-
-
 def sparsity_report(model):
     """Per-layer sparsity of every Dense/Conv2D kernel (prunable or plain, e.g. stripped or TF-MOT-stripped).
 
@@ -238,10 +185,10 @@ def sparsity_report(model):
       list of ``LayerSparsity`` in model order; ``overall_sparsity(report)`` gives the fraction over all of them.
     """
     report = []
-    for layer in kernel_layers(model):
-        kernel = _effective_kernel(layer)
+    for layer in registry.kernel_layers(model):
+        kernel = registry.effective_kernel(layer)
         alive = masks_lib.units_alive(kernel != 0)
-        report.append(LayerSparsity(layer.name, PLAIN_TYPES.get(type(layer), type(layer)).__name__, int(kernel.size),
+        report.append(LayerSparsity(layer.name, registry.kind_of(layer).name, int(kernel.size),
                                     int(kernel.size - np.count_nonzero(kernel)), int(kernel.shape[-1]),
                                     int(alive.sum())))
     return report
@@ -265,6 +212,5 @@ def format_report(report):
     return "\n".join(lines)
 
 
-__all__ = ["LayerSparsity", "PrunableConv2D", "PrunableDense", "default_layers", "format_report", "kernel_layers",
-           "make_prunable", "overall_sparsity", "output_layer_names", "prune", "resolve_plan", "sparsity_report",
-           "strip"]
+__all__ = ["LayerSparsity", "default_layers", "format_report", "make_prunable", "overall_sparsity",
+           "output_layer_names", "prune", "resolve_plan", "select_layers", "sparsity_report", "strip"]

@@ -12,133 +12,26 @@ Units that are dead but not provably zero downstream, or whose path to the next 
 is listed in ``ShrinkReport.kept``.
 """
 
-import collections
 import dataclasses
 
 import numpy as np
 
+from tfprune import costs
+from tfprune import graph as graph_lib
+from tfprune import pruning
+from tfprune import registry
 from tfprune._env import keras, tf
 
-L = keras.layers
 
-# Activations computed element by element (so a unit's output depends on that unit only).
-ELEMENTWISE_ACTIVATIONS = frozenset({
-    "linear", "relu", "relu6", "elu", "selu", "gelu", "tanh", "sigmoid", "hard_sigmoid", "swish", "silu",
-    "softplus", "softsign", "exponential", "leaky_relu", "mish", "hard_silu", "hard_swish"})
-
-# Layers that map channel c of their input (last axis) to channel c of their output and nothing else, at inference.
-CHANNELWISE_TYPES = (
-    L.Activation, L.ReLU, L.LeakyReLU, L.ELU, L.ThresholdedReLU, L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D,
-    L.GaussianDropout, L.GaussianNoise, L.AlphaDropout, L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D,
-    L.AveragePooling2D, L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalAveragePooling1D,
-    L.GlobalAveragePooling2D, L.ZeroPadding2D, L.Cropping2D, L.UpSampling2D, L.BatchNormalization)
+def _weight_kind(layer):
+    """The registry kind of a plain layer whose units shrinking may remove, else None."""
+    kind = registry.kind_of(layer)
+    if kind is None or kind.unsupported(layer) is not None or not kind.shrinkable(layer):
+        return None
+    return kind
 
 
-# ---------------------------------------------------------------------------------------------------- costs
-
-@dataclasses.dataclass(frozen=True)
-class LayerCost:
-    """One layer: ``units`` = width of its output's last axis, ``params`` (masks excluded), ``macs`` per image."""
-    name: str
-    kind: str
-    units: int
-    params: int
-    macs: int
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelCost:
-    """Parameters and multiply-accumulates per inference (one image) of a whole model, with the per-layer rows."""
-    params: int
-    macs: int
-    layers: tuple
-
-
-def _is_weight_layer(layer):
-    # Exact types: Conv2DTranspose subclasses Conv2D but its kernel is laid out differently.
-    return type(layer) in (L.Dense, L.Conv2D) and getattr(layer, "groups", 1) == 1 and \
-        getattr(layer, "data_format", "channels_last") == "channels_last"
-
-
-def _network_nodes(model, layer):
-    """The calls of ``layer`` that belong to ``model`` (a layer may also be called in other models)."""
-    # pylint: disable=protected-access
-    return [n for i, n in enumerate(layer._inbound_nodes) if f"{layer.name}_ib-{i}" in model._network_nodes]
-
-
-def _layer_macs(model, layer):
-    if not isinstance(layer, (L.Dense, L.Conv2D)) or isinstance(layer, L.Conv2DTranspose):
-        return 0
-    macs = 0
-    for node in _network_nodes(model, layer):
-        shape = tf.nest.flatten(node.outputs)[0].shape
-        # Dense: in*out per position; Conv2D: H_out*W_out*kh*kw*(C_in/groups)*C_out; both = positions * kernel size.
-        macs += int(np.prod(shape[1:-1], dtype=np.int64)) * int(np.prod(layer.kernel.shape, dtype=np.int64))
-    return macs
-
-
-def _layer_params(layer):
-    masks = {id(getattr(layer, n)) for n in ("kernel_mask", "bias_mask") if getattr(layer, n, None) is not None}
-    return sum(int(np.prod(w.shape, dtype=np.int64)) for w in layer.weights if id(w) not in masks)
-
-
-def count_params_and_macs(model):
-    """Counts parameters and multiply-accumulates per inference of a built Sequential or functional model.
-
-    Parameters are all weights (trainable or not, e.g. BatchNormalization statistics) except the masks of
-    prunable layers, so a prunable model and its ``strip`` agree. MACs count Dense (positions * in * out) and
-    Conv2D (H_out * W_out * kh * kw * C_in/groups * C_out) layers, summed over their calls; other layers count 0.
-
-    Returns:
-      ``ModelCost`` with the totals and a ``LayerCost`` for every layer that has parameters or MACs.
-
-    Raises:
-      ValueError: not a built Sequential/functional tf_keras model.
-    """
-    _check_model(model)
-    rows = []
-    for layer in model.layers:
-        params, macs = _layer_params(layer), _layer_macs(model, layer)
-        if params or macs:
-            units = int(tf.nest.flatten(_network_nodes(model, layer)[0].outputs)[0].shape[-1])
-            rows.append(LayerCost(layer.name, type(layer).__name__, units, params, macs))
-    return ModelCost(sum(r.params for r in rows), sum(r.macs for r in rows), tuple(rows))
-
-
-def _check_model(model):
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"expected a tf_keras Model, got {type(model).__name__}")
-    if not getattr(model, "_is_graph_network", False):
-        kind = "an unbuilt Sequential (give it an input shape)" if isinstance(model, keras.Sequential) else \
-            f"a subclassed Model ({type(model).__name__})"
-        raise ValueError(f"model {model.name!r} is {kind}; only built Sequential and functional models can be shrunk "
-                         "or counted")
-
-
-# ---------------------------------------------------------------------------------------------------- graph
-
-@dataclasses.dataclass
-class _Graph:
-    """Who feeds whom inside one model: layer name -> inbound layer names / consumer names / number of calls."""
-    inbound: dict
-    consumers: dict
-    calls: dict
-    outputs: set
-
-
-def _graph(model):
-    inbound, consumers, calls = {}, collections.defaultdict(list), {}
-    for layer in model.layers:
-        nodes = _network_nodes(model, layer)
-        calls[layer.name] = len(nodes)
-        for node in nodes:
-            parents = [history[0].name for history in node.iterate_inbound()]
-            inbound[layer.name] = parents
-            for parent in parents:
-                consumers[parent].append(layer.name)
-    outputs = {t._keras_history.layer.name for t in model.outputs}  # pylint: disable=protected-access
-    return _Graph(inbound, consumers, calls, outputs)
-
+# ---------------------------------------------------------------------------------------------------- plan
 
 def _positions(units, channels, blocks):
     """Indices along the last axis of unit indices ``units`` of ``channels``, repeated over ``blocks`` (Flatten)."""
@@ -160,10 +53,6 @@ def _constant_through(layer, units, values, channels, blocks):
     return out[:, 0] if np.all(out == out[:, :1]) else None
 
 
-def _activation_name(layer):
-    return getattr(getattr(layer, "activation", None), "__name__", None)
-
-
 def _follow(model, graph, start, units, values):
     """Walks from weight layer ``start`` to the next Dense/Conv2D, tracking the constant outputs of ``units``.
 
@@ -175,44 +64,40 @@ def _follow(model, graph, start, units, values):
     while True:
         if name in graph.outputs:
             return units[:0], [], f"{name} is a model output"
-        if len(graph.consumers[name]) != 1:
-            consumers = graph.consumers[name]
+        consumers = graph.consumers.get(name, [])
+        if len(consumers) != 1:
             return units[:0], [], f"{name} feeds {len(consumers)} layers ({', '.join(consumers)})"
-        name = graph.consumers[name][0]
+        name = consumers[0]
         layer = model.get_layer(name)
-        if graph.calls[name] != 1 or len(graph.inbound[name]) != 1:
+        if graph.calls[name] != 1 or len(graph.inbound.get(name, ())) != 1:
             what = "joins several inputs" if graph.calls[name] == 1 else f"is shared ({graph.calls[name]} calls)"
             return units[:0], [], f"{name} ({type(layer).__name__}) {what}"
         chain.append((name, blocks))
-        if _is_weight_layer(layer) and not (isinstance(layer, L.Conv2D) and blocks != 1):
+        kind = _weight_kind(layer)
+        if kind is not None and (blocks == 1 or kind.flat_input):
             zero = values == 0
             reason = None if zero.all() else (f"{int((~zero).sum())} of them reach {name} as non-zero constants "
                                               f"(e.g. {values[~zero][0]:.4g})")
             return units[zero], chain, reason
-        if type(layer) is L.Flatten and layer.data_format == "channels_last":
-            blocks *= int(np.prod(layer.input_shape[1:-1], dtype=np.int64))
+        flat = registry.flatten_blocks(layer)
+        if flat is not None:
+            blocks *= flat
             continue
-        channelwise = isinstance(layer, CHANNELWISE_TYPES) and \
-            getattr(layer, "data_format", "channels_last") == "channels_last"
-        if isinstance(layer, L.Activation):
-            channelwise = _activation_name(layer) in ELEMENTWISE_ACTIVATIONS
-        if isinstance(layer, L.BatchNormalization):
-            channelwise = list(layer.axis) == [len(layer.input_shape) - 1]
-        if not channelwise:
+        if not registry.is_channelwise(layer):
             return units[:0], [], f"{name} ({type(layer).__name__}) is not known to keep channels apart"
         values = _constant_through(layer, units, values, channels, blocks)
         if values is None:
             return units[:0], [], f"their outputs are no longer constant after {name}"
 
 
-def _dead_units(layer, in_keep):
+def _dead_units(layer, kind, in_keep):
     """Units whose kernel column is zero over the kept inputs, and their constant outputs f(bias) (None when the
     activation is not element-wise, e.g. softmax)."""
     weights = layer.get_weights()
-    kernel = weights[0] if in_keep is None else np.take(weights[0], in_keep, axis=-2)
+    kernel = kind.slice(weights, in_keep)[0]
     units = np.flatnonzero(~kernel.reshape(-1, kernel.shape[-1]).any(axis=0))
     pre = weights[1][units] if layer.use_bias else np.zeros(len(units), np.float32)
-    if _activation_name(layer) not in ELEMENTWISE_ACTIVATIONS:
+    if not registry.is_elementwise(layer):
         return units, None
     return units, np.asarray(layer.activation(tf.constant(pre[None], tf.float32)))[0]
 
@@ -220,16 +105,18 @@ def _dead_units(layer, in_keep):
 def plan_removal(model):
     """Decides which units of a plain model go. Returns ({weight layer: kept output units},
     {layer: kept indices along its input's last axis}, [kept-for-safety notes])."""
-    graph = _graph(model)
+    graph = graph_lib.layer_graph(model)
     out_keep, in_keep, notes = {}, {}, []
     for layer in model.layers:
-        if not _is_weight_layer(layer):
+        kind = _weight_kind(layer)
+        if kind is None:
             continue
-        units, values = _dead_units(layer, in_keep.get(layer.name))
+        units, values = _dead_units(layer, kind, in_keep.get(layer.name))
         if not len(units):
             continue
         if values is None:
-            removable, chain, reason = units[:0], [], f"activation {_activation_name(layer)!r} is not element-wise"
+            removable, chain, reason = units[:0], [], (f"activation {registry.activation_name(layer)!r} is not "
+                                                       "element-wise")
         else:
             removable, chain, reason = _follow(model, graph, layer.name, units, values)
         width = int(layer.kernel.shape[-1])
@@ -250,22 +137,16 @@ def plan_removal(model):
 
 def _sliced_weights(layer, in_keep, out_keep):
     weights = layer.get_weights()
-    if _is_weight_layer(layer):
-        if in_keep is not None:
-            weights[0] = np.take(weights[0], in_keep, axis=-2)
-        if out_keep is not None:
-            weights = [np.take(w, out_keep, axis=-1) for w in weights]
-        return weights
+    kind = _weight_kind(layer)
+    if kind is not None:
+        return kind.slice(weights, in_keep, out_keep)
     if in_keep is not None:  # a channel-wise layer on a shrunk path: its per-channel parameters follow
         return [np.take(w, in_keep, axis=-1) for w in weights]
     return weights
 
 
 def _to_plain(model):
-    if any(hasattr(l, "kernel_mask") for l in model.layers):
-        from tfprune import pruning  # pylint: disable=import-outside-toplevel
-        return pruning.strip(model)
-    return model
+    return pruning.strip(model) if any(registry.is_prunable(l) for l in model.layers) else model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,7 +175,8 @@ class ShrinkReport:
     @property
     def units_removed(self):
         """Dense units and Conv2D filters removed in all (channel-wise layers in between are not counted again)."""
-        return sum(r.units_before - r.units_after for r in self.layers if r.kind in ("Dense", "Conv2D"))
+        kinds = {k.name for k in registry.KINDS}
+        return sum(r.units_before - r.units_after for r in self.layers if r.kind in kinds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,21 +206,21 @@ def shrink(model):
     Raises:
       ValueError: not a tf_keras Model, a subclassed model, or an unbuilt Sequential.
     """
-    _check_model(model)
+    graph_lib.check_graph_model(model, "shrinks", built=True)
     plain = _to_plain(model)
     out_keep, in_keep, notes = plan_removal(plain)
 
     def clone(layer):
-        config = layer.get_config()
         if layer.name in out_keep:
-            config["units" if isinstance(layer, L.Dense) else "filters"] = len(out_keep[layer.name])
-        return type(layer).from_config(config)
+            return registry.with_width(layer, len(out_keep[layer.name]))
+        return type(layer).from_config(layer.get_config())
 
-    new_model = keras.models.clone_model(plain, clone_function=clone)
+    new_model = graph_lib.clone(plain, clone)
     for old in plain.layers:
         new_model.get_layer(old.name).set_weights(
             _sliced_weights(old, in_keep.get(old.name), out_keep.get(old.name)))
-    return ShrinkResult(new_model, _report(count_params_and_macs(plain), count_params_and_macs(new_model), notes))
+    return ShrinkResult(new_model, _report(costs.count_params_and_macs(plain), costs.count_params_and_macs(new_model),
+                                           notes))
 
 
 def format_shrink_report(report):
@@ -356,5 +238,4 @@ def format_shrink_report(report):
     return "\n".join(lines)
 
 
-__all__ = ["LayerCost", "LayerShrink", "ModelCost", "ShrinkReport", "ShrinkResult", "count_params_and_macs",
-           "format_shrink_report", "plan_removal", "shrink"]
+__all__ = ["LayerShrink", "ShrinkReport", "ShrinkResult", "format_shrink_report", "plan_removal", "shrink"]

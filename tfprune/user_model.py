@@ -25,6 +25,8 @@ import zipfile
 
 import numpy as np
 
+from tfprune import graph
+from tfprune import registry
 from tfprune._env import keras
 
 TRUSTED_MODULES = ("keras", "tf_keras", "tfprune", "tensorflow_model_optimization")
@@ -151,11 +153,10 @@ def _short(error, limit=300):
 
 def _load(path, kind, allow_unsafe):
     from tf_keras.src.saving import serialization_lib  # pylint: disable=g-import-not-at-top
-    from tfprune import layers  # pylint: disable=g-import-not-at-top
     kwargs = {"safe_mode": not allow_unsafe} if kind == "keras" else {}
 
     def load():
-        return keras.models.load_model(path, custom_objects=layers.custom_objects(), compile=False, **kwargs)
+        return keras.models.load_model(path, custom_objects=registry.custom_objects(), compile=False, **kwargs)
 
     with serialization_lib.SafeModeScope(not allow_unsafe):
         try:
@@ -217,31 +218,6 @@ class PrunableCheck:
     skipped: dict
 
 
-def _call_sites(model, layer):
-    nodes = getattr(model, "_network_nodes", None)
-    inbound = layer._inbound_nodes  # pylint: disable=protected-access
-    if nodes is None:
-        return len(inbound)
-    return sum(1 for i in range(len(inbound)) if f"{layer.name}_ib-{i}" in nodes)
-
-
-def _skip_reason(layer):
-    """Why a layer with weights is left dense, or None when tfprune prunes it."""
-    from tfprune.layers import PRUNABLE_TYPES, is_prunable_layer  # pylint: disable=g-import-not-at-top
-    if is_prunable_layer(layer):
-        return None
-    if type(layer) in PRUNABLE_TYPES:
-        return None if getattr(layer, "groups", 1) == 1 else f"grouped Conv2D (groups={layer.groups})"
-    if not layer.weights:
-        return ""  # no weights: nothing to prune, nothing to report
-    cls = type(layer)
-    if not cls.__module__.startswith("tf_keras."):
-        return f"custom layer class {cls.__name__} ({cls.__module__}); its weights stay dense"
-    if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)):
-        return f"{cls.__name__} is not a plain Dense/Conv2D; its kernel stays dense"
-    return f"{cls.__name__} has no kernel tfprune prunes; its weights stay dense"
-
-
 def check_prunable(model):
     """Checks that tfprune can prune ``model`` as a whole, before any work.
 
@@ -257,20 +233,16 @@ def check_prunable(model):
         one mask would serve several places, which unit pruning and shrinking cannot honour); NaN/inf in a
         weight (naming the layer and the weight); no Dense/Conv2D layer to prune.
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"expected a tf_keras Model, got {type(model).__name__}")
-    if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
-        raise ValueError(f"model {model.name!r} is a subclassed Model ({type(model).__name__}); tfprune prunes "
-                         "only Sequential and functional models: rebuild it with the functional API")
+    graph.check_graph_model(model, "prunes")
     prunable, skipped = [], {}
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             raise ValueError(f"layer {layer.name!r} of model {model.name!r} is a nested Model "
                              f"({type(layer).__name__}); its layers would not be pruned: flatten it into one model")
-        if type(layer).__name__ == "PruneLowMagnitude":
+        if registry.is_tfmot_wrapper(layer):
             raise ValueError(f"layer {layer.name!r} is a TF-MOT PruneLowMagnitude wrapper; strip it first "
                              "(tfmot.sparsity.keras.strip_pruning) and save the plain model")
-        sites = _call_sites(model, layer)
+        sites = graph.call_count(model, layer)
         if sites > 1 and layer.weights:
             raise ValueError(f"layer {layer.name!r} is shared: model {model.name!r} calls it at {sites} places; "
                              "tfprune needs one call site per pruned layer (give each place its own layer)")
@@ -280,7 +252,7 @@ def check_prunable(model):
             if bad:
                 raise ValueError(f"layer {layer.name!r}: weight {weight.name!r} holds {bad} NaN/inf of "
                                  f"{values.size} values; the model cannot be ranked or evaluated")
-        reason = _skip_reason(layer)
+        reason = registry.skip_reason(layer)
         if reason is None:
             prunable.append(layer.name)
         elif reason:
@@ -312,32 +284,3 @@ def check_compatible(model, x, num_classes):
     if not (np.all(probs >= -1e-6) and np.allclose(probs.sum(axis=-1), 1.0, atol=1e-3)):
         raise ValueError(f"model {model.name!r} does not output probabilities (a row sums to "
                          f"{float(probs.sum(axis=-1)[0]):.3g}); end it in a softmax")
-
-
-def file_baseline(path, datasets, allow_unsafe=False, num_classes=10):
-    """The sweep's baseline from a user's trained model file, evaluated on the test set.
-
-    Args:
-      path: ``.keras``/``.h5`` file (or SavedModel folder with ``allow_unsafe``).
-      datasets: ``((x_train, y_train), (x_test, y_test))`` as ``tfprune.load_dataset`` returns them.
-
-    Returns:
-      ``(tfprune.baseline.Baseline, PrunableCheck)``: the compiled model with its test accuracy (fraction) and loss
-      (``train_seconds`` 0, ``from_cache`` True: nothing was trained), and what will be pruned.
-
-    Raises:
-      ModelFileError, UnsafeModelError, ValueError: see ``load_user_model``, ``check_prunable``,
-      ``check_compatible``; every message names the file.
-    """
-    from tfprune import baseline as baseline_lib  # pylint: disable=g-import-not-at-top
-    from tfprune import models  # pylint: disable=g-import-not-at-top
-    model = load_user_model(path, allow_unsafe)
-    (_, _), (x_test, y_test) = datasets
-    try:
-        check = check_prunable(model)
-        check_compatible(model, x_test, num_classes)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
-    models.compile_model(model)
-    loss, accuracy = model.evaluate(x_test, y_test, batch_size=1024, verbose=0)
-    return baseline_lib.Baseline(model, float(accuracy), float(loss), 0.0, path, True), check

@@ -8,8 +8,9 @@ import pytest
 import tensorflow_model_optimization as tfmot
 from absl.testing import parameterized
 
-from tfprune import masks, models, pruning
-from tfprune import tfmot_baseline as tb
+from tfprune import masks, pruning, registry
+from tfprune.experiments import models
+from tfprune.experiments import tfmot_method as tb
 from tfprune._env import keras, tf
 
 sparsity_api = tfmot.sparsity.keras

@@ -1,6 +1,6 @@
 """TFLite export of every sweep point (``--export``), and for unit pruning of the physically shrunk model too.
 
-``experiment.run_point`` calls a ``PointExporter`` with each point's stripped model. Every variant is written to
+``point.run_point`` calls a ``PointExporter`` with each point's stripped model. Every variant is written to
 ``<out_dir>/<method>-k<k>/<variant>/`` (``model.tflite``, ``labels.txt``, ``model_card.json``); the shrunk model of
 a unit point to ``<variant>-shrunk/`` beside it. Each figure comes from the LiteRT run of the file written.
 """
@@ -9,21 +9,20 @@ import os
 
 import numpy as np
 
-from tfprune import export
-from tfprune import results
 from tfprune import surgery
+from tfprune import tflite
+from tfprune.experiments import records
 
 # Max |probability difference| allowed between a shrunk model and its source: they differ only in float summation
 # order (~1e-7); anything larger is a shrink bug, and no figure of such a model is reported.
 SHRINK_TOLERANCE = 1e-4
-SHRUNK = "shrunk_"
 
 
 class PointExporter:
-    """Callable ``(stripped_model, method, k) -> dict`` of result columns for one sweep point.
+    """Callable ``(stripped_model, method, k) -> (ShrinkFigures or None, [VariantFigures])`` for one sweep point.
 
     Args:
-      variants: names from ``export.VARIANTS``, e.g. ``["float", "int8+sparse"]``.
+      variants: names from ``tflite.VARIANTS``, e.g. ``["float", "int8+sparse"]``.
       x_eval, y_eval: float32 images (N, *input shape) in [0, 1] and int labels (N,) verifying every export.
       representative_data: float32 training images (M, *input shape), M ~ 300, calibrating int8 variants.
       out_dir: folder of the per-point export folders.
@@ -38,9 +37,9 @@ class PointExporter:
     def __init__(self, variants, x_eval, y_eval, representative_data, out_dir, labels=None, num_threads=1,
                  bench_runs=100, bench_warmup=10):
         if not variants:
-            raise ValueError(f"no TFLite variant given; choose from {', '.join(export.VARIANTS)}")
+            raise ValueError(f"no TFLite variant given; choose from {', '.join(tflite.VARIANTS)}")
         for variant in variants:
-            export.parse_variant(variant)
+            tflite.parse_variant(variant)
         self.variants = list(variants)
         self.x_eval, self.y_eval = x_eval, y_eval
         self.representative_data = representative_data
@@ -57,39 +56,37 @@ class PointExporter:
           k: the point's percent, naming its folder (``unit-k90``).
 
         Returns:
-          flat dict: ``export.variant_columns`` of every variant (``tflite_<variant>_size_bytes``, ``_accuracy``
-          as a fraction 0..1, ``_latency_ms`` median milliseconds per image, ...). For ``"unit"`` also
-          ``dense_params``/``shrunk_params``, ``dense_macs``/``shrunk_macs`` (multiply-accumulates per image),
-          ``shrunk_kept_notes`` (number of dead-unit groups kept for safety), ``shrunk_max_abs_diff`` (max absolute
-          difference of the two Keras models' output probabilities on ``x_eval``) and the shrunk model's
-          ``tflite_shrunk_<variant>_*`` columns.
+          ``(shrink, exports)``: ``records.ShrinkFigures`` of the shrunk model (unit points; else None: parameters
+          and MACs per example before and after, dead-unit groups kept for safety, the largest absolute difference
+          of the two Keras models' output probabilities on ``x_eval``), and one ``records.VariantFigures`` per
+          exported model and variant (the shrunk model's with ``model="shrunk"``).
 
         Raises:
-          ValueError: from ``export.export_variant`` (unsupported ops, bad eval data) or ``surgery.shrink`` (a
+          ValueError: from ``tflite.export_variant`` (unsupported ops, bad eval data) or ``surgery.shrink`` (a
             subclassed or unbuilt model).
           RuntimeError: a TFLite model runs on no LiteRT path, or the shrunk model's outputs differ from the
             unshrunk ones by more than ``SHRINK_TOLERANCE``. Nothing is exported for the point then.
         """
-        folder = os.path.join(self.out_dir, results.point_key(method, k))
-        columns, targets = {}, [(stripped_model, "")]
+        folder = os.path.join(self.out_dir, records.point_key(method, k))
+        shrink, targets = None, [(stripped_model, records.PRUNED)]
         if method == "unit":
-            shrunk, columns = self._shrink(stripped_model)
-            targets.append((shrunk, SHRUNK))
-        for model, tag in targets:
+            shrunk, shrink = self._shrink(stripped_model)
+            targets.append((shrunk, records.SHRUNK))
+        exports = []
+        for model, which in targets:
             for variant in self.variants:
-                out_dir = os.path.join(folder, variant + ("-shrunk" if tag else ""))
-                figures = export.export_variant(model, variant, self.x_eval, self.y_eval, self.representative_data,
+                out_dir = os.path.join(folder, variant + ("-shrunk" if which == records.SHRUNK else ""))
+                figures = tflite.export_variant(model, variant, self.x_eval, self.y_eval, self.representative_data,
                                                 out_dir=out_dir, labels=self.labels, **self.bench)
-                columns.update(export.variant_columns(dict(figures, variant=tag + variant)))
-        return columns
+                exports.append(records.VariantFigures(model=which, **figures))
+        return shrink, exports
 
     def _shrink(self, model):
         result, diff = checked_shrink(model, self.x_eval)
         report = result.report
-        return result.model, {
-            "dense_params": report.params_before, "shrunk_params": report.params_after,
-            "dense_macs": report.macs_before, "shrunk_macs": report.macs_after,
-            "shrunk_kept_notes": len(report.kept), "shrunk_max_abs_diff": diff}
+        return result.model, records.ShrinkFigures(
+            dense_params=report.params_before, shrunk_params=report.params_after, dense_macs=report.macs_before,
+            shrunk_macs=report.macs_after, kept_notes=len(report.kept), max_abs_diff=diff)
 
 
 def checked_shrink(model, x):

@@ -1,4 +1,4 @@
-"""The TF-MOT side of the comparison: ``prune_low_magnitude`` fine-tuning, used as TF-MOT documents it.
+"""The TF-MOT method of a sweep or comparison: ``prune_low_magnitude`` fine-tuning, used as TF-MOT documents it.
 
 Nothing here re-implements TF-MOT: schedules are TF-MOT's ``PolynomialDecay`` / ``ConstantSparsity``, the model is
 wrapped by ``prune_low_magnitude``, trained with ``UpdatePruningStep`` and stripped by ``strip_pruning``.
@@ -31,9 +31,10 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wra
 from tfprune import callbacks
 from tfprune import distribute
 from tfprune import masks as masks_lib
-from tfprune import models
 from tfprune import pruning
+from tfprune import registry
 from tfprune._env import keras, tf
+from tfprune.experiments import models
 
 sparsity_api = tfmot.sparsity.keras
 SCHEDULE_KINDS = ("polynomial", "constant", "oneshot")
@@ -175,16 +176,11 @@ def _layer_schedules(model, schedule, layers):
     """{layer name: schedule} for the layers to wrap; None means the whole model (TF-MOT's default)."""
     if layers is None:
         return None
-    kernel_names = [l.name for l in pruning.kernel_layers(model)]
+    kernel_names = [l.name for l in registry.kernel_layers(model)]
+    plan = pruning.select_layers(model, layers, schedule)
     if isinstance(layers, dict):
         plan = {name: _retarget(schedule, masks_lib.check_sparsity(s, f"sparsity of layer {name!r}"))
-                for name, s in layers.items()}
-    elif isinstance(layers, (list, tuple)):
-        plan = {name: schedule for name in layers}
-    else:
-        raise ValueError(f"layers {layers!r} must be None, a list of layer names or a dict name -> sparsity")
-    if not plan:
-        raise ValueError(f"no layer selected to prune in model {model.name!r} (layers={layers!r})")
+                for name, s in plan.items()}
     for name in plan:
         if name not in kernel_names:
             raise ValueError(f"layer {name!r} is not a Dense/Conv2D layer of model {model.name!r}; prunable "
@@ -194,7 +190,7 @@ def _layer_schedules(model, schedule, layers):
 
 def _wrap(model, schedule, layers):
     """A private copy of ``model`` (weights copied) with TF-MOT pruning wrappers on the selected layers."""
-    if any(pruning.is_prunable_layer(l) for l in model.layers):
+    if any(registry.is_prunable(l) for l in model.layers):
         raise ValueError(f"model {model.name!r} has tfprune prunable layers; pass a plain model "
                          "(tfprune.strip(model))")
     plan = _layer_schedules(model, schedule, layers)

@@ -8,9 +8,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
 import numpy as np  # noqa: E402
 
-from tfprune import experiment  # noqa: E402
 from tfprune import io_utils  # noqa: E402
-from tfprune.results import METHOD_LABELS, METHOD_ORDER  # noqa: E402
+from tfprune.experiments import histograms as hist_lib  # noqa: E402
+from tfprune.experiments import tables  # noqa: E402
 
 STYLE = {"weight": dict(marker="o", color="tab:blue"), "unit": dict(marker="s", color="tab:orange"),
          "tfmot": dict(marker="^", color="tab:green")}
@@ -24,19 +24,17 @@ def _save(fig, path):
     return path
 
 
-def _methods(records):
-    present = {r["method"] for r in records}
-    return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
+def metric_vs_k(points, value, ylabel, title, path, baseline=None, scale=1.0, logy=False):
+    """One line per method of ``value(point) * scale`` against k %, with an optional dense baseline line.
 
-
-def metric_vs_k(records, key, ylabel, title, path, baseline=None, scale=1.0, logy=False):
-    """One line per method of ``record[key] * scale`` against k %, with an optional dense baseline line."""
+    ``value``: a function of a ``PointRecord`` returning a number or None (the point is then left out).
+    """
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method in _methods(records):
-        rows = sorted((r for r in records if r["method"] == method and r.get(key) is not None), key=lambda r: r["k"])
+    for method in tables.methods_in(points):
+        rows = sorted((r for r in points if r.method == method and value(r) is not None), key=lambda r: r.k)
         if rows:
-            ax.plot([r["k"] for r in rows], [r[key] * scale for r in rows], label=METHOD_LABELS.get(method, method),
-                    **STYLE.get(method, {}))
+            ax.plot([r.k for r in rows], [value(r) * scale for r in rows],
+                    label=tables.METHOD_LABELS.get(method, method), **STYLE.get(method, {}))
     if baseline is not None:
         ax.axhline(baseline * scale, color="gray", linestyle="--", label="dense baseline")
     ax.set_xlabel("k: percent of weights (or units) pruned")
@@ -49,25 +47,25 @@ def metric_vs_k(records, key, ylabel, title, path, baseline=None, scale=1.0, log
     return _save(fig, path)
 
 
-def histograms(records, baseline_hist, path, k=None):
+def histograms(points, baseline_hist, path, k=None):
     """Per-layer |w| histograms (log10 bins) before pruning and after, for each method at k (default: largest)."""
     if not baseline_hist:
         return None
-    methods = _methods(records)
-    ks = sorted({r["k"] for r in records if "histograms" in r})
+    methods = tables.methods_in(points)
+    ks = sorted({r.k for r in points if r.histograms})
     if not ks:
         return None
     k = k if k in ks else max(ks)
     layers = list(baseline_hist)
     fig, axes = plt.subplots(1, len(layers), figsize=(3.2 * len(layers), 3.2), squeeze=False)
-    centers = (experiment.HIST_EDGES[:-1] + experiment.HIST_EDGES[1:]) / 2
-    width = experiment.HIST_EDGES[1] - experiment.HIST_EDGES[0]
+    centers = (hist_lib.HIST_EDGES[:-1] + hist_lib.HIST_EDGES[1:]) / 2
+    width = hist_lib.HIST_EDGES[1] - hist_lib.HIST_EDGES[0]
     for ax, layer in zip(axes[0], layers):
         ax.bar(centers, baseline_hist[layer]["counts"], width=width, color="lightgray", label="before")
         for method in methods:
-            rec = next((r for r in records if r["method"] == method and r["k"] == k and "histograms" in r), None)
-            if rec and layer in rec["histograms"]:
-                ax.step(centers, rec["histograms"][layer]["counts"], where="mid",
+            rec = next((r for r in points if r.method == method and r.k == k and r.histograms), None)
+            if rec and layer in rec.histograms:
+                ax.step(centers, rec.histograms[layer]["counts"], where="mid",
                         color=STYLE.get(method, {}).get("color"), label=f"{method} k={k:g}")
         ax.set_title(layer)
         ax.set_xlabel("log10 |w| (non-zero weights)")
@@ -94,20 +92,24 @@ def sensitivity(curves, path, baseline=None):
     return _save(fig, path)
 
 
-def sweep_plots(records, output_dir, baseline_accuracy=None, baseline_loss=None, baseline_hist=None, prefix=""):
+def _float_file_size(point):
+    figures = point.export("float")
+    return None if figures is None else figures.size_bytes
+
+
+def sweep_plots(points, output_dir, baseline_accuracy=None, baseline_loss=None, baseline_hist=None, prefix=""):
     """Writes the standard plots of a sweep into ``output_dir``; returns their paths."""
     paths = [
-        metric_vs_k(records, "test_accuracy", "test accuracy %", "Accuracy vs sparsity",
+        metric_vs_k(points, lambda r: r.test_accuracy, "test accuracy %", "Accuracy vs sparsity",
                     os.path.join(output_dir, prefix + "accuracy_vs_k.png"), baseline_accuracy, scale=100),
-        metric_vs_k(records, "test_loss", "test loss (cross-entropy)", "Loss vs sparsity",
+        metric_vs_k(points, lambda r: r.test_loss, "test loss (cross-entropy)", "Loss vs sparsity",
                     os.path.join(output_dir, prefix + "loss_vs_k.png"), baseline_loss, logy=True),
-        metric_vs_k(records, "gzip_size_bytes", "gzipped weights, KiB", "Model size vs sparsity",
+        metric_vs_k(points, lambda r: r.gzip_size_bytes, "gzipped weights, KiB", "Model size vs sparsity",
                     os.path.join(output_dir, prefix + "size_vs_k.png"), scale=1 / 1024),
     ]
-    if any("tflite_float_size_bytes" in r for r in records):
-        paths.append(metric_vs_k(records, "tflite_float_size_bytes", "TFLite float file, KiB",
-                                 "TFLite size vs sparsity", os.path.join(output_dir, prefix + "tflite_size_vs_k.png"),
-                                 scale=1 / 1024))
-    hist = histograms(records, baseline_hist, os.path.join(output_dir, prefix + "weight_histograms.png"))
+    if any(_float_file_size(r) is not None for r in points):
+        paths.append(metric_vs_k(points, _float_file_size, "TFLite float file, KiB", "TFLite size vs sparsity",
+                                 os.path.join(output_dir, prefix + "tflite_size_vs_k.png"), scale=1 / 1024))
+    hist = histograms(points, baseline_hist, os.path.join(output_dir, prefix + "weight_histograms.png"))
     return [p for p in paths + [hist] if p]
 

@@ -1,4 +1,5 @@
-"""Trains a reference model once per (model, dataset, epochs, batch, learning rate, seed) and caches it on disk."""
+"""The trained model a study starts from: a reference model trained once per recipe and cached on disk, or a
+user's own model file, loaded safely and checked."""
 
 import dataclasses
 import json
@@ -8,11 +9,12 @@ import time
 
 from absl import logging
 
-from tfprune import data as data_lib
 from tfprune import distribute
 from tfprune import io_utils
-from tfprune import models
+from tfprune import user_model
 from tfprune._env import keras
+from tfprune.experiments import data as data_lib
+from tfprune.experiments import models
 
 
 @dataclasses.dataclass
@@ -117,3 +119,30 @@ def train_baseline(model_name, dataset, epochs=10, batch_size=128, learning_rate
                                            "train_seconds": seconds, "key": key, **distribute.describe(strategy)})
     logging.info("baseline %s: test accuracy %.4f, loss %.4f, %.1f s", key, accuracy, loss, seconds)
     return Baseline(model, float(accuracy), float(loss), seconds, path, False)
+
+
+def file_baseline(path, datasets, allow_unsafe=False, num_classes=10):
+    """The sweep's baseline from a user's trained model file, evaluated on the test set.
+
+    Args:
+      path: ``.keras``/``.h5`` file (or SavedModel folder with ``allow_unsafe``).
+      datasets: ``((x_train, y_train), (x_test, y_test))`` as ``tfprune.load_dataset`` returns them.
+
+    Returns:
+      ``(Baseline, tfprune.user_model.PrunableCheck)``: the compiled model with its test accuracy (fraction) and loss
+      (``train_seconds`` 0, ``from_cache`` True: nothing was trained), and what will be pruned.
+
+    Raises:
+      ModelFileError, UnsafeModelError, ValueError: see ``tfprune.user_model``'s ``load_user_model``,
+      ``check_prunable``, ``check_compatible``; every message names the file.
+    """
+    model = user_model.load_user_model(path, allow_unsafe)
+    (_, _), (x_test, y_test) = datasets
+    try:
+        check = user_model.check_prunable(model)
+        user_model.check_compatible(model, x_test, num_classes)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    models.compile_model(model)
+    loss, accuracy = model.evaluate(x_test, y_test, batch_size=1024, verbose=0)
+    return Baseline(model, float(accuracy), float(loss), 0.0, path, True), check

@@ -1,0 +1,68 @@
+"""What a model costs: parameters and multiply-accumulates per inference, per layer and in total."""
+
+import dataclasses
+
+import numpy as np
+
+from tfprune import graph
+from tfprune import registry
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerCost:
+    """One layer: ``units`` = width of its output's last axis, ``params`` (masks excluded), ``macs`` per example."""
+    name: str
+    kind: str
+    units: int
+    params: int
+    macs: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCost:
+    """Parameters and multiply-accumulates per inference (one example) of a whole model, with the per-layer rows."""
+    params: int
+    macs: int
+    layers: tuple
+
+
+def layer_macs(model, layer):
+    """Multiply-accumulates of ``layer`` per example, summed over its calls in ``model`` (0 for unregistered
+    layers: only the kernels of ``tfprune.registry`` kinds are counted)."""
+    kind = registry.kind_of(layer)
+    if kind is None:
+        return 0
+    return sum(kind.macs(layer, shape) for shape in graph.output_shapes(model, layer))
+
+
+def layer_params(layer):
+    """Number of weights of ``layer`` (trainable or not), its tfprune masks excluded."""
+    masks = registry.mask_weight_ids(layer)
+    return sum(int(np.prod(w.shape, dtype=np.int64)) for w in layer.weights if id(w) not in masks)
+
+
+def count_params_and_macs(model):
+    """Counts parameters and multiply-accumulates per inference of a built Sequential or functional model.
+
+    Parameters are all weights (trainable or not, e.g. BatchNormalization statistics) except the masks of
+    prunable layers, so a prunable model and its ``strip`` agree. MACs count the registry's kernels (Dense:
+    positions * in * out; Conv2D: H_out * W_out * kh * kw * C_in * C_out), summed over their calls; other layers
+    count 0.
+
+    Returns:
+      ``ModelCost`` with the totals and a ``LayerCost`` for every layer that has parameters or MACs.
+
+    Raises:
+      ValueError: not a built Sequential/functional tf_keras model.
+    """
+    graph.check_graph_model(model, "counts", built=True)
+    rows = []
+    for layer in model.layers:
+        params, macs = layer_params(layer), layer_macs(model, layer)
+        if params or macs:
+            units = int(graph.output_shapes(model, layer)[0][-1])
+            rows.append(LayerCost(layer.name, type(layer).__name__, units, params, macs))
+    return ModelCost(sum(r.params for r in rows), sum(r.macs for r in rows), tuple(rows))
+
+
+__all__ = ["LayerCost", "ModelCost", "count_params_and_macs", "layer_macs", "layer_params"]

@@ -1,0 +1,73 @@
+"""tfprune vs TF-MOT as a library: the same sweep with TF-MOT's method beside tfprune's, and a head-to-head table.
+
+Every method starts from the same trained baseline and fine-tunes on the identical data, TF-MOT schedule, step
+count, batch size and optimizer. Besides the sweep's per-point figures a comparison fine-tunes the unpruned model
+the same way (the dense reference), so every point gets its fine-tune time per epoch as a ratio to dense
+training, and it writes ``compare.{csv,json,md}`` (with the head-to-head table) and ``compare_*.png``.
+"""
+
+from tfprune.experiments import sweep
+from tfprune.experiments.config import FineTune, SweepConfig
+
+METHODS = ("weight", "unit", "tfmot")
+FINETUNE_EPOCHS = 2
+ACCURACY_MARGIN = 0.2  # percentage points: "at least as accurate as TF-MOT" allows this much noise
+
+
+def head_to_head(points, baseline_info):
+    """Markdown: per k, weight vs TF-MOT accuracy, fine-tune speed and per-layer sparsity agreement (None when the
+    points hold no k with both)."""
+    by_key = {(r.method, r.k): r for r in points}
+    ks = sorted({k for m, k in by_key if m == "tfmot" and ("weight", k) in by_key})
+    if not ks:
+        return None
+    lines = ["## tfprune weight pruning vs TF-MOT (same schedule and steps)", "",
+             "| k % | tfprune accuracy % | TF-MOT accuracy % | difference (points) | tfprune s/epoch | "
+             "TF-MOT s/epoch | TF-MOT time / tfprune time | max per-layer sparsity difference (points) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    worst, speedups = float("inf"), []
+    for k in ks:
+        ours, theirs = by_key[("weight", k)], by_key[("tfmot", k)]
+        diff = 100 * (ours.test_accuracy - theirs.test_accuracy)
+        worst = min(worst, diff)
+        ours_s, theirs_s = ours.finetune_seconds_per_epoch or 0.0, theirs.finetune_seconds_per_epoch or 0.0
+        speed = theirs_s / max(ours_s, 1e-9)
+        speedups.append(speed)
+        layer_diff = max((abs(ours.layer_sparsity[n] - theirs.layer_sparsity.get(n, 0.0))
+                          for n in ours.layer_sparsity), default=0.0)
+        lines.append(f"| {k:g} | {100 * ours.test_accuracy:.2f} | {100 * theirs.test_accuracy:.2f} | "
+                     f"{diff:+.2f} | {ours_s:.1f} | {theirs_s:.1f} | {speed:.2f}x | {100 * layer_diff:.4f} |")
+    verdict = "yes" if worst >= -ACCURACY_MARGIN else "no"
+    lines += ["", f"tfprune weight pruning at least as accurate as TF-MOT (within {ACCURACY_MARGIN} points) at "
+              f"every k: **{verdict}** (worst difference {worst:+.2f} points).",
+              f"Fine-tune epochs: TF-MOT takes {min(speedups):.2f}x to {max(speedups):.2f}x the time of tfprune "
+              f"(median {sorted(speedups)[len(speedups) // 2]:.2f}x)."]
+    if "dense_seconds_per_epoch" in baseline_info:
+        lines.append(f"Dense fine-tuning (no pruning, same recipe): {baseline_info['dense_seconds_per_epoch']:.1f} "
+                     f"s/epoch, test accuracy {100 * baseline_info['dense_finetune_accuracy']:.2f} %.")
+    return "\n".join(lines)
+
+
+COMPARE = sweep.Mode(prefix="compare", plot_prefix="compare_", title="tfprune vs TF-MOT", dense_reference=True,
+                     summary=head_to_head)
+
+
+def compare_config(output_dir, finetune=None, **kwargs):
+    """A ``SweepConfig`` with the comparison's defaults: methods weight, unit and tfmot, ``FINETUNE_EPOCHS``
+    fine-tune epochs on TF-MOT's PolynomialDecay (any field can still be given)."""
+    finetune = finetune or FineTune(epochs=FINETUNE_EPOCHS, schedule="polynomial")
+    return SweepConfig(output_dir, finetune=finetune, **dict({"methods": METHODS}, **kwargs))
+
+
+def run_compare(config, strategy=None, command=None, report=print):
+    """``sweep.run_sweep`` in comparison mode (see the module docstring) on ``config`` (e.g. from
+    ``compare_config``); returns its ``SweepResult``. Without the tfmot method the head-to-head table is left out.
+
+    Raises:
+      ConfigError, DatasetError: as ``run_sweep``.
+    """
+    return sweep.run_sweep(config, COMPARE, strategy, command, report)
+
+
+__all__ = ["ACCURACY_MARGIN", "COMPARE", "FINETUNE_EPOCHS", "METHODS", "compare_config", "head_to_head",
+           "run_compare"]

@@ -1,0 +1,238 @@
+"""What a study runs, as frozen dataclasses: the trained model it starts from, the fine-tuning recipe, the sweep.
+
+The command line builds these from its flags (one field per flag, same names); Python callers build them
+directly. Every value is checked when the object is made, so a bad setting is one ``ConfigError`` naming the
+field and the value, before any work. Sparsities are percents k in [0, 100) here, as on the command line, because
+they name points (``weight-k90``); the pruning library itself takes fractions.
+"""
+
+import dataclasses
+import math
+import os
+from typing import Optional
+
+from tfprune import scoring
+from tfprune.tflite import convert
+
+SWEEP_METHODS = scoring.METHODS + ("tfmot",)  # tfprune's rank methods, and TF-MOT's prune_low_magnitude
+SCHEDULES = ("oneshot", "polynomial", "constant")
+DEFAULT_SPARSITIES = (0.0, 25.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 97.0, 99.0)
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work, found before any work (the command line reports it as a usage error, exit 2)."""
+
+
+def check_percents(values, what="sparsities"):
+    """Parses a list of percents into floats in [0, 100), in the given order.
+
+    Raises:
+      ConfigError: naming ``what`` and the bad value: not a number, outside [0, 100), duplicates, empty list.
+    """
+    if not values:
+        raise ConfigError(f"{what} is empty; give at least one percent, e.g. 0,50,90")
+    out = []
+    for value in values:
+        try:
+            k = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{what}: {value!r} is not a number (percent in [0, 100))") from None
+        if not 0.0 <= k < 100.0:
+            raise ConfigError(f"{what}: {value} is outside [0, 100) (a percent: 100 would delete every weight)")
+        if k in out:
+            raise ConfigError(f"{what}: {value} appears twice")
+        out.append(k)
+    return out
+
+
+def _check(condition, message):
+    if not condition:
+        raise ConfigError(message)
+
+
+def _library(check, *args):
+    """Runs a library check (``scoring.check_scope``...), its ValueError as a ConfigError."""
+    try:
+        return check(*args)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _positive_int(value, name, minimum=1):
+    _check(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+           f"{name} {value!r} must be an integer >= {minimum}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FineTune:
+    """How a pruned model is fine-tuned (identical for every method).
+
+    epochs: fine-tune epochs; 0 = one-shot prune and evaluate (the classic experiment; not possible for tfmot).
+    schedule: ``oneshot`` (prune at step 0, masks fixed), ``polynomial`` (TF-MOT PolynomialDecay from 0 to the
+      target between ``begin_fraction`` and ``end_fraction`` of the fine-tune steps), ``constant`` (TF-MOT
+      ConstantSparsity from ``begin_fraction``).
+    frequency: pruning steps between mask updates of the polynomial/constant schedules.
+    """
+    epochs: int = 0
+    schedule: str = "polynomial"
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    begin_fraction: float = 0.0
+    end_fraction: float = 0.7
+    frequency: int = 100
+    verbose: int = 2
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule {self.schedule!r} is not one of {SCHEDULES}")
+        if self.epochs < 0:
+            raise ConfigError(f"fine-tune epochs {self.epochs} must be >= 0")
+        if not 0.0 <= self.begin_fraction <= self.end_fraction <= 1.0:
+            raise ConfigError(f"begin_fraction {self.begin_fraction} and end_fraction {self.end_fraction} must "
+                              "satisfy 0 <= begin <= end <= 1")
+
+    def steps(self, num_examples):
+        """(begin_step, end_step, total_steps, frequency) of the schedule for ``num_examples`` training images.
+
+        ``frequency`` is ``self.frequency``, lowered on short runs so the ramp still has ~10 mask updates; the ramp
+        ``end_step - begin_step`` is rounded down to a multiple of it, so the last update applies the target
+        exactly (TF-MOT prunes only at ``begin + i * frequency``).
+        """
+        total = self.epochs * math.ceil(num_examples / self.batch_size)
+        begin = int(self.begin_fraction * total)
+        ramp = max(1, int(self.end_fraction * total) - begin)
+        frequency = max(1, min(self.frequency, ramp // 10))
+        return begin, begin + max(1, ramp // frequency) * frequency, total, frequency
+
+    def tfmot_schedule(self, sparsity, num_examples):
+        """The TF-MOT PruningSchedule both tfprune and TF-MOT follow at this target sparsity (fraction)."""
+        from tfprune.experiments import tfmot_method  # pylint: disable=g-import-not-at-top (TF-MOT is heavy)
+        begin, end, _, frequency = self.steps(num_examples)
+        kind = "constant" if self.schedule == "constant" else "polynomial"
+        return tfmot_method.make_schedule(kind, sparsity, begin, end if kind == "polynomial" else -1, frequency)
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineConfig:
+    """The data and the trained model a study starts from.
+
+    dataset, data_dir: see ``tfprune.load_dataset``. model_path: a user's ``.keras``/``.h5`` file, used instead of
+    training the reference model ``model``; allow_unsafe: load it even if it holds code. train_epochs, batch_size,
+    learning_rate, seed, train_size: the reference model's training recipe (Adam); ``train_size`` also subsets the
+    fine-tuning data. cache_dir: where trained reference models are cached. verbose: Keras' training output.
+    """
+    dataset: str = "fashion_mnist"
+    data_dir: Optional[str] = None
+    model: str = "fc_1000"
+    model_path: Optional[str] = None
+    allow_unsafe: bool = False
+    train_epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    seed: int = 0
+    train_size: Optional[int] = None
+    cache_dir: Optional[str] = None
+    verbose: int = 2
+
+    def __post_init__(self):
+        _positive_int(self.train_epochs, "train_epochs")
+        _positive_int(self.batch_size, "batch_size")
+        _check(self.learning_rate > 0 and math.isfinite(self.learning_rate),
+               f"learning_rate {self.learning_rate!r} must be a finite number > 0")
+        if self.train_size is not None:
+            _positive_int(self.train_size, "train_size")
+        _check(self.model_path is None or os.path.exists(self.model_path),
+               f"model_path {self.model_path!r} does not exist")
+
+    @property
+    def label(self):
+        """How tables name the model: the file's path, or the reference model's name."""
+        return self.model_path or self.model
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """A sweep over methods × k (or one per-layer plan), writing into ``output_dir``.
+
+    methods: of ``SWEEP_METHODS``. sparsities: percents k in [0, 100) (ignored when ``layer_sparsity`` is given).
+    layers: layer names to prune (None: the method's defaults). layer_sparsity: a per-layer plan
+    {layer: fraction} instead of ``sparsities``. scope: ``layer`` or ``global``. finetune: the ``FineTune``
+    recipe. export: TFLite variants to export per point; export_eval_size: test images verifying them. resume:
+    skip points already in ``output_dir``. num_shards, shard_index: run every num_shards-th point only.
+    """
+    output_dir: str
+    baseline: BaselineConfig = BaselineConfig()
+    methods: tuple = ("weight", "unit")
+    sparsities: tuple = DEFAULT_SPARSITIES
+    layers: Optional[tuple] = None
+    layer_sparsity: Optional[dict] = None
+    scope: str = "layer"
+    finetune: FineTune = FineTune()
+    export: tuple = ()
+    export_eval_size: int = 2000
+    resume: bool = False
+    num_shards: int = 1
+    shard_index: int = 0
+
+    def __post_init__(self):
+        _check(bool(self.output_dir), f"output_dir {self.output_dir!r} is empty; name a folder for the results")
+        methods = tuple(self.methods)
+        _check(bool(methods) and set(methods) <= set(SWEEP_METHODS) and len(set(methods)) == len(methods),
+               f"methods {list(methods)} must be a non-empty list without repeats of {SWEEP_METHODS}")
+        object.__setattr__(self, "methods", methods)
+        object.__setattr__(self, "sparsities", tuple(check_percents(self.sparsities)))
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(self.layers))
+        _library(scoring.check_scope, self.scope)
+        _check(not ("tfmot" in methods and self.finetune.epochs < 1),
+               "--methods=tfmot needs --finetune_epochs >= 1 (TF-MOT applies its masks during training)")
+        _check(not ("tfmot" in methods and self.scope != "layer"), "--methods=tfmot supports --scope=layer only")
+        _positive_int(self.export_eval_size, "export_eval_size")
+        _positive_int(self.num_shards, "num_shards")
+        _check(0 <= self.shard_index < self.num_shards, "--shard_index must be < --num_shards")
+        bad = [v for v in self.export if v not in convert.VARIANTS]
+        _check(not bad, f"--export: unknown variant(s) {bad}; known: {', '.join(convert.VARIANTS)}")
+        object.__setattr__(self, "export", tuple(self.export))
+
+    def result_fields(self):
+        """The settings that change a point's figures, under the names of their flags (sweep_config.json): a
+        folder holding points made with other values must not take new ones."""
+        b, f = self.baseline, self.finetune
+        return {"dataset": b.dataset, "model": b.model, "model_path": b.model_path, "train_epochs": b.train_epochs,
+                "train_size": b.train_size, "batch_size": b.batch_size, "learning_rate": b.learning_rate,
+                "seed": b.seed, "layers": None if self.layers is None else list(self.layers), "scope": self.scope,
+                "finetune_epochs": f.epochs, "schedule": f.schedule, "begin_fraction": f.begin_fraction,
+                "end_fraction": f.end_fraction, "pruning_frequency": f.frequency, "export": list(self.export),
+                "export_eval_size": self.export_eval_size, "layer_sparsity": self.layer_sparsity}
+
+
+@dataclasses.dataclass(frozen=True)
+class SensitivityConfig:
+    """A per-layer sensitivity scan: each layer pruned alone at every k, the others dense.
+
+    method: ``weight`` or ``unit``. sparsities: percents k. layers: names to scan (None: the method's defaults).
+    max_drop: accuracy drop in percentage points a layer's planned k may cost. eval_size: evaluate on a fixed subset
+    of this many test images (None: all).
+    """
+    output_dir: str
+    baseline: BaselineConfig = BaselineConfig()
+    method: str = "weight"
+    sparsities: tuple = DEFAULT_SPARSITIES
+    layers: Optional[tuple] = None
+    max_drop: float = 1.0
+    eval_size: Optional[int] = None
+
+    def __post_init__(self):
+        _check(bool(self.output_dir), f"output_dir {self.output_dir!r} is empty; name a folder for the results")
+        _library(scoring.check_method, self.method)
+        object.__setattr__(self, "sparsities", tuple(check_percents(self.sparsities)))
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(self.layers))
+        _check(self.max_drop >= 0 and math.isfinite(self.max_drop),
+               f"max_drop {self.max_drop!r} must be a finite number >= 0")
+        if self.eval_size is not None:
+            _positive_int(self.eval_size, "eval_size")
+
+
+__all__ = ["BaselineConfig", "ConfigError", "DEFAULT_SPARSITIES", "FineTune", "SCHEDULES", "SWEEP_METHODS",
+           "SensitivityConfig", "SweepConfig", "check_percents"]

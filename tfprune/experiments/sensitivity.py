@@ -1,0 +1,143 @@
+"""Per-layer pruning sensitivity as a library: prune one layer at a time over a grid (the others dense), and
+suggest a per-layer plan.
+
+``run_sensitivity`` writes sensitivity.csv/.json, sensitivity.png (one accuracy curve per layer) and plan.json:
+for each layer the largest k whose one-layer-at-a-time accuracy drop stays within ``max_drop`` percentage points.
+The plan is a dict {layer: fraction} that ``tfprune.prune(model, layers=plan)`` and a sweep's ``layer_sparsity``
+accept (``load_plan`` reads it back).
+"""
+
+import dataclasses
+import json
+import os
+
+from tfprune import io_utils
+from tfprune import pruning
+from tfprune.experiments import data as data_lib
+from tfprune.experiments import models
+from tfprune.experiments import plots
+from tfprune.experiments import sweep
+from tfprune.experiments.config import ConfigError, check_percents
+
+
+def scan(model, x, y, ks, method="weight", layers=None, progress=None):
+    """Accuracy and loss with one layer pruned at a time.
+
+    Args:
+      model: trained plain or prunable model (not modified).
+      x, y: evaluation images and labels.
+      ks: percents in [0, 100).
+      method: ``weight`` or ``unit``.
+      layers: names to scan (default: ``tfprune.pruning.default_layers``).
+      progress: optional callable(layer, k, accuracy) called after each evaluation.
+
+    Returns:
+      {layer: [(k, accuracy, loss), ...]} in the order of ``ks``.
+
+    Raises:
+      ValueError: an unknown method or layer name (before any evaluation).
+    """
+    prunable = models.compile_model(pruning.make_prunable(model))
+    dense_weights = prunable.get_weights()
+    names = layers or pruning.default_layers(prunable, method)
+    pruning.resolve_plan(prunable, 0.0, method, list(names))  # validates names before any work
+    curves = {}
+    for name in names:
+        curves[name] = []
+        for k in ks:
+            prunable.set_weights(dense_weights)
+            pruning.prune(prunable, k / 100.0, method, layers=[name])
+            loss, accuracy = prunable.evaluate(x, y, batch_size=1024, verbose=0)
+            curves[name].append((float(k), float(accuracy), float(loss)))
+            if progress:
+                progress(name, k, accuracy)
+    return curves
+
+
+def suggest_plan(curves, baseline_accuracy, max_drop):
+    """{layer: fraction}: the largest k per layer whose accuracy is within ``max_drop`` points of the baseline.
+
+    Args:
+      max_drop: allowed drop in percentage points (1.0 = one point of accuracy).
+    """
+    plan = {}
+    for name, points in curves.items():
+        ok = [k for k, accuracy, _ in points if 100 * (baseline_accuracy - accuracy) <= max_drop]
+        plan[name] = max(ok, default=0.0) / 100.0
+    return plan
+
+
+def load_plan(value):
+    """A per-layer plan {layer: fraction} from a ``plan.json`` (as ``run_sensitivity`` writes it) or from
+    ``name=percent,...`` text.
+
+    Raises:
+      ConfigError: naming the bad entry (unreadable file, missing '=', percent outside [0, 100)).
+    """
+    if value.endswith(".json"):
+        try:
+            with open(value) as f:
+                loaded = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--layer_sparsity {value!r}: cannot read plan ({e})") from None
+        return {str(k): float(v) for k, v in loaded.get("layer_sparsity", loaded).items()}
+    plan = {}
+    for item in value.split(","):
+        name, sep, percent = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--layer_sparsity entry {item!r} is not name=percent")
+        plan[name.strip()] = check_percents([percent], f"--layer_sparsity {name}")[0] / 100.0
+    return plan
+
+
+@dataclasses.dataclass(frozen=True)
+class SensitivityResult:
+    """What ``run_sensitivity`` found: the curves {layer: [(k, accuracy, loss)]}, the suggested plan
+    {layer: fraction}, and the baseline accuracy on the evaluation images (fraction)."""
+    curves: dict
+    plan: dict
+    baseline_accuracy: float
+
+
+def run_sensitivity(config, report=print):
+    """Scans every layer of the config's baseline and writes the curves, the plot and plan.json.
+
+    Args:
+      config: a ``SensitivityConfig``.
+      report: called with each progress line (default ``print``).
+
+    Returns:
+      ``SensitivityResult``.
+
+    Raises:
+      ConfigError: an unknown layer or method, an unusable model file. DatasetError: the data cannot be loaded.
+    """
+    b = config.baseline
+    datasets = sweep.load_data(b)
+    base, _ = sweep.load_start_model(b, datasets, report=report)
+    x, y = data_lib.take(datasets[1], config.eval_size, b.seed)
+    _, base_accuracy = models.compile_model(base.model).evaluate(x, y, batch_size=1024, verbose=0)
+    report(f"baseline {b.label} on {b.dataset}: accuracy {100 * base_accuracy:.2f} % on {len(x)} images")
+    try:
+        curves = scan(base.model, x, y, config.sparsities, config.method,
+                      list(config.layers) if config.layers else None,
+                      progress=lambda n, k, a: report(f"  {n:<8} k={k:>4g}%: accuracy {100 * a:6.2f} %"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    plan = suggest_plan(curves, base_accuracy, config.max_drop)
+    out = config.output_dir
+    rows = ["layer,k,accuracy,loss"] + [f"{n},{k:g},{a:.6f},{l:.6f}" for n, pts in curves.items() for k, a, l in pts]
+    io_utils.write_text_atomic(os.path.join(out, "sensitivity.csv"), "\n".join(rows) + "\n")
+    io_utils.write_json_atomic(os.path.join(out, "sensitivity.json"),
+                               {"baseline_accuracy": base_accuracy, "method": config.method, "curves": curves})
+    io_utils.write_json_atomic(os.path.join(out, "plan.json"),
+                               {"layer_sparsity": plan, "method": config.method, "max_drop": config.max_drop,
+                                "baseline_accuracy": base_accuracy})
+    plots.sensitivity({n: [(k, a) for k, a, _ in pts] for n, pts in curves.items()},
+                      os.path.join(out, "sensitivity.png"), base_accuracy)
+    report("suggested plan (largest k per layer within "
+           f"{config.max_drop:g} points): " + ", ".join(f"{n}={100 * s:g}%" for n, s in plan.items()))
+    return SensitivityResult(curves, plan, float(base_accuracy))
+
+
+__all__ = ["SensitivityResult", "load_plan", "run_sensitivity", "scan", "suggest_plan"]

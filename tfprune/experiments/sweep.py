@@ -1,0 +1,284 @@
+"""Sweeps as a library: prune a trained model by every method at every k, record each point, write tables and plots.
+
+    from tfprune.experiments import BaselineConfig, SweepConfig, run_sweep
+    result = run_sweep(SweepConfig("runs/fm", BaselineConfig(model="lenet_300_100", train_epochs=1)))
+
+For every (method, k) point ``run_sweep`` prunes a copy of the trained baseline, optionally fine-tunes it, and
+records test accuracy/loss, achieved sparsity (overall and per layer), remaining weights and sizes (plus TFLite
+figures with ``export``). Each finished point is written at once (atomically); ``resume`` skips finished points, so
+a killed sweep loses at most the point in flight. ``num_shards``/``shard_index`` split the points across
+independent jobs; ``merge`` combines the output dirs of shards into one set of tables and plots. With a
+``tf.distribute`` strategy every point runs under it (in a multi-worker cluster every worker calls ``run_sweep``
+with the same config, each with its own ``output_dir``: the workers take the resume and config decisions from
+their folders together, so they run the same points).
+"""
+
+import dataclasses
+import json
+import os
+import time
+from typing import Callable, Optional
+
+from tfprune import distribute
+from tfprune import io_utils
+from tfprune import user_model
+from tfprune.experiments import baseline as baseline_lib
+from tfprune.experiments import data as data_lib
+from tfprune.experiments import histograms as hist_lib
+from tfprune.experiments import plots
+from tfprune.experiments import point as point_lib
+from tfprune.experiments import records
+from tfprune.experiments import store as store_lib
+from tfprune.experiments import tables
+from tfprune.experiments.config import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """What a study built on the sweep writes: file prefix, title, and compare-only extras."""
+    prefix: str = "results"
+    plot_prefix: str = ""
+    title: str = "tfprune sweep"
+    dense_reference: bool = False  # time dense fine-tuning to give each point a time ratio to dense training
+    summary: Optional[Callable] = None  # (points, baseline_info) -> Markdown placed after the accuracy table
+
+
+SWEEP = Mode()
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    """What ``run_sweep`` wrote: every point of ``output_dir`` (``PointRecord``s), the Markdown tables, and the
+    baseline's figures (``baseline.json``)."""
+    output_dir: str
+    points: tuple
+    markdown: str
+    baseline_info: dict
+
+
+def planned_points(methods, ks, num_shards=1, shard_index=0):
+    """The (method, k) points of this shard: point i of the full list goes to shard i % num_shards."""
+    points = [(m, k) for m in methods for k in ks]
+    return [p for i, p in enumerate(points) if i % num_shards == shard_index]
+
+
+def plan_k(model, plan):
+    """The overall percent k of a per-layer plan {layer: fraction}, weighted by kernel size (names its point)."""
+    weights = {l.name: int(l.kernel.shape.num_elements()) for l in model.layers
+               if getattr(l, "kernel", None) is not None}
+    total = sum(weights.values())
+    return round(100.0 * sum(weights[n] * s for n, s in plan.items() if n in weights) / total, 2)
+
+
+def finish(output_dir, title, command, baseline_info, mode=SWEEP):
+    """Rewrites tables and plots from every point in ``output_dir``; returns the Markdown text ("" if none)."""
+    points = store_lib.load_points([output_dir])
+    if not points:
+        return ""
+    acc = baseline_info.get("test_accuracy")
+    summary = mode.summary(points, baseline_info) if mode.summary else None
+    markdown = tables.write_tables(points, output_dir, title, command, acc, prefix=mode.prefix, summary=summary)
+    plots.sweep_plots(points, output_dir, acc, baseline_info.get("test_loss"), baseline_info.get("histograms"),
+                      prefix=mode.plot_prefix)
+    return markdown
+
+
+def point_line(record):
+    """One progress line for a finished point."""
+    extra = "" if record.finetune_seconds_per_epoch is None else f", {record.finetune_seconds_per_epoch:.1f} s/epoch"
+    float_figures, shrunk_float = record.export("float"), record.export("float", records.SHRUNK)
+    tfl = "" if float_figures is None else f", tflite float {float_figures.accuracy * 100:.2f} %"
+    if record.shrink is not None:
+        tfl += f", shrunk {record.shrink.dense_params:,} -> {record.shrink.shrunk_params:,} params"
+    if float_figures is not None and shrunk_float is not None:
+        tfl += f", float {float_figures.latency_ms:.3f} -> {shrunk_float.latency_ms:.3f} ms"
+    return (f"{record.method:>6} k={record.k:>5g}%: accuracy {100 * record.test_accuracy:6.2f} %, "
+            f"loss {record.test_loss:.4f}, sparsity {100 * record.achieved_sparsity:6.2f} %, "
+            f"{record.remaining_weights:,} weights left, gzip {record.gzip_size_bytes / 1024:,.0f} KiB"
+            f"{extra}{tfl} ({record.point_seconds:.1f} s)")
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def merge(folders, output_dir, mode=SWEEP, command=None, report=print):
+    """Combines the points of several output dirs (shards) into ``output_dir`` with one set of tables and plots.
+
+    Returns:
+      ``SweepResult`` of ``output_dir``.
+
+    Raises:
+      ConfigError: a folder that does not exist. RecordError: an unreadable point file (named).
+    """
+    for folder in folders:
+        if not os.path.isdir(folder):
+            raise ConfigError(f"--merge: {folder!r} is not a folder")
+    points = store_lib.load_points(folders)
+    store = store_lib.ResultStore(output_dir)
+    for record in points:
+        store.write_point(record)
+    info = next((_read_json(os.path.join(f, "baseline.json")) for f in folders
+                 if os.path.isfile(os.path.join(f, "baseline.json"))), None)
+    if info:
+        io_utils.write_json_atomic(os.path.join(output_dir, "baseline.json"), info)
+    markdown = finish(output_dir, f"{mode.title} (merged)", command, info or {}, mode)
+    report(markdown)
+    report(f"merged {len(points)} points from {len(folders)} dirs into {output_dir}")
+    return SweepResult(output_dir, tuple(store_lib.load_points([output_dir])), markdown, info or {})
+
+
+def check_same_config(output_dir, config, model_sha256=None):
+    """Records the result-defining settings in ``sweep_config.json``; refuses to add points made with others.
+
+    ``model_sha256``: digest of the ``model_path`` file, so that another model saved under the same name is refused.
+
+    Returns:
+      None when ``output_dir`` may take the points (sweep_config.json written if absent), else the message of the
+      refusal (the caller raises it, once every worker of a cluster knows).
+    """
+    wanted = dict(config.result_fields(), model_sha256=model_sha256)
+    path = os.path.join(output_dir, "sweep_config.json")
+    if os.path.isfile(path):
+        old = _read_json(path)
+        changed = [f"--{n}: {old.get(n)!r} there, {v!r} now" for n, v in wanted.items() if old.get(n) != v]
+        if changed:
+            return (f"--output_dir {output_dir!r} holds a sweep made with other flags (" + "; ".join(changed)
+                    + "); use another folder")
+    else:
+        io_utils.write_json_atomic(path, wanted)
+    return None
+
+
+def load_data(baseline):
+    """The dataset of a ``BaselineConfig``, training split subset to ``train_size`` (reproducibly, by seed)."""
+    datasets = data_lib.load_dataset(baseline.dataset, baseline.data_dir)
+    # The same subset for the baseline (train_baseline takes it again: a no-op) and for fine-tuning every point.
+    return data_lib.take(datasets[0], baseline.train_size, baseline.seed), datasets[1]
+
+
+def load_start_model(baseline, datasets, strategy=None, report=print):
+    """The trained model a study starts from: the ``model_path`` file (checked, nothing trained) or the cached
+    reference model (trained when absent).
+
+    Returns:
+      ``(Baseline, sha256 of the model file or None)``.
+
+    Raises:
+      ConfigError: a model file that cannot be loaded, is unsafe or does not fit the data (the message names it).
+    """
+    if not baseline.model_path:
+        return baseline_lib.train_baseline(
+            baseline.model, baseline.dataset, epochs=baseline.train_epochs, batch_size=baseline.batch_size,
+            learning_rate=baseline.learning_rate, seed=baseline.seed, cache_dir=baseline.cache_dir,
+            train_size=baseline.train_size, datasets=datasets, verbose=baseline.verbose, strategy=strategy), None
+    try:  # loaded outside the strategy: run_point copies it into the scope
+        base, check = baseline_lib.file_baseline(baseline.model_path, datasets, baseline.allow_unsafe)
+    except ValueError as e:
+        raise ConfigError(f"--model_path: {e}") from None
+    for name, reason in check.skipped.items():
+        report(f"{baseline.model_path}: layer {name!r} is not pruned: {reason}")
+    return base, user_model.file_digest(baseline.model_path)
+
+
+DENSE_KEYS = ("dense_seconds_per_epoch", "dense_finetune_accuracy", "dense_finetune_loss")
+
+
+def _recorded_dense_reference(output_dir):
+    """The dense-reference figures an earlier run wrote into ``output_dir``/baseline.json ({} if none)."""
+    path = os.path.join(output_dir, "baseline.json")
+    old = _read_json(path) if os.path.isfile(path) else {}
+    return {k: old[k] for k in DENSE_KEYS if k in old}
+
+
+def _baseline_info(config, base, datasets, mode, strategy, dense_recorded, report):
+    """Writes ``output_dir``/baseline.json; ``dense_recorded``: whether (the chief's) baseline.json already holds
+    the dense reference, else a comparison fine-tunes the dense model now."""
+    b, finetune = config.baseline, config.finetune
+    info = {"model": b.label, "dataset": b.dataset, "test_accuracy": base.test_accuracy,
+            "test_loss": base.test_loss, "train_epochs": b.train_epochs, "seed": b.seed,
+            **distribute.describe(strategy), "histograms": hist_lib.magnitude_histograms(base.model)}
+    if mode.dense_reference and finetune.epochs:
+        dense = _recorded_dense_reference(config.output_dir)
+        if not dense_recorded:
+            report(f"dense reference: fine-tuning the unpruned model {finetune.epochs} epoch(s) for the time ratio")
+            dense = point_lib.dense_finetune(base.model, datasets, finetune, seed=b.seed, strategy=strategy)
+        info.update({k: dense[k] for k in DENSE_KEYS if k in dense})  # a non-chief worker has none recorded
+    io_utils.write_json_atomic(os.path.join(config.output_dir, "baseline.json"), info)
+    return info
+
+
+def _make_exporter(config, datasets):
+    from tfprune.experiments import point_export  # pylint: disable=g-import-not-at-top
+    (x_train, _), (x_test, y_test) = datasets
+    seed = config.baseline.seed
+    x_eval, y_eval = data_lib.take((x_test, y_test), config.export_eval_size, seed)
+    representative = data_lib.take((x_train, x_train), 300, seed)[0]
+    return point_export.PointExporter(config.export, x_eval, y_eval, representative,
+                                      os.path.join(config.output_dir, "tflite"),
+                                      labels=data_lib.CLASS_NAMES.get(config.baseline.dataset))
+
+
+def run_sweep(config, mode=SWEEP, strategy=None, command=None, report=print):
+    """Runs (or resumes) a sweep and writes its points, tables and plots into ``config.output_dir``.
+
+    Args:
+      config: a ``SweepConfig``.
+      mode: ``SWEEP``, or another ``Mode`` (``compare.COMPARE`` adds a dense reference and a head-to-head table).
+      strategy: optional ``tf.distribute.Strategy`` every point runs under (None: no strategy at all).
+      command: the command line shown in the tables ("Produced by"), or None.
+      report: called with each progress line (default ``print``).
+
+    Returns:
+      ``SweepResult``.
+
+    Raises:
+      ConfigError: before any point runs: finished points in ``output_dir`` without ``resume``, a folder made with
+        other settings, an unusable model file. DatasetError: the data cannot be found or is corrupt.
+    """
+    b = config.baseline
+    os.makedirs(config.output_dir, exist_ok=True)
+    store = store_lib.ResultStore(config.output_dir)
+    datasets = load_data(b)
+    base, model_sha256 = load_start_model(b, datasets, strategy, report)
+    ks = [plan_k(base.model, config.layer_sparsity)] if config.layer_sparsity is not None else config.sparsities
+    points = planned_points(config.methods, ks, config.num_shards, config.shard_index)
+    refusal = check_same_config(config.output_dir, config, model_sha256)
+    # Workers of a cluster must run the same points: decide from the chief's output_dir (the others' are empty).
+    *finished, refused, dense_recorded = distribute.any_worker(
+        strategy, [store.has(*p) for p in points] + [refusal is not None,
+                                                     bool(_recorded_dense_reference(config.output_dir))])
+    done = [p for p, f in zip(points, finished) if f]
+    if done and not config.resume:
+        raise ConfigError(f"--output_dir {config.output_dir!r} already holds {len(done)} of these points (e.g. "
+                          f"{records.point_key(*done[0])}); pass --resume (resume=True) or another folder")
+    if refused:
+        raise ConfigError(refusal or "the chief refused --output_dir: it holds a sweep made with other flags")
+    todo = [p for p, f in zip(points, finished) if not f]
+    shard = f" (shard {config.shard_index}/{config.num_shards})" if config.num_shards > 1 else ""
+    report(f"baseline {b.label} on {b.dataset}: test accuracy {100 * base.test_accuracy:.2f} % "
+           f"({'cached' if base.from_cache else 'trained'}); {len(todo)} of {len(points)} points to run{shard}")
+    info = _baseline_info(config, base, datasets, mode, strategy, dense_recorded, report)
+    exporter = _make_exporter(config, datasets) if config.export else None
+    layers = config.layer_sparsity if config.layer_sparsity is not None else config.layers
+    layers = list(layers) if isinstance(layers, tuple) else layers
+    title = f"{mode.title}: {b.label} on {b.dataset}"
+    start = time.perf_counter()
+    for i, (method, k) in enumerate(todo, 1):
+        record = point_lib.run_point(base.model, datasets, method, k, config.scope, layers, config.finetune,
+                                     exporter, seed=b.seed, strategy=strategy)
+        if "dense_seconds_per_epoch" in info and record.finetune_seconds_per_epoch is not None:
+            record = dataclasses.replace(
+                record, time_ratio_to_dense=record.finetune_seconds_per_epoch / info["dense_seconds_per_epoch"])
+        store.write_point(record)
+        report(f"[{i}/{len(todo)}] {point_line(record)}")
+        finish(config.output_dir, title, command, info, mode)
+    markdown = finish(config.output_dir, title, command, info, mode)
+    report(f"\n{markdown}\nwrote {config.output_dir}/{mode.prefix}.{{csv,json,md}} and plots "
+           f"in {time.perf_counter() - start:.0f} s")
+    return SweepResult(config.output_dir, tuple(store.records()), markdown, info)
+
+
+__all__ = ["Mode", "SWEEP", "SweepResult", "check_same_config", "finish", "load_data", "load_start_model", "merge",
+           "plan_k", "planned_points", "point_line", "run_sweep"]

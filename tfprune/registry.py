@@ -1,0 +1,218 @@
+"""The layer registry: what tfprune can prune, and how each Keras layer type is masked, unit-indexed and sliced.
+
+This is the one table every other module asks (``make_prunable``, ``strip``, ``check_prunable``, the sparsity
+report, ``shrink`` and export). Adding a layer type is one ``LayerKind`` entry (plus its prunable layer class in
+``tfprune.layers``) and its tests.
+
+Conventions of a kind's kernel (``kernel``, the prunable weight): its **last axis is the output units** (Dense
+columns, Conv2D filters), and axis ``in_axis`` (-2) reads the **last axis of the layer's input**; the bias, when
+there is one, has one entry per unit. Shrinking slices both axes with index arrays.
+
+Layers that pass channels through one to one (activations, dropout, pooling, BatchNormalization...) are listed in
+``channelwise_reason`` so that shrinking can follow a dead unit from the layer that computes it to the next kernel.
+"""
+
+import dataclasses
+from typing import Callable, Optional
+
+import numpy as np
+
+from tfprune import layers as prunable_layers
+from tfprune._env import keras
+
+L = keras.layers
+
+
+def _conv_support(layer):
+    if getattr(layer, "groups", 1) != 1:
+        return f"grouped Conv2D (groups={layer.groups})"
+    return None
+
+
+def _always(layer):  # pylint: disable=unused-argument
+    return None
+
+
+def _kernel_macs(layer, output_shape):
+    """Dense: positions * in * out; Conv2D: H_out * W_out * kh * kw * C_in * C_out: positions * kernel size."""
+    return int(np.prod(output_shape[1:-1], dtype=np.int64)) * int(np.prod(layer.kernel.shape, dtype=np.int64))
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerKind:
+    """One prunable Keras layer type.
+
+    plain: the Keras class (matched exactly: a subclass such as Conv2DTranspose lays its kernel out otherwise).
+    prunable: tfprune's masked twin (a subclass of ``plain`` with ``kernel_mask``/``bias_mask`` weights).
+    width_key: the config key of the output width (``units``, ``filters``), changed when units are removed.
+    unsupported: layer -> None when this instance can be pruned, else the reason it stays dense.
+    macs: (layer, output shape of one call) -> multiply-accumulates of that call, per example.
+    in_axis: kernel axis that reads the last axis of the input (sliced when an input channel is removed).
+    flat_input: True when its inputs may be a flattened feature map (a Dense after Flatten): then input channel
+      ``c`` of ``C`` is the block of input rows ``s * C + c``.
+    shrinkable: layer -> True when dead units may be cut out physically (channels-last layout).
+    """
+    plain: type
+    prunable: type
+    width_key: str
+    unsupported: Callable = _always
+    macs: Callable = _kernel_macs
+    in_axis: int = -2
+    flat_input: bool = False
+    shrinkable: Callable = lambda layer: getattr(layer, "data_format", "channels_last") == "channels_last"
+
+    @property
+    def name(self):
+        return self.plain.__name__
+
+    def slice(self, weights, in_keep=None, out_keep=None):
+        """``[kernel, bias?]`` with only the input rows ``in_keep`` and the units ``out_keep`` (None: all)."""
+        weights = list(weights)
+        if in_keep is not None:
+            weights[0] = np.take(weights[0], in_keep, axis=self.in_axis)
+        if out_keep is not None:
+            weights = [np.take(w, out_keep, axis=-1) for w in weights]
+        return weights
+
+
+KINDS = (
+    LayerKind(L.Dense, prunable_layers.PrunableDense, "units", flat_input=True),
+    LayerKind(L.Conv2D, prunable_layers.PrunableConv2D, "filters", unsupported=_conv_support),
+)
+_BY_TYPE = {**{k.plain: k for k in KINDS}, **{k.prunable: k for k in KINDS}}
+PRUNABLE_CLASSES = tuple(k.prunable for k in KINDS)
+
+
+def kind_of(layer):
+    """The ``LayerKind`` of ``layer`` (plain or prunable, exact type), or None when tfprune has no entry for it."""
+    return _BY_TYPE.get(type(layer))
+
+
+def is_prunable(layer):
+    """True for layers that carry tfprune masks (``PrunableDense``, ``PrunableConv2D``...)."""
+    return isinstance(layer, PRUNABLE_CLASSES)
+
+
+def is_tfmot_wrapper(layer):
+    """True for TF-MOT's ``PruneLowMagnitude`` pruning wrapper (detected without importing TF-MOT)."""
+    cls = type(layer)
+    return cls.__name__ == "PruneLowMagnitude" and cls.__module__.startswith("tensorflow_model_optimization")
+
+
+def convertible(layer):
+    """True for a plain layer that ``make_prunable`` turns into its prunable twin."""
+    kind = kind_of(layer)
+    return kind is not None and not is_prunable(layer) and kind.unsupported(layer) is None
+
+
+def to_prunable(layer):
+    """A new, unbuilt prunable twin of a convertible plain layer (same config); other layers: a plain clone."""
+    cls = kind_of(layer).prunable if convertible(layer) else type(layer)
+    return cls.from_config(layer.get_config())
+
+
+def to_plain(layer):
+    """A new, unbuilt plain Keras layer with the config of ``layer`` (a prunable layer becomes its plain class)."""
+    kind = kind_of(layer)
+    cls = kind.plain if kind is not None and is_prunable(layer) else type(layer)
+    return cls.from_config(layer.get_config())
+
+
+def with_width(layer, width):
+    """A new, unbuilt plain layer like ``layer`` with ``width`` output units (for shrinking)."""
+    kind = kind_of(layer)
+    config = layer.get_config()
+    config[kind.width_key] = int(width)
+    return kind.plain.from_config(config)
+
+
+def kernel_layers(model):
+    """The layers of ``model`` with a registered kind and a built kernel (prunable or plain), in model order."""
+    return [l for l in model.layers if kind_of(l) is not None and getattr(l, "kernel", None) is not None]
+
+
+def effective_kernel(layer):
+    """The kernel as the layer computes with it (``kernel * kernel_mask`` for a prunable layer), as NumPy."""
+    return (layer.masked_kernel() if is_prunable(layer) else layer.kernel).numpy()
+
+
+def skip_reason(layer):
+    """Why a layer with weights stays dense, "" for a layer without weights, None when tfprune prunes it."""
+    kind = kind_of(layer)
+    if kind is not None:
+        return None if is_prunable(layer) else kind.unsupported(layer)
+    if not layer.weights:
+        return ""
+    cls = type(layer)
+    if not cls.__module__.startswith("tf_keras."):
+        return f"custom layer class {cls.__name__} ({cls.__module__}); its weights stay dense"
+    if isinstance(layer, tuple(k.plain for k in KINDS)):
+        return f"{cls.__name__} is not a plain {'/'.join(k.name for k in KINDS)}; its kernel stays dense"
+    return f"{cls.__name__} has no kernel tfprune prunes; its weights stay dense"
+
+
+def mask_weight_ids(layer):
+    """ids of the mask variables of a prunable layer (empty for other layers): masks are not parameters."""
+    return {id(getattr(layer, n)) for n in ("kernel_mask", "bias_mask") if getattr(layer, n, None) is not None}
+
+
+def custom_objects():
+    """The ``custom_objects`` dict that loads models holding tfprune layers: ``load_model(p, custom_objects=...)``."""
+    out = {}
+    for cls in PRUNABLE_CLASSES:
+        out[cls.__name__] = cls
+        out[f"tfprune>{cls.__name__}"] = cls
+    return out
+
+
+# ------------------------------------------------------------------------------------------- channel pass-through
+
+# Activations computed element by element (so a unit's output depends on that unit only).
+ELEMENTWISE_ACTIVATIONS = frozenset({
+    "linear", "relu", "relu6", "elu", "selu", "gelu", "tanh", "sigmoid", "hard_sigmoid", "swish", "silu",
+    "softplus", "softsign", "exponential", "leaky_relu", "mish", "hard_silu", "hard_swish"})
+
+# Layers that map channel c of their input (last axis) to channel c of their output and nothing else, at inference.
+CHANNELWISE_TYPES = (
+    L.Activation, L.ReLU, L.LeakyReLU, L.ELU, L.ThresholdedReLU, L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D,
+    L.GaussianDropout, L.GaussianNoise, L.AlphaDropout, L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D,
+    L.AveragePooling2D, L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalAveragePooling1D,
+    L.GlobalAveragePooling2D, L.ZeroPadding2D, L.Cropping2D, L.UpSampling2D, L.BatchNormalization)
+
+
+def activation_name(layer):
+    """The name of a layer's activation function (``"relu"``), or None when it has none."""
+    return getattr(getattr(layer, "activation", None), "__name__", None)
+
+
+def is_elementwise(layer):
+    """True when the layer's activation is computed element by element (its units are independent)."""
+    return activation_name(layer) in ELEMENTWISE_ACTIVATIONS
+
+
+def is_channelwise(layer):
+    """True when ``layer`` maps channel c of its input's last axis to channel c of its output only (at inference),
+    so a constant channel stays one channel; its per-channel weights (BatchNormalization's) are sliced along -1."""
+    if not isinstance(layer, CHANNELWISE_TYPES) or getattr(layer, "data_format", "channels_last") != "channels_last":
+        return False
+    if isinstance(layer, L.Activation):
+        return is_elementwise(layer)
+    if isinstance(layer, L.BatchNormalization):
+        return list(layer.axis) == [len(layer.input_shape) - 1]
+    return True
+
+
+def flatten_blocks(layer) -> Optional[int]:
+    """For a channels-last Flatten: how many blocks of the input's channels its output holds (H * W...); else None.
+
+    Through such a Flatten, channel ``c`` of ``C`` becomes the inputs ``s * C + c`` for ``s`` in range(blocks).
+    """
+    if type(layer) is L.Flatten and layer.data_format == "channels_last":
+        return int(np.prod(layer.input_shape[1:-1], dtype=np.int64))
+    return None
+
+
+__all__ = ["CHANNELWISE_TYPES", "ELEMENTWISE_ACTIVATIONS", "KINDS", "LayerKind", "PRUNABLE_CLASSES",
+           "activation_name", "convertible", "custom_objects", "effective_kernel", "flatten_blocks", "is_channelwise",
+           "is_elementwise", "is_prunable", "is_tfmot_wrapper", "kernel_layers", "kind_of", "mask_weight_ids",
+           "skip_reason", "to_plain", "to_prunable", "with_width"]

@@ -1,0 +1,159 @@
+"""TFLite conversion of a (pruned) Keras model: builtin ops only, quantization variants, sparse encoding.
+
+Variants are named ``<quantization>[+sparse]``: ``float`` (float32 weights), ``float16`` (float16 weights),
+``dynamic`` (int8 weights, float activations), ``int8`` (full integer, int8 input and output, calibrated on a
+representative dataset); ``+sparse`` also stores pruned weight matrices in TFLite's sparse format
+(``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``). The converter picks its 1x4 (float) or 1x16 (int8) block format
+whenever block sparsity is close enough to element sparsity, which unstructured sparsity above ~96.5 % (float) or
+~98.5 % (int8) passes by chance: about one 16-value block per nonzero weight. Such weights are then re-encoded as
+plain CSR read through a builtin DENSIFY op (``tfprune.tflite.sparse.reencode_csr``), the form the converter itself
+uses below those sparsities; DENSIFY is a TFLite builtin that the stock runtimes (Android included) have. Only
+TFLite builtin ops are allowed: a model that would need TF (Flex/Select) or custom ops is rejected.
+"""
+
+import re
+
+import numpy as np
+
+from tfprune import pruning
+from tfprune import registry
+from tfprune._env import tf
+from tfprune.tflite import sparse as tflite_sparse
+
+QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
+_VARIANT_QUANTIZATION = {"float": "none", "float16": "float16", "dynamic": "dynamic", "int8": "int8"}
+SPARSE_SUFFIX = "+sparse"
+VARIANTS = tuple(list(_VARIANT_QUANTIZATION) + [v + SPARSE_SUFFIX for v in _VARIANT_QUANTIZATION])
+_UNSUPPORTED_OP = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op")
+
+
+def parse_variant(variant):
+    """Splits a variant name into ``(quantization, sparse_encoding)``: ``"int8+sparse"`` -> ``("int8", True)``.
+
+    Raises:
+      ValueError: naming ``variant`` and listing ``VARIANTS`` when it is not one of them.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown TFLite variant {variant!r}; known variants: {', '.join(VARIANTS)}")
+    sparse = variant.endswith(SPARSE_SUFFIX)
+    return _VARIANT_QUANTIZATION[variant[:-len(SPARSE_SUFFIX)] if sparse else variant], sparse
+
+
+def plain_model(model):
+    """The model as plain Keras layers: tfprune masks baked in (``pruning.strip``), TF-MOT wrappers stripped.
+
+    Models with neither are returned as they are (not copied).
+    """
+    if any(registry.is_tfmot_wrapper(l) for l in model.layers):
+        import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+        model = tfmot.sparsity.keras.strip_pruning(model)
+    if any(registry.is_prunable(l) for l in model.layers):
+        model = pruning.strip(model)
+    return model
+
+
+def _check_representative(model, data):
+    data = np.asarray(data, np.float32)
+    if data.ndim == 0 or len(data) == 0:
+        raise ValueError("representative_data is empty; int8 calibration needs a few hundred training images")
+    expected = tuple(model.input_shape[1:])
+    if data.shape[1:] != expected:
+        raise ValueError(f"representative_data has image shape {data.shape[1:]}, the model takes {expected}")
+    return data
+
+
+def _unsupported_ops_error(error):
+    """A ValueError naming the TF ops that have no TFLite builtin kernel; None when ``error`` is about anything else."""
+    text = str(error)
+    ops = sorted(set(_UNSUPPORTED_OP.findall(text)))
+    if not ops:
+        return None
+    return ValueError(f"the model needs TensorFlow op(s) with no TFLite builtin kernel: {', '.join(ops)}; tfprune "
+                      "exports TFLite builtin ops only (no Flex/Select TF ops, no custom ops). Replace the layer(s) "
+                      "using them (e.g. a Lambda layer) with builtin-compatible ops.")
+
+
+def to_tflite(model, quantization="none", sparse_encoding=False, representative_data=None):
+    """Converts a Keras model to a TFLite flatbuffer that uses TFLite builtin ops only.
+
+    Args:
+      model: tf_keras model with float32 input, e.g. images (N, 28, 28) in [0, 1]; tfprune prunable and TF-MOT
+        wrapped models are stripped first (``plain_model``).
+      quantization: ``none`` (float32), ``dynamic`` (int8 weights), ``float16`` (float16 weights) or ``int8``
+        (full integer with int8 input and output).
+      sparse_encoding: also store sparse weight tensors in TFLite's sparse format (the converter re-encodes only
+        tensors at least 30 % zero, so a dense model's file is unchanged). Weights the converter stores in its
+        block format are rewritten as plain CSR + builtin DENSIFY (``tflite_sparse.reencode_csr``): ~3 bytes per
+        nonzero int8 weight instead of ~16 at 99 % unstructured sparsity, and computed right where LiteRT 2.3.0
+        misreads the block form (float16, XNNPACK with dynamic range, blocks not dividing the input width, whose
+        dropped weights are restored from a second conversion without sparse encoding). The file is smaller; at
+        run time DENSIFY expands each such weight once to a dense tensor in memory and the dense kernels run.
+      representative_data: float32 array (N, *input shape) of training images for int8 calibration (a few
+        hundred is enough); required for ``int8``, ignored otherwise.
+
+    Returns:
+      the ``.tflite`` file contents (bytes).
+
+    Raises:
+      ValueError: unknown ``quantization`` (the message lists the valid ones); ``int8`` without, or with empty or
+        wrongly shaped, representative data; a model needing ops that have no TFLite builtin (named).
+      RuntimeError: with ``sparse_encoding``, the converter dropped weights (its blocks do not divide a kernel)
+        that could not be restored: such a file would compute without them, so none is returned.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantization {quantization!r}; valid: {', '.join(QUANTIZATIONS)}")
+    if quantization == "int8":
+        if representative_data is None:
+            raise ValueError("quantization 'int8' needs representative_data (a few hundred training images)")
+        representative_data = _check_representative(model, representative_data)
+    model = plain_model(model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    optimizations = [] if quantization == "none" else [tf.lite.Optimize.DEFAULT]
+    if sparse_encoding:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = optimizations
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+        # Calibration keeps min/max per tensor: batches give the ranges of single images (to float rounding), faster.
+        batch = 32 if model.input_shape[0] is None else 1
+
+        def samples():
+            for start in range(0, len(representative_data), batch):
+                yield [representative_data[start:start + batch]]
+        converter.representative_dataset = samples
+    model_bytes = _convert(converter)
+    return _reencode_blocks(converter, model_bytes) if sparse_encoding else model_bytes
+
+
+def _reencode_blocks(converter, model_bytes):
+    """``model_bytes`` with the converter's block-sparse weights as CSR + DENSIFY (``tflite_sparse``)."""
+    csr_bytes, report = tflite_sparse.reencode_csr(model_bytes)
+    if not any(entry["truncated"] for entry in report):
+        return csr_bytes
+    # The converter dropped the weights past its last whole block: take them from a conversion without sparsity.
+    converter.optimizations = [o for o in converter.optimizations if o != tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    csr_bytes, report = tflite_sparse.reencode_csr(model_bytes, _convert(converter))
+    lost = [f"{e['name']} ({e['reason']})" for e in report if e["truncated"] and not e["rewritten"]]
+    if lost:  # such a model computes without some of its weights: never hand it out
+        raise RuntimeError("the TFLite converter's sparse encoding dropped weights that tfprune could not restore "
+                           f"from a conversion without sparsity: {'; '.join(lost)}; export without +sparse")
+    return csr_bytes
+
+
+def _convert(converter):
+    """``converter.convert()``, with a model needing non-builtin ops as a ValueError naming them."""
+    try:
+        return converter.convert()
+    except Exception as e:  # ConverterError is not exported under tf.lite
+        error = _unsupported_ops_error(e)
+        if error is None:
+            raise
+        raise error from None
+
+
+__all__ = ["QUANTIZATIONS", "SPARSE_SUFFIX", "VARIANTS", "parse_variant", "plain_model", "to_tflite"]

@@ -1,0 +1,169 @@
+"""Running a TFLite model in LiteRT: interpreter with XNNPACK or builtin kernels, predictions, accuracy, latency.
+
+LiteRT applies the XNNPACK delegate by default. Some models fail to prepare in it (on ai-edge-litert 2.3.0 a
+sparse-encoded ``dynamic`` or ``int8`` Dense model does); they are then run with the builtin kernels and the
+returned figures say which path ran (``"xnnpack"`` or ``"builtin"``) and why it fell back.
+"""
+
+import time
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+PATHS = ("xnnpack", "builtin")
+LOSS_EPSILON = 1e-7  # Keras' epsilon: probabilities are clipped to [eps, 1 - eps] as in its cross-entropy
+
+_RESOLVERS = {"xnnpack": OpResolverType.AUTO, "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+
+
+def _interpreter(model_bytes, batch, num_threads, path):
+    interpreter = Interpreter(model_content=model_bytes, num_threads=num_threads,
+                              experimental_op_resolver_type=_RESOLVERS[path])
+    details = interpreter.get_input_details()
+    if len(details) != 1 or len(interpreter.get_output_details()) != 1:
+        raise ValueError(f"the TFLite model has {len(details)} inputs and {len(interpreter.get_output_details())} "
+                         "outputs; tfprune runs single-input single-output classifiers")
+    if details[0]["shape"][0] != batch:
+        interpreter.resize_tensor_input(details[0]["index"], [batch] + list(details[0]["shape"][1:]))
+    interpreter.allocate_tensors()
+    zeros = np.zeros(interpreter.get_input_details()[0]["shape"], details[0]["dtype"])
+    interpreter.set_tensor(details[0]["index"], zeros)
+    interpreter.invoke()  # a delegate can also fail at the first invoke: find out before any figure is taken
+    ops = interpreter._get_ops_details()  # pylint: disable=protected-access
+    delegated = any(op["op_name"] == "DELEGATE" for op in ops)
+    return interpreter, "xnnpack" if path == "xnnpack" and delegated else "builtin"
+
+
+def load_interpreter(model_bytes, batch=1, num_threads=1, prefer_xnnpack=True):
+    """A LiteRT interpreter with input batch ``batch``, allocated and invoked once, and the path that ran.
+
+    Tries the default XNNPACK delegate first (when ``prefer_xnnpack``); if it fails to prepare or to invoke, loads
+    the model again with builtin kernels only.
+
+    Returns:
+      ``(interpreter, info)``; ``info`` is ``{"path": "xnnpack"|"builtin", "fallback_reason": str}`` (reason
+      empty when no fallback happened; path "builtin" also when XNNPACK was applied but took no node).
+
+    Raises:
+      ValueError: bad batch/num_threads, or a model that is not single-input single-output.
+      RuntimeError: the model runs on neither path (both errors in the message).
+    """
+    if batch < 1 or num_threads < 1:
+        raise ValueError(f"batch {batch} and num_threads {num_threads} must be at least 1")
+    paths = PATHS if prefer_xnnpack else ("builtin",)
+    errors = []
+    for path in paths:
+        try:
+            interpreter, ran = _interpreter(model_bytes, batch, num_threads, path)
+        except RuntimeError as e:
+            errors.append(f"{path}: {str(e).strip()}")
+            continue
+        return interpreter, {"path": ran, "fallback_reason": "; ".join(errors)}
+    raise RuntimeError("the TFLite model runs on no LiteRT path: " + "; ".join(errors))
+
+
+def _quantize(x, details):
+    """Float input -> the input tensor's dtype (int8: round(x / scale) + zero_point, saturated)."""
+    if np.issubdtype(details["dtype"], np.floating):
+        return x.astype(details["dtype"])
+    scale, zero_point = details["quantization"]
+    info = np.iinfo(details["dtype"])
+    return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(details["dtype"])
+
+
+def _dequantize(q, details):
+    if np.issubdtype(details["dtype"], np.floating):
+        return q.astype(np.float32)
+    scale, zero_point = details["quantization"]
+    return (q.astype(np.float32) - zero_point) * scale
+
+
+def predict_tflite(interpreter, x):
+    """Class probabilities (N, classes) float32 for float images ``x`` (N, *input shape), in interpreter batches.
+
+    The last partial batch is zero-padded, so the interpreter is never re-allocated.
+    """
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    batch = int(inp["shape"][0])
+    x = np.asarray(x, np.float32)
+    if x.shape[1:] != tuple(inp["shape"][1:]):
+        raise ValueError(f"images have shape {x.shape[1:]}, the TFLite model takes {tuple(inp['shape'][1:])}")
+    probs = np.empty((len(x), int(out["shape"][-1])), np.float32)
+    for start in range(0, len(x), batch):
+        chunk = x[start:start + batch]
+        padded = np.zeros((batch,) + chunk.shape[1:], np.float32)
+        padded[:len(chunk)] = chunk
+        interpreter.set_tensor(inp["index"], _quantize(padded, inp))
+        interpreter.invoke()
+        probs[start:start + len(chunk)] = _dequantize(interpreter.get_tensor(out["index"]), out)[:len(chunk)]
+    return probs
+
+
+def cross_entropy(probs, y):
+    """Mean sparse categorical cross-entropy of probabilities (N, classes) as Keras computes it (renormalized,
+    clipped to [1e-7, 1 - 1e-7])."""
+    sums = probs.sum(axis=1, keepdims=True)
+    probs = np.clip(probs / np.where(sums > 0, sums, 1.0), LOSS_EPSILON, 1 - LOSS_EPSILON)
+    return float(-np.log(probs[np.arange(len(y)), y]).mean())
+
+
+def evaluate_tflite(model_bytes, x, y, batch_size=256, num_threads=1, prefer_xnnpack=True):
+    """Accuracy and loss of a TFLite classifier in the LiteRT interpreter.
+
+    Args:
+      model_bytes: ``.tflite`` contents whose output is softmax probabilities (float or int8 quantized).
+      x: float32 images (N, *input shape) normalized as for the Keras model (here [0, 1]).
+      y: int labels (N,).
+      batch_size: images per invoke (the input is resized to it once).
+
+    Returns:
+      dict with ``accuracy`` (fraction 0..1), ``loss`` (mean cross-entropy), ``images``, ``path``
+      (``"xnnpack"``/``"builtin"``), ``fallback_reason``.
+
+    Raises:
+      ValueError: empty or mismatched ``x``/``y``, wrong image shape, bad batch size.
+      RuntimeError: the model runs on no path.
+    """
+    y = np.asarray(y).astype(np.int64)
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(f"x has {len(x)} images and y {len(y)} labels; need the same positive number")
+    interpreter, info = load_interpreter(model_bytes, min(batch_size, len(x)), num_threads, prefer_xnnpack)
+    probs = predict_tflite(interpreter, x)
+    if y.min() < 0 or y.max() >= probs.shape[1]:
+        raise ValueError(f"labels span [{y.min()}, {y.max()}], the model has {probs.shape[1]} classes")
+    accuracy = float(np.mean(probs.argmax(axis=1) == y))
+    return {"accuracy": accuracy, "loss": cross_entropy(probs, y), "images": len(x), **info}
+
+
+def benchmark_tflite(model_bytes, num_threads=1, runs=100, warmup=10, prefer_xnnpack=True, seed=0):
+    """Single-image latency of ``interpreter.invoke()`` (input copy excluded), after ``warmup`` invokes.
+
+    The input is a fixed random image in [0, 1] (quantized for int8 models).
+
+    Returns:
+      dict with ``median_ms``, ``p90_ms``, ``mean_ms``, ``min_ms`` (milliseconds), ``runs``, ``warmup``,
+      ``num_threads``, ``path``, ``fallback_reason``.
+
+    Raises:
+      ValueError: runs < 1, warmup < 0 or num_threads < 1.
+    """
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"runs {runs} must be at least 1 and warmup {warmup} at least 0")
+    interpreter, info = load_interpreter(model_bytes, 1, num_threads, prefer_xnnpack)
+    inp = interpreter.get_input_details()[0]
+    image = np.random.default_rng(seed).random(inp["shape"], dtype=np.float32)
+    interpreter.set_tensor(inp["index"], _quantize(image, inp))
+    for _ in range(warmup):
+        interpreter.invoke()
+    times = np.empty(runs)
+    for i in range(runs):
+        start = time.perf_counter_ns()
+        interpreter.invoke()
+        times[i] = (time.perf_counter_ns() - start) / 1e6
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
+            "mean_ms": float(times.mean()), "min_ms": float(times.min()), "runs": runs, "warmup": warmup,
+            "num_threads": num_threads, **info}
+
+
+__all__ = ["LOSS_EPSILON", "PATHS", "benchmark_tflite", "cross_entropy", "evaluate_tflite", "load_interpreter",
+           "predict_tflite"]
