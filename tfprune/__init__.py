@@ -12,6 +12,7 @@ Layers of the package (imports point one way: cli -> experiments -> tflite -> li
 - ``tfprune.cli``: flags and mains (the only code that reads absl flags).
 """
 
+from tfprune import _startup  # noqa: F401  (first: Ctrl-C while a command starts is one line, not a traceback)
 from tfprune import _env  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 from tfprune import callbacks
 from tfprune import distribute

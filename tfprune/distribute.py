@@ -169,7 +169,8 @@ def describe(strategy):
     return {"distribution_strategy": name, "replicas": int(strategy.num_replicas_in_sync)}
 
 
-def _in_cluster(strategy):
+def in_cluster(strategy):
+    """True when ``strategy`` spans a cluster of worker processes (``multi_worker_mirrored`` from TF_CONFIG)."""
     resolver = getattr(strategy, "cluster_resolver", None)
     return resolver is not None and resolver.task_type is not None
 
@@ -180,7 +181,7 @@ def is_chief(strategy):
     With a multi-worker strategy the chief is task ``chief``, or worker 0 when the cluster has no ``chief`` task.
     Every worker must still run the training itself (collectives wait for all of them).
     """
-    if not _in_cluster(strategy):
+    if not in_cluster(strategy):
         return True
     resolver = strategy.cluster_resolver
     if resolver.task_type == "chief":
@@ -200,7 +201,7 @@ def any_worker(strategy, flags):
       list of bool, as long as ``flags``.
     """
     local = np.asarray(flags, dtype=bool).reshape(-1)
-    if strategy is None or not _in_cluster(strategy) or not local.size:
+    if strategy is None or not in_cluster(strategy) or not local.size:
         return [bool(v) for v in local]
     values = tf.constant(local.astype(np.float32))
     total = tf.function(lambda: strategy.reduce(tf.distribute.ReduceOp.SUM,
@@ -294,4 +295,4 @@ def mask_digest(model):
 
 __all__ = ["MIRRORED_ALL_REDUCE", "MULTI_WORKER_ALL_REDUCE", "STRATEGY_NAMES", "ReplicaMismatchError",
            "all_workers", "any_worker", "check_masks_in_sync", "describe", "get_strategy",
-           "is_chief", "mask_digest", "replica_values", "scope", "set_threads", "split_cpu"]
+           "in_cluster", "is_chief", "mask_digest", "replica_values", "scope", "set_threads", "split_cpu"]

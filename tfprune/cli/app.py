@@ -1,17 +1,31 @@
 """Shared plumbing of the absl mains: errors as one line (exit 2 for usage, 1 for I/O), Ctrl-C, list validators."""
 
 import contextlib
+import math
+import signal
 import sys
 
 from absl import app
 from absl import flags
 
+from tfprune import _startup
 from tfprune.experiments.config import ConfigError
+from tfprune.experiments.data import DatasetError
+from tfprune.experiments.records import RecordError
 
 FLAGS = flags.FLAGS
 USAGE_EXIT = 2
 OS_ERROR_EXIT = 1
-INTERRUPT_EXIT = 130  # 128 + SIGINT, what a shell reports for a process stopped by Ctrl-C
+INTERRUPT_EXIT = _startup.INTERRUPT_EXIT  # 128 + SIGINT, what a shell reports for a process stopped by Ctrl-C
+TERMINATE_EXIT = 128 + signal.SIGTERM  # 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that every cleanup (temp files) runs the same way."""
+
+
+def _raise_terminated(signum, frame):  # pylint: disable=unused-argument
+    raise Terminated()
 
 
 def _parse_flags_or_exit(argv):
@@ -51,6 +65,8 @@ def run(main, argv=None):
     flags of the module defining ``main``.
     """
     _present_as_main(sys.modules[main.__module__])
+    _startup.end()  # from here Ctrl-C raises KeyboardInterrupt: cleanups run, then the line below
+    signal.signal(signal.SIGTERM, _raise_terminated)
 
     def guarded(argv):
         try:
@@ -59,12 +75,13 @@ def run(main, argv=None):
         except app.UsageError as e:
             sys.stderr.write(f"{argv[0]}: error: {e}\n")
             sys.exit(USAGE_EXIT)
-        except OSError as e:
+        except (OSError, DatasetError, RecordError) as e:  # a file that cannot be written or read: I/O
             sys.stderr.write(f"{argv[0]}: error: {e}\n")
             sys.exit(OS_ERROR_EXIT)
-        except KeyboardInterrupt:
-            sys.stderr.write(f"{argv[0]}: interrupted; finished work is kept (a sweep continues with --resume)\n")
-            sys.exit(INTERRUPT_EXIT)
+        except KeyboardInterrupt as e:
+            what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+            sys.stderr.write(f"{argv[0]}: {what}; finished work is kept (a sweep continues with --resume)\n")
+            sys.exit(TERMINATE_EXIT if isinstance(e, Terminated) else INTERRUPT_EXIT)
 
     app.run(guarded, argv=argv, flags_parser=_parse_flags_or_exit)
 
@@ -73,6 +90,14 @@ def check_no_arguments(argv):
     """Raises ``app.UsageError`` when positional arguments follow the flags."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+
+
+def register_finite(*names):
+    """Validators refusing NaN and infinity for float flags (absl's bounds let NaN through: every comparison with
+    NaN is false)."""
+    for name in names:
+        flags.register_validator(name, lambda v: v is None or math.isfinite(v),
+                                 message=f"--{name} must be a finite number (not NaN or infinity)")
 
 
 def register_list_validator(name, parse):

@@ -4,6 +4,8 @@
 flags come from ``data_flags``.
 """
 
+import math
+
 from absl import flags
 
 from tfprune.cli import data_flags
@@ -13,7 +15,9 @@ from tfprune.experiments.config import BaselineConfig
 MODEL = flags.DEFINE_enum("model", "fc_1000", list(models.MODEL_NAMES), "Reference model to prune.")
 TRAIN_EPOCHS = flags.DEFINE_integer("train_epochs", 10, "Epochs of baseline training (Adam).", lower_bound=1)
 BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Batch size of training and fine-tuning.", lower_bound=1)
-LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.", lower_bound=0.0)
+LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (> 0).", lower_bound=0.0)
+flags.register_validator("learning_rate", lambda v: math.isfinite(v) and v > 0,
+                         message="--learning_rate must be a finite number > 0")
 TRAIN_SIZE = flags.DEFINE_integer(
     "train_size", None, "Train the baseline, and fine-tune pruned models, on a reproducible random subset of this "
     "many training images (default: all 60,000). Test figures always use the whole test set.", lower_bound=1)

@@ -9,4 +9,5 @@ DATASET = flags.DEFINE_enum("dataset", "fashion_mnist", sorted(data_lib.DATASETS
 DATA_DIR = flags.DEFINE_string("data_dir", None,
                                "Folder searched first for the dataset (IDX .gz files or Keras' mnist.npz); then the "
                                "Keras cache, system dataset folders, and last a download.")
-SEED = flags.DEFINE_integer("seed", 0, "Random seed: the same seed gives the same masks, subsets and accuracy.")
+SEED = flags.DEFINE_integer("seed", 0, "Random seed: the same seed gives the same masks, subsets and accuracy.",
+                            lower_bound=0, upper_bound=2**32 - 1)  # NumPy's seed range

@@ -8,6 +8,7 @@ and the table of all variants to ``<export_dir>/export.json``.
 """
 
 import os
+import tempfile
 
 from absl import app
 from absl import flags
@@ -45,6 +46,16 @@ def load_model(path, allow_unsafe=False):
     return user_model.load_user_model(path, allow_unsafe)
 
 
+def _check_writable(folder):
+    """Creates ``folder`` and writes a probe file in it; a folder that cannot take files is a usage error."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe"):
+            pass
+    except OSError as e:
+        raise app.UsageError(f"--export_dir {folder!r}: cannot write there ({e})") from None
+
+
 def parse_variants(values):
     """Validates a --variants list: known names (``tflite.VARIANTS``), at least one, no repeats."""
     if not values:
@@ -76,15 +87,16 @@ def main(argv):
         model = tflite.plain_model(load_model(model_path, model_path_flags.ALLOW_UNSAFE.value))
     except ValueError as e:  # ModelFileError / UnsafeModelError name the file
         raise app.UsageError(f"--model_path: {e}") from None
-    if export_dir:
-        try:
-            os.makedirs(export_dir, exist_ok=True)  # fail before the work, not after it
-        except OSError as e:
-            raise app.UsageError(f"--export_dir {export_dir!r}: {e}") from None
     dataset, seed = data_flags.DATASET.value, data_flags.SEED.value
     (x_train, _), (x_test, y_test) = data_lib.load_dataset(dataset, data_flags.DATA_DIR.value)
     x_eval, y_eval = data_lib.take((x_test, y_test), EVAL_IMAGES.value, seed)
     representative = data_lib.take((x_train, x_train), REPRESENTATIVE_SIZE.value, seed)[0]
+    try:  # the same rule as the sweep's: the data's input shape and classes, probabilities out
+        user_model.check_compatible(model, x_eval, len(LABELS[dataset]))
+    except ValueError as e:
+        raise app.UsageError(f"--model_path: {model_path}: {e}") from None
+    if export_dir:
+        _check_writable(export_dir)  # fail before the work, not after it
     rows = []
     for variant in VARIANTS.value:
         out_dir = os.path.join(export_dir, variant) if export_dir else None

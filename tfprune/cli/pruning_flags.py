@@ -22,6 +22,8 @@ def _check_output_dir(path):
     """An output dir must be a folder (or creatable) and writable: checked before any work starts."""
     if path is None:
         return True
+    if not path.strip():
+        raise flags.ValidationError("--output_dir is empty; name a folder for the results")
     if os.path.exists(path) and not os.path.isdir(path):
         raise flags.ValidationError(f"--output_dir {path!r} exists and is not a folder")
     probe = os.path.abspath(path)

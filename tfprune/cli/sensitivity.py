@@ -28,6 +28,7 @@ for _module in (data_flags, baseline_flags, model_path_flags, pruning_flags):
 METHOD = flags.DEFINE_enum("method", "weight", ["weight", "unit"], "Rank weights by |w| or units by L2 norm.")
 MAX_DROP = flags.DEFINE_float("max_drop", 1.0, "Largest accuracy drop, in percentage points, a layer's planned k may "
                               "cost.", lower_bound=0.0)
+cli_app.register_finite("max_drop")
 EVAL_SIZE = flags.DEFINE_integer("eval_size", None, "Evaluate on a fixed subset of this many test images (default "
                                  "all).", lower_bound=1)
 

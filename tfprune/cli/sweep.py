@@ -72,6 +72,10 @@ MERGE = flags.DEFINE_list("merge", None, "Only merge: read the points of these o
                           "and plots into --output_dir.")
 VERBOSE = flags.DEFINE_integer("verbose", 2, "Keras training output: 0 silent, 1 progress bar, 2 one line per epoch.")
 
+cli_app.register_finite("begin_fraction", "end_fraction")
+flags.register_multi_flags_validator(
+    ["begin_fraction", "end_fraction"], lambda f: f["begin_fraction"] <= f["end_fraction"],
+    message="--begin_fraction must be <= --end_fraction (pruning must begin before its ramp ends)")
 flags.register_validator("methods", lambda v: bool(v) and set(v) <= set(config_lib.SWEEP_METHODS) and
                          len(set(v)) == len(v),
                          message=f"--methods must be a non-empty list without repeats of {config_lib.SWEEP_METHODS}")

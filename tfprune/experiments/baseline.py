@@ -1,20 +1,26 @@
 """The trained model a study starts from: a reference model trained once per recipe and cached on disk, or a
 user's own model file, loaded safely and checked."""
 
+import contextlib
 import dataclasses
 import json
+import math
 import os
 import tempfile
 import time
+import zipfile
 
 from absl import logging
 
 from tfprune import distribute
 from tfprune import io_utils
+from tfprune import locks
 from tfprune import user_model
 from tfprune._env import keras
 from tfprune.experiments import data as data_lib
 from tfprune.experiments import models
+from tfprune.experiments import records
+from tfprune.experiments.config import ConfigError
 
 
 @dataclasses.dataclass
@@ -38,9 +44,17 @@ def set_seed(seed):
     keras.utils.set_random_seed(int(seed))
 
 
-def cache_key(model_name, dataset, epochs, batch_size, learning_rate, seed, train_size=None):
+class TrainingDiverged(ConfigError):
+    """Training ended with a non-finite loss (too high a learning rate?): nothing is cached."""
+
+
+def cache_key(model_name, dataset, epochs, batch_size, learning_rate, seed, train_size=None, data_digest=None):
+    """The cache entry's name: every setting of the recipe, written exactly, and the digest of the data trained and
+    evaluated on (so a baseline trained on other data under the same dataset name is never reused)."""
     size = "" if train_size is None else f"-n{train_size}"
-    return f"{dataset}-{model_name}-e{epochs}-b{batch_size}-lr{learning_rate:g}-s{seed}{size}"
+    data = "" if data_digest is None else f"-d{data_digest}"
+    return (f"{dataset}-{model_name}-e{epochs}-b{batch_size}-lr{records.format_k(learning_rate)}-s{seed}{size}"
+            f"{data}")
 
 
 def _load_cached(path, meta_path, key):
@@ -53,18 +67,24 @@ def _load_cached(path, meta_path, key):
     if not (os.path.isfile(path) and os.path.isfile(meta_path)):
         return None
     try:
-        model = keras.models.load_model(path)
         with open(meta_path) as f:
             meta = json.load(f)
-        logging.info("baseline %s loaded from %s (test accuracy %.4f)", key, path, meta["test_accuracy"])
-        return Baseline(model, meta["test_accuracy"], meta["test_loss"], meta["train_seconds"], path, True)
-    except (OSError, ValueError, KeyError) as e:
-        logging.warning("baseline cache %s unreadable (%s); training again", path, e)
+        figures = [float(meta[k]) for k in ("test_accuracy", "test_loss", "train_seconds")]
+        if not all(math.isfinite(v) for v in figures):
+            raise ValueError(f"non-finite figures {figures}")
+        model = keras.models.load_model(path)
+        logging.info("baseline %s loaded from %s (test accuracy %.4f)", key, path, figures[0])
+        return Baseline(model, *figures, path, True)
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+        # A damaged cache entry is only a lost result: retrain it (safe), and say so.
+        logging.warning("baseline cache %s or %s unreadable (%s: %s); training again", path, meta_path,
+                        type(e).__name__, e)
         return None
 
 
 def train_baseline(model_name, dataset, epochs=10, batch_size=128, learning_rate=1e-3, seed=0, data_dir=None,
-                   cache_dir=None, train_size=None, datasets=None, verbose=1, download=True, strategy=None):
+                   cache_dir=None, train_size=None, datasets=None, verbose=1, download=True, strategy=None,
+                   data_digest=None, on_wait=None):
     """Returns a trained reference model, loading it when the same configuration was trained before.
 
     Args:
@@ -82,12 +102,16 @@ def train_baseline(model_name, dataset, epochs=10, batch_size=128, learning_rate
         multi-worker cluster the cached model is used only if every worker could load it, else all of them train
         (training steps are collectives); every worker writes its cache (atomically: a shared folder ends up with
         the same model).
+      data_digest: ``data.data_digest`` of the (subset) data, when the caller has it (else computed here).
+      on_wait: called with the holder's description when another process is training the same cache entry; this
+        call then waits for it and loads its result (outside a multi-worker cluster).
 
     Returns:
       ``Baseline`` with the compiled model and its test accuracy (fraction 0..1) and loss.
 
     Raises:
       ValueError: unknown model/dataset, epochs < 1 or batch_size < 1.
+      TrainingDiverged: the training loss or the test loss is not finite; nothing is cached.
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs {epochs} and batch_size {batch_size} must be at least 1")
@@ -95,10 +119,26 @@ def train_baseline(model_name, dataset, epochs=10, batch_size=128, learning_rate
         models.build(model_name)  # raises the error listing the known models
     (x_train, y_train), (x_test, y_test) = datasets or data_lib.load_dataset(dataset, data_dir, download=download)
     x_train, y_train = data_lib.take((x_train, y_train), train_size, seed)
-    key = cache_key(model_name, dataset, epochs, batch_size, learning_rate, seed, train_size)
+    if data_digest is None:
+        data_digest = data_lib.data_digest(((x_train, y_train), (x_test, y_test)))
+    key = cache_key(model_name, dataset, epochs, batch_size, learning_rate, seed, train_size, data_digest)
     folder = os.path.join(cache_dir or default_cache_dir(), "baselines")
     path = os.path.join(folder, key + ".keras")
     meta_path = os.path.join(folder, key + ".json")
+    if distribute.in_cluster(strategy):  # workers train together (collectives): a lock would deadlock them
+        lock = contextlib.nullcontext()
+    else:  # one process trains an entry at a time; a second one waits, then loads what the first wrote
+        wait = (lambda holder: on_wait(locks.describe(holder))) if on_wait else None
+        lock = locks.exclusive(os.path.join(folder, key + ".lock"), wait=True, on_wait=wait)
+    with lock:
+        return _load_or_train(model_name, (x_train, y_train), (x_test, y_test), epochs, batch_size, learning_rate,
+                              seed, verbose, strategy, key, path, meta_path)
+
+
+def _load_or_train(model_name, train, test, epochs, batch_size, learning_rate, seed, verbose, strategy, key, path,
+                   meta_path):
+    (x_train, y_train), (x_test, y_test) = train, test
+    folder = os.path.dirname(path)
     cached = _load_cached(path, meta_path, key)
     if distribute.all_workers(strategy, cached is not None):
         return cached
@@ -107,9 +147,13 @@ def train_baseline(model_name, dataset, epochs=10, batch_size=128, learning_rate
     with distribute.scope(strategy):
         model = models.compile_model(models.build(model_name, x_train.shape[1:]), learning_rate)
         start = time.perf_counter()
-        model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose, shuffle=True)
+        history = model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose, shuffle=True)
         seconds = time.perf_counter() - start
         loss, accuracy = model.evaluate(x_test, y_test, batch_size=1024, verbose=0)
+    losses = [float(v) for v in history.history.get("loss", [])] + [float(loss)]
+    if not all(math.isfinite(v) for v in losses):
+        raise TrainingDiverged(f"training baseline {key} diverged (training losses {losses[:-1]}, test loss "
+                               f"{losses[-1]}): not cached; try a lower --learning_rate than {learning_rate:g}")
     os.makedirs(folder, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         tmp_path = os.path.join(tmp, "model.keras")

@@ -6,6 +6,7 @@ the same way (the dense reference), so every point gets its fine-tune time per e
 training, and it writes ``compare.{csv,json,md}`` (with the head-to-head table) and ``compare_*.png``.
 """
 
+from tfprune.experiments import records
 from tfprune.experiments import sweep
 from tfprune.experiments.config import FineTune, SweepConfig
 
@@ -35,7 +36,7 @@ def head_to_head(points, baseline_info):
         speedups.append(speed)
         layer_diff = max((abs(ours.layer_sparsity[n] - theirs.layer_sparsity.get(n, 0.0))
                           for n in ours.layer_sparsity), default=0.0)
-        lines.append(f"| {k:g} | {100 * ours.test_accuracy:.2f} | {100 * theirs.test_accuracy:.2f} | "
+        lines.append(f"| {records.format_k(k)} | {100 * ours.test_accuracy:.2f} | {100 * theirs.test_accuracy:.2f} | "
                      f"{diff:+.2f} | {ours_s:.1f} | {theirs_s:.1f} | {speed:.2f}x | {100 * layer_diff:.4f} |")
     verdict = "yes" if worst >= -ACCURACY_MARGIN else "no"
     lines += ["", f"tfprune weight pruning at least as accurate as TF-MOT (within {ACCURACY_MARGIN} points) at "

@@ -10,6 +10,7 @@ import numpy as np  # noqa: E402
 
 from tfprune import io_utils  # noqa: E402
 from tfprune.experiments import histograms as hist_lib  # noqa: E402
+from tfprune.experiments import records  # noqa: E402
 from tfprune.experiments import tables  # noqa: E402
 
 STYLE = {"weight": dict(marker="o", color="tab:blue"), "unit": dict(marker="s", color="tab:orange"),
@@ -66,13 +67,13 @@ def histograms(points, baseline_hist, path, k=None):
             rec = next((r for r in points if r.method == method and r.k == k and r.histograms), None)
             if rec and layer in rec.histograms:
                 ax.step(centers, rec.histograms[layer]["counts"], where="mid",
-                        color=STYLE.get(method, {}).get("color"), label=f"{method} k={k:g}")
+                        color=STYLE.get(method, {}).get("color"), label=f"{method} k={records.format_k(k)}")
         ax.set_title(layer)
         ax.set_xlabel("log10 |w| (non-zero weights)")
         ax.set_yscale("log")
     axes[0][0].set_ylabel("weights")
     axes[0][-1].legend(fontsize=7)
-    fig.suptitle(f"Weight magnitudes before and after pruning at k = {k:g} %", y=1.04)
+    fig.suptitle(f"Weight magnitudes before and after pruning at k = {records.format_k(k)} %", y=1.04)
     return _save(fig, path)
 
 

@@ -18,9 +18,19 @@ class RecordError(ValueError):
     """A point record that cannot be read: the message names the file (or source) and the field."""
 
 
+def format_k(k):
+    """A percent (or any number) written exactly and shortest: ``90``, ``97.5``, ``50.0000001``, ``99.99999``.
+
+    Unlike ``{k:g}`` (6 significant digits) two different numbers never print alike, so point names, table rows
+    and cache keys built from it never collide.
+    """
+    text = repr(float(k))
+    return text[:-2] if text.endswith(".0") else text
+
+
 def point_key(method, k):
-    """File stem of a point: ``weight-k90``, ``unit-k97.5``."""
-    return f"{method}-k{k:g}"
+    """File stem of a point: ``weight-k90``, ``unit-k97.5``, ``weight-k50.0000001`` (exact, collision-free)."""
+    return f"{method}-k{format_k(k)}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +90,9 @@ class PointRecord:
     distribution_strategy, replicas; point_seconds: wall time of the point; finetune_seconds_per_epoch (median),
     time_ratio_to_dense: when fine-tuned (the ratio in a comparison); histograms: per layer {"zeros", "counts"}
     of log10 |w|; shrink: ``ShrinkFigures`` of unit points with export; exports: ``VariantFigures``.
+    data_digest: content digest of the data it was computed on (``data.data_digest``); config_digest: digest of
+    every setting that changes its figures, the data and the model file included (``SweepConfig`` +
+    ``sweep.config_digest``). Both None in records of format 1.
     """
     method: str
     k: float
@@ -98,6 +111,8 @@ class PointRecord:
     distribution_strategy: str
     replicas: int
     point_seconds: float = 0.0
+    data_digest: Optional[str] = None
+    config_digest: Optional[str] = None
     finetune_seconds_per_epoch: Optional[float] = None
     time_ratio_to_dense: Optional[float] = None
     histograms: Optional[dict] = None
@@ -250,5 +265,5 @@ def _from_format_1(flat, source):
     return out
 
 
-__all__ = ["FORMAT_VERSION", "PRUNED", "flat_columns", "PointRecord", "RecordError", "SHRUNK", "ShrinkFigures", "VariantFigures",
+__all__ = ["FORMAT_VERSION", "PRUNED", "flat_columns", "format_k", "PointRecord", "RecordError", "SHRUNK", "ShrinkFigures", "VariantFigures",
            "point_key"]

@@ -12,10 +12,14 @@ import json
 import os
 
 from tfprune import io_utils
+from tfprune import masks
 from tfprune import pruning
 from tfprune.experiments import data as data_lib
 from tfprune.experiments import models
 from tfprune.experiments import plots
+from tfprune.experiments import preflight
+from tfprune.experiments import records
+from tfprune.experiments import store
 from tfprune.experiments import sweep
 from tfprune.experiments.config import ConfigError, check_percents
 
@@ -68,26 +72,51 @@ def suggest_plan(curves, baseline_accuracy, max_drop):
 
 
 def load_plan(value):
-    """A per-layer plan {layer: fraction} from a ``plan.json`` (as ``run_sensitivity`` writes it) or from
-    ``name=percent,...`` text.
+    """A per-layer plan {layer: fraction} from a ``plan.json`` (as ``run_sensitivity`` writes it: fractions in
+    [0, 1)) or from ``name=percent,...`` text (percents in [0, 100)).
 
     Raises:
-      ConfigError: naming the bad entry (unreadable file, missing '=', percent outside [0, 100)).
+      ConfigError: naming the flag, the file and the bad entry: unreadable or non-JSON file, a plan that is not an
+        object {layer: number}, an empty plan, a value that is not a number or out of range, a missing '='.
     """
     if value.endswith(".json"):
+        where = f"--layer_sparsity {value!r}"
         try:
-            with open(value) as f:
+            with open(value, encoding="utf-8") as f:
                 loaded = json.load(f)
         except (OSError, ValueError) as e:
-            raise ConfigError(f"--layer_sparsity {value!r}: cannot read plan ({e})") from None
-        return {str(k): float(v) for k, v in loaded.get("layer_sparsity", loaded).items()}
-    plan = {}
-    for item in value.split(","):
-        name, sep, percent = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--layer_sparsity entry {item!r} is not name=percent")
-        plan[name.strip()] = check_percents([percent], f"--layer_sparsity {name}")[0] / 100.0
-    return plan
+            raise ConfigError(f"{where}: cannot read plan ({type(e).__name__}: {e})") from None
+        plan = loaded.get("layer_sparsity", loaded) if isinstance(loaded, dict) else loaded
+        if not isinstance(plan, dict):
+            raise ConfigError(f"{where}: the plan is a JSON {type(plan).__name__}; expected an object "
+                              '{"layer": fraction, ...} (or {"layer_sparsity": {...}} as sensitivity writes it)')
+        out = {}
+        for name, fraction in plan.items():
+            if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+                raise ConfigError(f"{where}: layer {name!r} has {fraction!r}, not a number (a fraction in [0, 1))")
+            try:
+                out[str(name)] = masks.check_sparsity(fraction, f"layer {name!r}'s sparsity")
+            except ValueError as e:
+                raise ConfigError(f"{where}: {e}") from None
+    else:
+        out = {}
+        for item in value.split(","):
+            name, sep, percent = item.partition("=")
+            if not sep or not name.strip():
+                raise ConfigError(f"--layer_sparsity entry {item!r} is not name=percent")
+            out[name.strip()] = check_percents([percent], f"--layer_sparsity {name.strip()}")[0] / 100.0
+        where = "--layer_sparsity"
+    if not out:
+        raise ConfigError(f"{where}: the plan names no layer")
+    return out
+
+
+def _check_layers(model, config):
+    try:
+        pruning.resolve_plan(pruning.make_prunable(model), 0.0, config.method,
+                             list(config.layers) if config.layers is not None else None)
+    except ValueError as e:
+        raise ConfigError(f"--layers: {e}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,19 +143,32 @@ def run_sensitivity(config, report=print):
     """
     b = config.baseline
     datasets = sweep.load_data(b)
+    if not b.model_path:  # layer names checked on the architecture, before a baseline is trained
+        _check_layers(preflight.architecture(b, datasets), config)
     base, _ = sweep.load_start_model(b, datasets, report=report)
+    _check_layers(base.model, config)
     x, y = data_lib.take(datasets[1], config.eval_size, b.seed)
     _, base_accuracy = models.compile_model(base.model).evaluate(x, y, batch_size=1024, verbose=0)
     report(f"baseline {b.label} on {b.dataset}: accuracy {100 * base_accuracy:.2f} % on {len(x)} images")
     try:
         curves = scan(base.model, x, y, config.sparsities, config.method,
                       list(config.layers) if config.layers else None,
-                      progress=lambda n, k, a: report(f"  {n:<8} k={k:>4g}%: accuracy {100 * a:6.2f} %"))
+                      progress=lambda n, k, a: report(f"  {n:<8} k={records.format_k(k):>4}%: "
+                                                      f"accuracy {100 * a:6.2f} %"))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     plan = suggest_plan(curves, base_accuracy, config.max_drop)
     out = config.output_dir
-    rows = ["layer,k,accuracy,loss"] + [f"{n},{k:g},{a:.6f},{l:.6f}" for n, pts in curves.items() for k, a, l in pts]
+    with store.output_lock(out):
+        _write(out, config, curves, plan, base_accuracy)
+    report("suggested plan (largest k per layer within "
+           f"{config.max_drop:g} points): " + ", ".join(f"{n}={100 * s:g}%" for n, s in plan.items()))
+    return SensitivityResult(curves, plan, float(base_accuracy))
+
+
+def _write(out, config, curves, plan, base_accuracy):
+    rows = ["layer,k,accuracy,loss"] + [f"{n},{records.format_k(k)},{a:.6f},{l:.6f}"
+                                        for n, pts in curves.items() for k, a, l in pts]
     io_utils.write_text_atomic(os.path.join(out, "sensitivity.csv"), "\n".join(rows) + "\n")
     io_utils.write_json_atomic(os.path.join(out, "sensitivity.json"),
                                {"baseline_accuracy": base_accuracy, "method": config.method, "curves": curves})
@@ -135,9 +177,6 @@ def run_sensitivity(config, report=print):
                                 "baseline_accuracy": base_accuracy})
     plots.sensitivity({n: [(k, a) for k, a, _ in pts] for n, pts in curves.items()},
                       os.path.join(out, "sensitivity.png"), base_accuracy)
-    report("suggested plan (largest k per layer within "
-           f"{config.max_drop:g} points): " + ", ".join(f"{n}={100 * s:g}%" for n, s in plan.items()))
-    return SensitivityResult(curves, plan, float(base_accuracy))
 
 
 __all__ = ["SensitivityResult", "load_plan", "run_sensitivity", "scan", "suggest_plan"]

@@ -5,18 +5,23 @@ Layout of an output dir::
     points/<method>-k<k>.json   one ``PointRecord`` per finished (method, k) point; the unit of resume and sharding
     <prefix>.csv / .json / .md  the merged tables, rewritten after every point (``tfprune.experiments.tables``)
 
-A killed sweep loses at most the point in flight; resuming skips points whose file exists. Shards write disjoint
+A killed sweep loses at most the point in flight; resuming skips the points whose file holds a valid record of the
+same settings and data (``finished_point``), and computes the others again. Shards write disjoint
 point files (into one shared dir or several); ``load_points`` merges any number of dirs.
 """
 
 import glob
+import hashlib
 import json
 import os
 
 from tfprune import io_utils
+from tfprune import locks
 from tfprune.experiments import records
+from tfprune.experiments.config import ConfigError
 
 POINTS = "points"
+LOCK_FILE = ".tfprune.lock"  # in an output dir: held while a run writes into it
 METHOD_ORDER = ("weight", "unit", "tfmot")
 
 
@@ -42,17 +47,118 @@ class ResultStore:
 
 
 def read_point(path):
-    """The ``PointRecord`` in one point file.
+    """The ``PointRecord`` in one point file, whose name must be the record's own (``weight-k90.json``).
 
     Raises:
-      RecordError: naming the file, when it is not valid JSON or not a valid record (never skipped silently).
+      RecordError: naming the file, when it is not valid JSON, not a valid record, or holds another point than
+        its name says (never skipped silently).
     """
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             obj = json.load(f)
     except (OSError, ValueError) as e:
-        raise records.RecordError(f"{path}: unreadable point record ({e})") from None
-    return records.PointRecord.from_json(obj, path)
+        raise records.RecordError(f"{path}: unreadable point record ({type(e).__name__}: {e})") from None
+    record = records.PointRecord.from_json(obj, path)
+    stem = os.path.basename(path)[:-len(".json")]
+    if record.key != stem:
+        raise records.RecordError(f"{path}: holds point {record.key}, not the {stem} its name says")
+    return record
+
+
+def finished_point(path, config_digest):
+    """Whether the point file at ``path`` is a finished point of the run whose settings digest is
+    ``config_digest``: ``(True, None)``, ``(False, None)`` when there is no file, or ``(False, problem)`` when the
+    file is unreadable, empty, truncated, names another point, or was made with other settings or data (the
+    problem says which; the point is then computed again)."""
+    if not os.path.isfile(path):
+        return False, None
+    try:
+        record = read_point(path)
+    except records.RecordError as e:
+        return False, str(e)
+    if record.config_digest != config_digest:
+        return False, (f"{path}: made with other settings or data (settings digest {record.config_digest}, this "
+                       f"run {config_digest})")
+    return True, None
+
+
+def read_json(path):
+    """The JSON object in ``path``.
+
+    Raises:
+      RecordError: naming the file, when it is unreadable, not JSON, or not an object.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except (OSError, ValueError) as e:
+        raise records.RecordError(f"{path}: unreadable ({type(e).__name__}: {e}); remove it or use another "
+                                  "folder") from None
+    if not isinstance(obj, dict):
+        raise records.RecordError(f"{path}: holds a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+def config_digest(fields):
+    """A short digest of a run's result-defining settings (``check_same_config``'s fields): stored in every point,
+    so that a point file copied in from another run is recognised and computed again."""
+    text = json.dumps(fields, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _difference(name, old, new):
+    if name == "data_sha256":
+        return (f"the data: digest {old!r} there, {new!r} now (another dataset file, --data_dir or --train_size "
+                "subset)" if old else "the data: not recorded there (a folder written before tfprune named its data)")
+    return f"--{name}: {old!r} there, {new!r} now"
+
+
+def check_same_config(output_dir, fields):
+    """Records the result-defining settings ``fields`` in ``sweep_config.json``; refuses to add points made with
+    others (the data's digest and the model file's digest included, so other data under the same dataset name, or
+    another model saved under the same file name, is refused).
+
+    Returns:
+      None when ``output_dir`` may take the points (sweep_config.json written if absent), else the message of the
+      refusal (the caller raises it, once every worker of a cluster knows).
+
+    Raises:
+      RecordError: sweep_config.json exists but is not readable JSON (the message names it).
+    """
+    path = os.path.join(output_dir, "sweep_config.json")
+    if os.path.isfile(path):
+        old = read_json(path)
+        changed = [_difference(n, old.get(n), v) for n, v in fields.items() if old.get(n) != v]
+        if changed:
+            return (f"--output_dir {output_dir!r} holds a sweep made with other settings (" + "; ".join(changed)
+                    + "); use another folder")
+    else:
+        io_utils.write_json_atomic(path, fields)
+    return None
+
+
+def output_lock(output_dir):
+    """Holds ``output_dir``'s lock: a second run into the same folder is refused, naming the first."""
+    os.makedirs(output_dir, exist_ok=True)
+    return _LockedFolder(output_dir)
+
+
+class _LockedFolder:
+    """Context manager: ``locks.exclusive`` on ``<output_dir>/.tfprune.lock``, refusal as a ConfigError."""
+
+    def __init__(self, output_dir):
+        self.output_dir, self._lock = output_dir, locks.exclusive(os.path.join(output_dir, LOCK_FILE))
+
+    def __enter__(self):
+        try:
+            self._lock.__enter__()
+        except locks.LockHeld as e:
+            raise ConfigError(f"--output_dir {self.output_dir!r} is in use by another tfprune run "
+                              f"({locks.describe(e.holder)}); wait for it to finish or use another folder") from None
+        return self
+
+    def __exit__(self, *exc):
+        return self._lock.__exit__(*exc)
 
 
 def sort_records(points):
@@ -75,4 +181,5 @@ def load_points(output_dirs):
     return sort_records(merged.values())
 
 
-__all__ = ["METHOD_ORDER", "POINTS", "ResultStore", "load_points", "read_point", "sort_records"]
+__all__ = ["LOCK_FILE", "METHOD_ORDER", "POINTS", "ResultStore", "check_same_config", "config_digest",
+           "finished_point", "load_points", "output_lock", "read_json", "read_point", "sort_records"]

@@ -27,6 +27,8 @@ from tfprune.experiments import data as data_lib
 from tfprune.experiments import histograms as hist_lib
 from tfprune.experiments import plots
 from tfprune.experiments import point as point_lib
+from tfprune.experiments import point_export
+from tfprune.experiments import preflight
 from tfprune.experiments import records
 from tfprune.experiments import store as store_lib
 from tfprune.experiments import tables
@@ -92,15 +94,25 @@ def point_line(record):
         tfl += f", shrunk {record.shrink.dense_params:,} -> {record.shrink.shrunk_params:,} params"
     if float_figures is not None and shrunk_float is not None:
         tfl += f", float {float_figures.latency_ms:.3f} -> {shrunk_float.latency_ms:.3f} ms"
-    return (f"{record.method:>6} k={record.k:>5g}%: accuracy {100 * record.test_accuracy:6.2f} %, "
+    return (f"{record.method:>6} k={records.format_k(record.k):>5}%: accuracy {100 * record.test_accuracy:6.2f} %, "
             f"loss {record.test_loss:.4f}, sparsity {100 * record.achieved_sparsity:6.2f} %, "
             f"{record.remaining_weights:,} weights left, gzip {record.gzip_size_bytes / 1024:,.0f} KiB"
             f"{extra}{tfl} ({record.point_seconds:.1f} s)")
 
 
-def _read_json(path):
-    with open(path) as f:
-        return json.load(f)
+def _check_mergeable(folders):
+    """Raises ConfigError when the folders' points were made from different data or with different settings."""
+    for attribute, what in (("data_digest", "different data"), ("config_digest", "different settings")):
+        seen = {}
+        for folder in folders:
+            for record in store_lib.load_points([folder]):
+                seen.setdefault(getattr(record, attribute), []).append(f"{folder}/{store_lib.POINTS}/{record.key}")
+        if len(seen) > 1:
+            groups = "; ".join(f"{digest or 'not recorded'}: {paths[0]}" + (f" and {len(paths) - 1} more"
+                                                                             if len(paths) > 1 else "")
+                               for digest, paths in seen.items())
+            raise ConfigError(f"--merge: the folders hold points made from {what} ({groups}); merge only the "
+                              "shards of one sweep")
 
 
 def merge(folders, output_dir, mode=SWEEP, command=None, report=print):
@@ -110,16 +122,23 @@ def merge(folders, output_dir, mode=SWEEP, command=None, report=print):
       ``SweepResult`` of ``output_dir``.
 
     Raises:
-      ConfigError: a folder that does not exist. RecordError: an unreadable point file (named).
+      ConfigError: a folder that does not exist, folders whose points were made from different data or with
+        different settings, ``output_dir`` in use by another run. RecordError: an unreadable point file (named).
     """
     for folder in folders:
         if not os.path.isdir(folder):
             raise ConfigError(f"--merge: {folder!r} is not a folder")
+    with store_lib.output_lock(output_dir):
+        return _merge(folders, output_dir, mode, command, report)
+
+
+def _merge(folders, output_dir, mode, command, report):
     points = store_lib.load_points(folders)
+    _check_mergeable(folders)
     store = store_lib.ResultStore(output_dir)
     for record in points:
         store.write_point(record)
-    info = next((_read_json(os.path.join(f, "baseline.json")) for f in folders
+    info = next((store_lib.read_json(os.path.join(f, "baseline.json")) for f in folders
                  if os.path.isfile(os.path.join(f, "baseline.json"))), None)
     if info:
         io_utils.write_json_atomic(os.path.join(output_dir, "baseline.json"), info)
@@ -129,28 +148,6 @@ def merge(folders, output_dir, mode=SWEEP, command=None, report=print):
     return SweepResult(output_dir, tuple(store_lib.load_points([output_dir])), markdown, info or {})
 
 
-def check_same_config(output_dir, config, model_sha256=None):
-    """Records the result-defining settings in ``sweep_config.json``; refuses to add points made with others.
-
-    ``model_sha256``: digest of the ``model_path`` file, so that another model saved under the same name is refused.
-
-    Returns:
-      None when ``output_dir`` may take the points (sweep_config.json written if absent), else the message of the
-      refusal (the caller raises it, once every worker of a cluster knows).
-    """
-    wanted = dict(config.result_fields(), model_sha256=model_sha256)
-    path = os.path.join(output_dir, "sweep_config.json")
-    if os.path.isfile(path):
-        old = _read_json(path)
-        changed = [f"--{n}: {old.get(n)!r} there, {v!r} now" for n, v in wanted.items() if old.get(n) != v]
-        if changed:
-            return (f"--output_dir {output_dir!r} holds a sweep made with other flags (" + "; ".join(changed)
-                    + "); use another folder")
-    else:
-        io_utils.write_json_atomic(path, wanted)
-    return None
-
-
 def load_data(baseline):
     """The dataset of a ``BaselineConfig``, training split subset to ``train_size`` (reproducibly, by seed)."""
     datasets = data_lib.load_dataset(baseline.dataset, baseline.data_dir)
@@ -158,7 +155,7 @@ def load_data(baseline):
     return data_lib.take(datasets[0], baseline.train_size, baseline.seed), datasets[1]
 
 
-def load_start_model(baseline, datasets, strategy=None, report=print):
+def load_start_model(baseline, datasets, strategy=None, report=print, data_digest=None):
     """The trained model a study starts from: the ``model_path`` file (checked, nothing trained) or the cached
     reference model (trained when absent).
 
@@ -172,7 +169,9 @@ def load_start_model(baseline, datasets, strategy=None, report=print):
         return baseline_lib.train_baseline(
             baseline.model, baseline.dataset, epochs=baseline.train_epochs, batch_size=baseline.batch_size,
             learning_rate=baseline.learning_rate, seed=baseline.seed, cache_dir=baseline.cache_dir,
-            train_size=baseline.train_size, datasets=datasets, verbose=baseline.verbose, strategy=strategy), None
+            train_size=baseline.train_size, datasets=datasets, verbose=baseline.verbose, strategy=strategy,
+            data_digest=data_digest,
+            on_wait=lambda holder: report(f"waiting for {holder}: it is training the same baseline")), None
     try:  # loaded outside the strategy: run_point copies it into the scope
         base, check = baseline_lib.file_baseline(baseline.model_path, datasets, baseline.allow_unsafe)
     except ValueError as e:
@@ -186,17 +185,21 @@ DENSE_KEYS = ("dense_seconds_per_epoch", "dense_finetune_accuracy", "dense_finet
 
 
 def _recorded_dense_reference(output_dir):
-    """The dense-reference figures an earlier run wrote into ``output_dir``/baseline.json ({} if none)."""
+    """The dense-reference figures an earlier run wrote into ``output_dir``/baseline.json ({} if none, or if the
+    file is damaged: it is rewritten by this run, so the reference is then simply measured again)."""
     path = os.path.join(output_dir, "baseline.json")
-    old = _read_json(path) if os.path.isfile(path) else {}
-    return {k: old[k] for k in DENSE_KEYS if k in old}
+    try:
+        old = store_lib.read_json(path) if os.path.isfile(path) else {}
+    except records.RecordError:
+        return {}
+    return {k: old[k] for k in DENSE_KEYS if k in old and isinstance(old[k], (int, float))}
 
 
-def _baseline_info(config, base, datasets, mode, strategy, dense_recorded, report):
+def _baseline_info(config, base, datasets, mode, strategy, dense_recorded, report, data_digest):
     """Writes ``output_dir``/baseline.json; ``dense_recorded``: whether (the chief's) baseline.json already holds
     the dense reference, else a comparison fine-tunes the dense model now."""
     b, finetune = config.baseline, config.finetune
-    info = {"model": b.label, "dataset": b.dataset, "test_accuracy": base.test_accuracy,
+    info = {"model": b.label, "dataset": b.dataset, "data_digest": data_digest, "test_accuracy": base.test_accuracy,
             "test_loss": base.test_loss, "train_epochs": b.train_epochs, "seed": b.seed,
             **distribute.describe(strategy), "histograms": hist_lib.magnitude_histograms(base.model)}
     if mode.dense_reference and finetune.epochs:
@@ -210,7 +213,6 @@ def _baseline_info(config, base, datasets, mode, strategy, dense_recorded, repor
 
 
 def _make_exporter(config, datasets):
-    from tfprune.experiments import point_export  # pylint: disable=g-import-not-at-top
     (x_train, _), (x_test, y_test) = datasets
     seed = config.baseline.seed
     x_eval, y_eval = data_lib.take((x_test, y_test), config.export_eval_size, seed)
@@ -230,36 +232,61 @@ def run_sweep(config, mode=SWEEP, strategy=None, command=None, report=print):
       command: the command line shown in the tables ("Produced by"), or None.
       report: called with each progress line (default ``print``).
 
+    Everything the sweep checks happens before ``output_dir`` is created or a baseline trained: the data loads and
+    validates, the layer selection and k's fit the model (``preflight``). Then the folder is locked (a second run
+    into it is refused), and on resume every finished point file is validated (readable, its own point, made with
+    these settings and data) before it is skipped; a bad one is reported and computed again.
+
     Returns:
       ``SweepResult``.
 
     Raises:
       ConfigError: before any point runs: finished points in ``output_dir`` without ``resume``, a folder made with
-        other settings, an unusable model file. DatasetError: the data cannot be found or is corrupt.
+        other settings or data, a folder in use by another run, layers or k's that do not fit the model, an
+        unusable model file. DatasetError: the data cannot be found or is corrupt (the file is named).
+        RecordError: the folder's sweep_config.json is damaged.
     """
     b = config.baseline
-    os.makedirs(config.output_dir, exist_ok=True)
-    store = store_lib.ResultStore(config.output_dir)
     datasets = load_data(b)
-    base, model_sha256 = load_start_model(b, datasets, strategy, report)
+    data_digest = data_lib.data_digest(datasets)
+    start_model = None
+    if b.model_path:  # a model file is only loaded and evaluated: checked before the folder is touched
+        start_model = load_start_model(b, datasets, strategy, report, data_digest)
+        preflight.check_sweep(config, start_model[0].model)
+    else:
+        preflight.check_sweep(config, preflight.architecture(b, datasets))
+    with store_lib.output_lock(config.output_dir):
+        base, model_sha256 = start_model or load_start_model(b, datasets, strategy, report, data_digest)
+        return _run_locked(config, mode, strategy, command, report, datasets, data_digest, base, model_sha256)
+
+
+def _run_locked(config, mode, strategy, command, report, datasets, data_digest, base, model_sha256):
+    b = config.baseline
+    store = store_lib.ResultStore(config.output_dir)
     ks = [plan_k(base.model, config.layer_sparsity)] if config.layer_sparsity is not None else config.sparsities
     points = planned_points(config.methods, ks, config.num_shards, config.shard_index)
-    refusal = check_same_config(config.output_dir, config, model_sha256)
+    fields = dict(config.result_fields(), model_sha256=model_sha256, data_sha256=data_digest)
+    refusal = store_lib.check_same_config(config.output_dir, fields)
+    digest = store_lib.config_digest(fields)
+    checked = [store_lib.finished_point(store.path(*p), digest) for p in points]
     # Workers of a cluster must run the same points: decide from the chief's output_dir (the others' are empty).
     *finished, refused, dense_recorded = distribute.any_worker(
-        strategy, [store.has(*p) for p in points] + [refusal is not None,
-                                                     bool(_recorded_dense_reference(config.output_dir))])
+        strategy, [ok for ok, _ in checked] + [refusal is not None,
+                                                bool(_recorded_dense_reference(config.output_dir))])
+    if refused:
+        raise ConfigError(refusal or "the chief refused --output_dir: it holds a sweep made with other settings")
     done = [p for p, f in zip(points, finished) if f]
     if done and not config.resume:
         raise ConfigError(f"--output_dir {config.output_dir!r} already holds {len(done)} of these points (e.g. "
                           f"{records.point_key(*done[0])}); pass --resume (resume=True) or another folder")
-    if refused:
-        raise ConfigError(refusal or "the chief refused --output_dir: it holds a sweep made with other flags")
+    for _, problem in checked:
+        if problem:
+            report(f"{problem}; computing it again")
     todo = [p for p, f in zip(points, finished) if not f]
     shard = f" (shard {config.shard_index}/{config.num_shards})" if config.num_shards > 1 else ""
     report(f"baseline {b.label} on {b.dataset}: test accuracy {100 * base.test_accuracy:.2f} % "
            f"({'cached' if base.from_cache else 'trained'}); {len(todo)} of {len(points)} points to run{shard}")
-    info = _baseline_info(config, base, datasets, mode, strategy, dense_recorded, report)
+    info = _baseline_info(config, base, datasets, mode, strategy, dense_recorded, report, data_digest)
     exporter = _make_exporter(config, datasets) if config.export else None
     layers = config.layer_sparsity if config.layer_sparsity is not None else config.layers
     layers = list(layers) if isinstance(layers, tuple) else layers
@@ -268,6 +295,7 @@ def run_sweep(config, mode=SWEEP, strategy=None, command=None, report=print):
     for i, (method, k) in enumerate(todo, 1):
         record = point_lib.run_point(base.model, datasets, method, k, config.scope, layers, config.finetune,
                                      exporter, seed=b.seed, strategy=strategy)
+        record = dataclasses.replace(record, data_digest=data_digest, config_digest=digest)
         if "dense_seconds_per_epoch" in info and record.finetune_seconds_per_epoch is not None:
             record = dataclasses.replace(
                 record, time_ratio_to_dense=record.finetune_seconds_per_epoch / info["dense_seconds_per_epoch"])
@@ -280,5 +308,5 @@ def run_sweep(config, mode=SWEEP, strategy=None, command=None, report=print):
     return SweepResult(config.output_dir, tuple(store.records()), markdown, info)
 
 
-__all__ = ["Mode", "SWEEP", "SweepResult", "check_same_config", "finish", "load_data", "load_start_model", "merge",
-           "plan_k", "planned_points", "point_line", "run_sweep"]
+__all__ = ["Mode", "SWEEP", "SweepResult", "finish", "load_data", "load_start_model", "merge", "plan_k",
+           "planned_points", "point_line", "run_sweep"]

@@ -5,6 +5,7 @@ import io
 import os
 
 from tfprune import io_utils
+from tfprune.experiments import records
 from tfprune.experiments import store
 
 METHOD_LABELS = {"weight": "Weight pruning", "unit": "Unit pruning", "tfmot": "TF-MOT magnitude"}
@@ -44,7 +45,7 @@ def accuracy_table(points, baseline_accuracy=None):
              "|---:|" + "---:|" * len(methods)]
     for k in ks:
         cells = [_pct(by_key[(m, k)].test_accuracy) if (m, k) in by_key else "–" for m in methods]
-        lines.append(f"| {k:g} | " + " | ".join(cells) + " |")
+        lines.append(f"| {records.format_k(k)} | " + " | ".join(cells) + " |")
     if baseline_accuracy is not None:
         lines.append(f"\nDense baseline: {100 * baseline_accuracy:.2f} % test accuracy.")
     return "\n".join(lines)
@@ -81,7 +82,7 @@ def details_table(points):
     head += [header for header, _, _ in extra]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for r in points:
-        cells = [r.method, f"{r.k:g}", _pct(r.achieved_sparsity), _pct(r.test_accuracy), f"{r.test_loss:.4f}",
+        cells = [r.method, records.format_k(r.k), _pct(r.achieved_sparsity), _pct(r.test_accuracy), f"{r.test_loss:.4f}",
                  f"{r.remaining_weights:,}", _kib(r.gzip_size_bytes)]
         cells += ["" if get(r) is None else fmt(get(r)) for _, get, fmt in extra]
         lines.append("| " + " | ".join(cells) + " |")

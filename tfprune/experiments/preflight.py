@@ -1,0 +1,64 @@
+"""Checks of a study's settings against its model, made before any work (before a baseline is trained).
+
+A sweep's layer selection, per-layer plan and k's are checked on the model's architecture (for a reference model
+an untrained build, which takes a fraction of a second), so a misspelt ``--layers`` name or a k that would prune
+every weight of a layer is one ``ConfigError`` at start-up, not a traceback after training.
+"""
+
+import numpy as np
+
+from tfprune import masks
+from tfprune import pruning
+from tfprune import scoring
+from tfprune.experiments import models
+from tfprune.experiments import records
+from tfprune.experiments.config import ConfigError
+
+
+def architecture(baseline, datasets):
+    """An untrained build of the config's reference model for the data's image shape (the weights are random)."""
+    (x_train, _), _ = datasets
+    return models.build(baseline.model, x_train.shape[1:])
+
+
+def _groups(scorer, layer):
+    """How many groups (weights, units...) ``scorer`` ranks in ``layer``'s kernel."""
+    return int(scorer.alive(np.ones(layer.kernel.shape, bool)).size)
+
+
+def check_sweep(config, model):
+    """Raises ``ConfigError`` unless every method's layer selection and every k of ``config`` can run on ``model``.
+
+    Checks, per method: the ``layers`` names (or the plan's) exist and are prunable, unit methods leave the
+    output layers alone, and (layer scope) no k prunes every weight or unit of a selected layer: a k below 100 %
+    that rounds to all of them (``--sparsities=99.99999`` on a 784x300 kernel) is refused with the largest k that
+    keeps one.
+    """
+    prunable = pruning.make_prunable(model)
+    plan = config.layer_sparsity
+    layers = dict(plan) if plan is not None else (list(config.layers) if config.layers is not None else None)
+    what = "--layer_sparsity" if plan is not None else "--layers"
+    ks = [None] if plan is not None else config.sparsities
+    for method in config.methods:
+        rank = "weight" if method == "tfmot" else method  # TF-MOT prunes the same kernels by |w|
+        try:
+            selected = pruning.resolve_plan(prunable, 0.0, rank, layers)
+        except ValueError as e:
+            raise ConfigError(f"{what}: {e}") from None
+        if method == "tfmot" or config.scope != "layer":
+            continue  # TF-MOT keeps at least one weight per kernel; global scope ranks across layers
+        scorer = scoring.check_method(rank)
+        for k in ks:
+            for name, fraction in selected.items():
+                fraction = fraction if k is None else k / 100.0
+                n = _groups(scorer, prunable.get_layer(name))
+                if masks.prune_count(fraction, n) >= n:
+                    largest = 100.0 * (n - 0.5) / n  # prune_count(s, n) < n  <=>  s < (n - 1/2) / n
+                    unit = "weights" if rank == "weight" else "units"
+                    raise ConfigError(
+                        f"{what if k is None else '--sparsities'}: {method} pruning at k = "
+                        f"{records.format_k(100 * fraction)} % would remove all {n:,} {unit} of layer {name!r} "
+                        f"(round(k·n) = n); use a k below {largest:.6g} % for it")
+
+
+__all__ = ["architecture", "check_sweep"]
