@@ -100,6 +100,17 @@ def run_processes(commands, log_paths, envs, timeout, what):
     return [p.returncode for p in procs]
 
 
+def run_smoke_sweep(output_dir, *extra):
+    """``python -m tfprune.sweep --flagfile=flags/smoke.flags --output_dir=<output_dir> <extra>``, in-process."""
+    from absl.testing import flagsaver  # pylint: disable=g-import-not-at-top
+    from tfprune.cli import sweep  # pylint: disable=g-import-not-at-top
+    require(FASHION_DIR)
+    with flagsaver.flagsaver():
+        flags.FLAGS(["sweep", f"--flagfile={os.path.join(REPO, 'flags', 'smoke.flags')}",
+                     f"--output_dir={output_dir}", *extra])
+        sweep.main(["sweep"])
+
+
 def require(path):
     if not os.path.exists(path):
         pytest.skip(f"{path} is absent on this machine")

@@ -65,10 +65,17 @@ def test_keras_cache_layout_is_found(tmp_path, monkeypatch):
 def test_not_found_lists_every_place(tmp_path, monkeypatch):
     monkeypatch.setattr(data_lib, "DATASETS", {"mnist": data_lib._Spec("mnist.npz", None, ("/nonexistent/sys",))})
     with pytest.raises(DatasetError) as e:
-        data_lib.load_dataset("mnist", str(tmp_path), download=False)
+        data_lib.load_dataset("mnist", download=False)
     msg = str(e.value)
-    for place in (str(tmp_path), data_lib.keras_cache_dir(), "/nonexistent/sys", "download not attempted"):
+    for place in (data_lib.keras_cache_dir(), "/nonexistent/sys", "download not attempted"):
         assert place in msg
+
+
+def test_a_data_dir_without_the_data_is_an_error_not_a_fall_back(tmp_path, fashion):
+    # Fashion-MNIST is installed system-wide (the session fixture found it): a data_dir must still not fall back.
+    with pytest.raises(DatasetError, match=r"data_dir .* holds no fashion_mnist files \(expected fashion_mnist\.npz "
+                                           r"or IDX files such as train-images-idx3-ubyte\.gz\); the Keras cache"):
+        data_lib.load_dataset("fashion_mnist", str(tmp_path), download=False)
 
 
 def test_download_failure_is_reported(tmp_path, monkeypatch):

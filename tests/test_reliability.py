@@ -21,7 +21,7 @@ from absl import app
 from absl import flags
 from absl.testing import flagsaver
 
-from conftest import FASHION_DIR, REPO, error_lines, require
+from conftest import run_smoke_sweep, FASHION_DIR, REPO, error_lines, require
 from tfprune import io_utils, masks, user_model
 from tfprune.cli import sweep
 from tfprune.experiments import baseline, models, store
@@ -350,11 +350,7 @@ def test_file_baseline_evaluates_on_the_test_set(tmp_path, small_fashion):
         baseline.file_baseline(nan_path, small_fashion)
 
 
-def _run_in_process(output_dir, *extra):
-    require(FASHION_DIR)
-    with flagsaver.flagsaver():
-        FLAGS(["sweep", f"--flagfile={SMOKE}", f"--output_dir={output_dir}", *extra])
-        sweep.main(["sweep"])
+_run_in_process = run_smoke_sweep
 
 
 @pytest.mark.slow
@@ -503,8 +499,10 @@ def _interrupt_and_resume(tmp, cache, kills, reference):
             continue  # finished before the signal: nothing to recover, still a valid run
         if sig == signal.SIGINT:
             assert rc == 130 and "interrupted" in error_lines(stderr)[-1]
+        if sig == signal.SIGTERM:
+            assert rc == 143 and "terminated (SIGTERM)" in error_lines(stderr)[-1]
         _point_records(out)  # every point file that exists parses
-        if sig == signal.SIGINT:  # KeyboardInterrupt runs atomic_open's cleanup: no temp file is left behind
+        if sig in (signal.SIGINT, signal.SIGTERM):  # the cleanups of KeyboardInterrupt ran: no temp file is left
             assert _temp_files(out) == [], phases
     proc = subprocess.run(_sweep_cmd(out, f"--cache_dir={cache}", "--resume"), capture_output=True, text=True,
                           env=env, timeout=300, cwd=REPO)
@@ -521,6 +519,14 @@ def test_sigint_then_resume_equals_uninterrupted_run(reference, tmp_path):
     delay = np.random.default_rng(9).uniform(0.0, 0.5)
     _, phases = _interrupt_and_resume(tmp_path, reference["cache"], [("[2/6]", delay, signal.SIGINT)], reference)
     assert phases[0].endswith("(exit 130)"), phases
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_equals_uninterrupted_run(reference, tmp_path):
+    # SIGTERM (what a scheduler or `kill` sends) behaves like Ctrl-C: one line, temp files removed, exit 143.
+    delay = np.random.default_rng(11).uniform(0.0, 0.5)
+    _, phases = _interrupt_and_resume(tmp_path, reference["cache"], [("[2/6]", delay, signal.SIGTERM)], reference)
+    assert phases[0].endswith("(exit 143)"), phases
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from conftest import FASHION_DIR, REPO, require
+from conftest import run_smoke_sweep, FASHION_DIR, REPO, require
 from tfprune.cli import sweep
 from tfprune.experiments import point as experiment
 from tfprune.experiments import records, store
@@ -22,11 +22,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 pytestmark = pytest.mark.slow
 
 
-def _run(output_dir, *extra):
-    require(FASHION_DIR)
-    with flagsaver.flagsaver():
-        FLAGS(["sweep", f"--flagfile={SMOKE}", f"--output_dir={output_dir}", *extra])
-        sweep.main(["sweep"])
+_run = run_smoke_sweep
 
 
 def _keys(output_dir):

@@ -35,6 +35,11 @@ def _parse_flags_or_exit(argv):
     except flags.Error as e:
         sys.stderr.write(f"{argv[0]}: error: {e}\nTry --helpfull for the list of flags.\n")
         sys.exit(USAGE_EXIT)
+    except UnicodeDecodeError as e:  # absl reads flagfiles as UTF-8 text
+        files = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("--flagfile=")]
+        sys.stderr.write(f"{argv[0]}: error: --flagfile {', '.join(files) or '?'}: not a text file of flags "
+                         f"({e.reason} at byte {e.start})\nTry --helpfull for the list of flags.\n")
+        sys.exit(USAGE_EXIT)
 
 
 @contextlib.contextmanager

@@ -93,7 +93,8 @@ def load_dataset(name, data_dir=None, download=True):
 
     Args:
       name: ``"mnist"`` or ``"fashion_mnist"``.
-      data_dir: optional folder searched first (IDX files or ``mnist.npz``). Must exist when given.
+      data_dir: optional folder holding the dataset (IDX files or ``mnist.npz``). When given, the data must be
+        there: a folder without it is an error, never a silent fall-back to another copy.
       download: try a download through Keras when no local copy exists (``False`` in tests and offline).
 
     Returns:
@@ -108,6 +109,11 @@ def load_dataset(name, data_dir=None, download=True):
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
     if data_dir and not os.path.isdir(data_dir):
         raise DatasetError(f"data_dir {data_dir!r} does not exist or is not a folder")
+    if data_dir and _load_folder(data_dir, DATASETS[name].npz_name) is None:
+        example = os.path.basename(data_files.idx_paths(data_dir, "train", "images")[0])
+        raise DatasetError(f"data_dir {data_dir!r} holds no {name} files (expected {DATASETS[name].npz_name} or "
+                           f"IDX files such as {example}); the Keras cache and system folders are searched only "
+                           "when no data_dir is given")
     looked = []
     for folder in _candidate_folders(name, data_dir):
         found = _load_folder(folder, DATASETS[name].npz_name)

@@ -27,7 +27,7 @@ class DatasetError(ValueError):
     """A dataset could not be found, or a file of it is corrupt. The message names the file or every place looked."""
 
 
-def _idx_paths(folder, split, kind):
+def idx_paths(folder, split, kind):
     """Candidate file names of one IDX file (gzipped first, then raw, in both common spellings)."""
     stem = f"{IDX_PREFIX[split]}-{kind}-idx{3 if kind == 'images' else 1}-ubyte"
     return [os.path.join(folder, stem + ext) for ext in (".gz", "")] + [
@@ -179,9 +179,9 @@ def load_idx_split(folder, split):
     Raises:
       DatasetError: when a file is missing (naming every name looked for) or corrupt (naming the file).
     """
-    images_path = _first_existing(_idx_paths(folder, split, "images"))
-    labels_path = _first_existing(_idx_paths(folder, split, "labels"))
-    missing = [_idx_paths(folder, split, k)[0] for k, p in (("images", images_path), ("labels", labels_path))
+    images_path = _first_existing(idx_paths(folder, split, "images"))
+    labels_path = _first_existing(idx_paths(folder, split, "labels"))
+    missing = [idx_paths(folder, split, k)[0] for k, p in (("images", images_path), ("labels", labels_path))
                if p is None]
     if missing:
         raise DatasetError(f"{folder}: {split} split incomplete, missing {', '.join(missing)}")
@@ -231,4 +231,4 @@ def _npz_arrays(path, archive):
 
 
 def has_any_idx(folder):
-    return any(_first_existing(_idx_paths(folder, s, k)) for s in SPLIT_SIZES for k in ("images", "labels"))
+    return any(_first_existing(idx_paths(folder, s, k)) for s in SPLIT_SIZES for k in ("images", "labels"))

@@ -118,23 +118,36 @@ def check_same_config(output_dir, fields):
     others (the data's digest and the model file's digest included, so other data under the same dataset name, or
     another model saved under the same file name, is refused).
 
+    A folder that holds no point file yet (a run that stopped before its first point, e.g. in baseline training)
+    has nothing to mix with: its sweep_config.json is simply replaced, so a corrected rerun is never refused.
+
     Returns:
       None when ``output_dir`` may take the points (sweep_config.json written if absent), else the message of the
       refusal (the caller raises it, once every worker of a cluster knows).
 
     Raises:
-      RecordError: sweep_config.json exists but is not readable JSON (the message names it).
+      RecordError: sweep_config.json exists, the folder holds points, and the file is not readable JSON (the
+        message names it).
     """
     path = os.path.join(output_dir, "sweep_config.json")
-    if os.path.isfile(path):
+    has_points = bool(glob.glob(os.path.join(output_dir, POINTS, "*.json")))
+    if os.path.isfile(path) and has_points:
         old = read_json(path)
         changed = [_difference(n, old.get(n), v) for n, v in fields.items() if old.get(n) != v]
         if changed:
             return (f"--output_dir {output_dir!r} holds a sweep made with other settings (" + "; ".join(changed)
                     + "); use another folder")
-    else:
+    elif not os.path.isfile(path) or read_json_or_none(path) != fields:
         io_utils.write_json_atomic(path, fields)
     return None
+
+
+def read_json_or_none(path):
+    """``read_json(path)``, or None when the file is damaged."""
+    try:
+        return read_json(path)
+    except records.RecordError:
+        return None
 
 
 def output_lock(output_dir):

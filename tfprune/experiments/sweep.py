@@ -46,6 +46,7 @@ class Mode:
 
 
 SWEEP = Mode()
+REJECTED_SUFFIX = ".rejected"  # a point file resume could not trust, kept beside the recomputed one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,18 +253,20 @@ def run_sweep(config, mode=SWEEP, strategy=None, command=None, report=print):
     start_model = None
     if b.model_path:  # a model file is only loaded and evaluated: checked before the folder is touched
         start_model = load_start_model(b, datasets, strategy, report, data_digest)
-        preflight.check_sweep(config, start_model[0].model)
-    else:
-        preflight.check_sweep(config, preflight.architecture(b, datasets))
+        shapes = start_model[0].model
+    else:  # an untrained build of the reference model: its layers and shapes, in a fraction of a second
+        shapes = preflight.architecture(b, datasets)
+    preflight.check_sweep(config, shapes)
     with store_lib.output_lock(config.output_dir):
-        base, model_sha256 = start_model or load_start_model(b, datasets, strategy, report, data_digest)
-        return _run_locked(config, mode, strategy, command, report, datasets, data_digest, base, model_sha256)
+        return _run_locked(config, mode, strategy, command, report, datasets, data_digest, start_model, shapes)
 
 
-def _run_locked(config, mode, strategy, command, report, datasets, data_digest, base, model_sha256):
+def _run_locked(config, mode, strategy, command, report, datasets, data_digest, start_model, shapes):
+    """The sweep in its locked folder: folder and resume checks first, then the baseline (trained if need be)."""
     b = config.baseline
     store = store_lib.ResultStore(config.output_dir)
-    ks = [plan_k(base.model, config.layer_sparsity)] if config.layer_sparsity is not None else config.sparsities
+    model_sha256 = start_model[1] if start_model else None
+    ks = [plan_k(shapes, config.layer_sparsity)] if config.layer_sparsity is not None else config.sparsities
     points = planned_points(config.methods, ks, config.num_shards, config.shard_index)
     fields = dict(config.result_fields(), model_sha256=model_sha256, data_sha256=data_digest)
     refusal = store_lib.check_same_config(config.output_dir, fields)
@@ -279,9 +282,13 @@ def _run_locked(config, mode, strategy, command, report, datasets, data_digest, 
     if done and not config.resume:
         raise ConfigError(f"--output_dir {config.output_dir!r} already holds {len(done)} of these points (e.g. "
                           f"{records.point_key(*done[0])}); pass --resume (resume=True) or another folder")
-    for _, problem in checked:
-        if problem:
-            report(f"{problem}; computing it again")
+    for p, (_, problem) in zip(points, checked):
+        if problem:  # kept aside, not lost, and out of the tables until the point is computed again
+            os.replace(store.path(*p), store.path(*p) + REJECTED_SUFFIX)
+            report(f"{problem}; computing it again (the file is kept as {os.path.basename(store.path(*p))}"
+                   f"{REJECTED_SUFFIX})")
+    store.records()  # every other point file of the folder must read too (the tables hold them): else named now
+    base, _ = start_model or load_start_model(b, datasets, strategy, report, data_digest)
     todo = [p for p, f in zip(points, finished) if not f]
     shard = f" (shard {config.shard_index}/{config.num_shards})" if config.num_shards > 1 else ""
     report(f"baseline {b.label} on {b.dataset}: test accuracy {100 * base.test_accuracy:.2f} % "
