@@ -116,6 +116,13 @@ def test_modules_stay_small(module):
     assert lines <= MAX_LINES, f"{module} has {lines} lines"
 
 
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_lines_stay_within_120_characters(module):
+    with open(MODULES[module], encoding="utf-8") as f:
+        long_lines = [i for i, line in enumerate(f, 1) if len(line.rstrip("\n")) > 120]
+    assert not long_lines, f"{module}: lines {long_lines} are longer than 120 characters"
+
+
 def test_importing_everything_outside_the_command_line_defines_no_flag():
     names = sorted(m for m in MODULES if layer(m) not in ("cli", "shim"))
     child = ("import importlib\nfrom absl import flags\n"

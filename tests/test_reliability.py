@@ -46,14 +46,12 @@ def _sweep_cmd(out, *extra):
 # ---------------------------------------------------------------------------------------------------------------
 # Flags: one line naming flag and value, exit status 2, nothing created (in-process cases: test_sweep.py).
 
+# One single-flag and one cross-flag case as whole processes (exit status, the two lines, nothing created); every
+# other flag case is checked in-process at parse time (S::test_flag_validation_fails_before_work and
+# M::test_numeric_and_path_flags_are_validated_at_parse_time), which is the same validator and the same path.
 FLAG_CASES = [
     ("k_100", ["--sparsities=100"], "--sparsities: 100 is outside [0, 100)"),
-    ("k_empty", ["--sparsities="], "--sparsities is empty"),
-    ("k_repeat", ["--sparsities=50,50"], "--sparsities: 50 appears twice"),
-    ("model", ["--model=resnet"], "flag --model=resnet: value should be one of"),
-    ("epochs", ["--train_epochs=-1"], "flag --train_epochs=-1"),
     ("shard", ["--num_shards=2", "--shard_index=2"], "--shard_index must be < --num_shards"),
-    ("quantization", ["--export=int4"], "--export: unknown variant(s) ['int4']"),
 ]
 
 
@@ -297,7 +295,7 @@ def _tfmot_wrapped():
     (_nested, r"layer 'inner' of model 'outer' is a nested Model \(Sequential\)"),
     (_nan, r"layer 'fc1': weight 'fc1/kernel:0' holds 2 NaN/inf of 25088 values"),
     (_tfmot_wrapped, r"TF-MOT PruneLowMagnitude wrapper; strip it first"),
-    (lambda: "not a model", "expected a tf_keras Model, got str"),
+    (lambda: "not a model", r"expected a Keras Model \(tf_keras or Keras 3\), got str"),
 ])
 def test_check_prunable_refuses(build, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -499,10 +497,8 @@ def _interrupt_and_resume(tmp, cache, kills, reference):
             continue  # finished before the signal: nothing to recover, still a valid run
         if sig == signal.SIGINT:
             assert rc == 130 and "interrupted" in error_lines(stderr)[-1]
-        if sig == signal.SIGTERM:
-            assert rc == 143 and "terminated (SIGTERM)" in error_lines(stderr)[-1]
         _point_records(out)  # every point file that exists parses
-        if sig in (signal.SIGINT, signal.SIGTERM):  # the cleanups of KeyboardInterrupt ran: no temp file is left
+        if sig == signal.SIGINT:  # KeyboardInterrupt runs atomic_open's cleanup: no temp file is left behind
             assert _temp_files(out) == [], phases
     proc = subprocess.run(_sweep_cmd(out, f"--cache_dir={cache}", "--resume"), capture_output=True, text=True,
                           env=env, timeout=300, cwd=REPO)
@@ -519,14 +515,6 @@ def test_sigint_then_resume_equals_uninterrupted_run(reference, tmp_path):
     delay = np.random.default_rng(9).uniform(0.0, 0.5)
     _, phases = _interrupt_and_resume(tmp_path, reference["cache"], [("[2/6]", delay, signal.SIGINT)], reference)
     assert phases[0].endswith("(exit 130)"), phases
-
-
-@pytest.mark.slow
-def test_sigterm_then_resume_equals_uninterrupted_run(reference, tmp_path):
-    # SIGTERM (what a scheduler or `kill` sends) behaves like Ctrl-C: one line, temp files removed, exit 143.
-    delay = np.random.default_rng(11).uniform(0.0, 0.5)
-    _, phases = _interrupt_and_resume(tmp_path, reference["cache"], [("[2/6]", delay, signal.SIGTERM)], reference)
-    assert phases[0].endswith("(exit 143)"), phases
 
 
 @pytest.mark.slow

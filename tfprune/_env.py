@@ -1,7 +1,9 @@
 """TensorFlow import with the environment tfprune needs.
 
 TF-MOT 0.8 works only with Keras 2 (``tf_keras``), so ``TF_USE_LEGACY_KERAS=1`` must be in force before
-TensorFlow is first imported. Every tfprune module imports TensorFlow and Keras from here, never directly.
+TensorFlow is first imported. Every tfprune module imports TensorFlow and both Keras stacks from here, never
+directly: ``keras`` is tf_keras (Keras 2), ``keras3`` is Keras 3 (``import keras``, on the backend that
+``KERAS_BACKEND`` names: TensorFlow, JAX or PyTorch).
 """
 
 import os
@@ -17,5 +19,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
+import keras as keras3  # noqa: E402  (Keras 3, whatever TF_USE_LEGACY_KERAS says; its backend: KERAS_BACKEND)
 
-__all__ = ["tf", "keras"]
+__all__ = ["tf", "keras", "keras3"]

@@ -1,5 +1,10 @@
-"""Keras callbacks: rank pruning during ``fit`` on any TF-MOT schedule, and per-layer sparsity summaries."""
+"""Keras callbacks: rank pruning during ``fit`` on any TF-MOT schedule, and per-layer sparsity summaries.
 
+They are tf_keras callbacks, which Keras 3's ``fit`` also accepts (on every backend), so the same objects serve
+both stacks.
+"""
+
+import os
 import time
 
 import numpy as np
@@ -58,6 +63,11 @@ class RankPruning(keras.callbacks.Callback):
         self.history = []  # (step, sparsity) of every mask update
 
     def _prune(self, sparsity):
+        # Keras 3 on JAX keeps the variables' values in its training loop state: sync them into the variables
+        # first, so the masks are computed from the current weights, and the loop reads the new masks back.
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
         pruning.prune(self.model, sparsity, self.method, self.scope, self.layers)
         self.history.append((self.step, sparsity))
 
@@ -76,24 +86,41 @@ class RankPruning(keras.callbacks.Callback):
             self._prune(float(_to_python(sparsity)))
 
 
-class SparsitySummaries(keras.callbacks.TensorBoard):
-    """TensorBoard callback that also writes each prunable layer's sparsity (and the overall one) every epoch.
+class SparsitySummaries(keras.callbacks.Callback):
+    """Writes each prunable layer's sparsity (and the overall one) every epoch as TensorBoard scalars.
 
-    Like TF-MOT's ``PruningSummaries``: scalars ``sparsity/<layer>`` and ``sparsity/overall`` in ``log_dir/train``.
+    Like TF-MOT's ``PruningSummaries``: scalars ``sparsity/<layer>`` and ``sparsity/overall`` in ``log_dir/train``,
+    beside the epoch's logs (``epoch_loss``, ``epoch_accuracy``...). Works with tf_keras and Keras 3 models (any
+    backend: the events are written with TensorFlow's summary writer); add Keras' own TensorBoard callback for
+    graphs and histograms.
     """
 
-    def __init__(self, log_dir, update_freq="epoch", **kwargs):
-        super().__init__(log_dir=log_dir, update_freq=update_freq, **kwargs)
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = str(log_dir)
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "train"))
 
     def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
         report = pruning.sparsity_report(self.model)
-        writer = self._train_writer  # created by TensorBoard.on_train_begin
-        with writer.as_default():
+        with self._writer.as_default():
+            for name, value in (logs or {}).items():
+                if isinstance(value, (int, float, np.floating)):
+                    tf.summary.scalar(f"epoch_{name}", float(value), step=epoch)
             for r in report:
                 tf.summary.scalar(f"sparsity/{r.name}", r.sparsity, step=epoch)
             tf.summary.scalar("sparsity/overall", pruning.overall_sparsity(report), step=epoch)
-        writer.flush()
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.flush()
 
 
 class EpochTimer(keras.callbacks.Callback):

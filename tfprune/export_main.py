@@ -1,4 +1,4 @@
-"""``python -m tfprune.export_main``: the command-line main ``tfprune.cli.export`` (see its docstring, or --helpfull).
+"""``python -m tfprune.export_main``: the command-line main ``tfprune.cli.export`` (see its docstring or --help).
 
 Importing this module defines no flag; the command line is imported only when it runs as the main program.
 """

@@ -3,9 +3,10 @@
 Everything that asks "is this a Sequential/functional model", "which layers are the model's outputs", "how often
 is this layer called in this model", or "who feeds whom" asks here, so the rules are written once:
 
-- a **graph model** is a ``Sequential`` or a functional ``Model`` (``_is_graph_network``); a subclassed ``Model``
-  has no graph tfprune could rewrite;
-- a **built** graph model has its graph already (a functional model, or a ``Sequential`` given an input shape);
+- a **graph model** is a ``Sequential`` or a functional ``Model`` (tf_keras: ``_is_graph_network``; Keras 3: a
+  ``Functional``); a subclassed ``Model`` has no graph tfprune could rewrite;
+- a **built** graph model has its graph already (a functional model, or a ``Sequential`` given an input shape;
+  Keras 3 keeps a built Sequential's graph in ``_functional``);
 - a layer's **calls** in a model are its inbound nodes that belong to that model (a layer may also be called in
   other models that share it);
 - the **output layers** are the layers whose outputs are model outputs (their units are the classes).
@@ -14,32 +15,44 @@ is this layer called in this model", or "who feeds whom" asks here, so the rules
 import collections
 import dataclasses
 
-from tfprune._env import keras, tf
+from tfprune import stacks
+from tfprune._env import keras, keras3, tf
+from keras.src.models.functional import Functional as _Keras3Functional  # noqa: E402  (not exported publicly)
+
+
+def _keras3_functional(model):
+    """The ``Functional`` holding a Keras 3 model's graph (a built Sequential's inner one), or None."""
+    if isinstance(model, keras3.Sequential):
+        return getattr(model, "_functional", None)
+    return model if isinstance(model, _Keras3Functional) else None
 
 
 def is_graph_model(model):
-    """True for a ``Sequential`` or functional tf_keras model (built or not), False for anything else."""
-    return isinstance(model, keras.Model) and (
-        isinstance(model, keras.Sequential) or bool(getattr(model, "_is_graph_network", False)))
+    """True for a ``Sequential`` or functional model of either Keras stack (built or not), False for anything else."""
+    if isinstance(model, keras.Model):
+        return isinstance(model, keras.Sequential) or bool(getattr(model, "_is_graph_network", False))
+    return isinstance(model, (keras3.Sequential, _Keras3Functional))
 
 
 def is_built_graph(model):
     """True when ``model`` is a graph model whose graph exists (functional, or a Sequential with an input shape)."""
-    return isinstance(model, keras.Model) and bool(getattr(model, "_is_graph_network", False))
+    if isinstance(model, keras.Model):
+        return bool(getattr(model, "_is_graph_network", False))
+    return isinstance(model, keras3.Model) and _keras3_functional(model) is not None
 
 
 def check_graph_model(model, action="rewrites", built=False):
-    """Raises ValueError unless ``model`` is a Sequential/functional tf_keras model (``built``: with its graph).
+    """Raises ValueError unless ``model`` is a Sequential/functional model (``built``: with its graph).
 
     Args:
       action: what the caller does, for the message (``"rewrites"``, ``"prunes"``, ``"shrinks"``).
 
     Raises:
-      ValueError: not a tf_keras Model; a subclassed Model (the message says to rebuild it functionally); with
-        ``built``, an unbuilt Sequential (the message says to give it an input shape).
+      ValueError: not a Keras Model (tf_keras or Keras 3); a subclassed Model (the message says to rebuild it
+        functionally); with ``built``, an unbuilt Sequential (the message says to give it an input shape).
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"expected a tf_keras Model, got {type(model).__name__}")
+    if not stacks.is_model(model):
+        raise ValueError(f"expected a Keras Model (tf_keras or Keras 3), got {type(model).__name__}")
     if not is_graph_model(model):
         raise ValueError(f"model {model.name!r} is a subclassed Model ({type(model).__name__}); tfprune {action} "
                          "only Sequential and functional models: rebuild it with the functional API")
@@ -49,12 +62,29 @@ def check_graph_model(model, action="rewrites", built=False):
 
 
 def nodes_in(model, layer):
-    """The calls (inbound nodes) of ``layer`` that belong to ``model``, in order."""
+    """The calls (inbound nodes) of ``layer`` that belong to ``model``, in order (a shared layer also has nodes in
+    other models; a rebuilt Keras 3 Sequential leaves stale ones)."""
     # pylint: disable=protected-access
+    if isinstance(model, keras3.Model):
+        functional = _keras3_functional(model)
+        if functional is None:  # an unbuilt Sequential: no call yet
+            return []
+        return [n for i, n in enumerate(layer._inbound_nodes) if f"{id(layer)}_ib-{i}" in functional._nodes]
     network_nodes = getattr(model, "_network_nodes", None)
     if network_nodes is None:  # an unbuilt Sequential: every call counts
         return list(layer._inbound_nodes)
     return [n for i, n in enumerate(layer._inbound_nodes) if f"{layer.name}_ib-{i}" in network_nodes]
+
+
+def _node_outputs(node):
+    return tf.nest.flatten(node.outputs)
+
+
+def _node_parents(node):
+    """Names of the layers whose outputs a node reads."""
+    if hasattr(node, "iterate_inbound"):  # tf_keras
+        return [history[0].name for history in node.iterate_inbound()]
+    return [t._keras_history.operation.name for t in node.input_tensors]  # pylint: disable=protected-access
 
 
 def call_count(model, layer):
@@ -63,13 +93,33 @@ def call_count(model, layer):
 
 
 def output_shapes(model, layer):
-    """The output shape (a ``TensorShape``, batch axis first) of each call of ``layer`` in ``model``."""
-    return [tf.nest.flatten(node.outputs)[0].shape for node in nodes_in(model, layer)]
+    """The output shape (a tuple, batch axis first) of each call of ``layer`` in ``model``."""
+    return [stacks.shape_tuple(_node_outputs(node)[0].shape) for node in nodes_in(model, layer)]
+
+
+def input_shape(layer):
+    """The input shape (a tuple, batch axis first) of a layer's first call."""
+    if isinstance(layer, keras3.Layer):
+        return stacks.shape_tuple(tf.nest.flatten(layer.input)[0].shape)
+    return tuple(layer.input_shape)
+
+
+def model_input_shape(model):
+    """The shape (a tuple, batch axis first) of a single-input model's input."""
+    return stacks.shape_tuple(model.inputs[0].shape)
+
+
+def model_output_shape(model):
+    """The shape (a tuple, batch axis first) of a single-output model's output."""
+    return stacks.shape_tuple(model.outputs[0].shape)
 
 
 def output_layer_names(model):
     """Names of the layers whose outputs are model outputs (their units are the classes: never unit-pruned)."""
-    return {t._keras_history.layer.name for t in model.outputs}  # pylint: disable=protected-access
+    # pylint: disable=protected-access
+    if isinstance(model, keras3.Model):
+        return {t._keras_history.operation.name for t in model.outputs}
+    return {t._keras_history.layer.name for t in model.outputs}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,17 +142,44 @@ def layer_graph(model):
         nodes = nodes_in(model, layer)
         calls[layer.name] = len(nodes)
         for node in nodes:
-            parents = [history[0].name for history in node.iterate_inbound()]
+            parents = _node_parents(node)
             inbound[layer.name] = parents
             for parent in parents:
                 consumers[parent].append(layer.name)
     return LayerGraph(inbound, dict(consumers), calls, frozenset(output_layer_names(model)))
 
 
+def keras3_calls(model):
+    """The calls of a functional Keras 3 model in execution order: ``[(layer, node), ...]`` (input layers left out).
+
+    ``node.arguments.fill_in(tensors)`` gives a call's ``(args, kwargs)`` from ``{id(keras tensor): tensor}``, and
+    ``node.outputs`` its output keras tensors: enough to rebuild the graph with other layers (``tfprune.twin``).
+    """
+    functional = _keras3_functional(model)
+    calls = []
+    for depth in sorted(functional._nodes_by_depth, reverse=True):  # pylint: disable=protected-access
+        for node in functional._nodes_by_depth[depth]:  # pylint: disable=protected-access
+            if not node.is_input:
+                calls.append((node.operation, node))
+    return calls
+
+
+def keras3_input_layers(model):
+    """The InputLayer of each input of a built Keras 3 model, in order."""
+    functional = _keras3_functional(model)
+    return [t._keras_history.operation for t in functional.inputs]  # pylint: disable=protected-access
+
+
+def keras3_io(model):
+    """(input keras tensors, output keras tensors) of a built Keras 3 graph model (a Sequential's inner graph)."""
+    functional = _keras3_functional(model)
+    return list(functional.inputs), list(functional.outputs)
+
+
 def clone(model, clone_function):
-    """``keras.models.clone_model(model, clone_function=...)``: the same graph with each layer replaced by
-    ``clone_function(layer)`` (a new, unbuilt layer); weights are not copied."""
-    return keras.models.clone_model(model, clone_function=clone_function)
+    """``clone_model(model, clone_function=...)`` of the model's own stack: the same graph with each layer replaced
+    by ``clone_function(layer)`` (a new, unbuilt layer; input layers are recreated); weights are not copied."""
+    return stacks.of(model).clone_model(model, clone_function)
 
 
 def copy_weights(old_model, new_model, copy):
@@ -111,5 +188,7 @@ def copy_weights(old_model, new_model, copy):
         copy(old, new_model.get_layer(old.name))
 
 
-__all__ = ["LayerGraph", "call_count", "check_graph_model", "clone", "copy_weights", "is_built_graph",
-           "is_graph_model", "layer_graph", "nodes_in", "output_layer_names", "output_shapes"]
+__all__ = ["LayerGraph", "call_count", "check_graph_model", "clone", "copy_weights", "input_shape", "is_built_graph",
+           "is_graph_model", "keras3_calls", "keras3_input_layers", "keras3_io", "layer_graph", "model_input_shape",
+           "model_output_shape", "nodes_in",
+           "output_layer_names", "output_shapes"]

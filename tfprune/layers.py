@@ -33,6 +33,12 @@ class _MaskedKernelMixin:
     def masked_bias(self):
         return None if self.bias is None else self.bias * self.bias_mask
 
+    def copy_plain(self, plain):
+        """Copies the kernel and bias of the plain layer ``plain`` (same config); the masks stay as they are."""
+        self.kernel.assign(plain.kernel)
+        if self.use_bias:
+            self.bias.assign(plain.bias)
+
     def set_masks(self, kernel_keep, bias_keep=None):
         """Sets the masks from bool arrays (True = kept) and zeroes the pruned weights' variables too.
 

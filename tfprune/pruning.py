@@ -11,13 +11,15 @@ from tfprune import graph
 from tfprune import masks as masks_lib
 from tfprune import registry
 from tfprune import scoring
+from tfprune import stacks
 
 
 def make_prunable(model):
     """Returns an equivalent model whose prunable layers (``tfprune.registry.KINDS``: Dense, Conv2D) are replaced by
     their masked twins (PrunableDense, PrunableConv2D) with masks all ones.
 
-    Works on Sequential and functional models; other layers are cloned unchanged and all weights are copied, so
+    Works on Sequential and functional models of either Keras stack (tf_keras or Keras 3, any backend; the result
+    is of the model's own stack); other layers are cloned unchanged and all weights are copied, so
     outputs are identical. Layers that already are prunable keep their masks. The result is not compiled.
 
     Raises:
@@ -31,9 +33,7 @@ def make_prunable(model):
 
     def copy(old, new):
         if registry.is_prunable(new) and not registry.is_prunable(old):
-            new.kernel.assign(old.kernel)
-            if old.use_bias:
-                new.bias.assign(old.bias)
+            new.copy_plain(old)
         else:
             new.set_weights(old.get_weights())
     graph.copy_weights(model, new_model, copy)
@@ -41,7 +41,8 @@ def make_prunable(model):
 
 
 def strip(model):
-    """Returns a plain tf_keras model (Dense/Conv2D) with the masks baked in: pruned weights are stored zeros.
+    """Returns a plain model of the same Keras stack (Dense/Conv2D) with the masks baked in: pruned weights are
+    stored zeros.
 
     This is what gets exported. A model without prunable layers is cloned unchanged.
     """
@@ -50,9 +51,8 @@ def strip(model):
 
     def copy(old, new):
         if registry.is_prunable(old):
-            new.kernel.assign(old.masked_kernel())
-            if old.use_bias:
-                new.bias.assign(old.masked_bias())
+            to_numpy = stacks.of(old).to_numpy
+            new.set_weights([to_numpy(old.masked_kernel())] + ([to_numpy(old.masked_bias())] if old.use_bias else []))
         else:
             new.set_weights(old.get_weights())
     graph.copy_weights(model, new_model, copy)
@@ -131,8 +131,8 @@ def resolve_plan(model, sparsity, method="weight", layers=None):
 def _new_masks(model, plan, method, scope):
     """Computes {name: (kernel_keep, bias_keep or None)} without touching the model."""
     layers = [model.get_layer(n) for n in plan]
-    keeps = scoring.select(scoring.check_method(method), [l.masked_kernel().numpy() for l in layers],
-                           [plan[l.name] for l in layers], [l.kernel_mask.numpy() > 0.5 for l in layers], scope,
+    keeps = scoring.select(scoring.check_method(method), [registry.effective_kernel(l) for l in layers],
+                           [plan[l.name] for l in layers], [registry.kernel_mask(l) for l in layers], scope,
                            names=[repr(l.name) for l in layers])
     return {l.name: keep for l, keep in zip(layers, keeps)}
 

@@ -17,10 +17,13 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from tfprune import graph
 from tfprune import layers as prunable_layers
-from tfprune._env import keras
+from tfprune import layers_keras3 as prunable_layers3
+from tfprune import stacks
+from tfprune._env import keras, keras3
 
-L = keras.layers
+L, L3 = keras.layers, keras3.layers
 
 
 def _conv_support(layer):
@@ -35,7 +38,8 @@ def _always(layer):  # pylint: disable=unused-argument
 
 def _kernel_macs(layer, output_shape):
     """Dense: positions * in * out; Conv2D: H_out * W_out * kh * kw * C_in * C_out: positions * kernel size."""
-    return int(np.prod(output_shape[1:-1], dtype=np.int64)) * int(np.prod(layer.kernel.shape, dtype=np.int64))
+    kernel_size = int(np.prod(tuple(layer.kernel.shape), dtype=np.int64))
+    return int(np.prod(output_shape[1:-1], dtype=np.int64)) * kernel_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,9 +79,11 @@ class LayerKind:
         return weights
 
 
-KINDS = (
+KINDS = (  # tf_keras (Keras 2), then Keras 3: the same layer types, each with the masked twin of its stack
     LayerKind(L.Dense, prunable_layers.PrunableDense, "units", flat_input=True),
     LayerKind(L.Conv2D, prunable_layers.PrunableConv2D, "filters", unsupported=_conv_support),
+    LayerKind(L3.Dense, prunable_layers3.PrunableDense, "units", flat_input=True),
+    LayerKind(L3.Conv2D, prunable_layers3.PrunableConv2D, "filters", unsupported=_conv_support),
 )
 _BY_TYPE = {**{k.plain: k for k in KINDS}, **{k.prunable: k for k in KINDS}}
 PRUNABLE_CLASSES = tuple(k.prunable for k in KINDS)
@@ -133,7 +139,12 @@ def kernel_layers(model):
 
 def effective_kernel(layer):
     """The kernel as the layer computes with it (``kernel * kernel_mask`` for a prunable layer), as NumPy."""
-    return (layer.masked_kernel() if is_prunable(layer) else layer.kernel).numpy()
+    return stacks.of(layer).to_numpy(layer.masked_kernel() if is_prunable(layer) else layer.kernel)
+
+
+def kernel_mask(layer):
+    """A prunable layer's kernel mask as a bool array (True = kept)."""
+    return stacks.of(layer).to_numpy(layer.kernel_mask) > 0.5
 
 
 def skip_reason(layer):
@@ -144,7 +155,7 @@ def skip_reason(layer):
     if not layer.weights:
         return ""
     cls = type(layer)
-    if not cls.__module__.startswith("tf_keras."):
+    if not cls.__module__.startswith(("tf_keras.", "keras.")):
         return f"custom layer class {cls.__name__} ({cls.__module__}); its weights stay dense"
     if isinstance(layer, tuple(k.plain for k in KINDS)):
         return f"{cls.__name__} is not a plain {'/'.join(k.name for k in KINDS)}; its kernel stays dense"
@@ -159,7 +170,7 @@ def mask_weight_ids(layer):
 def custom_objects():
     """The ``custom_objects`` dict that loads models holding tfprune layers: ``load_model(p, custom_objects=...)``."""
     out = {}
-    for cls in PRUNABLE_CLASSES:
+    for cls in (k.prunable for k in KINDS if issubclass(k.plain, keras.layers.Layer)):  # Keras 3 ones are registered
         out[cls.__name__] = cls
         out[f"tfprune>{cls.__name__}"] = cls
     return out
@@ -172,12 +183,15 @@ ELEMENTWISE_ACTIVATIONS = frozenset({
     "linear", "relu", "relu6", "elu", "selu", "gelu", "tanh", "sigmoid", "hard_sigmoid", "swish", "silu",
     "softplus", "softsign", "exponential", "leaky_relu", "mish", "hard_silu", "hard_swish"})
 
-# Layers that map channel c of their input (last axis) to channel c of their output and nothing else, at inference.
-CHANNELWISE_TYPES = (
-    L.Activation, L.ReLU, L.LeakyReLU, L.ELU, L.ThresholdedReLU, L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D,
-    L.GaussianDropout, L.GaussianNoise, L.AlphaDropout, L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D,
-    L.AveragePooling2D, L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalAveragePooling1D,
-    L.GlobalAveragePooling2D, L.ZeroPadding2D, L.Cropping2D, L.UpSampling2D, L.BatchNormalization)
+# Layers that map channel c of their input (last axis) to channel c of their output and nothing else, at inference
+# (in both stacks; Keras 3 dropped ThresholdedReLU).
+_CHANNELWISE_NAMES = (
+    "Activation", "ReLU", "LeakyReLU", "ELU", "ThresholdedReLU", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
+    "GaussianDropout", "GaussianNoise", "AlphaDropout", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D",
+    "AveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D", "ZeroPadding2D", "Cropping2D", "UpSampling2D", "BatchNormalization")
+CHANNELWISE_TYPES = tuple(getattr(module, name) for module in (L, L3) for name in _CHANNELWISE_NAMES
+                          if hasattr(module, name))
 
 
 def activation_name(layer):
@@ -195,10 +209,12 @@ def is_channelwise(layer):
     so a constant channel stays one channel; its per-channel weights (BatchNormalization's) are sliced along -1."""
     if not isinstance(layer, CHANNELWISE_TYPES) or getattr(layer, "data_format", "channels_last") != "channels_last":
         return False
-    if isinstance(layer, L.Activation):
+    if isinstance(layer, (L.Activation, L3.Activation)):
         return is_elementwise(layer)
-    if isinstance(layer, L.BatchNormalization):
-        return list(layer.axis) == [len(layer.input_shape) - 1]
+    if isinstance(layer, (L.BatchNormalization, L3.BatchNormalization)):
+        rank = len(graph.input_shape(layer))
+        axes = [layer.axis] if isinstance(layer.axis, int) else list(layer.axis)
+        return [a % rank for a in axes] == [rank - 1]
     return True
 
 
@@ -207,12 +223,13 @@ def flatten_blocks(layer) -> Optional[int]:
 
     Through such a Flatten, channel ``c`` of ``C`` becomes the inputs ``s * C + c`` for ``s`` in range(blocks).
     """
-    if type(layer) is L.Flatten and layer.data_format == "channels_last":
-        return int(np.prod(layer.input_shape[1:-1], dtype=np.int64))
+    if type(layer) in (L.Flatten, L3.Flatten) and getattr(layer, "data_format", "channels_last") == "channels_last":
+        return int(np.prod(graph.input_shape(layer)[1:-1], dtype=np.int64))
     return None
 
 
 __all__ = ["CHANNELWISE_TYPES", "ELEMENTWISE_ACTIVATIONS", "KINDS", "LayerKind", "PRUNABLE_CLASSES",
            "activation_name", "convertible", "custom_objects", "effective_kernel", "flatten_blocks", "is_channelwise",
-           "is_elementwise", "is_prunable", "is_tfmot_wrapper", "kernel_layers", "kind_of", "mask_weight_ids",
+           "is_elementwise", "is_prunable", "is_tfmot_wrapper", "kernel_layers", "kernel_mask", "kind_of",
+           "mask_weight_ids",
            "skip_reason", "to_plain", "to_prunable", "with_width"]

@@ -1,4 +1,4 @@
-"""``python -m tfprune.sensitivity``: the command-line main ``tfprune.cli.sensitivity`` (see its docstring, or --helpfull).
+"""``python -m tfprune.sensitivity``: the command-line main ``tfprune.cli.sensitivity`` (see its docstring or --help).
 
 Importing this module defines no flag; the command line is imported only when it runs as the main program.
 """

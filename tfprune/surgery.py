@@ -20,7 +20,8 @@ from tfprune import costs
 from tfprune import graph as graph_lib
 from tfprune import pruning
 from tfprune import registry
-from tfprune._env import keras, tf
+from tfprune import stacks
+from tfprune._env import tf
 
 
 def _weight_kind(layer):
@@ -42,12 +43,13 @@ def _positions(units, channels, blocks):
 def _constant_through(layer, units, values, channels, blocks):
     """Feeds constant channels through a channel-wise layer at inference; returns their outputs or None if any
     of them stops being constant (e.g. zero padding around a non-zero constant)."""
-    shape = layer.input_shape
+    shape = graph_lib.input_shape(layer)
     if any(d is None for d in shape[1:]):
         shape = (None,) + tuple(8 if d is None else d for d in shape[1:])
     x = np.zeros((1,) + tuple(shape[1:]), np.float32)
     x[..., _positions(units, channels, blocks)] = np.tile(values, blocks)
-    y = np.asarray(layer(tf.constant(x), training=False))
+    stack = stacks.of(layer)
+    y = stack.to_numpy(layer(tf.constant(x) if stack is stacks.TF_KERAS else x, training=False))
     out = y[..., _positions(units, channels, blocks)].reshape(-1, blocks, len(units)).transpose(2, 0, 1)
     out = out.reshape(len(units), -1)
     return out[:, 0] if np.all(out == out[:, :1]) else None
@@ -60,7 +62,8 @@ def _follow(model, graph, start, units, values):
       (removable units, [(layer name, Flatten blocks at its input)] for the layers in between and the consumer,
       reason why units are kept or None).
     """
-    channels, blocks, name, chain = int(model.get_layer(start).output_shape[-1]), 1, start, []
+    channels = int(graph_lib.output_shapes(model, model.get_layer(start))[0][-1])
+    blocks, name, chain = 1, start, []
     while True:
         if name in graph.outputs:
             return units[:0], [], f"{name} is a model output"
@@ -99,7 +102,10 @@ def _dead_units(layer, kind, in_keep):
     pre = weights[1][units] if layer.use_bias else np.zeros(len(units), np.float32)
     if not registry.is_elementwise(layer):
         return units, None
-    return units, np.asarray(layer.activation(tf.constant(pre[None], tf.float32)))[0]
+    stack = stacks.of(layer)
+    pre = pre[None].astype(np.float32)
+    return units, stack.to_numpy(layer.activation(tf.constant(pre) if stack is stacks.TF_KERAS else
+                                                  stack.keras.ops.convert_to_tensor(pre)))[0]
 
 
 def plan_removal(model):
@@ -181,7 +187,7 @@ class ShrinkReport:
 
 @dataclasses.dataclass(frozen=True)
 class ShrinkResult:
-    model: keras.Model
+    model: object  # a Keras model of the input's stack
     report: ShrinkReport
 
 
@@ -193,7 +199,8 @@ def _report(before, after, notes):
 
 
 def shrink(model):
-    """Returns a smaller plain tf_keras model computing the same outputs, with every removable dead unit cut out.
+    """Returns a smaller plain model (of the input's Keras stack) computing the same outputs, with every removable
+    dead unit cut out.
 
     Args:
       model: a built Sequential or functional model, plain or prunable (prunable layers are ``strip``-ed first).

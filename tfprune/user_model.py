@@ -27,6 +27,7 @@ import numpy as np
 
 from tfprune import graph
 from tfprune import registry
+from tfprune import stacks
 from tfprune._env import keras
 
 TRUSTED_MODULES = ("keras", "tf_keras", "tfprune", "tensorflow_model_optimization")
@@ -146,12 +147,61 @@ def model_format(path):
     return "h5"
 
 
+class UnsupportedKerasError(ModelFileError):
+    """A model file written by a Keras version tfprune does not read (neither Keras 2 / tf_keras nor Keras 3)."""
+
+
+def keras_version(path, kind=None):
+    """The Keras version that wrote a ``.keras`` or ``.h5`` file (``"2.21.0"``, ``"3.15.1"``), or None when the
+    file does not say (a SavedModel folder, an old ``.h5``).
+
+    ``.keras`` archives name it in ``metadata.json``, ``.h5`` files in their root ``keras_version`` attribute; the
+    model config cannot tell the two stacks apart (both say ``"module": "keras"``).
+    """
+    kind = kind or model_format(path)
+    try:
+        if kind == "keras":
+            with zipfile.ZipFile(path) as archive:
+                if "metadata.json" not in archive.namelist():
+                    return None
+                version = json.loads(archive.read("metadata.json")).get("keras_version")
+        elif kind == "h5":
+            import h5py  # pylint: disable=g-import-not-at-top
+            with h5py.File(path, "r") as f:
+                version = f.attrs.get("keras_version")
+        else:
+            return None
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise ModelFileError(f"{path}: cannot read the model config ({type(e).__name__}: {_short(e)}); the file "
+                             "is truncated or corrupt") from None
+    return version.decode() if isinstance(version, bytes) else version
+
+
+def file_stack(path, kind=None):
+    """The ``stacks.Stack`` to load a model file with: Keras 3 for files Keras 3 wrote, tf_keras for Keras 2 ones
+    (and for files that do not name their version: SavedModel folders, old ``.h5``).
+
+    Raises:
+      UnsupportedKerasError: the file names another major version (one line naming it).
+    """
+    version = keras_version(path, kind)
+    major = str(version).split(".", 1)[0] if version else "2"
+    if major not in stacks.VERSIONS:
+        raise UnsupportedKerasError(f"{path}: written by Keras {version}; tfprune reads files of Keras 2 (tf_keras "
+                                    "2.x) and Keras 3")
+    return stacks.VERSIONS[major]
+
+
 def _short(error, limit=300):
     text = str(error).replace("\n", " ")
     return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _load(path, kind, allow_unsafe):
+    if file_stack(path, kind) is stacks.KERAS3:
+        # Keras 3's safe mode covers .keras and .h5 (Lambda bytecode, outside modules are never imported); tfprune's
+        # Keras 3 layers are registered serializables, found once this package is imported.
+        return stacks.KERAS3.load_model(path, compile=False, safe_mode=not allow_unsafe)
     from tf_keras.src.saving import serialization_lib  # pylint: disable=g-import-not-at-top
     kwargs = {"safe_mode": not allow_unsafe} if kind == "keras" else {}
 
@@ -170,7 +220,8 @@ def _load(path, kind, allow_unsafe):
 
 
 def load_user_model(path, allow_unsafe=False):
-    """Loads a saved Keras model (``.keras``, ``.h5``, or with ``allow_unsafe`` a SavedModel folder), uncompiled.
+    """Loads a saved Keras model (``.keras``, ``.h5``, or with ``allow_unsafe`` a SavedModel folder), uncompiled,
+    with the Keras that wrote it: Keras 3 files as Keras 3 models, Keras 2 (tf_keras) files as tf_keras models.
 
     tfprune's prunable layers and TF-MOT's pruning wrappers load as well.
 
@@ -178,9 +229,11 @@ def load_user_model(path, allow_unsafe=False):
       ModelFileError: missing, truncated or corrupt file, unknown format, or a class Keras cannot rebuild (the
         message starts with the path and carries Keras' reason).
       UnsafeModelError: without ``allow_unsafe``, a SavedModel folder or a config listed by ``unsafe_entries``.
+      UnsupportedKerasError: a file of another Keras major version.
     """
     path = os.fspath(path)
     kind = model_format(path)
+    file_stack(path, kind)  # an unsupported version is one clear line, before anything is read
     if not allow_unsafe:
         if kind == "savedmodel":
             raise UnsafeModelError(f"{path}: a SavedModel folder holds TensorFlow graphs that run as saved, which "
@@ -191,9 +244,11 @@ def load_user_model(path, allow_unsafe=False):
                                    f"arbitrary code; {UNSAFE_HINT}")
     try:
         model = _load(path, kind, allow_unsafe)
+    except ModelFileError:
+        raise
     except (OSError, ValueError, TypeError, KeyError, AttributeError, zipfile.BadZipFile) as e:
         raise ModelFileError(f"{path}: cannot load the model ({type(e).__name__}: {_short(e)})") from None
-    if not isinstance(model, keras.Model):
+    if not stacks.is_model(model):
         raise ModelFileError(f"{path}: holds a {type(model).__name__}, not a Keras model")
     return model
 
@@ -236,7 +291,7 @@ def check_prunable(model):
     graph.check_graph_model(model, "prunes")
     prunable, skipped = [], {}
     for layer in model.layers:
-        if isinstance(layer, keras.Model):
+        if stacks.is_model(layer):
             raise ValueError(f"layer {layer.name!r} of model {model.name!r} is a nested Model "
                              f"({type(layer).__name__}); its layers would not be pruned: flatten it into one model")
         if registry.is_tfmot_wrapper(layer):
@@ -247,7 +302,7 @@ def check_prunable(model):
             raise ValueError(f"layer {layer.name!r} is shared: model {model.name!r} calls it at {sites} places; "
                              "tfprune needs one call site per pruned layer (give each place its own layer)")
         for weight in layer.weights:
-            values = np.asarray(weight.numpy())
+            values = stacks.of(layer).to_numpy(weight)
             bad = values.size - int(np.count_nonzero(np.isfinite(values)))
             if bad:
                 raise ValueError(f"layer {layer.name!r}: weight {weight.name!r} holds {bad} NaN/inf of "
@@ -273,14 +328,14 @@ def check_compatible(model, x, num_classes):
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(f"model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
                          "expected one of each")
-    want = tuple(model.inputs[0].shape[1:])
+    want = graph.model_input_shape(model)[1:]
     if len(want) != x.ndim - 1 or any(w is not None and w != d for w, d in zip(want, x.shape[1:])):
         raise ValueError(f"model {model.name!r} takes inputs of shape {(None,) + want}, but the images are "
                          f"{tuple(x.shape[1:])}")
-    classes = model.outputs[0].shape[-1]
+    classes = graph.model_output_shape(model)[-1]
     if classes != num_classes:
         raise ValueError(f"model {model.name!r} has {classes} outputs, but the dataset has {num_classes} classes")
-    probs = np.asarray(model(x[:16], training=False))
+    probs = stacks.of(model).to_numpy(model(x[:16], training=False))
     if not (np.all(probs >= -1e-6) and np.allclose(probs.sum(axis=-1), 1.0, atol=1e-3)):
         raise ValueError(f"model {model.name!r} does not output probabilities (a row sums to "
                          f"{float(probs.sum(axis=-1)[0]):.3g}); end it in a softmax")

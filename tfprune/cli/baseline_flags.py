@@ -21,6 +21,9 @@ flags.register_validator("learning_rate", lambda v: math.isfinite(v) and v > 0,
 TRAIN_SIZE = flags.DEFINE_integer(
     "train_size", None, "Train the baseline, and fine-tune pruned models, on a reproducible random subset of this "
     "many training images (default: all 60,000). Test figures always use the whole test set.", lower_bound=1)
+KERAS = flags.DEFINE_enum("keras", "2", ["2", "3"],
+                          "Keras that builds the reference model: 2 (tf_keras) or 3 (Keras 3, on the backend "
+                          "KERAS_BACKEND names). A --model_path file is loaded with the Keras that wrote it.")
 CACHE_DIR = flags.DEFINE_string("cache_dir", None,
                                 "Where trained baselines are cached (default $TFPRUNE_CACHE or ~/.cache/tfprune).")
 
@@ -31,4 +34,5 @@ def baseline_config(model_path=None, allow_unsafe=False, verbose=2):
     return BaselineConfig(dataset=data_flags.DATASET.value, data_dir=data_flags.DATA_DIR.value, model=MODEL.value,
                           model_path=model_path, allow_unsafe=allow_unsafe, train_epochs=TRAIN_EPOCHS.value,
                           batch_size=BATCH_SIZE.value, learning_rate=LEARNING_RATE.value, seed=data_flags.SEED.value,
-                          train_size=TRAIN_SIZE.value, cache_dir=CACHE_DIR.value, verbose=verbose)
+                          train_size=TRAIN_SIZE.value, cache_dir=CACHE_DIR.value, verbose=verbose,
+                          keras=KERAS.value)

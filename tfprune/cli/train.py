@@ -26,7 +26,7 @@ def main(argv):
     result = baseline.train_baseline(config.model, config.dataset, epochs=config.train_epochs,
                                      batch_size=config.batch_size, learning_rate=config.learning_rate,
                                      seed=config.seed, data_dir=config.data_dir, cache_dir=config.cache_dir,
-                                     train_size=config.train_size, strategy=strategy)
+                                     train_size=config.train_size, strategy=strategy, keras=config.keras)
     described = distribute.describe(strategy)
     source = "cache" if result.from_cache else (f"trained in {result.train_seconds:.1f} s with "
                                                 f"{described['distribution_strategy']}, {described['replicas']} "

@@ -15,8 +15,8 @@ from absl import logging
 from tfprune import distribute
 from tfprune import io_utils
 from tfprune import locks
+from tfprune import stacks
 from tfprune import user_model
-from tfprune._env import keras
 from tfprune.experiments import data as data_lib
 from tfprune.experiments import models
 from tfprune.experiments import records
@@ -26,7 +26,7 @@ from tfprune.experiments.config import ConfigError
 @dataclasses.dataclass
 class Baseline:
     """A trained model with its test figures. ``from_cache`` says whether it was loaded instead of trained."""
-    model: keras.Model
+    model: object  # a compiled Keras model (tf_keras or Keras 3)
     test_accuracy: float
     test_loss: float
     train_seconds: float
@@ -41,23 +41,27 @@ def default_cache_dir():
 
 def set_seed(seed):
     """Seeds Python, NumPy and TensorFlow so that CPU runs repeat (same masks, same accuracy)."""
-    keras.utils.set_random_seed(int(seed))
+    stacks.seed_all(seed)
 
 
 class TrainingDiverged(ConfigError):
     """Training ended with a non-finite loss (too high a learning rate?): nothing is cached."""
 
 
-def cache_key(model_name, dataset, epochs, batch_size, learning_rate, seed, train_size=None, data_digest=None):
-    """The cache entry's name: every setting of the recipe, written exactly, and the digest of the data trained and
-    evaluated on (so a baseline trained on other data under the same dataset name is never reused)."""
+def cache_key(model_name, dataset, epochs, batch_size, learning_rate, seed, train_size=None, data_digest=None,
+              keras="2"):
+    """The cache entry's name: every setting of the recipe, written exactly, the digest of the data trained and
+    evaluated on (so a baseline trained on other data under the same dataset name is never reused), and for Keras 3
+    models the stack and backend (``-k3jax``)."""
     size = "" if train_size is None else f"-n{train_size}"
     data = "" if data_digest is None else f"-d{data_digest}"
+    stack = stacks.by_version(keras)
+    built_with = "" if stack is stacks.TF_KERAS else f"-k3{stack.backend}"
     return (f"{dataset}-{model_name}-e{epochs}-b{batch_size}-lr{records.format_k(learning_rate)}-s{seed}{size}"
-            f"{data}")
+            f"{data}{built_with}")
 
 
-def _load_cached(path, meta_path, key):
+def _load_cached(path, meta_path, key, stack):
     """The cached ``Baseline``, or None when absent or unreadable.
 
     Loaded outside any strategy scope: under MultiWorkerMirroredStrategy creating a variable is a collective (worker
@@ -72,7 +76,7 @@ def _load_cached(path, meta_path, key):
         figures = [float(meta[k]) for k in ("test_accuracy", "test_loss", "train_seconds")]
         if not all(math.isfinite(v) for v in figures):
             raise ValueError(f"non-finite figures {figures}")
-        model = keras.models.load_model(path)
+        model = stack.load_model(path)
         logging.info("baseline %s loaded from %s (test accuracy %.4f)", key, path, figures[0])
         return Baseline(model, *figures, path, True)
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
@@ -84,7 +88,7 @@ def _load_cached(path, meta_path, key):
 
 def train_baseline(model_name, dataset, epochs=10, batch_size=128, learning_rate=1e-3, seed=0, data_dir=None,
                    cache_dir=None, train_size=None, datasets=None, verbose=1, download=True, strategy=None,
-                   data_digest=None, on_wait=None):
+                   data_digest=None, on_wait=None, keras="2"):
     """Returns a trained reference model, loading it when the same configuration was trained before.
 
     Args:
@@ -102,6 +106,7 @@ def train_baseline(model_name, dataset, epochs=10, batch_size=128, learning_rate
         multi-worker cluster the cached model is used only if every worker could load it, else all of them train
         (training steps are collectives); every worker writes its cache (atomically: a shared folder ends up with
         the same model).
+      keras: ``"2"`` (tf_keras) or ``"3"`` (Keras 3 on its configured backend): which stack builds the model.
       data_digest: ``data.data_digest`` of the (subset) data, when the caller has it (else computed here).
       on_wait: called with the holder's description when another process is training the same cache entry; this
         call then waits for it and loads its result (outside a multi-worker cluster).
@@ -121,7 +126,7 @@ def train_baseline(model_name, dataset, epochs=10, batch_size=128, learning_rate
     x_train, y_train = data_lib.take((x_train, y_train), train_size, seed)
     if data_digest is None:
         data_digest = data_lib.data_digest(((x_train, y_train), (x_test, y_test)))
-    key = cache_key(model_name, dataset, epochs, batch_size, learning_rate, seed, train_size, data_digest)
+    key = cache_key(model_name, dataset, epochs, batch_size, learning_rate, seed, train_size, data_digest, keras)
     folder = os.path.join(cache_dir or default_cache_dir(), "baselines")
     path = os.path.join(folder, key + ".keras")
     meta_path = os.path.join(folder, key + ".json")
@@ -132,20 +137,20 @@ def train_baseline(model_name, dataset, epochs=10, batch_size=128, learning_rate
         lock = locks.exclusive(os.path.join(folder, key + ".lock"), wait=True, on_wait=wait)
     with lock:
         return _load_or_train(model_name, (x_train, y_train), (x_test, y_test), epochs, batch_size, learning_rate,
-                              seed, verbose, strategy, key, path, meta_path)
+                              seed, verbose, strategy, key, path, meta_path, stacks.by_version(keras))
 
 
 def _load_or_train(model_name, train, test, epochs, batch_size, learning_rate, seed, verbose, strategy, key, path,
-                   meta_path):
+                   meta_path, stack):
     (x_train, y_train), (x_test, y_test) = train, test
     folder = os.path.dirname(path)
-    cached = _load_cached(path, meta_path, key)
+    cached = _load_cached(path, meta_path, key, stack)
     if distribute.all_workers(strategy, cached is not None):
         return cached
     set_seed(seed)
     logging.info("training baseline %s on %d images", key, len(x_train))
     with distribute.scope(strategy):
-        model = models.compile_model(models.build(model_name, x_train.shape[1:]), learning_rate)
+        model = models.compile_model(models.build(model_name, x_train.shape[1:], keras=stack.version), learning_rate)
         start = time.perf_counter()
         history = model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose, shuffle=True)
         seconds = time.perf_counter() - start

@@ -12,6 +12,7 @@ import os
 from typing import Optional
 
 from tfprune import scoring
+from tfprune import stacks
 from tfprune.tflite import convert
 
 SWEEP_METHODS = scoring.METHODS + ("tfmot",)  # tfprune's rank methods, and TF-MOT's prune_low_magnitude
@@ -120,6 +121,8 @@ class BaselineConfig:
     training the reference model ``model``; allow_unsafe: load it even if it holds code. train_epochs, batch_size,
     learning_rate, seed, train_size: the reference model's training recipe (Adam); ``train_size`` also subsets the
     fine-tuning data. cache_dir: where trained reference models are cached. verbose: Keras' training output.
+    keras: which Keras builds the reference model, ``"2"`` (tf_keras) or ``"3"`` (Keras 3, on its configured
+    backend); a ``model_path`` file is always loaded with the Keras that wrote it.
     """
     dataset: str = "fashion_mnist"
     data_dir: Optional[str] = None
@@ -133,8 +136,11 @@ class BaselineConfig:
     train_size: Optional[int] = None
     cache_dir: Optional[str] = None
     verbose: int = 2
+    keras: str = "2"
 
     def __post_init__(self):
+        object.__setattr__(self, "keras", str(self.keras))
+        _library(stacks.by_version, self.keras)
         _positive_int(self.train_epochs, "train_epochs")
         _positive_int(self.batch_size, "batch_size")
         _check(self.learning_rate > 0 and math.isfinite(self.learning_rate),
@@ -203,7 +209,8 @@ class SweepConfig:
                 "seed": b.seed, "layers": None if self.layers is None else list(self.layers), "scope": self.scope,
                 "finetune_epochs": f.epochs, "schedule": f.schedule, "begin_fraction": f.begin_fraction,
                 "end_fraction": f.end_fraction, "pruning_frequency": f.frequency, "export": list(self.export),
-                "export_eval_size": self.export_eval_size, "layer_sparsity": self.layer_sparsity}
+                "export_eval_size": self.export_eval_size, "layer_sparsity": self.layer_sparsity,
+                "keras": None if b.model_path else stacks.by_version(b.keras).label}
 
 
 @dataclasses.dataclass(frozen=True)

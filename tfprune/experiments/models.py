@@ -1,19 +1,27 @@
 """Reference models: the classic fc_1000 MLP, LeNet-300-100 and a small VGG-style ConvNet.
 
-Every model takes 28×28 images (ConvNets add the channel axis themselves), ends in a softmax over the classes,
+Every model takes 28×28 images (ConvNets add the channel axis themselves), ends in a softmax over the classes, is
+built in either Keras (``keras="2"``: tf_keras, ``"3"``: Keras 3),
 and names its layers so that flags and per-layer plans can refer to them (``fc1``..``fc4``, ``logits``...).
 """
 
-from tfprune._env import keras
-
-L = keras.layers
+from tfprune import stacks
 
 
-def _fc_1000(input_shape, num_classes):
+def _first(input_shape, keras3_input):
+    """(leading layers, kwargs of the first layer): Keras 3 models start from an Input; tf_keras ones give the first
+    layer ``input_shape`` (as they always did, so tf_keras baselines stay bit-identical)."""
+    if keras3_input:
+        return [keras3_input(tuple(input_shape), name="input")], {}
+    return [], {"input_shape": input_shape}
+
+
+def _fc_1000(L, input_shape, num_classes, keras3_input=None):
     # The network of the classic pruning experiment: 4 hidden ReLU layers and the classifier, no biases:
     # 784·1000 + 1000·1000 + 1000·500 + 500·200 + 200·10 = 2,386,000 weights on 28×28 inputs.
-    return [
-        L.Flatten(input_shape=input_shape, name="flatten"),
+    first, shape = _first(input_shape, keras3_input)
+    return first + [
+        L.Flatten(name="flatten", **shape),
         L.Dense(1000, activation="relu", use_bias=False, name="fc1"),
         L.Dense(1000, activation="relu", use_bias=False, name="fc2"),
         L.Dense(500, activation="relu", use_bias=False, name="fc3"),
@@ -22,20 +30,25 @@ def _fc_1000(input_shape, num_classes):
     ]
 
 
-def _lenet_300_100(input_shape, num_classes):
+def _lenet_300_100(L, input_shape, num_classes, keras3_input=None):
     # LeNet-300-100 (LeCun et al. 1998) as pruned by Han et al. 2015: 266,610 parameters on 28×28 inputs.
-    return [
-        L.Flatten(input_shape=input_shape, name="flatten"),
+    first, shape = _first(input_shape, keras3_input)
+    return first + [
+        L.Flatten(name="flatten", **shape),
         L.Dense(300, activation="relu", name="fc1"),
         L.Dense(100, activation="relu", name="fc2"),
         L.Dense(num_classes, activation="softmax", name="logits"),
     ]
 
 
-def _small_cnn(input_shape, num_classes):
+def _small_cnn(L, input_shape, num_classes, keras3_input=None):
     # Two VGG-style blocks (two 3×3 convs + 2×2 max-pool each), a Dense head: enough filters to prune, fast on CPU.
-    first = ([L.Reshape(tuple(input_shape) + (1,), input_shape=input_shape, name="add_channel")]
-             if len(input_shape) == 2 else [L.InputLayer(input_shape=input_shape, name="input")])
+    if keras3_input:
+        first = [keras3_input(tuple(input_shape), name="input")]
+        first += [L.Reshape(tuple(input_shape) + (1,), name="add_channel")] if len(input_shape) == 2 else []
+    else:
+        first = ([L.Reshape(tuple(input_shape) + (1,), input_shape=input_shape, name="add_channel")]
+                 if len(input_shape) == 2 else [L.InputLayer(input_shape=input_shape, name="input")])
     return first + [
         L.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
         L.Conv2D(16, 3, padding="same", activation="relu", name="conv2"),
@@ -53,17 +66,20 @@ BUILDERS = {"fc_1000": _fc_1000, "lenet_300_100": _lenet_300_100, "small_cnn": _
 MODEL_NAMES = tuple(sorted(BUILDERS))
 
 
-def build(name, input_shape=(28, 28), num_classes=10):
-    """Builds an untrained reference model (a ``tf_keras.Sequential`` with named layers, softmax output).
+def build(name, input_shape=(28, 28), num_classes=10, keras="2"):
+    """Builds an untrained reference model (a ``Sequential`` with named layers, softmax output).
 
     Args:
       name: one of ``MODEL_NAMES`` (``fc_1000``, ``lenet_300_100``, ``small_cnn``).
       input_shape: image shape without the batch axis, (H, W) or (H, W, C).
       num_classes: width of the softmax output.
+      keras: ``"2"`` (a tf_keras model) or ``"3"`` (a Keras 3 model, on Keras 3's configured backend).
 
     Raises:
-      ValueError: unknown ``name`` (the message lists the known ones) or a bad shape / class count.
+      ValueError: unknown ``name`` (the message lists the known ones), a bad shape / class count, or an unknown
+        ``keras``.
     """
+    stack = stacks.by_version(keras)
     if name not in BUILDERS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
     input_shape = tuple(int(d) for d in input_shape)
@@ -71,12 +87,15 @@ def build(name, input_shape=(28, 28), num_classes=10):
         raise ValueError(f"input_shape {input_shape} must be (H, W) or (H, W, C) with positive sizes")
     if int(num_classes) < 2:
         raise ValueError(f"num_classes {num_classes} must be at least 2")
-    return keras.Sequential(BUILDERS[name](input_shape, int(num_classes)), name=name)
+    k = stack.keras
+    keras3_input = k.Input if stack is stacks.KERAS3 else None
+    return k.Sequential(BUILDERS[name](k.layers, input_shape, int(num_classes), keras3_input), name=name)
 
 
 def compile_model(model, learning_rate=1e-3):
-    """Compiles with Adam and sparse softmax cross-entropy on the model's probabilities, tracking accuracy."""
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(),
+    """Compiles with Adam and sparse softmax cross-entropy on the model's probabilities, tracking accuracy (with
+    the model's own Keras stack)."""
+    k = stacks.of(model).keras
+    model.compile(optimizer=k.optimizers.Adam(learning_rate), loss=k.losses.SparseCategoricalCrossentropy(),
                   metrics=["accuracy"])
     return model

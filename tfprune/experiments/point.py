@@ -15,7 +15,8 @@ from tfprune import callbacks
 from tfprune import distribute
 from tfprune import pruning
 from tfprune import registry
-from tfprune._env import keras
+from tfprune import stacks
+from tfprune import twin
 from tfprune.experiments import config as config_lib
 from tfprune.experiments import histograms as hist_lib
 from tfprune.experiments import models
@@ -25,15 +26,15 @@ from tfprune.experiments.config import FineTune
 
 def clone_with_weights(model):
     """A fresh copy of a (plain or prunable) model with the same weights, not compiled."""
-    copy = keras.models.clone_model(model)
+    copy = stacks.of(model).clone_model(model)
     copy.set_weights(model.get_weights())
     return copy
 
 
 def model_file_sizes(model):
     """(bytes of the weights as an HDF5 file, bytes of that file gzipped at level 9)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "weights.h5")
+    with tempfile.TemporaryDirectory() as tmp:  # Keras 3 wants the .weights.h5 suffix; both write HDF5
+        path = os.path.join(tmp, "weights.h5" if stacks.of(model) is stacks.TF_KERAS else "model.weights.h5")
         model.save_weights(path)
         with open(path, "rb") as f:
             payload = f.read()
@@ -80,22 +81,35 @@ def pruned_copy(baseline_model, method, k, x_train, y_train, finetune=FineTune()
     model rather than its figures (e.g. export benchmarks).
 
     Args:
-      baseline_model: trained plain tf_keras model; not modified.
+      baseline_model: trained plain model (tf_keras or Keras 3); not modified.
       method: ``weight`` or ``unit``; k: percent in [0, 100).
       x_train, y_train: fine-tuning images (N, ...) and int labels (N,); unused when ``finetune.epochs`` is 0.
 
     Raises:
       ValueError: as ``tfprune.prune`` (bad method, sparsity, scope or layers).
     """
-    keras.utils.set_random_seed(seed)
+    stacks.seed_all(seed)
     model, _ = _run_rank(baseline_model, method, k / 100.0, scope, layers, finetune, x_train, y_train)
     return pruning.strip(model)
+
+
+def tfmot_model(baseline_model, x):
+    """The model TF-MOT prunes: ``baseline_model`` itself (tf_keras), or for a Keras 3 model its tf_keras twin
+    (same layers and weights, outputs checked equal on ``x``: real inputs).
+
+    Raises:
+      twin.TwinError: a Keras 3 layer without a faithful tf_keras twin (the message names it).
+    """
+    if stacks.of(baseline_model) is stacks.TF_KERAS:
+        return baseline_model
+    return twin.checked_twin(baseline_model, x[:256])
 
 
 def _run_tfmot(baseline_model, sparsity, layers, finetune, x, y, strategy=None):
     from tfprune.experiments import tfmot_method  # pylint: disable=g-import-not-at-top (TF-MOT is heavy)
     if finetune.epochs == 0:
         raise ValueError("method 'tfmot' needs fine-tune epochs >= 1: TF-MOT applies its masks during training")
+    baseline_model = tfmot_model(baseline_model, x)
     schedule = finetune.tfmot_schedule(sparsity, len(x))
     result = tfmot_method.prune_and_finetune(baseline_model, x, y, schedule, epochs=finetune.epochs,
                                                batch_size=finetune.batch_size,
@@ -113,7 +127,7 @@ def dense_finetune(baseline_model, datasets, finetune, seed=0, strategy=None):
       dict with dense_seconds_per_epoch (median), dense_finetune_accuracy and dense_finetune_loss.
     """
     (x_train, y_train), (x_test, y_test) = datasets
-    keras.utils.set_random_seed(seed)
+    stacks.seed_all(seed)
     with distribute.scope(strategy):
         model = models.compile_model(clone_with_weights(baseline_model), finetune.learning_rate)
         timer = callbacks.EpochTimer()
@@ -129,7 +143,7 @@ def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, f
     """Prunes a copy of ``baseline_model`` at k percent and returns the point's record (a JSON-able dict).
 
     Args:
-      baseline_model: the trained dense model (plain tf_keras); it is not modified.
+      baseline_model: the trained dense model (plain, tf_keras or Keras 3); it is not modified.
       datasets: ``((x_train, y_train), (x_test, y_test))``.
       method: ``weight``, ``unit`` or ``tfmot``.
       k: percent in [0, 100) of weights (or units) to prune.
@@ -160,7 +174,7 @@ def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, f
         raise ValueError(f"method 'tfmot' prunes per layer only; scope {scope!r} is not supported")
     (x_train, y_train), (x_test, y_test) = datasets
     start = time.perf_counter()
-    keras.utils.set_random_seed(seed)
+    stacks.seed_all(seed)
     sparsity = k / 100.0
     if method == "tfmot":
         model, epoch_seconds = _run_tfmot(baseline_model, sparsity, layers, finetune, x_train, y_train, strategy)
@@ -176,8 +190,11 @@ def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, f
     total = sum(r.weights for r in report)
     dense_bytes, gzip_bytes = model_file_sizes(stripped)
     shrink, exports = exporter(stripped, method, float(k)) if exporter is not None else (None, ())
+    twinned = stacks.of(stripped) is not stacks.of(baseline_model)
+    ran_on = stacks.of(stripped).label + (" (tf_keras twin)" if twinned else "")
     return records.PointRecord(
-        method=method, k=float(k), target_sparsity=sparsity, achieved_sparsity=pruning.overall_sparsity(report),
+        method=method, keras=ran_on, k=float(k), target_sparsity=sparsity,
+        achieved_sparsity=pruning.overall_sparsity(report),
         layer_sparsity={r.name: r.sparsity for r in report}, units_kept={r.name: r.units_kept for r in report},
         test_accuracy=accuracy, test_loss=loss, remaining_weights=total - sum(r.zeros for r in report),
         total_weights=total, dense_size_bytes=dense_bytes, gzip_size_bytes=gzip_bytes,

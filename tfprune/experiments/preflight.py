@@ -18,7 +18,7 @@ from tfprune.experiments.config import ConfigError
 def architecture(baseline, datasets):
     """An untrained build of the config's reference model for the data's image shape (the weights are random)."""
     (x_train, _), _ = datasets
-    return models.build(baseline.model, x_train.shape[1:])
+    return models.build(baseline.model, x_train.shape[1:], keras=baseline.keras)
 
 
 def _groups(scorer, layer):

@@ -92,7 +92,9 @@ class PointRecord:
     of log10 |w|; shrink: ``ShrinkFigures`` of unit points with export; exports: ``VariantFigures``.
     data_digest: content digest of the data it was computed on (``data.data_digest``); config_digest: digest of
     every setting that changes its figures, the data and the model file included (``SweepConfig`` +
-    ``sweep.config_digest``). Both None in records of format 1.
+    ``sweep.config_digest``). Both None in records of format 1. keras: the Keras stack the point ran on
+    (``tf_keras 2.21.0``, ``Keras 3.15.1 (jax)``, ``tf_keras 2.21.0 (tf_keras twin)`` for TF-MOT on a Keras 3
+    model); None in old records.
     """
     method: str
     k: float
@@ -113,6 +115,7 @@ class PointRecord:
     point_seconds: float = 0.0
     data_digest: Optional[str] = None
     config_digest: Optional[str] = None
+    keras: Optional[str] = None
     finetune_seconds_per_epoch: Optional[float] = None
     time_ratio_to_dense: Optional[float] = None
     histograms: Optional[dict] = None
@@ -265,5 +268,6 @@ def _from_format_1(flat, source):
     return out
 
 
-__all__ = ["FORMAT_VERSION", "PRUNED", "flat_columns", "format_k", "PointRecord", "RecordError", "SHRUNK", "ShrinkFigures", "VariantFigures",
+__all__ = ["FORMAT_VERSION", "PRUNED", "flat_columns", "format_k", "PointRecord", "RecordError", "SHRUNK",
+           "ShrinkFigures", "VariantFigures",
            "point_key"]

@@ -19,8 +19,12 @@ import os
 import time
 from typing import Callable, Optional
 
+import numpy as np
+
 from tfprune import distribute
 from tfprune import io_utils
+from tfprune import stacks
+from tfprune import twin
 from tfprune import user_model
 from tfprune.experiments import baseline as baseline_lib
 from tfprune.experiments import data as data_lib
@@ -67,7 +71,7 @@ def planned_points(methods, ks, num_shards=1, shard_index=0):
 
 def plan_k(model, plan):
     """The overall percent k of a per-layer plan {layer: fraction}, weighted by kernel size (names its point)."""
-    weights = {l.name: int(l.kernel.shape.num_elements()) for l in model.layers
+    weights = {l.name: int(np.prod(tuple(l.kernel.shape))) for l in model.layers
                if getattr(l, "kernel", None) is not None}
     total = sum(weights.values())
     return round(100.0 * sum(weights[n] * s for n, s in plan.items() if n in weights) / total, 2)
@@ -171,12 +175,14 @@ def load_start_model(baseline, datasets, strategy=None, report=print, data_diges
             baseline.model, baseline.dataset, epochs=baseline.train_epochs, batch_size=baseline.batch_size,
             learning_rate=baseline.learning_rate, seed=baseline.seed, cache_dir=baseline.cache_dir,
             train_size=baseline.train_size, datasets=datasets, verbose=baseline.verbose, strategy=strategy,
-            data_digest=data_digest,
+            data_digest=data_digest, keras=baseline.keras,
             on_wait=lambda holder: report(f"waiting for {holder}: it is training the same baseline")), None
     try:  # loaded outside the strategy: run_point copies it into the scope
         base, check = baseline_lib.file_baseline(baseline.model_path, datasets, baseline.allow_unsafe)
     except ValueError as e:
         raise ConfigError(f"--model_path: {e}") from None
+    report(f"{baseline.model_path}: a {stacks.of(base.model).label} model "
+           f"(written by Keras {user_model.keras_version(baseline.model_path) or 'of unknown version'})")
     for name, reason in check.skipped.items():
         report(f"{baseline.model_path}: layer {name!r} is not pruned: {reason}")
     return base, user_model.file_digest(baseline.model_path)
@@ -290,6 +296,14 @@ def _run_locked(config, mode, strategy, command, report, datasets, data_digest, 
     store.records()  # every other point file of the folder must read too (the tables hold them): else named now
     base, _ = start_model or load_start_model(b, datasets, strategy, report, data_digest)
     todo = [p for p, f in zip(points, finished) if not f]
+    if any(m == "tfmot" for m, _ in todo) and stacks.of(base.model) is not stacks.TF_KERAS:
+        try:  # TF-MOT runs on tf_keras only: on a twin of the model, checked to compute the same outputs
+            point_lib.tfmot_model(base.model, datasets[0][0])
+            report(f"TF-MOT runs on a tf_keras twin of this {stacks.of(base.model).label} model (same layers and "
+                   "weights, outputs checked equal on real images)")
+        except twin.TwinError as e:
+            report(f"TF-MOT cannot prune this model ({e}); the comparison runs tfprune's methods alone")
+            todo = [p for p in todo if p[0] != "tfmot"]
     shard = f" (shard {config.shard_index}/{config.num_shards})" if config.num_shards > 1 else ""
     report(f"baseline {b.label} on {b.dataset}: test accuracy {100 * base.test_accuracy:.2f} % "
            f"({'cached' if base.from_cache else 'trained'}); {len(todo)} of {len(points)} points to run{shard}")

@@ -48,6 +48,12 @@ def accuracy_table(points, baseline_accuracy=None):
         lines.append(f"| {records.format_k(k)} | " + " | ".join(cells) + " |")
     if baseline_accuracy is not None:
         lines.append(f"\nDense baseline: {100 * baseline_accuracy:.2f} % test accuracy.")
+    ran_on = {}
+    for m in methods:
+        for stack in sorted({r.keras for r in points if r.method == m and r.keras}):
+            ran_on.setdefault(stack, []).append(METHOD_LABELS.get(m, m))
+    if ran_on:
+        lines.append("Keras: " + "; ".join(f"{', '.join(ms)} on {stack}" for stack, ms in ran_on.items()) + ".")
     return "\n".join(lines)
 
 
@@ -82,7 +88,8 @@ def details_table(points):
     head += [header for header, _, _ in extra]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for r in points:
-        cells = [r.method, records.format_k(r.k), _pct(r.achieved_sparsity), _pct(r.test_accuracy), f"{r.test_loss:.4f}",
+        cells = [r.method, records.format_k(r.k), _pct(r.achieved_sparsity), _pct(r.test_accuracy),
+                 f"{r.test_loss:.4f}",
                  f"{r.remaining_weights:,}", _kib(r.gzip_size_bytes)]
         cells += ["" if get(r) is None else fmt(get(r)) for _, get, fmt in extra]
         lines.append("| " + " | ".join(cells) + " |")

@@ -8,6 +8,7 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from tfprune import _version
+from tfprune import graph
 from tfprune import io_utils
 from tfprune import pruning
 from tfprune.tflite import convert
@@ -98,7 +99,7 @@ def export_variant(model, variant, x_eval, y_eval, representative_data=None, bat
                 "latency_p90_ms": latency["p90_ms"], "latency_num_threads": num_threads,
                 "path": evaluation["path"], "fallback_reason": evaluation["fallback_reason"]}
         card = write_exported_model(out_dir, model_bytes, card, labels if labels is not None else
-                                    [str(i) for i in range(int(model.output_shape[-1]))])
+                                    [str(i) for i in range(int(graph.model_output_shape(model)[-1]))])
         figures["gzip_size_bytes"] = card["gzip_size_bytes"]
     return figures
 

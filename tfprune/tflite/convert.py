@@ -11,13 +11,16 @@ uses below those sparsities; DENSIFY is a TFLite builtin that the stock runtimes
 TFLite builtin ops are allowed: a model that would need TF (Flex/Select) or custom ops is rejected.
 """
 
+import contextlib
 import re
 
 import numpy as np
 
+from tfprune import graph
 from tfprune import pruning
 from tfprune import registry
-from tfprune._env import tf
+from tfprune import stacks
+from tfprune._env import keras3, tf
 from tfprune.tflite import sparse as tflite_sparse
 
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
@@ -56,7 +59,7 @@ def _check_representative(model, data):
     data = np.asarray(data, np.float32)
     if data.ndim == 0 or len(data) == 0:
         raise ValueError("representative_data is empty; int8 calibration needs a few hundred training images")
-    expected = tuple(model.input_shape[1:])
+    expected = graph.model_input_shape(model)[1:]
     if data.shape[1:] != expected:
         raise ValueError(f"representative_data has image shape {data.shape[1:]}, the model takes {expected}")
     return data
@@ -77,7 +80,8 @@ def to_tflite(model, quantization="none", sparse_encoding=False, representative_
     """Converts a Keras model to a TFLite flatbuffer that uses TFLite builtin ops only.
 
     Args:
-      model: tf_keras model with float32 input, e.g. images (N, 28, 28) in [0, 1]; tfprune prunable and TF-MOT
+      model: Keras model (tf_keras, or Keras 3 on the TensorFlow backend) with float32 input, e.g. images
+        (N, 28, 28) in [0, 1]; tfprune prunable and TF-MOT
         wrapped models are stripped first (``plain_model``).
       quantization: ``none`` (float32), ``dynamic`` (int8 weights), ``float16`` (float16 weights) or ``int8``
         (full integer with int8 input and output).
@@ -102,6 +106,11 @@ def to_tflite(model, quantization="none", sparse_encoding=False, representative_
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {quantization!r}; valid: {', '.join(QUANTIZATIONS)}")
+    stack = stacks.of(model)
+    if stack.backend != "tensorflow":
+        raise ValueError(f"TFLite export needs the TensorFlow backend; this Keras 3 model runs on {stack.backend}: "
+                         "save it (model.save('pruned.keras')) and export it from a process with "
+                         "KERAS_BACKEND=tensorflow, e.g. python -m tfprune.export_main --model_path=pruned.keras")
     if quantization == "int8":
         if representative_data is None:
             raise ValueError("quantization 'int8' needs representative_data (a few hundred training images)")
@@ -120,7 +129,7 @@ def to_tflite(model, quantization="none", sparse_encoding=False, representative_
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
         # Calibration keeps min/max per tensor: batches give the ranges of single images (to float rounding), faster.
-        batch = 32 if model.input_shape[0] is None else 1
+        batch = 32 if graph.model_input_shape(model)[0] is None else 1
 
         def samples():
             for start in range(0, len(representative_data), batch):
@@ -145,10 +154,25 @@ def _reencode_blocks(converter, model_bytes):
     return csr_bytes
 
 
+@contextlib.contextmanager
+def _quiet_keras3_export():
+    """The converter exports a Keras 3 model through ``keras.export.ExportArchive``, which prints its endpoints to
+    stdout; with Keras' interactive logging off that goes to absl's log instead."""
+    config = keras3.config
+    was = config.is_interactive_logging_enabled()
+    config.disable_interactive_logging()
+    try:
+        yield
+    finally:
+        if was:
+            config.enable_interactive_logging()
+
+
 def _convert(converter):
     """``converter.convert()``, with a model needing non-builtin ops as a ValueError naming them."""
     try:
-        return converter.convert()
+        with _quiet_keras3_export():
+            return converter.convert()
     except Exception as e:  # ConverterError is not exported under tf.lite
         error = _unsupported_ops_error(e)
         if error is None:

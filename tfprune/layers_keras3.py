@@ -1,0 +1,118 @@
+"""Prunable Keras 3 layers (any backend: TensorFlow, JAX, PyTorch): Dense and Conv2D whose kernel and bias are
+multiplied by 0/1 masks in every forward pass.
+
+Keras 3 reads a layer's kernel through the ``kernel`` property (``keras/src/layers/core/dense.py``,
+``convolutional/base_conv.py``: the stored variable is ``_kernel``; the property adds LoRA), and ``call`` reads
+``self.kernel`` and ``self.bias``. So these layers override only the two properties — ``kernel`` returns
+``super().kernel * kernel_mask``, ``bias`` returns ``bias * bias_mask`` — and reuse the parent's ``call``
+unchanged: LoRA, dtype policies and every backend compose with the masks. The gradient of a masked entry is exactly
+zero, so a pruned weight stays exactly 0 through any training.
+
+The masks are non-trainable weights (``kernel_mask``, ``bias_mask``), saved and loaded with the model. The classes
+are registered (``tfprune>PrunableDense``), so ``keras.models.load_model`` rebuilds them without custom_objects once
+tfprune is imported. The same methods as the tf_keras twins (``tfprune.layers``) serve the pruning library:
+``masked_kernel``, ``masked_bias``, ``set_masks``, ``copy_plain``.
+"""
+
+import numpy as np
+
+from tfprune._env import keras3
+
+ops = keras3.ops
+
+
+def to_numpy(x):
+    """A backend tensor or variable (TensorFlow, JAX, PyTorch) as a NumPy array."""
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+class _MaskedMixin:
+    """Masks for a Keras 3 layer whose build makes ``_kernel`` and ``bias`` (Dense, Conv2D)."""
+
+    def build(self, input_shape):
+        # enable_lora() locks the layer's variables: add the masks first, then enable LoRA as the parent would.
+        rank, alpha = getattr(self, "lora_rank", None), getattr(self, "lora_alpha", None)
+        if rank:
+            self.lora_rank = None
+        super().build(input_shape)
+        self.kernel_mask = self.add_weight(name="kernel_mask", shape=self._kernel.shape, initializer="ones",
+                                           trainable=False, dtype=self._kernel.dtype)
+        self.bias_mask = None
+        if self.use_bias:
+            self.bias_mask = self.add_weight(name="bias_mask", shape=self._bias.shape, initializer="ones",
+                                             trainable=False, dtype=self._bias.dtype)
+        if rank:
+            self.enable_lora(rank, lora_alpha=alpha)
+
+    @property
+    def kernel(self):
+        kernel = super().kernel
+        mask = self.__dict__.get("kernel_mask")  # absent while build() runs
+        return kernel if mask is None else ops.multiply(kernel, ops.cast(mask, kernel.dtype))
+
+    @property
+    def bias(self):
+        bias = self.__dict__.get("_bias")
+        mask = self.__dict__.get("bias_mask")
+        return bias if bias is None or mask is None else ops.multiply(bias, ops.cast(mask, bias.dtype))
+
+    @bias.setter
+    def bias(self, value):  # the parent's build assigns the variable (tracked by Layer.__setattr__) or None
+        self.__dict__["_bias"] = value
+
+    def _own_variables(self):
+        return [v for v in (self._kernel, self._bias, self.kernel_mask, self.bias_mask) if v is not None]
+
+    def save_own_variables(self, store):
+        """Saves the raw kernel and bias and both masks (the parent would save a fixed two-entry list)."""
+        for i, variable in enumerate(self._own_variables()):
+            store[str(i)] = variable
+
+    def load_own_variables(self, store):
+        variables = self._own_variables()
+        if len(store.keys()) != len(variables):
+            raise ValueError(f"layer {self.name!r} expected {len(variables)} variables (kernel, bias, masks), but "
+                             f"the file holds {len(store.keys())}")
+        for i, variable in enumerate(variables):
+            variable.assign(store[str(i)])
+
+    def masked_kernel(self):
+        """The kernel as the layer computes with it (``kernel * kernel_mask``), a backend tensor."""
+        return self.kernel
+
+    def masked_bias(self):
+        return self.bias
+
+    def set_masks(self, kernel_keep, bias_keep=None):
+        """Sets the masks from bool arrays (True = kept) and zeroes the pruned weights' variables too.
+
+        Args:
+          kernel_keep: bool array of the kernel's shape.
+          bias_keep: bool vector (units,) or None (bias mask left as it is).
+        """
+        kernel_keep = np.asarray(kernel_keep, bool)
+        self.kernel_mask.assign(kernel_keep.astype(self.kernel_mask.dtype))
+        self._kernel.assign(to_numpy(self._kernel) * kernel_keep)
+        if self.bias_mask is not None and bias_keep is not None:
+            bias_keep = np.asarray(bias_keep, bool)
+            self.bias_mask.assign(bias_keep.astype(self.bias_mask.dtype))
+            self._bias.assign(to_numpy(self._bias) * bias_keep)
+
+    def copy_plain(self, plain):
+        """Copies the kernel and bias of the plain layer ``plain`` (same config); the masks stay as they are."""
+        self._kernel.assign(to_numpy(plain.kernel))
+        if self.use_bias:
+            self._bias.assign(to_numpy(plain.bias))
+
+
+@keras3.saving.register_keras_serializable(package="tfprune")
+class PrunableDense(_MaskedMixin, keras3.layers.Dense):
+    """Keras 3 ``Dense`` whose kernel (in, units) and bias (units,) are multiplied by fixed 0/1 masks."""
+
+
+@keras3.saving.register_keras_serializable(package="tfprune")
+class PrunableConv2D(_MaskedMixin, keras3.layers.Conv2D):
+    """Keras 3 ``Conv2D`` whose kernel (kh, kw, in, filters) and bias (filters,) are multiplied by fixed 0/1 masks."""
+
+
+__all__ = ["PrunableConv2D", "PrunableDense", "to_numpy"]
