@@ -183,8 +183,24 @@ try:
     refused = ""
 except ValueError as e:
     refused = str(e)
+# A functional model with BatchNormalization and a residual Add, pruned, shrunk, saved and reloaded too.
+L = keras.layers
+inputs = keras.Input((28, 28))
+h = L.Conv2D(8, 3, padding="same", activation="relu")(L.Reshape((28, 28, 1))(inputs))
+h = L.BatchNormalization()(h)
+h = L.Add()([h, L.Conv2D(8, 3, padding="same", activation="relu")(h)])
+h = L.Dense(32, activation="relu")(L.GlobalAveragePooling2D()(L.MaxPooling2D(2)(h)))
+residual = models.compile_model(keras.Model(inputs, L.Dense(10, activation="softmax")(h)))
+residual.fit(x, y, epochs=1, batch_size=64, verbose=0)
+pruned = tfprune.prune(tfprune.make_prunable(residual), 0.5, method="unit")
+pruned.save(out + "/residual.keras")
+reloaded = keras.models.load_model(out + "/residual.keras")
+expected = np.asarray(pruned(x[:32], training=False))
+residual_diffs = [float(np.abs(np.asarray(m(x[:32], training=False)) - expected).max())
+                  for m in (tfprune.shrink(pruned).model, reloaded)]
 print(json.dumps({"backend": keras.backend.backend(), "held": held, "shrink_diff": diff,
-                  "sparsity": tfprune.overall_sparsity(tfprune.sparsity_report(model)), "refused": refused}))
+                  "sparsity": tfprune.overall_sparsity(tfprune.sparsity_report(model)), "refused": refused,
+                  "residual_diffs": residual_diffs}))
 """
 
 BACKENDS = ["jax"] + (["torch"] if importlib.util.find_spec("torch") else [])
@@ -201,6 +217,7 @@ def test_prune_fine_tune_shrink_save_on_another_backend_then_export_from_tensorf
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["backend"] == backend and result["held"] and result["shrink_diff"] <= ATOL
+    assert max(result["residual_diffs"]) <= ATOL  # functional + BN + Add: shrunk and reloaded, same outputs
     assert result["sparsity"] == pytest.approx(0.75, abs=2e-3)
     assert "TFLite export needs the TensorFlow backend" in result["refused"]
     # The documented path: load the file in a TensorFlow-backend process (this one) and export it there.
@@ -299,3 +316,17 @@ def test_a_file_of_another_keras_version_is_one_line_exit_2(tmp_path, keras3_fil
     assert proc.returncode == 2, proc.stderr
     assert error_lines(proc.stderr)[-1].endswith(f"--model_path: {path}: written by Keras 4.0.0; tfprune reads files "
                                                  "of Keras 2 (tf_keras 2.x) and Keras 3")
+
+
+def test_a_functional_model_with_an_unnamed_input_prunes_and_shrinks():
+    # Keras 3's clone names a new input layer after its tensor ('keras_tensor_12'), not 'input_layer': weights are
+    # matched by layer name, and input layers have none (found by the JAX run, which builds such a model).
+    inputs = keras.Input((8,))
+    hidden = L.Dense(8, activation="relu")(L.Dense(16, activation="relu")(inputs))
+    model = keras.Model(inputs, L.Dense(3, activation="softmax")(hidden))
+    x = np.random.default_rng(0).random((4, 8)).astype(np.float32)
+    pruned = tfprune.prune(tfprune.make_prunable(model), 0.5, method="unit")
+    np.testing.assert_allclose(_predict(tfprune.strip(pruned), x), _predict(pruned, x), atol=ATOL)
+    small = tfprune.shrink(pruned)
+    np.testing.assert_allclose(_predict(small.model, x), _predict(pruned, x), atol=ATOL)
+    assert small.report.params_after == 8 * 8 + 8 + 8 * 4 + 4 + 4 * 3 + 3

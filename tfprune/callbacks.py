@@ -63,6 +63,11 @@ class RankPruning(keras.callbacks.Callback):
         self.history = []  # (step, sparsity) of every mask update
 
     def _prune(self, sparsity):
+        if self.history and self.history[-1][1] == sparsity and not self.one_shot:
+            # The same sparsity again (ConstantSparsity, or a polynomial ramp past its end): the count is already
+            # pruned and masks only shrink, so the masks cannot change; skip the work.
+            self.history.append((self.step, sparsity))
+            return
         # Keras 3 on JAX keeps the variables' values in its training loop state: sync them into the variables
         # first, so the masks are computed from the current weights, and the loop reads the new masks back.
         sync = getattr(self.model, "jax_state_sync", None)
@@ -77,9 +82,19 @@ class RankPruning(keras.callbacks.Callback):
         if self.one_shot and not self.history:
             self._prune(self.schedule)
 
+    def _cannot_prune_now(self):
+        """True when a TF-MOT schedule surely says no at this step: outside [begin_step, end_step] or off its
+        frequency (the arithmetic of TF-MOT's ``_should_prune_in_step``, in Python, so that most batches run no
+        TensorFlow op here). Other callables are always asked."""
+        begin, end, frequency = (getattr(self.schedule, a, None) for a in ("begin_step", "end_step", "frequency"))
+        if not all(isinstance(v, (int, np.integer)) for v in (begin, end, frequency)) or frequency < 1:
+            return False
+        in_range = self.step >= begin and (end < 0 or self.step <= end)
+        return not (in_range and (self.step - begin) % frequency == 0)
+
     def on_train_batch_begin(self, batch, logs=None):
         self.step += 1
-        if self.one_shot or self.step % self.update_every:
+        if self.one_shot or self.step % self.update_every or self._cannot_prune_now():
             return
         should_prune, sparsity = self.schedule(self.step)
         if _to_python(should_prune):

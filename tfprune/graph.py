@@ -183,9 +183,12 @@ def clone(model, clone_function):
 
 
 def copy_weights(old_model, new_model, copy):
-    """Calls ``copy(old_layer, new_layer)`` for every layer of ``old_model`` and its namesake in ``new_model``."""
+    """Calls ``copy(old_layer, new_layer)`` for every layer of ``old_model`` that has weights and its namesake in
+    ``new_model`` (layers without weights, input layers among them, have nothing to copy: Keras 3's clone renames
+    an unnamed model's input layers after their tensors)."""
     for old in old_model.layers:
-        copy(old, new_model.get_layer(old.name))
+        if old.weights:
+            copy(old, new_model.get_layer(old.name))
 
 
 __all__ = ["LayerGraph", "call_count", "check_graph_model", "clone", "copy_weights", "input_shape", "is_built_graph",

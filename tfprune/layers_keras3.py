@@ -3,10 +3,19 @@ multiplied by 0/1 masks in every forward pass.
 
 Keras 3 reads a layer's kernel through the ``kernel`` property (``keras/src/layers/core/dense.py``,
 ``convolutional/base_conv.py``: the stored variable is ``_kernel``; the property adds LoRA), and ``call`` reads
-``self.kernel`` and ``self.bias``. So these layers override only the two properties — ``kernel`` returns
-``super().kernel * kernel_mask``, ``bias`` returns ``bias * bias_mask`` — and reuse the parent's ``call``
-unchanged: LoRA, dtype policies and every backend compose with the masks. The gradient of a masked entry is exactly
-zero, so a pruned weight stays exactly 0 through any training.
+``self.kernel`` and ``self.bias``. These layers reuse the parent's ``call`` unchanged and keep a pruned weight at
+exactly 0 in one of two ways, chosen by measurement (``scripts/bench_keras3.py``):
+
+- **TensorFlow and PyTorch backends**: the variables themselves hold the zeros. ``set_masks`` zeroes the pruned
+  entries, and a constraint on the variables (Keras' optimizers apply it after every update) multiplies them by the
+  masks again, so the forward and backward passes are the plain layer's: no kernel-sized multiply per step. (On
+  fc_1000 the multiply cost ~6-11 % per epoch on TensorFlow; the constraint costs nothing measurable.)
+- **JAX backend, and any layer with LoRA enabled**: the properties return the masked tensors (``kernel`` is
+  ``super().kernel * kernel_mask``, ``bias`` is ``bias * bias_mask``), so the gradient of a masked entry is zero.
+  JAX's optimizer step cannot read the mask variables (its stateless update sees only the trainable and optimizer
+  state), and LoRA adds a delta that only the property can mask.
+
+Either way the layer computes with exact zeros at the pruned entries through any training.
 
 The masks are non-trainable weights (``kernel_mask``, ``bias_mask``), saved and loaded with the model. The classes
 are registered (``tfprune>PrunableDense``), so ``keras.models.load_model`` rebuilds them without custom_objects once
@@ -26,6 +35,17 @@ def to_numpy(x):
     return np.asarray(ops.convert_to_numpy(x))
 
 
+class _Masked(keras3.constraints.Constraint):
+    """A variable constraint: the user's own constraint (if any), then multiplication by the mask variable."""
+
+    def __init__(self, mask, inner=None):
+        self.mask, self.inner = mask, inner
+
+    def __call__(self, w):
+        w = self.inner(w) if self.inner is not None else w
+        return ops.multiply(w, ops.cast(self.mask, w.dtype))
+
+
 class _MaskedMixin:
     """Masks for a Keras 3 layer whose build makes ``_kernel`` and ``bias`` (Dense, Conv2D)."""
 
@@ -41,20 +61,31 @@ class _MaskedMixin:
         if self.use_bias:
             self.bias_mask = self.add_weight(name="bias_mask", shape=self._bias.shape, initializer="ones",
                                              trainable=False, dtype=self._bias.dtype)
+        if keras3.backend.backend() != "jax":  # the optimizer keeps the pruned entries at 0 after every update
+            self._kernel.constraint = _Masked(self.kernel_mask, self._kernel.constraint)
+            if self.use_bias:
+                self._bias.constraint = _Masked(self.bias_mask, self._bias.constraint)
         if rank:
             self.enable_lora(rank, lora_alpha=alpha)
+
+    def _masks_in_forward(self):
+        return keras3.backend.backend() == "jax" or bool(getattr(self, "lora_enabled", False))
 
     @property
     def kernel(self):
         kernel = super().kernel
         mask = self.__dict__.get("kernel_mask")  # absent while build() runs
-        return kernel if mask is None else ops.multiply(kernel, ops.cast(mask, kernel.dtype))
+        if mask is None or not self._masks_in_forward():
+            return kernel
+        return ops.multiply(kernel, ops.cast(mask, kernel.dtype))
 
     @property
     def bias(self):
         bias = self.__dict__.get("_bias")
         mask = self.__dict__.get("bias_mask")
-        return bias if bias is None or mask is None else ops.multiply(bias, ops.cast(mask, bias.dtype))
+        if bias is None or mask is None or not self._masks_in_forward():
+            return bias
+        return ops.multiply(bias, ops.cast(mask, bias.dtype))
 
     @bias.setter
     def bias(self, value):  # the parent's build assigns the variable (tracked by Layer.__setattr__) or None
@@ -78,10 +109,12 @@ class _MaskedMixin:
 
     def masked_kernel(self):
         """The kernel as the layer computes with it (``kernel * kernel_mask``), a backend tensor."""
-        return self.kernel
+        kernel = self.kernel
+        return ops.multiply(kernel, ops.cast(self.kernel_mask, kernel.dtype))
 
     def masked_bias(self):
-        return self.bias
+        bias = self.bias
+        return None if bias is None else ops.multiply(bias, ops.cast(self.bias_mask, bias.dtype))
 
     def set_masks(self, kernel_keep, bias_keep=None):
         """Sets the masks from bool arrays (True = kept) and zeroes the pruned weights' variables too.

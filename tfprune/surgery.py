@@ -223,9 +223,8 @@ def shrink(model):
         return type(layer).from_config(layer.get_config())
 
     new_model = graph_lib.clone(plain, clone)
-    for old in plain.layers:
-        new_model.get_layer(old.name).set_weights(
-            _sliced_weights(old, in_keep.get(old.name), out_keep.get(old.name)))
+    graph_lib.copy_weights(plain, new_model, lambda old, new: new.set_weights(
+        _sliced_weights(old, in_keep.get(old.name), out_keep.get(old.name))))
     return ShrinkResult(new_model, _report(costs.count_params_and_macs(plain), costs.count_params_and_macs(new_model),
                                            notes))
 
