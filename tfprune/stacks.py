@@ -42,6 +42,10 @@ class Stack:
             return np.asarray(keras3.ops.convert_to_numpy(x))
         return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
 
+    def to_tensor(self, x):
+        """A NumPy array as a tensor of this stack's backend (tf_keras: a TensorFlow constant)."""
+        return tf.constant(x) if self is TF_KERAS else keras3.ops.convert_to_tensor(x)
+
     def set_random_seed(self, seed):
         """Seeds Python, NumPy and this stack's backend (for Keras 3 also its own seed generators)."""
         self.keras.utils.set_random_seed(int(seed))

@@ -21,7 +21,6 @@ from tfprune import graph as graph_lib
 from tfprune import pruning
 from tfprune import registry
 from tfprune import stacks
-from tfprune._env import tf
 
 
 def _weight_kind(layer):
@@ -49,7 +48,7 @@ def _constant_through(layer, units, values, channels, blocks):
     x = np.zeros((1,) + tuple(shape[1:]), np.float32)
     x[..., _positions(units, channels, blocks)] = np.tile(values, blocks)
     stack = stacks.of(layer)
-    y = stack.to_numpy(layer(tf.constant(x) if stack is stacks.TF_KERAS else x, training=False))
+    y = stack.to_numpy(layer(stack.to_tensor(x), training=False))
     out = y[..., _positions(units, channels, blocks)].reshape(-1, blocks, len(units)).transpose(2, 0, 1)
     out = out.reshape(len(units), -1)
     return out[:, 0] if np.all(out == out[:, :1]) else None
@@ -103,9 +102,7 @@ def _dead_units(layer, kind, in_keep):
     if not registry.is_elementwise(layer):
         return units, None
     stack = stacks.of(layer)
-    pre = pre[None].astype(np.float32)
-    return units, stack.to_numpy(layer.activation(tf.constant(pre) if stack is stacks.TF_KERAS else
-                                                  stack.keras.ops.convert_to_tensor(pre)))[0]
+    return units, stack.to_numpy(layer.activation(stack.to_tensor(pre[None].astype(np.float32))))[0]
 
 
 def plan_removal(model):

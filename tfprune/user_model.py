@@ -197,8 +197,8 @@ def _short(error, limit=300):
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _load(path, kind, allow_unsafe):
-    if file_stack(path, kind) is stacks.KERAS3:
+def _load(path, kind, allow_unsafe, stack):
+    if stack is stacks.KERAS3:
         # Keras 3's safe mode covers .keras and .h5 (Lambda bytecode, outside modules are never imported); tfprune's
         # Keras 3 layers are registered serializables, found once this package is imported.
         return stacks.KERAS3.load_model(path, compile=False, safe_mode=not allow_unsafe)
@@ -233,7 +233,7 @@ def load_user_model(path, allow_unsafe=False):
     """
     path = os.fspath(path)
     kind = model_format(path)
-    file_stack(path, kind)  # an unsupported version is one clear line, before anything is read
+    stack = file_stack(path, kind)  # an unsupported version is one clear line, before anything is read
     if not allow_unsafe:
         if kind == "savedmodel":
             raise UnsafeModelError(f"{path}: a SavedModel folder holds TensorFlow graphs that run as saved, which "
@@ -243,7 +243,7 @@ def load_user_model(path, allow_unsafe=False):
             raise UnsafeModelError(f"{path}: refused to load: {'; '.join(problems)}; loading it could run "
                                    f"arbitrary code; {UNSAFE_HINT}")
     try:
-        model = _load(path, kind, allow_unsafe)
+        model = _load(path, kind, allow_unsafe, stack)
     except ModelFileError:
         raise
     except (OSError, ValueError, TypeError, KeyError, AttributeError, zipfile.BadZipFile) as e:

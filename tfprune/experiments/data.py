@@ -65,10 +65,11 @@ def _load_folder(folder, npz_name):
 
 
 def _candidate_folders(name, data_dir):
+    """The folders searched, in order: ``data_dir`` alone when given, else the Keras cache and system folders."""
+    if data_dir:
+        return [data_dir]
     spec = DATASETS[name]
     folders = []
-    if data_dir:
-        folders.append(data_dir)
     cache = keras_cache_dir()
     folders.append(os.path.join(cache, spec.keras_subdir) if spec.keras_subdir else cache)
     folders.extend(spec.system_dirs)
@@ -109,11 +110,6 @@ def load_dataset(name, data_dir=None, download=True):
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
     if data_dir and not os.path.isdir(data_dir):
         raise DatasetError(f"data_dir {data_dir!r} does not exist or is not a folder")
-    if data_dir and _load_folder(data_dir, DATASETS[name].npz_name) is None:
-        example = os.path.basename(data_files.idx_paths(data_dir, "train", "images")[0])
-        raise DatasetError(f"data_dir {data_dir!r} holds no {name} files (expected {DATASETS[name].npz_name} or "
-                           f"IDX files such as {example}); the Keras cache and system folders are searched only "
-                           "when no data_dir is given")
     looked = []
     for folder in _candidate_folders(name, data_dir):
         found = _load_folder(folder, DATASETS[name].npz_name)
@@ -122,6 +118,11 @@ def load_dataset(name, data_dir=None, download=True):
             (train, test), source = found
             logging.info("%s: loaded from %s", name, source)
             return _scale(train), _scale(test)
+    if data_dir:
+        example = os.path.basename(data_files.idx_paths(data_dir, "train", "images")[0])
+        raise DatasetError(f"data_dir {data_dir!r} holds no {name} files (expected {DATASETS[name].npz_name} or "
+                           f"IDX files such as {example}); the Keras cache and system folders are searched only "
+                           "when no data_dir is given")
     if download:
         try:
             train, test = _download(name)

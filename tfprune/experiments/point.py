@@ -106,10 +106,10 @@ def tfmot_model(baseline_model, x):
 
 
 def _run_tfmot(baseline_model, sparsity, layers, finetune, x, y, strategy=None):
+    """TF-MOT's point on ``baseline_model``, a tf_keras model (see ``tfmot_model``)."""
     from tfprune.experiments import tfmot_method  # pylint: disable=g-import-not-at-top (TF-MOT is heavy)
     if finetune.epochs == 0:
         raise ValueError("method 'tfmot' needs fine-tune epochs >= 1: TF-MOT applies its masks during training")
-    baseline_model = tfmot_model(baseline_model, x)
     schedule = finetune.tfmot_schedule(sparsity, len(x))
     result = tfmot_method.prune_and_finetune(baseline_model, x, y, schedule, epochs=finetune.epochs,
                                                batch_size=finetune.batch_size,
@@ -139,7 +139,7 @@ def dense_finetune(baseline_model, datasets, finetune, seed=0, strategy=None):
 
 
 def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, finetune=FineTune(),
-              exporter=None, histograms=True, seed=0, strategy=None):
+              exporter=None, histograms=True, seed=0, strategy=None, tfmot_baseline=None):
     """Prunes a copy of ``baseline_model`` at k percent and returns the point's record (a JSON-able dict).
 
     Args:
@@ -157,6 +157,8 @@ def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, f
         compiled, fine-tuned (masks updated by ``RankPruning``, or TF-MOT's wrappers) and evaluated in its scope;
         ``finetune.batch_size`` is the global batch. Sizes, histograms and ``exporter`` see a plain stripped copy.
         In a multi-worker cluster every worker must run the same points in the same order.
+      tfmot_baseline: for ``tfmot``, the tf_keras model TF-MOT prunes when the caller has built it already
+        (``tfmot_model``: a checked twin of a Keras 3 ``baseline_model``); built here when None.
 
     Returns:
       a ``records.PointRecord`` (method, k, target/achieved sparsity, per-layer sparsity, test accuracy/loss,
@@ -177,7 +179,8 @@ def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, f
     stacks.seed_all(seed)
     sparsity = k / 100.0
     if method == "tfmot":
-        model, epoch_seconds = _run_tfmot(baseline_model, sparsity, layers, finetune, x_train, y_train, strategy)
+        tfmot_baseline = tfmot_baseline or tfmot_model(baseline_model, x_train)
+        model, epoch_seconds = _run_tfmot(tfmot_baseline, sparsity, layers, finetune, x_train, y_train, strategy)
     else:
         model, epoch_seconds = _run_rank(baseline_model, method, sparsity, scope, layers, finetune,
                                          x_train, y_train, strategy)

@@ -146,7 +146,8 @@ def run_sensitivity(config, report=print):
     if not b.model_path:  # layer names checked on the architecture, before a baseline is trained
         _check_layers(preflight.architecture(b, datasets), config)
     base, _ = sweep.load_start_model(b, datasets, report=report)
-    _check_layers(base.model, config)
+    if b.model_path:  # a model file is only loaded and evaluated: its layers are checked now, before the scan
+        _check_layers(base.model, config)
     x, y = data_lib.take(datasets[1], config.eval_size, b.seed)
     _, base_accuracy = models.compile_model(base.model).evaluate(x, y, batch_size=1024, verbose=0)
     report(f"baseline {b.label} on {b.dataset}: accuracy {100 * base_accuracy:.2f} % on {len(x)} images")

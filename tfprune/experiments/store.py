@@ -10,6 +10,7 @@ same settings and data (``finished_point``), and computes the others again. Shar
 point files (into one shared dir or several); ``load_points`` merges any number of dirs.
 """
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -150,28 +151,22 @@ def read_json_or_none(path):
         return None
 
 
+@contextlib.contextmanager
 def output_lock(output_dir):
-    """Holds ``output_dir``'s lock: a second run into the same folder is refused, naming the first."""
+    """Holds ``output_dir``'s lock (``<output_dir>/.tfprune.lock``, the folder created if need be) for the ``with``
+    block: a second run into the same folder is refused, naming the first.
+
+    Raises:
+      ConfigError: another process holds the folder.
+    """
     os.makedirs(output_dir, exist_ok=True)
-    return _LockedFolder(output_dir)
-
-
-class _LockedFolder:
-    """Context manager: ``locks.exclusive`` on ``<output_dir>/.tfprune.lock``, refusal as a ConfigError."""
-
-    def __init__(self, output_dir):
-        self.output_dir, self._lock = output_dir, locks.exclusive(os.path.join(output_dir, LOCK_FILE))
-
-    def __enter__(self):
+    with contextlib.ExitStack() as held:
         try:
-            self._lock.__enter__()
+            held.enter_context(locks.exclusive(os.path.join(output_dir, LOCK_FILE)))
         except locks.LockHeld as e:
-            raise ConfigError(f"--output_dir {self.output_dir!r} is in use by another tfprune run "
+            raise ConfigError(f"--output_dir {output_dir!r} is in use by another tfprune run "
                               f"({locks.describe(e.holder)}); wait for it to finish or use another folder") from None
-        return self
-
-    def __exit__(self, *exc):
-        return self._lock.__exit__(*exc)
+        yield
 
 
 def sort_records(points):

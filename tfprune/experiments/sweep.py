@@ -202,15 +202,15 @@ def _recorded_dense_reference(output_dir):
     return {k: old[k] for k in DENSE_KEYS if k in old and isinstance(old[k], (int, float))}
 
 
-def _baseline_info(config, base, datasets, mode, strategy, dense_recorded, report, data_digest):
-    """Writes ``output_dir``/baseline.json; ``dense_recorded``: whether (the chief's) baseline.json already holds
-    the dense reference, else a comparison fine-tunes the dense model now."""
+def _baseline_info(config, base, datasets, mode, strategy, dense, dense_recorded, report, data_digest):
+    """Writes ``output_dir``/baseline.json; ``dense``: the dense-reference figures this folder's baseline.json
+    holds; ``dense_recorded``: whether (the chief's) baseline.json holds them, else a comparison fine-tunes the
+    dense model now."""
     b, finetune = config.baseline, config.finetune
     info = {"model": b.label, "dataset": b.dataset, "data_digest": data_digest, "test_accuracy": base.test_accuracy,
             "test_loss": base.test_loss, "train_epochs": b.train_epochs, "seed": b.seed,
             **distribute.describe(strategy), "histograms": hist_lib.magnitude_histograms(base.model)}
     if mode.dense_reference and finetune.epochs:
-        dense = _recorded_dense_reference(config.output_dir)
         if not dense_recorded:
             report(f"dense reference: fine-tuning the unpruned model {finetune.epochs} epoch(s) for the time ratio")
             dense = point_lib.dense_finetune(base.model, datasets, finetune, seed=b.seed, strategy=strategy)
@@ -278,10 +278,10 @@ def _run_locked(config, mode, strategy, command, report, datasets, data_digest, 
     refusal = store_lib.check_same_config(config.output_dir, fields)
     digest = store_lib.config_digest(fields)
     checked = [store_lib.finished_point(store.path(*p), digest) for p in points]
+    dense = _recorded_dense_reference(config.output_dir)
     # Workers of a cluster must run the same points: decide from the chief's output_dir (the others' are empty).
     *finished, refused, dense_recorded = distribute.any_worker(
-        strategy, [ok for ok, _ in checked] + [refusal is not None,
-                                                bool(_recorded_dense_reference(config.output_dir))])
+        strategy, [ok for ok, _ in checked] + [refusal is not None, bool(dense)])
     if refused:
         raise ConfigError(refusal or "the chief refused --output_dir: it holds a sweep made with other settings")
     done = [p for p, f in zip(points, finished) if f]
@@ -296,9 +296,10 @@ def _run_locked(config, mode, strategy, command, report, datasets, data_digest, 
     store.records()  # every other point file of the folder must read too (the tables hold them): else named now
     base, _ = start_model or load_start_model(b, datasets, strategy, report, data_digest)
     todo = [p for p, f in zip(points, finished) if not f]
+    tfmot_baseline = None
     if any(m == "tfmot" for m, _ in todo) and stacks.of(base.model) is not stacks.TF_KERAS:
         try:  # TF-MOT runs on tf_keras only: on a twin of the model, checked to compute the same outputs
-            point_lib.tfmot_model(base.model, datasets[0][0])
+            tfmot_baseline = point_lib.tfmot_model(base.model, datasets[0][0])
             report(f"TF-MOT runs on a tf_keras twin of this {stacks.of(base.model).label} model (same layers and "
                    "weights, outputs checked equal on real images)")
         except twin.TwinError as e:
@@ -307,7 +308,7 @@ def _run_locked(config, mode, strategy, command, report, datasets, data_digest, 
     shard = f" (shard {config.shard_index}/{config.num_shards})" if config.num_shards > 1 else ""
     report(f"baseline {b.label} on {b.dataset}: test accuracy {100 * base.test_accuracy:.2f} % "
            f"({'cached' if base.from_cache else 'trained'}); {len(todo)} of {len(points)} points to run{shard}")
-    info = _baseline_info(config, base, datasets, mode, strategy, dense_recorded, report, data_digest)
+    info = _baseline_info(config, base, datasets, mode, strategy, dense, dense_recorded, report, data_digest)
     exporter = _make_exporter(config, datasets) if config.export else None
     layers = config.layer_sparsity if config.layer_sparsity is not None else config.layers
     layers = list(layers) if isinstance(layers, tuple) else layers
@@ -315,7 +316,7 @@ def _run_locked(config, mode, strategy, command, report, datasets, data_digest, 
     start = time.perf_counter()
     for i, (method, k) in enumerate(todo, 1):
         record = point_lib.run_point(base.model, datasets, method, k, config.scope, layers, config.finetune,
-                                     exporter, seed=b.seed, strategy=strategy)
+                                     exporter, seed=b.seed, strategy=strategy, tfmot_baseline=tfmot_baseline)
         record = dataclasses.replace(record, data_digest=data_digest, config_digest=digest)
         if "dense_seconds_per_epoch" in info and record.finetune_seconds_per_epoch is not None:
             record = dataclasses.replace(
