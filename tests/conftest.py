@@ -5,6 +5,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -138,6 +139,35 @@ def trained_lenet(small_fashion):
     model = models.compile_model(models.build("lenet_300_100"))
     model.fit(x_train, y_train, epochs=1, batch_size=64, verbose=0)
     return model, x_test, y_test, x_train[:300]
+
+
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+import own_data  # noqa: E402  pylint: disable=wrong-import-position
+
+OWN_CLASSES = [0, 1, 7, 8, 9]  # T-shirt/top, Trouser, Sneaker, Bag, Ankle boot
+
+
+@pytest.fixture(scope="session")
+def own_splits():
+    """"Your own data": 5 real Fashion-MNIST classes padded to 32x32x3, 1,500 training, 300 validation, 500 test."""
+    require(FASHION_DIR)
+    return own_data.make_splits(OWN_CLASSES, train=1500, val=300, test=500, data_dir=FASHION_DIR)
+
+
+@pytest.fixture(scope="session")
+def own_npz(own_splits, tmp_path_factory):
+    """``own_splits`` as an npz archive (x_/y_ train, val, test; class_names)."""
+    path = str(tmp_path_factory.mktemp("own") / "fm5.npz")
+    own_data.write_npz(path, *own_splits)
+    return path
+
+
+@pytest.fixture(scope="session")
+def own_images(own_splits, tmp_path_factory):
+    """``own_splits`` as an image folder (train/, val/, test/ with a folder of PNGs per class)."""
+    root = str(tmp_path_factory.mktemp("own") / "fm5")
+    own_data.write_image_folder(root, *own_splits)
+    return root
 
 
 @pytest.fixture(autouse=True)

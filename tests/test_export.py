@@ -12,6 +12,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from conftest import FASHION_DIR
 from tfprune import pruning, registry
 from tfprune import tflite as export
+from tfprune.experiments import data as data_lib_for_labels
 from tfprune.cli import export as export_main
 from tfprune._env import keras, tf
 
@@ -149,7 +150,7 @@ def test_evaluate_and_benchmark_reject_bad_input(trained_lenet):
 def test_write_exported_model_writes_card_labels_and_model(trained_lenet, tmp_path):
     model, _, _, representative = trained_lenet
     model_bytes = export.to_tflite(model, "int8", representative_data=representative)
-    labels = export_main.LABELS["fashion_mnist"]
+    labels = data_lib_for_labels.CLASS_NAMES["fashion_mnist"]
     card = export.write_exported_model(str(tmp_path), model_bytes, {"accuracy": 0.75, "quantization": "int8"}, labels)
     assert sorted(os.listdir(tmp_path)) == ["labels.txt", "model.tflite", "model_card.json"]  # no temp files left
     assert open(tmp_path / "model.tflite", "rb").read() == model_bytes

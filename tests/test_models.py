@@ -39,8 +39,20 @@ def test_unknown_model_lists_known_names():
         models.build("resnet")
 
 
+def test_models_follow_the_data_shape_and_classes():
+    # fc_1000 and LeNet flatten any input (a 1-D feature vector, a 32x32x3 image, a sequence of frames).
+    for name, shape in (("fc_1000", (40,)), ("lenet_300_100", (32, 32, 3)), ("lenet_300_100", (28, 13, 2, 2))):
+        model = models.build(name, input_shape=shape, num_classes=5)
+        assert tuple(model.input_shape[1:]) == shape and model.output_shape == (None, 5)
+    cnn = models.build("small_cnn", input_shape=(96, 80, 3), num_classes=7)
+    assert cnn.get_layer("conv1").kernel.shape == (3, 3, 3, 16) and cnn.output_shape == (None, 7)
+    assert models.build("small_cnn", input_shape=(30, 30)).get_layer("conv1").kernel.shape == (3, 3, 1, 16)
+
+
 def test_bad_shape_and_classes():
-    with pytest.raises(ValueError, match=r"input_shape \(28,\)"):
-        models.build("fc_1000", input_shape=(28,))
+    with pytest.raises(ValueError, match=r"small_cnn takes images .* input_shape \(28,\) is not one"):
+        models.build("small_cnn", input_shape=(28,))
+    with pytest.raises(ValueError, match=r"input_shape \(0, 5\) must have positive sizes"):
+        models.build("fc_1000", input_shape=(0, 5))
     with pytest.raises(ValueError, match="num_classes 1"):
         models.build("fc_1000", num_classes=1)

@@ -322,8 +322,8 @@ def test_check_compatible(small_fashion):
     x = small_fashion[1][0]
     user_model.check_compatible(_lenet(), x, 10)
     colour = keras.Sequential([L.Flatten(input_shape=(32, 32, 3)), L.Dense(10, activation="softmax")], name="c")
-    with pytest.raises(ValueError, match=r"model 'c' takes inputs of shape \(None, 32, 32, 3\), but the images are "
-                                         r"\(28, 28\)"):
+    with pytest.raises(ValueError, match=r"model 'c' takes inputs of shape \(None, 32, 32, 3\), but the data's "
+                                         r"inputs are \(28, 28\)"):
         user_model.check_compatible(colour, x, 10)
     five = keras.Sequential([L.Flatten(input_shape=(28, 28)), L.Dense(5, activation="softmax")], name="five")
     with pytest.raises(ValueError, match="model 'five' has 5 outputs, but the dataset has 10 classes"):

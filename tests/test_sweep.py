@@ -117,7 +117,7 @@ def test_shards_merge_to_the_unsharded_points(tmp_path, capsys):
     ("--train_epochs=-1", "flag --train_epochs=-1"),
     ("--sparsities=ten", "'ten' is not a number"),
     ("--methods=weight,channel", "--methods must be a non-empty list"),
-    ("--dataset=cifar10", "value should be one of"),
+    ("--dataset=cifar11", "is not a known dataset (cifar10, cifar100, fashion_mnist, mnist)"),
     ("--model=resnet", "value should be one of"),
     ("--finetune_epochs=-1", "finetune_epochs"),
     ("--shard_index=3", "--shard_index must be < --num_shards"),

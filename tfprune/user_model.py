@@ -330,7 +330,7 @@ def check_compatible(model, x, num_classes):
                          "expected one of each")
     want = graph.model_input_shape(model)[1:]
     if len(want) != x.ndim - 1 or any(w is not None and w != d for w, d in zip(want, x.shape[1:])):
-        raise ValueError(f"model {model.name!r} takes inputs of shape {(None,) + want}, but the images are "
+        raise ValueError(f"model {model.name!r} takes inputs of shape {(None,) + want}, but the data's inputs are "
                          f"{tuple(x.shape[1:])}")
     classes = graph.model_output_shape(model)[-1]
     if classes != num_classes:

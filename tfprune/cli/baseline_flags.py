@@ -20,7 +20,7 @@ flags.register_validator("learning_rate", lambda v: math.isfinite(v) and v > 0,
                          message="--learning_rate must be a finite number > 0")
 TRAIN_SIZE = flags.DEFINE_integer(
     "train_size", None, "Train the baseline, and fine-tune pruned models, on a reproducible random subset of this "
-    "many training images (default: all 60,000). Test figures always use the whole test set.", lower_bound=1)
+    "many training images (default: all of them). Test figures always use the whole test set.", lower_bound=1)
 KERAS = flags.DEFINE_enum("keras", "2", ["2", "3"],
                           "Keras that builds the reference model: 2 (tf_keras) or 3 (Keras 3, on the backend "
                           "KERAS_BACKEND names). A --model_path file is loaded with the Keras that wrote it.")
@@ -35,4 +35,4 @@ def baseline_config(model_path=None, allow_unsafe=False, verbose=2):
                           model_path=model_path, allow_unsafe=allow_unsafe, train_epochs=TRAIN_EPOCHS.value,
                           batch_size=BATCH_SIZE.value, learning_rate=LEARNING_RATE.value, seed=data_flags.SEED.value,
                           train_size=TRAIN_SIZE.value, cache_dir=CACHE_DIR.value, verbose=verbose,
-                          keras=KERAS.value)
+                          keras=KERAS.value, data_memory_mib=data_flags.DATA_MEMORY_MIB.value)

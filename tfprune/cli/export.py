@@ -19,12 +19,10 @@ from tfprune import user_model
 from tfprune.cli import app as cli_app
 from tfprune.cli import data_flags
 from tfprune.cli import model_path_flags
-from tfprune.experiments import data as data_lib
+from tfprune.experiments import data_sources
 
 for _module in (data_flags, model_path_flags):
     flags.adopt_module_key_flags(_module)
-
-LABELS = data_lib.CLASS_NAMES  # kept under this name for callers of the export main
 
 VARIANTS = flags.DEFINE_list("variants", ["float", "float16", "dynamic", "int8"],
                              f"TFLite variants to export, from: {', '.join(tflite.VARIANTS)}.")
@@ -88,11 +86,11 @@ def main(argv):
     except ValueError as e:  # ModelFileError / UnsafeModelError name the file
         raise app.UsageError(f"--model_path: {e}") from None
     dataset, seed = data_flags.DATASET.value, data_flags.SEED.value
-    (x_train, _), (x_test, y_test) = data_lib.load_dataset(dataset, data_flags.DATA_DIR.value)
-    x_eval, y_eval = data_lib.take((x_test, y_test), EVAL_IMAGES.value, seed)
-    representative = data_lib.take((x_train, x_train), REPRESENTATIVE_SIZE.value, seed)[0]
+    data = data_sources.load(dataset, data_flags.DATA_DIR.value, memory_bytes=data_flags.DATA_MEMORY_MIB.value << 20)
+    x_eval, y_eval = data.test.take(EVAL_IMAGES.value, seed)
+    representative = data.train.take(REPRESENTATIVE_SIZE.value, seed)[0]
     try:  # the same rule as the sweep's: the data's input shape and classes, probabilities out
-        user_model.check_compatible(model, x_eval, len(LABELS[dataset]))
+        user_model.check_compatible(model, x_eval, data.num_classes)
     except ValueError as e:
         raise app.UsageError(f"--model_path: {model_path}: {e}") from None
     if export_dir:
@@ -102,15 +100,17 @@ def main(argv):
         out_dir = os.path.join(export_dir, variant) if export_dir else None
         rows.append(tflite.export_variant(model, variant, x_eval, y_eval, representative,
                                           num_threads=NUM_THREADS.value, bench_runs=BENCH_RUNS.value,
-                                          bench_warmup=20, out_dir=out_dir, labels=LABELS[dataset]))
-    print(f"{model_path} on {len(x_eval)} {dataset} test images, {NUM_THREADS.value} thread(s):")
+                                          bench_warmup=20, out_dir=out_dir, labels=list(data.class_names),
+                                          card_extra={"data": data.card()}))
+    print(f"{model_path} on {len(x_eval)} {dataset} test examples, {NUM_THREADS.value} thread(s):")
     print(format_table(rows))
     for r in rows:
         if r["fallback_reason"]:
             print(f"{r['variant']}: XNNPACK failed, ran builtin kernels ({r['fallback_reason']})")
     if export_dir:
         io_utils.write_json_atomic(os.path.join(export_dir, "export.json"),
-                                   {"model_path": model_path, "dataset": dataset, "eval_images": len(x_eval),
+                                   {"model_path": model_path, "dataset": dataset, "data": data.card(),
+                                    "eval_images": len(x_eval),
                                     "variants": rows})
         print(f"wrote {export_dir}/<variant>/{{model.tflite,labels.txt,model_card.json}} and export.json")
 

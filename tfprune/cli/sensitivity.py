@@ -9,6 +9,7 @@ largest k whose one-layer-at-a-time accuracy drop stays within --max_drop percen
 """
 
 import os
+import shlex
 
 from absl import flags
 from absl import logging
@@ -29,12 +30,13 @@ METHOD = flags.DEFINE_enum("method", "weight", ["weight", "unit"], "Rank weights
 MAX_DROP = flags.DEFINE_float("max_drop", 1.0, "Largest accuracy drop, in percentage points, a layer's planned k may "
                               "cost.", lower_bound=0.0)
 cli_app.register_finite("max_drop")
-EVAL_SIZE = flags.DEFINE_integer("eval_size", None, "Evaluate on a fixed subset of this many test images (default "
-                                 "all).", lower_bound=1)
+EVAL_SIZE = flags.DEFINE_integer("eval_size", None, "Scan on a fixed subset of this many validation examples "
+                                 "(default all; data without a validation split is scanned on 10,000 training "
+                                 "examples, never on the test split).", lower_bound=1)
 
 # The flags that chose the baseline: the "apply it" hint carries over those the user set.
-BASELINE_FLAGS = ("data_dir", "model_path", "train_epochs", "train_size", "batch_size", "learning_rate", "seed",
-                  "cache_dir")
+BASELINE_FLAGS = ("data_dir", "data_memory_mib", "model_path", "train_epochs", "train_size", "batch_size",
+                  "learning_rate", "seed", "cache_dir")
 
 
 def sensitivity_config():
@@ -53,7 +55,8 @@ def main(argv):
         config = sensitivity_config()
         sensitivity.run_sensitivity(config, report=lambda line: print(line, flush=True))
     same_baseline = "".join(f" --{name}={FLAGS[name].value}" for name in BASELINE_FLAGS if FLAGS[name].present)
-    print(f"apply it: python -m tfprune.sweep --dataset={data_flags.DATASET.value} --model={baseline_flags.MODEL.value}"
+    print(f"apply it: python -m tfprune.sweep --dataset={shlex.quote(data_flags.DATASET.value)} "
+          f"--model={baseline_flags.MODEL.value}"
           f"{same_baseline} --methods={METHOD.value} --layer_sparsity={os.path.join(config.output_dir, 'plan.json')} "
           "--finetune_epochs=2 --output_dir=<dir>")
 

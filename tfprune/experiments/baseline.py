@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tempfile
 import time
 import zipfile
@@ -17,7 +18,8 @@ from tfprune import io_utils
 from tfprune import locks
 from tfprune import stacks
 from tfprune import user_model
-from tfprune.experiments import data as data_lib
+from tfprune.experiments import data_sources
+from tfprune.experiments import dataset as dataset_lib
 from tfprune.experiments import models
 from tfprune.experiments import records
 from tfprune.experiments.config import ConfigError
@@ -54,6 +56,7 @@ def cache_key(model_name, dataset, epochs, batch_size, learning_rate, seed, trai
     evaluated on (so a baseline trained on other data under the same dataset name is never reused), and for Keras 3
     models the stack and backend (``-k3jax``)."""
     size = "" if train_size is None else f"-n{train_size}"
+    dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset).strip("_")[-60:]  # npz:/a/b.npz -> npz_a_b.npz
     data = "" if data_digest is None else f"-d{data_digest}"
     stack = stacks.by_version(keras)
     built_with = "" if stack is stacks.TF_KERAS else f"-k3{stack.backend}"
@@ -93,12 +96,13 @@ def train_baseline(model_name, dataset, epochs=10, batch_size=128, learning_rate
 
     Args:
       model_name: a name of ``models.MODEL_NAMES``.
-      dataset: ``mnist`` or ``fashion_mnist``.
+      dataset: the dataset's name (``tfprune.load_data``): loaded when ``datasets`` is None, part of the cache key.
       epochs, batch_size, learning_rate, seed: the training recipe (Adam, softmax cross-entropy).
-      data_dir: passed to ``load_dataset``.
+      data_dir: passed to ``load_data``.
       cache_dir: where trained models are kept (default ``default_cache_dir()``).
       train_size: train on a reproducible subset of this many images (None: all); part of the cache key.
-      datasets: already loaded ``((x_train, y_train), (x_test, y_test))`` to skip loading.
+      datasets: the already loaded data (a ``Dataset``, or ``((x_train, y_train), (x_test, y_test))`` arrays): the
+        model is built for its input shape and class count.
       verbose: Keras' progress output (0 silent, 1 progress bar, 2 one line per epoch).
       strategy: optional ``tf.distribute.Strategy``: the model is built, compiled, trained and evaluated in its
         scope; ``batch_size`` is the global batch. A cached model is loaded outside it (plain variables). The cache
@@ -122,10 +126,11 @@ def train_baseline(model_name, dataset, epochs=10, batch_size=128, learning_rate
         raise ValueError(f"epochs {epochs} and batch_size {batch_size} must be at least 1")
     if model_name not in models.BUILDERS:
         models.build(model_name)  # raises the error listing the known models
-    (x_train, y_train), (x_test, y_test) = datasets or data_lib.load_dataset(dataset, data_dir, download=download)
-    x_train, y_train = data_lib.take((x_train, y_train), train_size, seed)
+    data = dataset_lib.as_dataset(datasets) if datasets is not None else data_sources.load(dataset, data_dir,
+                                                                                            download=download)
+    data = data.subset_train(train_size, seed)
     if data_digest is None:
-        data_digest = data_lib.data_digest(((x_train, y_train), (x_test, y_test)))
+        data_digest = data.digest()
     key = cache_key(model_name, dataset, epochs, batch_size, learning_rate, seed, train_size, data_digest, keras)
     folder = os.path.join(cache_dir or default_cache_dir(), "baselines")
     path = os.path.join(folder, key + ".keras")
@@ -136,25 +141,25 @@ def train_baseline(model_name, dataset, epochs=10, batch_size=128, learning_rate
         wait = (lambda holder: on_wait(locks.describe(holder))) if on_wait else None
         lock = locks.exclusive(os.path.join(folder, key + ".lock"), wait=True, on_wait=wait)
     with lock:
-        return _load_or_train(model_name, (x_train, y_train), (x_test, y_test), epochs, batch_size, learning_rate,
-                              seed, verbose, strategy, key, path, meta_path, stacks.by_version(keras))
+        return _load_or_train(model_name, data, epochs, batch_size, learning_rate, seed, verbose, strategy, key,
+                              path, meta_path, stacks.by_version(keras))
 
 
-def _load_or_train(model_name, train, test, epochs, batch_size, learning_rate, seed, verbose, strategy, key, path,
+def _load_or_train(model_name, data, epochs, batch_size, learning_rate, seed, verbose, strategy, key, path,
                    meta_path, stack):
-    (x_train, y_train), (x_test, y_test) = train, test
     folder = os.path.dirname(path)
     cached = _load_cached(path, meta_path, key, stack)
     if distribute.all_workers(strategy, cached is not None):
         return cached
     set_seed(seed)
-    logging.info("training baseline %s on %d images", key, len(x_train))
+    logging.info("training baseline %s on %d examples", key, len(data.train))
     with distribute.scope(strategy):
-        model = models.compile_model(models.build(model_name, x_train.shape[1:], keras=stack.version), learning_rate)
+        model = models.compile_model(models.build(model_name, data.input_shape, data.num_classes,
+                                                  keras=stack.version), learning_rate)
         start = time.perf_counter()
-        history = model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose, shuffle=True)
+        history = model.fit(epochs=epochs, verbose=verbose, **data.train.fit_inputs(batch_size, seed))
         seconds = time.perf_counter() - start
-        loss, accuracy = model.evaluate(x_test, y_test, batch_size=1024, verbose=0)
+        loss, accuracy = model.evaluate(verbose=0, **data.test.eval_inputs())
     losses = [float(v) for v in history.history.get("loss", [])] + [float(loss)]
     if not all(math.isfinite(v) for v in losses):
         raise TrainingDiverged(f"training baseline {key} diverged (training losses {losses[:-1]}, test loss "
@@ -170,12 +175,13 @@ def _load_or_train(model_name, train, test, epochs, batch_size, learning_rate, s
     return Baseline(model, float(accuracy), float(loss), seconds, path, False)
 
 
-def file_baseline(path, datasets, allow_unsafe=False, num_classes=10):
+def file_baseline(path, datasets, allow_unsafe=False):
     """The sweep's baseline from a user's trained model file, evaluated on the test set.
 
     Args:
       path: ``.keras``/``.h5`` file (or SavedModel folder with ``allow_unsafe``).
-      datasets: ``((x_train, y_train), (x_test, y_test))`` as ``tfprune.load_dataset`` returns them.
+      datasets: a ``Dataset`` (or ``((x_train, y_train), (x_test, y_test))`` arrays): the model must take its
+        inputs and output one probability per class.
 
     Returns:
       ``(Baseline, tfprune.user_model.PrunableCheck)``: the compiled model with its test accuracy (fraction) and loss
@@ -186,12 +192,12 @@ def file_baseline(path, datasets, allow_unsafe=False, num_classes=10):
       ``check_prunable``, ``check_compatible``; every message names the file.
     """
     model = user_model.load_user_model(path, allow_unsafe)
-    (_, _), (x_test, y_test) = datasets
+    data = dataset_lib.as_dataset(datasets)
     try:
         check = user_model.check_prunable(model)
-        user_model.check_compatible(model, x_test, num_classes)
+        user_model.check_compatible(model, data.test.take(64)[0], data.num_classes)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
     models.compile_model(model)
-    loss, accuracy = model.evaluate(x_test, y_test, batch_size=1024, verbose=0)
+    loss, accuracy = model.evaluate(verbose=0, **data.test.eval_inputs())
     return Baseline(model, float(accuracy), float(loss), 0.0, path, True), check

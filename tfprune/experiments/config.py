@@ -13,6 +13,7 @@ from typing import Optional
 
 from tfprune import scoring
 from tfprune import stacks
+from tfprune.experiments import data_sources
 from tfprune.tflite import convert
 
 SWEEP_METHODS = scoring.METHODS + ("tfmot",)  # tfprune's rank methods, and TF-MOT's prune_low_magnitude
@@ -117,7 +118,9 @@ class FineTune:
 class BaselineConfig:
     """The data and the trained model a study starts from.
 
-    dataset, data_dir: see ``tfprune.load_dataset``. model_path: a user's ``.keras``/``.h5`` file, used instead of
+    dataset, data_dir: see ``tfprune.load_data`` (``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``,
+    ``npz:PATH``, ``images:DIR``); data_memory_mib: image folders whose decoded images exceed this many MiB stream
+    from their files instead of being held in memory. model_path: a user's ``.keras``/``.h5`` file, used instead of
     training the reference model ``model``; allow_unsafe: load it even if it holds code. train_epochs, batch_size,
     learning_rate, seed, train_size: the reference model's training recipe (Adam); ``train_size`` also subsets the
     fine-tuning data. cache_dir: where trained reference models are cached. verbose: Keras' training output.
@@ -137,9 +140,12 @@ class BaselineConfig:
     cache_dir: Optional[str] = None
     verbose: int = 2
     keras: str = "2"
+    data_memory_mib: int = 4096
 
     def __post_init__(self):
         object.__setattr__(self, "keras", str(self.keras))
+        _library(data_sources.parse, self.dataset)
+        _positive_int(self.data_memory_mib, "data_memory_mib")
         _library(stacks.by_version, self.keras)
         _positive_int(self.train_epochs, "train_epochs")
         _positive_int(self.batch_size, "batch_size")
@@ -219,7 +225,8 @@ class SensitivityConfig:
 
     method: ``weight`` or ``unit``. sparsities: percents k. layers: names to scan (None: the method's defaults).
     max_drop: accuracy drop in percentage points a layer's planned k may cost. eval_size: evaluate on a fixed subset
-    of this many test images (None: all).
+    of this many examples of the validation split (None: all); data without one is scanned on 10,000 (or
+    ``eval_size``) training examples, never on the test split, which stays for unbiased final figures.
     """
     output_dir: str
     baseline: BaselineConfig = BaselineConfig()

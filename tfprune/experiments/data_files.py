@@ -35,7 +35,7 @@ def idx_paths(folder, split, kind):
     ]
 
 
-def _one_line(e):
+def one_line(e):
     """``str(e)`` on one line (some library messages span several; a DatasetError is one line)."""
     return " ".join(str(e).split())
 
@@ -63,7 +63,7 @@ def stat_file(path):
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise DatasetError(f"{path}: symlink loop (too many levels of links); expected a dataset file") from e
-        raise DatasetError(f"{path}: cannot examine ({_one_line(e)})") from e
+        raise DatasetError(f"{path}: cannot examine ({one_line(e)})") from e
     if stat.S_ISDIR(st.st_mode):
         raise DatasetError(f"{path}: is a directory; expected a dataset file")
     if not stat.S_ISREG(st.st_mode):
@@ -71,7 +71,7 @@ def stat_file(path):
     return st
 
 
-def _require_file(path):
+def require_file(path):
     """Checks that ``path`` is a non-empty regular file before it is opened.
 
     Raises:
@@ -103,13 +103,13 @@ def read_idx(path, expected_magic):
       DatasetError: naming ``path`` when the file is missing, empty, no regular file, truncated, not gzip, has the
         wrong magic or the wrong length.
     """
-    _require_file(path)
+    require_file(path)
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        raise DatasetError(f"{path}: cannot read ({_one_line(e)}); the file is truncated or corrupt") from e
+        raise DatasetError(f"{path}: cannot read ({one_line(e)}); the file is truncated or corrupt") from e
     if len(data) < 8:
         raise DatasetError(f"{path}: only {len(data)} bytes; an IDX header needs at least 8")
     magic = struct.unpack(">I", data[:4])[0]
@@ -124,7 +124,7 @@ def read_idx(path, expected_magic):
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _describe(a):
+def describe_values(a):
     """The dtype of array ``a`` and, when numeric, the range of its values, e.g. ``float32 in [0, 1]``.
 
     Non-finite values are counted, not folded into the range (``float32 in [0, 1] with 3 NaN``).
@@ -151,10 +151,10 @@ def _validate_dtypes(source, split, images, labels):
     ``_scale`` and train to chance-level accuracy without any error.
     """
     if images.dtype != np.uint8:
-        raise DatasetError(f"{source}: {split} images are {_describe(images)}; "
+        raise DatasetError(f"{source}: {split} images are {describe_values(images)}; "
                            f"expected uint8 0..255 (Keras' mnist.npz layout)")
     if labels.dtype.kind not in "iu":  # bool is kind "b": not a class index
-        raise DatasetError(f"{source}: {split} labels are {_describe(labels)}; expected integers 0..9")
+        raise DatasetError(f"{source}: {split} labels are {describe_values(labels)}; expected integers 0..9")
 
 
 def validate_split(source, split, images, labels):
@@ -206,28 +206,33 @@ def read_npz(path):
         corrupt, a single .npy array), lacks one of the four arrays, or holds arrays of the wrong shape, count or
         dtype (float images already scaled to [0, 1] included) or labels out of range.
     """
-    _require_file(path)
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):  # an .npy file loads as one bare array
-            raise DatasetError(f"{path}: a single .npy array, not an npz archive of x_train, y_train, x_test, y_test")
-        with loaded as f:
-            arrays = _npz_arrays(path, f)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        if isinstance(e, DatasetError):
-            raise
-        raise DatasetError(f"{path}: cannot read ({_one_line(e)}); the file is truncated or corrupt") from e
+    arrays = read_arrays(path, ("x_train", "y_train", "x_test", "y_test"))
     for split in ("train", "test"):
         validate_split(path, split, arrays[f"x_{split}"], arrays[f"y_{split}"])
     return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
 
 
-def _npz_arrays(path, archive):
-    """The four arrays of an open npz ``archive``; ``path`` names it in the error."""
-    missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)
-    if missing:
-        raise DatasetError(f"{path}: missing arrays {sorted(missing)}")
-    return {k: archive[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+def read_arrays(path, required, optional=()):
+    """The ``required`` arrays of the npz archive ``path`` and those of ``optional`` it holds, as a dict.
+
+    Raises:
+      DatasetError: naming ``path`` when it is missing, empty, no regular file, not an npz archive (truncated,
+        corrupt, a single .npy array, object arrays that would need pickle) or lacks a required array.
+    """
+    require_file(path)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # an .npy file loads as one bare array
+            raise DatasetError(f"{path}: a single .npy array, not an npz archive of {', '.join(required)}")
+        with loaded as f:
+            missing = set(required) - set(f.files)
+            if missing:
+                raise DatasetError(f"{path}: missing arrays {sorted(missing)}")
+            return {k: f[k] for k in tuple(required) + tuple(optional) if k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        if isinstance(e, DatasetError):
+            raise
+        raise DatasetError(f"{path}: cannot read ({one_line(e)}); the file is truncated or corrupt") from e
 
 
 def has_any_idx(folder):

@@ -1,7 +1,8 @@
 """Reference models: the classic fc_1000 MLP, LeNet-300-100 and a small VGG-style ConvNet.
 
-Every model takes 28×28 images (ConvNets add the channel axis themselves), ends in a softmax over the classes, is
-built in either Keras (``keras="2"``: tf_keras, ``"3"``: Keras 3),
+Every model adapts to the data: fc_1000 and LeNet flatten inputs of any shape, small_cnn takes images of any size
+(H, W) or (H, W, C) (adding the channel axis to grey (H, W) images); each ends in a softmax over the data's classes,
+is built in either Keras (``keras="2"``: tf_keras, ``"3"``: Keras 3),
 and names its layers so that flags and per-layer plans can refer to them (``fc1``..``fc4``, ``logits``...).
 """
 
@@ -71,7 +72,8 @@ def build(name, input_shape=(28, 28), num_classes=10, keras="2"):
 
     Args:
       name: one of ``MODEL_NAMES`` (``fc_1000``, ``lenet_300_100``, ``small_cnn``).
-      input_shape: image shape without the batch axis, (H, W) or (H, W, C).
+      input_shape: input shape without the batch axis: any shape for fc_1000 and lenet_300_100 (flattened),
+        (H, W) or (H, W, C) images of at least 4x4 for small_cnn.
       num_classes: width of the softmax output.
       keras: ``"2"`` (a tf_keras model) or ``"3"`` (a Keras 3 model, on Keras 3's configured backend).
 
@@ -83,8 +85,12 @@ def build(name, input_shape=(28, 28), num_classes=10, keras="2"):
     if name not in BUILDERS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
     input_shape = tuple(int(d) for d in input_shape)
-    if len(input_shape) not in (2, 3) or min(input_shape) <= 0:
-        raise ValueError(f"input_shape {input_shape} must be (H, W) or (H, W, C) with positive sizes")
+    if not input_shape or min(input_shape) <= 0:
+        raise ValueError(f"input_shape {input_shape} must have positive sizes")
+    if name == "small_cnn" and (len(input_shape) not in (2, 3) or min(input_shape[:2]) < 4):
+        raise ValueError(f"small_cnn takes images (H, W) or (H, W, C) of at least 4x4 (two 2x2 poolings); "
+                         f"input_shape {input_shape} is not one: use fc_1000 or lenet_300_100, which flatten any "
+                         "input")
     if int(num_classes) < 2:
         raise ValueError(f"num_classes {num_classes} must be at least 2")
     k = stack.keras

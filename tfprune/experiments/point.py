@@ -18,6 +18,7 @@ from tfprune import registry
 from tfprune import stacks
 from tfprune import twin
 from tfprune.experiments import config as config_lib
+from tfprune.experiments import dataset as dataset_lib
 from tfprune.experiments import histograms as hist_lib
 from tfprune.experiments import models
 from tfprune.experiments import records
@@ -41,14 +42,15 @@ def model_file_sizes(model):
     return len(payload), len(gzip.compress(payload, 9))
 
 
-def _evaluate(model, x, y, strategy=None):
-    """(accuracy, loss) of ``model`` on (x, y), in ``strategy``'s scope: on a copy made there unless built there."""
+def _evaluate(model, split, strategy=None):
+    """(accuracy, loss) of ``model`` on a ``dataset`` split, in ``strategy``'s scope: on a copy made there unless
+    built there."""
     if strategy is not None and model.distribute_strategy is not strategy:
         with distribute.scope(strategy):
             model = clone_with_weights(model)
     with distribute.scope(strategy):
         models.compile_model(model)
-        loss, accuracy = model.evaluate(x, y, batch_size=1024, verbose=0)
+        loss, accuracy = model.evaluate(verbose=0, **split.eval_inputs())
     return float(accuracy), float(loss)
 
 
@@ -60,16 +62,17 @@ def _rank_schedule(sparsity, layers, finetune, num_examples):
     return finetune.tfmot_schedule(sparsity, num_examples)
 
 
-def _run_rank(baseline_model, method, sparsity, scope, layers, finetune, x, y, strategy=None):
+def _run_rank(baseline_model, method, sparsity, scope, layers, finetune, train, strategy=None, seed=0):
     with distribute.scope(strategy):
         model = pruning.make_prunable(baseline_model)
         if finetune.epochs == 0:
             return pruning.prune(model, sparsity, method, scope, layers), []
         models.compile_model(model, finetune.learning_rate)
         timer = callbacks.EpochTimer()
-        pruner = callbacks.RankPruning(method, _rank_schedule(sparsity, layers, finetune, len(x)), scope, layers)
-        model.fit(x, y, batch_size=finetune.batch_size, epochs=finetune.epochs, verbose=finetune.verbose,
-                  callbacks=[pruner, timer])
+        pruner = callbacks.RankPruning(method, _rank_schedule(sparsity, layers, finetune, len(train)), scope,
+                                       layers)
+        model.fit(epochs=finetune.epochs, verbose=finetune.verbose, callbacks=[pruner, timer],
+                  **train.fit_inputs(finetune.batch_size, seed))
     return model, timer.seconds
 
 
@@ -89,7 +92,8 @@ def pruned_copy(baseline_model, method, k, x_train, y_train, finetune=FineTune()
       ValueError: as ``tfprune.prune`` (bad method, sparsity, scope or layers).
     """
     stacks.seed_all(seed)
-    model, _ = _run_rank(baseline_model, method, k / 100.0, scope, layers, finetune, x_train, y_train)
+    model, _ = _run_rank(baseline_model, method, k / 100.0, scope, layers, finetune,
+                         dataset_lib.ArraySplit(x_train, y_train), seed=seed)
     return pruning.strip(model)
 
 
@@ -105,16 +109,16 @@ def tfmot_model(baseline_model, x):
     return twin.checked_twin(baseline_model, x[:256])
 
 
-def _run_tfmot(baseline_model, sparsity, layers, finetune, x, y, strategy=None):
+def _run_tfmot(baseline_model, sparsity, layers, finetune, train, strategy=None, seed=0):
     """TF-MOT's point on ``baseline_model``, a tf_keras model (see ``tfmot_model``)."""
     from tfprune.experiments import tfmot_method  # pylint: disable=g-import-not-at-top (TF-MOT is heavy)
     if finetune.epochs == 0:
         raise ValueError("method 'tfmot' needs fine-tune epochs >= 1: TF-MOT applies its masks during training")
-    schedule = finetune.tfmot_schedule(sparsity, len(x))
-    result = tfmot_method.prune_and_finetune(baseline_model, x, y, schedule, epochs=finetune.epochs,
+    schedule = finetune.tfmot_schedule(sparsity, len(train))
+    result = tfmot_method.prune_and_finetune(baseline_model, train, None, schedule, epochs=finetune.epochs,
                                                batch_size=finetune.batch_size,
                                                learning_rate=finetune.learning_rate, layers=layers,
-                                               verbose=finetune.verbose, strategy=strategy)
+                                               verbose=finetune.verbose, strategy=strategy, seed=seed)
     return result.model, result.epoch_seconds
 
 
@@ -126,14 +130,14 @@ def dense_finetune(baseline_model, datasets, finetune, seed=0, strategy=None):
     Returns:
       dict with dense_seconds_per_epoch (median), dense_finetune_accuracy and dense_finetune_loss.
     """
-    (x_train, y_train), (x_test, y_test) = datasets
+    data = dataset_lib.as_dataset(datasets)
     stacks.seed_all(seed)
     with distribute.scope(strategy):
         model = models.compile_model(clone_with_weights(baseline_model), finetune.learning_rate)
         timer = callbacks.EpochTimer()
-        model.fit(x_train, y_train, batch_size=finetune.batch_size, epochs=max(1, finetune.epochs),
-                  verbose=finetune.verbose, callbacks=[timer])
-    accuracy, loss = _evaluate(model, x_test, y_test, strategy)
+        model.fit(epochs=max(1, finetune.epochs), verbose=finetune.verbose, callbacks=[timer],
+                  **data.train.fit_inputs(finetune.batch_size, seed))
+    accuracy, loss = _evaluate(model, data.test, strategy)
     return {"dense_seconds_per_epoch": float(np.median(timer.seconds)), "dense_finetune_accuracy": accuracy,
             "dense_finetune_loss": loss}
 
@@ -144,7 +148,7 @@ def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, f
 
     Args:
       baseline_model: the trained dense model (plain, tf_keras or Keras 3); it is not modified.
-      datasets: ``((x_train, y_train), (x_test, y_test))``.
+      datasets: a ``Dataset`` (in memory or streamed), or ``((x_train, y_train), (x_test, y_test))`` arrays.
       method: ``weight``, ``unit`` or ``tfmot``.
       k: percent in [0, 100) of weights (or units) to prune.
       scope, layers: as ``tfprune.prune`` (tfmot supports layer scope only).
@@ -174,21 +178,21 @@ def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, f
         raise ValueError(f"k {k} is outside [0, 100)")
     if method == "tfmot" and scope != "layer":
         raise ValueError(f"method 'tfmot' prunes per layer only; scope {scope!r} is not supported")
-    (x_train, y_train), (x_test, y_test) = datasets
+    data = dataset_lib.as_dataset(datasets)
     start = time.perf_counter()
     stacks.seed_all(seed)
     sparsity = k / 100.0
     if method == "tfmot":
-        tfmot_baseline = tfmot_baseline or tfmot_model(baseline_model, x_train)
-        model, epoch_seconds = _run_tfmot(tfmot_baseline, sparsity, layers, finetune, x_train, y_train, strategy)
+        tfmot_baseline = tfmot_baseline or tfmot_model(baseline_model, data.train.take(256, seed)[0])
+        model, epoch_seconds = _run_tfmot(tfmot_baseline, sparsity, layers, finetune, data.train, strategy, seed)
     else:
-        model, epoch_seconds = _run_rank(baseline_model, method, sparsity, scope, layers, finetune,
-                                         x_train, y_train, strategy)
+        model, epoch_seconds = _run_rank(baseline_model, method, sparsity, scope, layers, finetune, data.train,
+                                         strategy, seed)
     if strategy is not None or any(registry.is_prunable(l) for l in model.layers):
         stripped = pruning.strip(model)  # made outside any scope: a plain model to measure and export
     else:
         stripped = model
-    accuracy, loss = _evaluate(stripped, x_test, y_test, strategy)
+    accuracy, loss = _evaluate(stripped, data.test, strategy)
     report = pruning.sparsity_report(stripped)
     total = sum(r.weights for r in report)
     dense_bytes, gzip_bytes = model_file_sizes(stripped)

@@ -23,10 +23,12 @@ class PointExporter:
 
     Args:
       variants: names from ``tflite.VARIANTS``, e.g. ``["float", "int8+sparse"]``.
-      x_eval, y_eval: float32 images (N, *input shape) in [0, 1] and int labels (N,) verifying every export.
+      x_eval, y_eval: inputs (N, *input shape), preprocessed as for training, and int labels (N,) verifying
+        every export.
       representative_data: float32 training images (M, *input shape), M ~ 300, calibrating int8 variants.
       out_dir: folder of the per-point export folders.
       labels: C class names for labels.txt (default ``"0"``..``"C-1"``).
+      data_card: the data's entry of every model card (``Dataset.card()``: name, digest, input shape, preprocessing).
       num_threads: LiteRT threads for evaluation and latency.
       bench_runs, bench_warmup: timed and untimed single-image invokes per exported model.
 
@@ -35,7 +37,7 @@ class PointExporter:
     """
 
     def __init__(self, variants, x_eval, y_eval, representative_data, out_dir, labels=None, num_threads=1,
-                 bench_runs=100, bench_warmup=10):
+                 bench_runs=100, bench_warmup=10, data_card=None):
         if not variants:
             raise ValueError(f"no TFLite variant given; choose from {', '.join(tflite.VARIANTS)}")
         for variant in variants:
@@ -45,6 +47,7 @@ class PointExporter:
         self.representative_data = representative_data
         self.out_dir = out_dir
         self.labels = labels
+        self.card_extra = {"data": dict(data_card)} if data_card else None
         self.bench = {"num_threads": num_threads, "bench_runs": bench_runs, "bench_warmup": bench_warmup}
 
     def __call__(self, stripped_model, method, k):
@@ -77,7 +80,8 @@ class PointExporter:
             for variant in self.variants:
                 out_dir = os.path.join(folder, variant + ("-shrunk" if which == records.SHRUNK else ""))
                 figures = tflite.export_variant(model, variant, self.x_eval, self.y_eval, self.representative_data,
-                                                out_dir=out_dir, labels=self.labels, **self.bench)
+                                                out_dir=out_dir, labels=self.labels, card_extra=self.card_extra,
+                                                **self.bench)
                 exports.append(records.VariantFigures(model=which, **figures))
         return shrink, exports
 

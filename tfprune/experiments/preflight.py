@@ -10,15 +10,24 @@ import numpy as np
 from tfprune import masks
 from tfprune import pruning
 from tfprune import scoring
+from tfprune.experiments import dataset as dataset_lib
 from tfprune.experiments import models
 from tfprune.experiments import records
 from tfprune.experiments.config import ConfigError
 
 
 def architecture(baseline, datasets):
-    """An untrained build of the config's reference model for the data's image shape (the weights are random)."""
-    (x_train, _), _ = datasets
-    return models.build(baseline.model, x_train.shape[1:], keras=baseline.keras)
+    """An untrained build of the config's reference model for the data's input shape and class count (the
+    weights are random).
+
+    Raises:
+      ConfigError: the model cannot take the data (small_cnn on inputs that are not images, say).
+    """
+    data = dataset_lib.as_dataset(datasets)
+    try:
+        return models.build(baseline.model, data.input_shape, data.num_classes, keras=baseline.keras)
+    except ValueError as e:
+        raise ConfigError(f"--model={baseline.model} on {data.name}: {e}") from None
 
 
 def _groups(scorer, layer):

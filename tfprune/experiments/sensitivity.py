@@ -14,7 +14,7 @@ import os
 from tfprune import io_utils
 from tfprune import masks
 from tfprune import pruning
-from tfprune.experiments import data as data_lib
+from tfprune.experiments import dataset as dataset_lib
 from tfprune.experiments import models
 from tfprune.experiments import plots
 from tfprune.experiments import preflight
@@ -148,9 +148,10 @@ def run_sensitivity(config, report=print):
     base, _ = sweep.load_start_model(b, datasets, report=report)
     if b.model_path:  # a model file is only loaded and evaluated: its layers are checked now, before the scan
         _check_layers(base.model, config)
-    x, y = data_lib.take(datasets[1], config.eval_size, b.seed)
+    x, y, which = dataset_lib.choice_split(datasets, config.eval_size, b.seed)
     _, base_accuracy = models.compile_model(base.model).evaluate(x, y, batch_size=1024, verbose=0)
-    report(f"baseline {b.label} on {b.dataset}: accuracy {100 * base_accuracy:.2f} % on {len(x)} images")
+    report(f"baseline {b.label} on {b.dataset}: accuracy {100 * base_accuracy:.2f} % on {len(x)} {which} examples "
+           "(plans are chosen on these, never on the test split)")
     try:
         curves = scan(base.model, x, y, config.sparsities, config.method,
                       list(config.layers) if config.layers else None,
@@ -161,21 +162,22 @@ def run_sensitivity(config, report=print):
     plan = suggest_plan(curves, base_accuracy, config.max_drop)
     out = config.output_dir
     with store.output_lock(out):
-        _write(out, config, curves, plan, base_accuracy)
+        _write(out, config, curves, plan, base_accuracy, which)
     report("suggested plan (largest k per layer within "
            f"{config.max_drop:g} points): " + ", ".join(f"{n}={100 * s:g}%" for n, s in plan.items()))
     return SensitivityResult(curves, plan, float(base_accuracy))
 
 
-def _write(out, config, curves, plan, base_accuracy):
+def _write(out, config, curves, plan, base_accuracy, which):
     rows = ["layer,k,accuracy,loss"] + [f"{n},{records.format_k(k)},{a:.6f},{l:.6f}"
                                         for n, pts in curves.items() for k, a, l in pts]
     io_utils.write_text_atomic(os.path.join(out, "sensitivity.csv"), "\n".join(rows) + "\n")
     io_utils.write_json_atomic(os.path.join(out, "sensitivity.json"),
-                               {"baseline_accuracy": base_accuracy, "method": config.method, "curves": curves})
+                               {"baseline_accuracy": base_accuracy, "method": config.method, "curves": curves,
+                                "evaluated_on": which})
     io_utils.write_json_atomic(os.path.join(out, "plan.json"),
                                {"layer_sparsity": plan, "method": config.method, "max_drop": config.max_drop,
-                                "baseline_accuracy": base_accuracy})
+                                "baseline_accuracy": base_accuracy, "evaluated_on": which})
     plots.sensitivity({n: [(k, a) for k, a, _ in pts] for n, pts in curves.items()},
                       os.path.join(out, "sensitivity.png"), base_accuracy)
 

@@ -27,7 +27,7 @@ from tfprune import stacks
 from tfprune import twin
 from tfprune import user_model
 from tfprune.experiments import baseline as baseline_lib
-from tfprune.experiments import data as data_lib
+from tfprune.experiments import data_sources
 from tfprune.experiments import histograms as hist_lib
 from tfprune.experiments import plots
 from tfprune.experiments import point as point_lib
@@ -154,10 +154,10 @@ def _merge(folders, output_dir, mode, command, report):
 
 
 def load_data(baseline):
-    """The dataset of a ``BaselineConfig``, training split subset to ``train_size`` (reproducibly, by seed)."""
-    datasets = data_lib.load_dataset(baseline.dataset, baseline.data_dir)
+    """The ``Dataset`` of a ``BaselineConfig``, training split subset to ``train_size`` (reproducibly, by seed)."""
+    data = data_sources.load(baseline.dataset, baseline.data_dir, memory_bytes=baseline.data_memory_mib << 20)
     # The same subset for the baseline (train_baseline takes it again: a no-op) and for fine-tuning every point.
-    return data_lib.take(datasets[0], baseline.train_size, baseline.seed), datasets[1]
+    return data.subset_train(baseline.train_size, baseline.seed)
 
 
 def load_start_model(baseline, datasets, strategy=None, report=print, data_digest=None):
@@ -207,7 +207,8 @@ def _baseline_info(config, base, datasets, mode, strategy, dense, dense_recorded
     holds; ``dense_recorded``: whether (the chief's) baseline.json holds them, else a comparison fine-tunes the
     dense model now."""
     b, finetune = config.baseline, config.finetune
-    info = {"model": b.label, "dataset": b.dataset, "data_digest": data_digest, "test_accuracy": base.test_accuracy,
+    info = {"model": b.label, "dataset": b.dataset, "data_digest": data_digest, **_data_facts(datasets),
+            "test_accuracy": base.test_accuracy,
             "test_loss": base.test_loss, "train_epochs": b.train_epochs, "seed": b.seed,
             **distribute.describe(strategy), "histograms": hist_lib.magnitude_histograms(base.model)}
     if mode.dense_reference and finetune.epochs:
@@ -219,14 +220,20 @@ def _baseline_info(config, base, datasets, mode, strategy, dense, dense_recorded
     return info
 
 
-def _make_exporter(config, datasets):
-    (x_train, _), (x_test, y_test) = datasets
+def _data_facts(data):
+    """What baseline.json records of the data besides its digest: shape, dtype, classes, sizes, preprocessing."""
+    return {"input_shape": list(data.input_shape), "input_dtype": str(data.input_dtype),
+            "class_names": list(data.class_names), "preprocessing": dict(data.preprocessing),
+            "split_sizes": {s: len(getattr(data, s)) for s in ("train", "val", "test") if getattr(data, s) is not None}}
+
+
+def _make_exporter(config, data):
     seed = config.baseline.seed
-    x_eval, y_eval = data_lib.take((x_test, y_test), config.export_eval_size, seed)
-    representative = data_lib.take((x_train, x_train), 300, seed)[0]
+    x_eval, y_eval = data.test.take(config.export_eval_size, seed)
+    representative = data.train.take(300, seed)[0]  # int8 calibration: training inputs, preprocessed alike
     return point_export.PointExporter(config.export, x_eval, y_eval, representative,
-                                      os.path.join(config.output_dir, "tflite"),
-                                      labels=data_lib.CLASS_NAMES.get(config.baseline.dataset))
+                                      os.path.join(config.output_dir, "tflite"), labels=list(data.class_names),
+                                      data_card=data.card())
 
 
 def run_sweep(config, mode=SWEEP, strategy=None, command=None, report=print):
@@ -255,7 +262,8 @@ def run_sweep(config, mode=SWEEP, strategy=None, command=None, report=print):
     """
     b = config.baseline
     datasets = load_data(b)
-    data_digest = data_lib.data_digest(datasets)
+    report(datasets.describe())
+    data_digest = datasets.digest()
     start_model = None
     if b.model_path:  # a model file is only loaded and evaluated: checked before the folder is touched
         start_model = load_start_model(b, datasets, strategy, report, data_digest)
@@ -299,7 +307,7 @@ def _run_locked(config, mode, strategy, command, report, datasets, data_digest, 
     tfmot_baseline = None
     if any(m == "tfmot" for m, _ in todo) and stacks.of(base.model) is not stacks.TF_KERAS:
         try:  # TF-MOT runs on tf_keras only: on a twin of the model, checked to compute the same outputs
-            tfmot_baseline = point_lib.tfmot_model(base.model, datasets[0][0])
+            tfmot_baseline = point_lib.tfmot_model(base.model, datasets.train.take(256, b.seed)[0])
             report(f"TF-MOT runs on a tf_keras twin of this {stacks.of(base.model).label} model (same layers and "
                    "weights, outputs checked equal on real images)")
         except twin.TwinError as e:

@@ -237,12 +237,13 @@ class TfmotResult:
 
 
 def prune_and_finetune(model, x_train, y_train, schedule, epochs, batch_size, learning_rate=1e-3, log_dir=None,
-                       validation_data=None, verbose=0, layers=None, strategy=None, shuffle=True):
+                       validation_data=None, verbose=0, layers=None, strategy=None, shuffle=True, seed=0):
     """Prunes a copy of ``model`` with TF-MOT ``prune_low_magnitude`` while fine-tuning it, then strips it.
 
     Args:
       model: a trained plain Sequential/functional tf_keras model; it is not modified.
-      x_train, y_train: training images (N, ...) and int labels (N,).
+      x_train, y_train: training inputs (N, ...) and int labels (N,); or a ``dataset`` split (in memory or
+        streamed) as ``x_train`` with ``y_train`` None.
       schedule: a TF-MOT ``PruningSchedule`` (see ``make_schedule``); steps count from 1 at the first batch.
       epochs: fine-tune epochs (>= 1: TF-MOT prunes during training only).
       batch_size: examples per step.
@@ -255,7 +256,7 @@ def prune_and_finetune(model, x_train, y_train, schedule, epochs, batch_size, le
         (only those are wrapped, with ``schedule``), or a dict name -> sparsity (each wrapped with ``schedule``
         retargeted to that sparsity; ConstantSparsity or PolynomialDecay only).
       strategy: optional ``tf.distribute.Strategy``; the copy is built, wrapped and compiled in its scope.
-      shuffle: passed to ``fit``.
+      shuffle: passed to ``fit`` (arrays); seed: the shuffle seed of a streamed split.
 
     Returns:
       a ``TfmotResult``.
@@ -270,8 +271,13 @@ def prune_and_finetune(model, x_train, y_train, schedule, epochs, batch_size, le
         raise ValueError(f"epochs {epochs} must be >= 1: TF-MOT applies its masks during training")
     if not learning_rate > 0:
         raise ValueError(f"learning_rate {learning_rate!r} must be > 0")
-    if len(x_train) != len(y_train):
+    train = x_train if y_train is None and hasattr(x_train, "fit_inputs") else None
+    if train is None and len(x_train) != len(y_train):
         raise ValueError(f"x_train has {len(x_train)} examples but y_train has {len(y_train)}")
+    inputs = train.fit_inputs(batch_size, seed) if train is not None else {
+        "x": x_train, "y": y_train, "batch_size": batch_size}
+    if "batch_size" in inputs:  # arrays: Keras shuffles them as the caller says
+        inputs["shuffle"] = shuffle
     if not isinstance(schedule, sparsity_api.PruningSchedule):
         raise ValueError(f"schedule {schedule!r} is not a TF-MOT PruningSchedule (see make_schedule)")
     total_steps = steps_for(epochs, len(x_train), batch_size)
@@ -283,8 +289,8 @@ def prune_and_finetune(model, x_train, y_train, schedule, epochs, batch_size, le
     fit_callbacks = [sparsity_api.UpdatePruningStep(), timer]
     if log_dir is not None:
         fit_callbacks.append(sparsity_api.PruningSummaries(log_dir=str(log_dir)))
-    history = pruned.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=verbose,
-                         validation_data=validation_data, shuffle=shuffle, callbacks=fit_callbacks)
+    history = pruned.fit(epochs=epochs, verbose=verbose, validation_data=validation_data, callbacks=fit_callbacks,
+                         **inputs)
     steps = int(wrappers[0].pruning_step.numpy()) if wrappers else 0
     with distribute.scope(strategy):
         stripped = models.compile_model(sparsity_api.strip_pruning(pruned), learning_rate)

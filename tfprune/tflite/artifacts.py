@@ -58,7 +58,7 @@ def write_exported_model(out_dir, model_bytes, card, labels):
 
 
 def export_variant(model, variant, x_eval, y_eval, representative_data=None, batch_size=256, num_threads=1,
-                   bench_runs=100, bench_warmup=10, out_dir=None, labels=None):
+                   bench_runs=100, bench_warmup=10, out_dir=None, labels=None, card_extra=None):
     """Converts ``model`` to one variant, verifies it in LiteRT on real images, times it; optionally writes it.
 
     Args:
@@ -67,6 +67,8 @@ def export_variant(model, variant, x_eval, y_eval, representative_data=None, bat
       x_eval, y_eval: evaluation images (N, *input shape) in [0, 1] and labels (N,).
       representative_data: calibration images, needed by ``int8`` variants.
       out_dir, labels: when ``out_dir`` is given, ``write_exported_model`` writes the model there.
+      card_extra: more entries for the model card, e.g. ``{"data": Dataset.card()}`` (the data's name, digest,
+        input shape and preprocessing: what an app must do to an image before it calls the model).
 
     Returns:
       flat dict: ``variant``, ``size_bytes``, ``gzip_size_bytes``, ``accuracy`` (0..1), ``loss``,
@@ -97,7 +99,7 @@ def export_variant(model, variant, x_eval, y_eval, representative_data=None, bat
                 "sparsity": figures["sparsity"], "accuracy": evaluation["accuracy"], "loss": evaluation["loss"],
                 "eval_images": evaluation["images"], "latency_median_ms": latency["median_ms"],
                 "latency_p90_ms": latency["p90_ms"], "latency_num_threads": num_threads,
-                "path": evaluation["path"], "fallback_reason": evaluation["fallback_reason"]}
+                "path": evaluation["path"], "fallback_reason": evaluation["fallback_reason"], **(card_extra or {})}
         card = write_exported_model(out_dir, model_bytes, card, labels if labels is not None else
                                     [str(i) for i in range(int(graph.model_output_shape(model)[-1]))])
         figures["gzip_size_bytes"] = card["gzip_size_bytes"]

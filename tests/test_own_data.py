@@ -1,0 +1,224 @@
+"""Your own data: npz archives, image folders (in memory and streamed), CIFAR in the Keras cache; strict checks.
+
+The data is real: 5 Fashion-MNIST classes padded to 32×32×3 (``scripts/own_data.py``), 1,500 training, 300
+validation and 500 test images, written once per session as an ``.npz`` and as a PNG folder (conftest).
+"""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from tfprune._env import keras
+from tfprune.experiments import data_sources, dataset, models
+from tfprune.experiments.data_files import DatasetError
+
+import own_data  # noqa: E402  (scripts/, on the path from conftest)
+
+
+@pytest.fixture(name="splits", scope="module")
+def _splits(own_splits):
+    return own_splits
+
+
+@pytest.fixture(name="npz_path", scope="module")
+def _npz_path(own_npz):
+    return own_npz
+
+
+@pytest.fixture(name="image_root", scope="module")
+def _image_root(own_images):
+    return own_images
+
+
+def _write(path, **arrays):
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def test_npz_follows_the_data(npz_path, splits):
+    data = data_sources.load(f"npz:{npz_path}")
+    assert data.input_shape == (32, 32, 3) and data.input_dtype == np.float32 and data.num_classes == 5
+    assert data.class_names == ("T-shirt/top", "Trouser", "Sneaker", "Bag", "Ankle boot")
+    assert (len(data.train), len(data.val), len(data.test)) == (1500, 300, 500)
+    assert data.preprocessing == {"scale": "x/255"} and not data.streamed
+    np.testing.assert_array_equal(data.test.x, splits[0]["test"][0] / np.float32(255))
+    assert data.digest() == data_sources.load(f"npz:{npz_path}").digest()
+    assert data.card()["input_shape"] == [32, 32, 3] and data.card()["num_classes"] == 5
+    # scale=none keeps the stored uint8 values; a declared range they break is an error naming the file
+    raw = data_sources.load(f"npz:{npz_path}?scale=none")
+    assert raw.test.x.dtype == np.uint8 and raw.preprocessing == {"scale": "as stored"}
+    assert raw.digest() != data.digest()
+    with pytest.raises(DatasetError, match=r"fm5\.npz: train inputs are uint8 in 0\.\.255, outside the declared "
+                                           r"range \[0, 1\]"):
+        data_sources.load(f"npz:{npz_path}?range=0,1")
+
+
+def test_image_folder_decodes_as_keras_image_dataset_from_directory(image_root):
+    data = data_sources.load(f"images:{image_root}")
+    assert data.class_names == ("Ankle boot", "Bag", "Sneaker", "T-shirt-top", "Trouser")  # folders, sorted
+    assert data.input_shape == (32, 32, 3) and (len(data.train), len(data.val), len(data.test)) == (1500, 300, 500)
+    keras_ds = keras.utils.image_dataset_from_directory(os.path.join(image_root, "test"), shuffle=False,
+                                                        batch_size=None, image_size=(32, 32), label_mode="int")
+    x = np.stack([image.numpy() for image, _ in keras_ds])
+    y = np.array([label.numpy() for _, label in keras_ds])
+    np.testing.assert_array_equal(data.test.x, x / 255.0)
+    np.testing.assert_array_equal(data.test.y, y)
+    assert data.preprocessing["resize"] == "32x32 bilinear" and data.preprocessing["color"] == "rgb"
+    grey = data_sources.load(f"images:{image_root}?size=16x20&color=grayscale")
+    assert grey.input_shape == (16, 20, 1) and grey.train.x.max() <= 1.0
+
+
+def test_a_folder_larger_than_the_memory_budget_streams_the_same_pixels(image_root):
+    held = data_sources.load(f"images:{image_root}")
+    streamed = data_sources.load(f"images:{image_root}", memory_bytes=1 << 20)  # 18 MB of pixels > 1 MiB
+    assert streamed.streamed and not held.streamed and isinstance(streamed.train, dataset.StreamedSplit)
+    assert streamed.preprocessing["streamed"] and streamed.preprocessing["decoded_bytes"] == 2300 * 32 * 32 * 3 * 4
+    x, y = streamed.test.take(64, seed=3)
+    np.testing.assert_array_equal(x, held.test.take(64, seed=3)[0])
+    np.testing.assert_array_equal(y, held.test.take(64, seed=3)[1])
+    batches = list(streamed.train.fit_inputs(batch_size=256, seed=0)["x"].take(2).as_numpy_iterator())
+    assert batches[0][0].shape == (256, 32, 32, 3) and batches[0][1].shape == (256,)
+    # every epoch is a new order of all examples (paths shuffled, not pixels)
+    epoch = np.concatenate([b for _, b in streamed.train.fit_inputs(batch_size=500, seed=0)["x"]])
+    assert sorted(epoch.tolist()) == sorted(held.train.y.tolist()) and not np.array_equal(epoch, held.train.y)
+    model = models.compile_model(models.build("lenet_300_100", (32, 32, 3), 5))
+    on_arrays = model.evaluate(verbose=0, **held.test.eval_inputs())
+    on_files = model.evaluate(verbose=0, **streamed.test.eval_inputs())
+    np.testing.assert_allclose(on_files, on_arrays, rtol=1e-5)
+    assert streamed.digest() != held.digest()  # files hashed vs pixels: a resumed sweep never mixes the two
+
+
+def test_subsets_are_the_same_in_memory_and_streamed(image_root):
+    held = data_sources.load(f"images:{image_root}").subset_train(100, seed=5)
+    streamed = data_sources.load(f"images:{image_root}", memory_bytes=1).subset_train(100, seed=5)
+    assert len(held.train) == len(streamed.train) == 100
+    np.testing.assert_array_equal(held.train.y, streamed.train.y)
+    np.testing.assert_array_equal(held.train.x, streamed.train.take()[0])
+
+
+def test_validation_split_is_chosen_never_the_test_split(npz_path, tmp_path, splits):
+    x, y, which = dataset.choice_split(data_sources.load(f"npz:{npz_path}"), 100, seed=0)
+    assert which == "validation" and len(x) == 100
+    no_val = {s: v for s, v in splits[0].items() if s != "val"}
+    path = str(tmp_path / "noval.npz")
+    own_data.write_npz(path, no_val, splits[1])
+    x, y, which = dataset.choice_split(data_sources.load(f"npz:{path}"), 100, seed=0)
+    assert which.startswith("training") and len(x) == 100
+
+
+def test_cifar_layout_in_the_keras_cache(splits, tmp_path, monkeypatch):
+    # Real images in CIFAR-10's python format (5 training batches, a test batch, batches.meta), in Keras 3's layout.
+    folder = tmp_path / "kh" / "datasets" / "cifar-10-batches-py-target" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    x, y = splits[0]["train"]
+    rows = x.transpose(0, 3, 1, 2).reshape(len(x), 3072)
+    for i, part in enumerate(np.array_split(np.arange(len(x)), 5), 1):
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump({b"data": rows[part], b"labels": y[part].tolist()}, f)
+    xt, yt = splits[0]["test"]
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": xt.transpose(0, 3, 1, 2).reshape(len(xt), 3072), b"labels": yt.tolist()}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [n.encode() for n in splits[1]]}, f)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    data = data_sources.load("cifar10", download=False)
+    assert data.class_names == tuple(splits[1]) and data.input_shape == (32, 32, 3)
+    np.testing.assert_array_equal(data.train.x, x / np.float32(255))
+    # a batch file that would run code is refused, not executed
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": os.system}, f)
+    with pytest.raises(DatasetError, match=r"test_batch: not a CIFAR batch .*refusing to build posix\.system"):
+        data_sources.load("cifar10", download=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty"))
+    with pytest.raises(DatasetError, match=r"cifar100 not found; looked in: .*cifar-100-python"):
+        data_sources.load("cifar100", download=False)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("photos", r"'photos' is not a known dataset .* nor npz:PATH / images:DIR"),
+    ("faces.npz", r"for a NumPy archive write npz:faces\.npz"),
+    ("npz:", r"no path after npz:"),
+    ("images:x?size=3", r"size='3' is not HxW"),
+    ("images:x?color=cmyk", r"color='cmyk' is not one of grayscale, rgb, rgba"),
+    ("images:x?zoom=2", r"unknown option 'zoom=2'; images: takes size=\.\.\., color=\.\.\."),
+    ("npz:x.npz?range=1,0", r"range='1,0' needs LO < HI"),
+    ("npz:x.npz?scale=10", r"scale='10' is not auto, 255 or none"),
+])
+def test_bad_dataset_names_are_one_error(spec, message):
+    with pytest.raises(DatasetError, match=message):
+        data_sources.parse(spec)
+
+
+def _arrays(n=20, shape=(6, 6), classes=3):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n,) + shape).astype(np.uint8)
+    y = np.arange(n) % classes
+    return {"x_train": x, "y_train": y, "x_test": x[:9], "y_test": y[:9]}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a.update(x_test=a["x_test"].astype(np.float32) * np.nan), r"test inputs are float32, every value NaN"),
+    (lambda a: a.update(y_train=a["y_train"].astype(np.float32)), r"train labels are float32 .*expected integer"),
+    (lambda a: a.update(y_test=np.eye(3)[a["y_test"]]), r"test labels have shape \(9, 3\).*one-hot"),
+    (lambda a: a.update(x_test=a["x_test"][:, :5]), r"test inputs are uint8 \(5, 6\) per example, but training "
+                                                    r"inputs are uint8 \(6, 6\)"),
+    (lambda a: a.update(y_test=a["y_test"][:4]), r"test split has 9 inputs and 4 labels"),
+    (lambda a: a.update(y_test=-a["y_test"]), r"test labels include -2; class indices start at 0"),
+    (lambda a: a.update(x_val=a["x_test"]), r"has x_val without its partner"),
+    (lambda a: a.update(class_names=np.array(["a", "b"])), r"labels go up to 2, but class_names has 2 names"),
+    (lambda a: a.update(class_names=np.array(["a", "a", "b"])), r"must be distinct"),
+    (lambda a: a.update(class_names=np.ones((3, 1))), r"class_names is float64 \(3, 1\)"),
+    (lambda a: a.update(y_train=a["y_train"] * 2), r"classes \[1, 3\] never occur in the training labels"),
+    (lambda a: a.update(y_train=0 * a["y_train"], y_test=0 * a["y_test"]), r"only 1 class"),
+    (lambda a: a.update(x_train=a["x_train"].astype(object)), r"cannot read|inputs are object"),
+    (lambda a: a.pop("y_test"), r"missing arrays \['y_test'\]"),
+])
+def test_a_bad_npz_is_one_error_naming_the_file(tmp_path, change, message):
+    arrays = _arrays()
+    change(arrays)
+    path = str(tmp_path / "bad.npz")
+    np.savez(path, **arrays)
+    with pytest.raises(DatasetError, match=r"bad\.npz.*" + message):
+        data_sources.load(f"npz:{path}")
+
+
+def test_any_input_shape_and_dtype_loads(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = rng.normal(size=(40, 16, 13)).astype(np.float64)  # 16 frames of 13 MFCCs, say: kept as stored
+    y = np.arange(40) % 4
+    path = _write(tmp_path / "a.npz", x_train=frames, y_train=y, x_test=frames[:8], y_test=y[:8].reshape(-1, 1))
+    data = data_sources.load(f"npz:{path}")
+    assert data.input_shape == (16, 13) and data.input_dtype == np.float32 and data.num_classes == 4
+    assert data.preprocessing == {"scale": "as stored"} and data.test.y.shape == (8,)
+    tokens = rng.integers(0, 5000, (40, 50)).astype(np.int32)  # a text classifier's token ids stay integers
+    data = data_sources.load(f"npz:{_write(tmp_path / 't.npz', x_train=tokens, y_train=y, x_test=tokens[:8], y_test=y[:8])}")
+    assert data.input_dtype == np.int32 and data.input_shape == (50,)
+
+
+def test_a_bad_image_folder_is_one_error_naming_the_file(image_root, tmp_path):
+    import shutil
+    root = tmp_path / "copy"
+    shutil.copytree(image_root, root)
+    (root / "test" / "Zebra").mkdir()
+    with pytest.raises(DatasetError, match=r"test: class folders \['Zebra'\] are not classes of the training split"):
+        data_sources.load(f"images:{root}")
+    (root / "test" / "Zebra").rmdir()
+    bad = root / "train" / "Bag" / "000001.png"
+    bad.write_bytes(b"not a png at all")
+    with pytest.raises(DatasetError, match=r"000001\.png: not an image \(16 bytes"):
+        data_sources.load(f"images:{root}")
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # a PNG header, then garbage: found by decoding
+    with pytest.raises(DatasetError, match=r"000001\.png: cannot decode"):
+        data_sources.load(f"images:{root}")
+    shutil.rmtree(root / "train" / "Bag")
+    (root / "train" / "Bag").mkdir()
+    with pytest.raises(DatasetError, match=r"train/Bag: no image files"):
+        data_sources.load(f"images:{root}")
+    (root / "train" / "Bag").rmdir()
+    shutil.rmtree(root / "test")
+    with pytest.raises(DatasetError, match=r"copy: no test/ folder \(expected test/<class>/<image files>\)"):
+        data_sources.load(f"images:{root}")
+    with pytest.raises(DatasetError, match=r"image folder '/nonexistent' does not exist"):
+        data_sources.load("images:/nonexistent")
