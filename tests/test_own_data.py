@@ -6,12 +6,13 @@ validation and 500 test images, written once per session as an ``.npz`` and as a
 
 import os
 import pickle
+import shutil
 
 import numpy as np
 import pytest
 
 from tfprune._env import keras
-from tfprune.experiments import data_sources, dataset, models
+from tfprune.experiments import BaselineConfig, FineTune, SweepConfig, data_sources, dataset, models, run_sweep
 from tfprune.experiments.data_files import DatasetError
 
 import own_data  # noqa: E402  (scripts/, on the path from conftest)
@@ -193,12 +194,12 @@ def test_any_input_shape_and_dtype_loads(tmp_path):
     assert data.input_shape == (16, 13) and data.input_dtype == np.float32 and data.num_classes == 4
     assert data.preprocessing == {"scale": "as stored"} and data.test.y.shape == (8,)
     tokens = rng.integers(0, 5000, (40, 50)).astype(np.int32)  # a text classifier's token ids stay integers
-    data = data_sources.load(f"npz:{_write(tmp_path / 't.npz', x_train=tokens, y_train=y, x_test=tokens[:8], y_test=y[:8])}")
+    path = _write(tmp_path / "t.npz", x_train=tokens, y_train=y, x_test=tokens[:8], y_test=y[:8])
+    data = data_sources.load(f"npz:{path}")
     assert data.input_dtype == np.int32 and data.input_shape == (50,)
 
 
 def test_a_bad_image_folder_is_one_error_naming_the_file(image_root, tmp_path):
-    import shutil
     root = tmp_path / "copy"
     shutil.copytree(image_root, root)
     (root / "test" / "Zebra").mkdir()
@@ -222,3 +223,67 @@ def test_a_bad_image_folder_is_one_error_naming_the_file(image_root, tmp_path):
         data_sources.load(f"images:{root}")
     with pytest.raises(DatasetError, match=r"image folder '/nonexistent' does not exist"):
         data_sources.load("images:/nonexistent")
+
+
+@pytest.fixture(scope="module")
+def tfds_dir(splits, tmp_path_factory):
+    """``splits`` stored as a prepared TFDS dataset ``fm5_own`` (train, validation, test) in a data folder."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    folder = str(tmp_path_factory.mktemp("tfds"))
+    features = tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(32, 32, 3)),
+                                           "label": tfds.features.ClassLabel(names=splits[1])})
+    parts = {{"val": "validation"}.get(s, s): tf.data.Dataset.from_tensor_slices({"image": x, "label": y})
+             for s, (x, y) in splits[0].items()}
+    tfds.dataset_builders.store_as_tfds_dataset(name="fm5_own", version="1.0.0", features=features,
+                                                split_datasets=parts, config=None, data_dir=folder)
+    return folder
+
+
+def _sorted_rows(x):
+    flat = x.reshape(len(x), -1)
+    return flat[np.lexsort(flat.T[::-1])]
+
+
+def test_tfds_dataset_prepared_locally(tfds_dir, npz_path):
+    data = data_sources.load("tfds:fm5_own", tfds_dir)
+    npz = data_sources.load(f"npz:{npz_path}")
+    assert data.class_names == npz.class_names and data.input_shape == (32, 32, 3) and not data.streamed
+    assert (len(data.train), len(data.val), len(data.test)) == (1500, 300, 500)
+    np.testing.assert_array_equal(_sorted_rows(data.test.x), _sorted_rows(npz.test.x))  # TFDS reorders records
+    streamed = data_sources.load("tfds:fm5_own", tfds_dir, memory_bytes=1 << 20)
+    assert streamed.streamed and streamed.preprocessing["tfds"] == "fm5_own 1.0.0"
+    x, y = streamed.test.take(50, seed=2)
+    np.testing.assert_array_equal(x, data.test.take(50, seed=2)[0])
+    np.testing.assert_array_equal(y, data.test.take(50, seed=2)[1])
+    small = streamed.subset_train(200, seed=1)
+    np.testing.assert_array_equal(small.train.take()[0], data.subset_train(200, seed=1).train.x)
+    batches = [b for _, b in small.train.fit_inputs(64, seed=0)["x"]]
+    assert sum(len(b) for b in batches) == 200 and sorted(np.concatenate(batches)) == sorted(small.train.y)
+    model = models.compile_model(models.build("lenet_300_100", (32, 32, 3), 5))
+    np.testing.assert_allclose(model.evaluate(verbose=0, **streamed.test.eval_inputs()),
+                               model.evaluate(verbose=0, **data.test.eval_inputs()), rtol=1e-5)
+    resized = data_sources.load("tfds:fm5_own?size=16x16", tfds_dir)
+    assert resized.input_shape == (16, 16, 3)
+
+
+def test_tfds_never_downloads(tfds_dir):
+    with pytest.raises(DatasetError, match=r"tfds:mnist is not prepared in .*; tfprune never downloads TFDS data: "
+                                           r"prepare it .*\(tfds build mnist --data_dir=DIR\)"):
+        data_sources.load("tfds:mnist", tfds_dir)
+    with pytest.raises(DatasetError, match=r"tfds:no_such_set: Dataset no_such_set not found\.$"):
+        data_sources.load("tfds:no_such_set", tfds_dir)
+    with pytest.raises(DatasetError, match=r"tfds:fm5_own has no feature 'pixels' \(features: image, label\)"):
+        data_sources.load("tfds:fm5_own?image=pixels", tfds_dir)
+
+
+def test_a_sweep_fine_tunes_on_a_streamed_tfds_dataset(tfds_dir, tmp_path):
+    base = BaselineConfig(dataset="tfds:fm5_own", data_dir=tfds_dir, data_memory_mib=1, model="lenet_300_100",
+                          train_epochs=1, train_size=600, verbose=0)
+    lines = []
+    result = run_sweep(SweepConfig(str(tmp_path / "out"), base, methods=("weight",), sparsities=(0, 80),
+                                   finetune=FineTune(epochs=1, schedule="polynomial", verbose=0)), report=lines.append)
+    assert "600 training, 300 validation and 500 test examples" in lines[0] and "streamed from files" in lines[0]
+    by_key = {p.key: p for p in result.points}
+    assert by_key["weight-k80"].achieved_sparsity == pytest.approx(0.8, abs=1e-6)
+    assert by_key["weight-k0"].test_accuracy > 0.5 and result.baseline_info["class_names"][1] == "Trouser"

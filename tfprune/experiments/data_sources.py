@@ -9,10 +9,13 @@
                                                 shape, integer labels), optional ``x_val, y_val``, ``class_names``
 ``images:DIR``                                  ``DIR/train/<class>/*.png|jpg...``, ``DIR/test/<class>/...``,
                                                 optional ``DIR/val/<class>/...`` (``data_images``)
+``tfds:NAME``                                   a TensorFlow Datasets dataset prepared in ``data_dir`` (never
+                                                downloaded; ``data_tfds``)
 ==============================================  ==================================================================
 
 Options follow a ``?``, ``&``-separated: ``images:photos?size=96x96&color=rgb`` (size HxW and color
-grayscale|rgb|rgba, default: the first training image's), ``npz:x.npz?scale=none&range=-1,1`` (``scale``: ``auto``
+grayscale|rgb|rgba, default: the first training image's), ``tfds:NAME?size=HxW&image=KEY&label=KEY&train=SPLIT&
+test=SPLIT&val=SPLIT`` (see ``data_tfds``), ``npz:x.npz?scale=none&range=-1,1`` (``scale``: ``auto``
 = uint8 inputs divided by 255, others as stored; ``255``; ``none``; ``range``: the values every input must lie in).
 """
 
@@ -27,12 +30,14 @@ from tfprune.experiments import data_cifar
 from tfprune.experiments import data_checks
 from tfprune.experiments import data_files
 from tfprune.experiments import data_images
+from tfprune.experiments import data_tfds
 from tfprune.experiments import dataset as dataset_lib
 from tfprune.experiments.data_files import DatasetError
 
 BUILTIN = ("cifar10", "cifar100", "fashion_mnist", "mnist")
-KINDS = ("images", "npz")
-OPTIONS = {"images": ("size", "color"), "npz": ("scale", "range")}
+KINDS = ("images", "npz", "tfds")
+OPTIONS = {"images": ("size", "color"), "npz": ("scale", "range"),
+           "tfds": ("size", "image", "label", "train", "test", "val")}
 DEFAULT_MEMORY_BYTES = 4 << 30
 
 
@@ -85,7 +90,7 @@ def parse(spec):
         elif os.path.isdir(spec):
             hint = f"; for an image folder write images:{spec}"
         raise DatasetError(f"--dataset {spec!r} is not a known dataset ({', '.join(BUILTIN)}) nor "
-                           f"npz:PATH / images:DIR{hint}")
+                           f"npz:PATH / images:DIR / tfds:NAME{hint}")
     path, _, query = rest.partition("?")
     if not path:
         raise DatasetError(f"--dataset {spec!r}: no path after {kind}:")
@@ -188,9 +193,10 @@ def load(spec, data_dir=None, download=True, memory_bytes=DEFAULT_MEMORY_BYTES):
       spec: ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``npz:PATH[?options]`` or
         ``images:DIR[?options]``.
       data_dir: the folder searched first for a built-in dataset (searched alone: when given, the data must be
-        there). Unused by ``npz:`` and ``images:``, whose path names the data.
+        there); TFDS' data folder for ``tfds:``. Unused by ``npz:`` and ``images:``, whose path names the data.
       download: let a built-in dataset found nowhere be downloaded through Keras.
-      memory_bytes: image folders whose decoded float32 images exceed this stream from their files.
+      memory_bytes: image folders and TFDS datasets whose decoded float32 inputs exceed this stream from their
+        files.
 
     Returns:
       a ``dataset.Dataset``.
@@ -205,6 +211,8 @@ def load(spec, data_dir=None, download=True, memory_bytes=DEFAULT_MEMORY_BYTES):
     if source.kind == "npz":
         return load_npz(source)
     size = _size(source.option("size"), spec) if source.option("size") else None
+    if source.kind == "tfds":
+        return data_tfds.load_tfds(source, data_dir, memory_bytes, _arrays_dataset, size)
     return data_images.load_image_folder(source.path, size, source.option("color"), memory_bytes, name=spec)
 
 

@@ -98,7 +98,28 @@ def two_pairs(datasets):
     return datasets
 
 
-class StreamedSplit:
+class Streamed:
+    """What every streamed split shares: labels ``y`` held in memory (N,), float32 inputs of shape ``shape``
+    decoded on demand."""
+
+    streamed = True
+    y = None
+    shape = ()
+
+    def __len__(self):
+        return len(self.y)
+
+    @property
+    def element(self):
+        """(shape of one input, its NumPy dtype)."""
+        return self.shape, np.dtype(np.float32)
+
+    @property
+    def labels(self):
+        return self.y
+
+
+class StreamedSplit(Streamed):
     """A split read from files batch by batch: ``paths`` (N,) with integer ``labels`` (N,), decoded by ``decode``
     (a TensorFlow function: path string tensor -> float32 input tensor of shape ``shape``).
 
@@ -106,24 +127,11 @@ class StreamedSplit:
     otherwise are other data.
     """
 
-    streamed = True
-
     def __init__(self, paths, labels, decode, shape, describe):
         if len(paths) != len(labels):
             raise ValueError(f"{len(paths)} files but {len(labels)} labels")
         self.paths, self.y = np.asarray(paths), np.asarray(labels, np.int32)
         self.decode, self.shape, self.describe = decode, tuple(shape), describe
-
-    def __len__(self):
-        return len(self.paths)
-
-    @property
-    def element(self):
-        return self.shape, np.dtype(np.float32)
-
-    @property
-    def labels(self):
-        return self.y
 
     def _pipeline(self, idx, batch_size, shuffle_seed=None):
         import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -213,10 +221,14 @@ class Dataset:
         decoding and every file's bytes and label. So two copies of the same data in different folders or formats
         give the same digest, and any changed pixel, label, subset, order or preprocessing changes it.
         """
-        sha = hashlib.sha256()
-        for split in (self.train, self.test) + ((self.val,) if self.val is not None else ()):
-            split.update_digest(sha)
-        return sha.hexdigest()[:16]
+        cached = self.__dict__.get("_digest")  # computed once: a streamed split reads every file for it
+        if cached is None:
+            sha = hashlib.sha256()
+            for split in (self.train, self.test) + ((self.val,) if self.val is not None else ()):
+                split.update_digest(sha)
+            cached = sha.hexdigest()[:16]
+            object.__setattr__(self, "_digest", cached)
+        return cached
 
     def describe(self):
         """One line for logs: name, sizes, input shape, classes, and whether it streams."""
@@ -258,5 +270,5 @@ def as_dataset(datasets, name="arrays", class_names=None):
     return Dataset(name, ArraySplit(x_train, y_train), ArraySplit(x_test, y_test), tuple(class_names))
 
 
-__all__ = ["ArraySplit", "Dataset", "StreamedSplit", "as_dataset", "choice_split", "hash_arrays", "subset_indices",
-           "two_pairs"]
+__all__ = ["ArraySplit", "Dataset", "Streamed", "StreamedSplit", "as_dataset", "choice_split", "hash_arrays",
+           "subset_indices", "two_pairs"]
