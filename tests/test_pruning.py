@@ -47,7 +47,8 @@ class MakePrunableTest(parameterized.TestCase):
 
     def test_no_prunable_layer(self):
         model = keras.Sequential([keras.layers.Flatten(input_shape=(28, 28)), keras.layers.ReLU()], name="empty")
-        with self.assertRaisesRegex(ValueError, "model 'empty' has no Dense or Conv2D layer.*Flatten, ReLU"):
+        with self.assertRaisesRegex(ValueError, "model 'empty' has no layer tfprune prunes \\(Dense, Conv1D, Conv2D, "
+                                                "Conv3D, DepthwiseConv2D; layers: .*Flatten, ReLU"):
             pruning.make_prunable(model)
 
     def test_subclassed_model(self):

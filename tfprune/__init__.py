@@ -25,7 +25,7 @@ from tfprune.experiments.baseline import Baseline, train_baseline
 from tfprune.experiments.data import DatasetError, load_dataset
 from tfprune.experiments.data_sources import load as load_data
 from tfprune.experiments.dataset import ArraySplit, Dataset, StreamedSplit
-from tfprune.layers import PrunableConv2D, PrunableDense
+from tfprune.layers import PrunableConv1D, PrunableConv2D, PrunableConv3D, PrunableDense, PrunableDepthwiseConv2D
 from tfprune.masks import global_unit_keeps, global_weight_masks, prune_count, unit_keep, unit_mask, weight_mask
 from tfprune.pruning import (LayerSparsity, format_report, make_prunable, overall_sparsity, prune, sparsity_report,
                              strip)
@@ -36,7 +36,8 @@ from tfprune.tflite import benchmark_tflite, evaluate_tflite, to_tflite
 from tfprune.user_model import load_user_model
 
 __all__ = [
-    "ArraySplit", "Baseline", "Dataset", "DatasetError", "LayerSparsity", "PrunableConv2D", "PrunableDense",
+    "ArraySplit", "Baseline", "Dataset", "DatasetError", "LayerSparsity", "PrunableConv1D", "PrunableConv2D",
+    "PrunableConv3D", "PrunableDense", "PrunableDepthwiseConv2D",
     "ShrinkReport", "ShrinkResult", "StreamedSplit", "benchmark_tflite", "callbacks", "count_params_and_macs",
     "custom_objects", "distribute", "evaluate_tflite", "format_report", "format_shrink_report", "global_unit_keeps",
     "global_weight_masks", "is_prunable_layer", "load_data", "load_dataset", "load_user_model", "make_prunable",

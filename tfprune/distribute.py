@@ -259,7 +259,7 @@ def check_masks_in_sync(model, strategy, check_weights=True):
     for layer in layers:
         variables = [layer.kernel_mask, layer.bias_mask]
         if check_weights:
-            variables += [layer.kernel, layer.bias]
+            variables += [registry.kernel(layer), layer.bias]
         for variable in variables:
             if variable is None:
                 continue

@@ -1,4 +1,4 @@
-"""Prunable Keras layers: Dense and Conv2D that compute with ``kernel * kernel_mask``.
+"""Prunable Keras layers: Dense and Conv1D/2D/3D that compute with ``kernel * kernel_mask``.
 
 The masks are non-trainable weights of the layer, so they are saved and loaded with the model (``.keras`` and
 ``.h5``) and copied to every replica under ``tf.distribute``. Which Keras class each one replaces, and how it is
@@ -13,13 +13,20 @@ from tfprune._env import keras, tf
 
 
 class _MaskedKernelMixin:
-    """Adds ``kernel_mask`` (kernel shape) and ``bias_mask`` (units) to a layer with ``kernel`` and ``bias``."""
+    """Adds ``kernel_mask`` (kernel shape) and ``bias_mask`` (units) to a layer with a kernel and ``bias``; the
+    kernel is the attribute ``_KERNEL`` names (``kernel``; ``depthwise_kernel`` for DepthwiseConv2D)."""
+
+    _KERNEL = "kernel"
+
+    @property
+    def _kernel_variable(self):
+        return getattr(self, self._KERNEL)
 
     def _add_masks(self):
         # ON_READ/ONLY_FIRST_REPLICA is not needed: masks are only assigned in cross-replica context (callbacks),
         # which writes the same value to every replica's copy of a mirrored variable.
         self.kernel_mask = self.add_weight(
-            name="kernel_mask", shape=self.kernel.shape, dtype=self.kernel.dtype,
+            name="kernel_mask", shape=self._kernel_variable.shape, dtype=self._kernel_variable.dtype,
             initializer=keras.initializers.Ones(), trainable=False)
         self.bias_mask = None
         if self.use_bias:
@@ -28,14 +35,14 @@ class _MaskedKernelMixin:
                 initializer=keras.initializers.Ones(), trainable=False)
 
     def masked_kernel(self):
-        return self.kernel * self.kernel_mask
+        return self._kernel_variable * self.kernel_mask
 
     def masked_bias(self):
         return None if self.bias is None else self.bias * self.bias_mask
 
     def copy_plain(self, plain):
         """Copies the kernel and bias of the plain layer ``plain`` (same config); the masks stay as they are."""
-        self.kernel.assign(plain.kernel)
+        self._kernel_variable.assign(getattr(plain, self._KERNEL))
         if self.use_bias:
             self.bias.assign(plain.bias)
 
@@ -47,9 +54,10 @@ class _MaskedKernelMixin:
           bias_keep: bool vector (units,) or None (bias mask left as it is).
         """
         kernel_keep = np.asarray(kernel_keep, bool)
-        dtype = self.kernel.dtype.as_numpy_dtype
+        kernel = self._kernel_variable
+        dtype = kernel.dtype.as_numpy_dtype
         self.kernel_mask.assign(kernel_keep.astype(dtype))
-        self.kernel.assign(self.kernel.numpy() * kernel_keep)
+        kernel.assign(kernel.numpy() * kernel_keep)
         if self.bias_mask is not None and bias_keep is not None:
             bias_keep = np.asarray(bias_keep, bool)
             self.bias_mask.assign(bias_keep.astype(dtype))
@@ -85,25 +93,69 @@ class PrunableDense(_MaskedKernelMixin, keras.layers.Dense):
         return outputs
 
 
-@keras.utils.register_keras_serializable(package="tfprune")
-class PrunableConv2D(_MaskedKernelMixin, keras.layers.Conv2D):
-    """``tf_keras.layers.Conv2D`` whose kernel (kh, kw, in, filters) is multiplied by a fixed 0/1 mask.
-
-    Extra weights: ``kernel_mask`` (kh, kw, in, filters) and ``bias_mask`` (filters,), non-trainable, 1 = kept.
-    """
+class _MaskedConvMixin(_MaskedKernelMixin):
+    """``call`` of tf_keras' convolution base class (``base_conv.Conv.call``, groups == 1) with the masked kernel
+    and bias: causal padding (Conv1D), bias in either data format, the static output shape."""
 
     def build(self, input_shape):
         super().build(input_shape)
         self._add_masks()
 
     def call(self, inputs):
-        # make_prunable converts only groups == 1 Conv2D layers, whose base call is exactly this with self.kernel.
+        input_shape = inputs.shape
+        if self._is_causal:
+            inputs = tf.pad(inputs, self._compute_causal_padding(inputs))
         outputs = self.convolution_op(inputs, self.masked_kernel())
         if self.use_bias:
-            outputs = tf.nn.bias_add(outputs, self.masked_bias(), data_format=self._tf_data_format)
+            if self.rank == 1 and self._channels_first:  # nn.bias_add does not accept this layout
+                outputs += tf.reshape(self.masked_bias(), (1, self.filters, 1))
+            else:
+                outputs = tf.nn.bias_add(outputs, self.masked_bias(), data_format=self._tf_data_format)
+        if not tf.executing_eagerly() and input_shape.rank:
+            outputs.set_shape(self.compute_output_shape(input_shape))
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
 
 
-__all__ = ["PrunableConv2D", "PrunableDense"]
+@keras.utils.register_keras_serializable(package="tfprune")
+class PrunableConv1D(_MaskedConvMixin, keras.layers.Conv1D):
+    """``tf_keras.layers.Conv1D`` whose kernel (k, in, filters) and bias (filters,) are multiplied by 0/1 masks."""
+
+
+@keras.utils.register_keras_serializable(package="tfprune")
+class PrunableConv2D(_MaskedConvMixin, keras.layers.Conv2D):
+    """``tf_keras.layers.Conv2D`` whose kernel (kh, kw, in, filters) is multiplied by a fixed 0/1 mask.
+
+    Extra weights: ``kernel_mask`` (kh, kw, in, filters) and ``bias_mask`` (filters,), non-trainable, 1 = kept.
+    """
+
+
+@keras.utils.register_keras_serializable(package="tfprune")
+class PrunableConv3D(_MaskedConvMixin, keras.layers.Conv3D):
+    """``tf_keras.layers.Conv3D`` whose kernel (kd, kh, kw, in, filters) and bias are multiplied by 0/1 masks."""
+
+
+@keras.utils.register_keras_serializable(package="tfprune")
+class PrunableDepthwiseConv2D(_MaskedKernelMixin, keras.layers.DepthwiseConv2D):
+    """``tf_keras.layers.DepthwiseConv2D`` whose depthwise kernel (kh, kw, in, multiplier) and bias (in * multiplier,)
+    are multiplied by 0/1 masks (weight pruning only: its channels follow its input, it has no units of its own)."""
+
+    _KERNEL = "depthwise_kernel"
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._add_masks()
+
+    def call(self, inputs):  # tf_keras' DepthwiseConv2D.call with the masked kernel and bias
+        outputs = keras.backend.depthwise_conv2d(inputs, self.masked_kernel(), strides=self.strides,
+                                                 padding=self.padding, dilation_rate=self.dilation_rate,
+                                                 data_format=self.data_format)
+        if self.use_bias:
+            outputs = keras.backend.bias_add(outputs, self.masked_bias(), data_format=self.data_format)
+        if self.activation is not None:
+            return self.activation(outputs)
+        return outputs
+
+
+__all__ = ["PrunableConv1D", "PrunableConv2D", "PrunableConv3D", "PrunableDense", "PrunableDepthwiseConv2D"]

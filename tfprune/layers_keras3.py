@@ -1,4 +1,4 @@
-"""Prunable Keras 3 layers (any backend: TensorFlow, JAX, PyTorch): Dense and Conv2D whose kernel and bias are
+"""Prunable Keras 3 layers (any backend: TensorFlow, JAX, PyTorch): Dense and Conv1D/2D/3D whose kernel and bias are
 multiplied by 0/1 masks in every forward pass.
 
 Keras 3 reads a layer's kernel through the ``kernel`` property (``keras/src/layers/core/dense.py``,
@@ -46,8 +46,49 @@ class _Masked(keras3.constraints.Constraint):
         return ops.multiply(w, ops.cast(self.mask, w.dtype))
 
 
-class _MaskedMixin:
-    """Masks for a Keras 3 layer whose build makes ``_kernel`` and ``bias`` (Dense, Conv2D)."""
+class _MaskOps:
+    """``set_masks`` and ``copy_plain`` over the layer's stored kernel and bias variables (``_variables()``)."""
+
+    def _add_masks(self):
+        """Adds ``kernel_mask`` and ``bias_mask`` (ones); off JAX, constraints that keep masked entries at 0."""
+        kernel, bias = self._variables()
+        self.kernel_mask = self.add_weight(name="kernel_mask", shape=kernel.shape, initializer="ones",
+                                           trainable=False, dtype=kernel.dtype)
+        self.bias_mask = None
+        if bias is not None:
+            self.bias_mask = self.add_weight(name="bias_mask", shape=bias.shape, initializer="ones",
+                                             trainable=False, dtype=bias.dtype)
+        if keras3.backend.backend() != "jax":  # the optimizer keeps the pruned entries at 0 after every update
+            kernel.constraint = _Masked(self.kernel_mask, kernel.constraint)
+            if bias is not None:
+                bias.constraint = _Masked(self.bias_mask, bias.constraint)
+
+    def set_masks(self, kernel_keep, bias_keep=None):
+        """Sets the masks from bool arrays (True = kept) and zeroes the pruned weights' variables too.
+
+        Args:
+          kernel_keep: bool array of the kernel's shape.
+          bias_keep: bool vector (units,) or None (bias mask left as it is).
+        """
+        kernel, bias = self._variables()
+        kernel_keep = np.asarray(kernel_keep, bool)
+        self.kernel_mask.assign(kernel_keep.astype(self.kernel_mask.dtype))
+        kernel.assign(to_numpy(kernel) * kernel_keep)
+        if self.bias_mask is not None and bias_keep is not None:
+            bias_keep = np.asarray(bias_keep, bool)
+            self.bias_mask.assign(bias_keep.astype(self.bias_mask.dtype))
+            bias.assign(to_numpy(bias) * bias_keep)
+
+    def copy_plain(self, plain):
+        """Copies the kernel and bias of the plain layer ``plain`` (same config); the masks stay as they are."""
+        kernel, bias = self._variables()
+        kernel.assign(to_numpy(plain.kernel))
+        if self.use_bias:
+            bias.assign(to_numpy(plain.bias))
+
+
+class _MaskedMixin(_MaskOps):
+    """Masks for a Keras 3 layer whose build makes ``_kernel`` and ``bias`` (Dense, Conv1D/2D/3D)."""
 
     def build(self, input_shape):
         # enable_lora() locks the layer's variables: add the masks first, then enable LoRA as the parent would.
@@ -55,16 +96,7 @@ class _MaskedMixin:
         if rank:
             self.lora_rank = None
         super().build(input_shape)
-        self.kernel_mask = self.add_weight(name="kernel_mask", shape=self._kernel.shape, initializer="ones",
-                                           trainable=False, dtype=self._kernel.dtype)
-        self.bias_mask = None
-        if self.use_bias:
-            self.bias_mask = self.add_weight(name="bias_mask", shape=self._bias.shape, initializer="ones",
-                                             trainable=False, dtype=self._bias.dtype)
-        if keras3.backend.backend() != "jax":  # the optimizer keeps the pruned entries at 0 after every update
-            self._kernel.constraint = _Masked(self.kernel_mask, self._kernel.constraint)
-            if self.use_bias:
-                self._bias.constraint = _Masked(self.bias_mask, self._bias.constraint)
+        self._add_masks()
         if rank:
             self.enable_lora(rank, lora_alpha=alpha)
 
@@ -116,26 +148,8 @@ class _MaskedMixin:
         bias = self.bias
         return None if bias is None else ops.multiply(bias, ops.cast(self.bias_mask, bias.dtype))
 
-    def set_masks(self, kernel_keep, bias_keep=None):
-        """Sets the masks from bool arrays (True = kept) and zeroes the pruned weights' variables too.
-
-        Args:
-          kernel_keep: bool array of the kernel's shape.
-          bias_keep: bool vector (units,) or None (bias mask left as it is).
-        """
-        kernel_keep = np.asarray(kernel_keep, bool)
-        self.kernel_mask.assign(kernel_keep.astype(self.kernel_mask.dtype))
-        self._kernel.assign(to_numpy(self._kernel) * kernel_keep)
-        if self.bias_mask is not None and bias_keep is not None:
-            bias_keep = np.asarray(bias_keep, bool)
-            self.bias_mask.assign(bias_keep.astype(self.bias_mask.dtype))
-            self._bias.assign(to_numpy(self._bias) * bias_keep)
-
-    def copy_plain(self, plain):
-        """Copies the kernel and bias of the plain layer ``plain`` (same config); the masks stay as they are."""
-        self._kernel.assign(to_numpy(plain.kernel))
-        if self.use_bias:
-            self._bias.assign(to_numpy(plain.bias))
+    def _variables(self):
+        return self._kernel, self.__dict__.get("_bias")
 
 
 @keras3.saving.register_keras_serializable(package="tfprune")
@@ -144,8 +158,59 @@ class PrunableDense(_MaskedMixin, keras3.layers.Dense):
 
 
 @keras3.saving.register_keras_serializable(package="tfprune")
+class PrunableConv1D(_MaskedMixin, keras3.layers.Conv1D):
+    """Keras 3 ``Conv1D`` whose kernel (k, in, filters) and bias (filters,) are multiplied by fixed 0/1 masks."""
+
+
+@keras3.saving.register_keras_serializable(package="tfprune")
 class PrunableConv2D(_MaskedMixin, keras3.layers.Conv2D):
     """Keras 3 ``Conv2D`` whose kernel (kh, kw, in, filters) and bias (filters,) are multiplied by fixed 0/1 masks."""
 
 
-__all__ = ["PrunableConv2D", "PrunableDense", "to_numpy"]
+@keras3.saving.register_keras_serializable(package="tfprune")
+class PrunableConv3D(_MaskedMixin, keras3.layers.Conv3D):
+    """Keras 3 ``Conv3D`` whose kernel (kd, kh, kw, in, filters) and bias are multiplied by fixed 0/1 masks."""
+
+
+class _MaskedAttributeMixin(_MaskOps):
+    """Masks for a Keras 3 layer whose kernel and bias are plain variable attributes (DepthwiseConv2D: no
+    ``kernel`` property). The same two ways as ``_MaskedMixin``: variable constraints on TensorFlow/PyTorch; on JAX
+    ``call`` computes with the masked tensors (``_masked_call``)."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._add_masks()
+
+    def masked_kernel(self):
+        return ops.multiply(self.kernel, ops.cast(self.kernel_mask, self.kernel.dtype))
+
+    def masked_bias(self):
+        return None if self.bias is None else ops.multiply(self.bias, ops.cast(self.bias_mask, self.bias.dtype))
+
+    def _variables(self):
+        return self.kernel, self.bias
+
+
+@keras3.saving.register_keras_serializable(package="tfprune")
+class PrunableDepthwiseConv2D(_MaskedAttributeMixin, keras3.layers.DepthwiseConv2D):
+    """Keras 3 ``DepthwiseConv2D`` whose kernel (kh, kw, in, multiplier) and bias are multiplied by 0/1 masks
+    (weight pruning only: its channels follow its input)."""
+
+    def call(self, inputs):
+        if keras3.backend.backend() != "jax":
+            return super().call(inputs)  # the variables hold the zeros (constraints)
+        # Keras 3's BaseDepthwiseConv.call (channels-last or first) with the masked kernel and bias.
+        outputs = ops.depthwise_conv(inputs, self.masked_kernel(), strides=self.strides, padding=self.padding,
+                                     dilation_rate=self.dilation_rate, data_format=self.data_format)
+        if self.use_bias:
+            width = self.depth_multiplier * self._get_input_channel(inputs.shape)
+            shape = ((1,) * (self.rank + 1) + (width,) if self.data_format == "channels_last"
+                     else (1, width) + (1,) * self.rank)
+            outputs = ops.add(outputs, ops.reshape(self.masked_bias(), shape))
+        if self.activation is not None:
+            return self.activation(outputs)
+        return outputs
+
+
+__all__ = ["PrunableConv1D", "PrunableConv2D", "PrunableConv3D", "PrunableDense", "PrunableDepthwiseConv2D",
+           "to_numpy"]

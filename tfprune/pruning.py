@@ -23,12 +23,13 @@ def make_prunable(model):
     outputs are identical. Layers that already are prunable keep their masks. The result is not compiled.
 
     Raises:
-      ValueError: subclassed model, or no Dense/Conv2D layer at all (nothing to prune).
+      ValueError: subclassed model, or no layer of a kind tfprune prunes (nothing to prune).
     """
     graph.check_graph_model(model, "rewrites")
     if not any(registry.convertible(l) or registry.is_prunable(l) for l in model.layers):
         kinds = sorted({type(l).__name__ for l in model.layers})
-        raise ValueError(f"model {model.name!r} has no Dense or Conv2D layer to prune (layers: {', '.join(kinds)})")
+        raise ValueError(f"model {model.name!r} has no layer tfprune prunes ({registry.KIND_NAMES}; layers: "
+                         f"{', '.join(kinds)})")
     new_model = graph.clone(model, registry.to_prunable)
 
     def copy(old, new):
@@ -65,9 +66,12 @@ def output_layer_names(model):
 
 
 def default_layers(model, method):
-    """Prunable layers pruned by default: all for weight pruning; all but the output layers for unit pruning."""
-    names = [l.name for l in model.layers if registry.is_prunable(l)]
-    if not scoring.check_method(method).prunes_outputs:
+    """Prunable layers pruned by default: all for weight pruning; for unit pruning all but the output layers and
+    the layers without units of their own (DepthwiseConv2D: its channels follow its input)."""
+    scorer = scoring.check_method(method)
+    names = [l.name for l in model.layers if registry.is_prunable(l)
+             and (registry.kind_of(l).has_units or not scorer.ranks_units)]
+    if not scorer.prunes_outputs:
         outputs = graph.output_layer_names(model)
         names = [n for n in names if n not in outputs]
     return names
@@ -121,6 +125,10 @@ def resolve_plan(model, sparsity, method="weight", layers=None):
         if not registry.is_prunable(known[name]):
             raise ValueError(f"layer {name!r} ({type(known[name]).__name__}) cannot be pruned; prunable layers: "
                              f"{', '.join(all_prunable)}")
+        kind = registry.kind_of(known[name])
+        if scorer.ranks_units and not kind.has_units:
+            raise ValueError(f"layer {name!r} ({kind.name}) has no units of its own (its channels follow its "
+                             f"input); prune it with method='weight', or unit-prune the layer that feeds it")
         if not scorer.prunes_outputs and name in outputs:
             raise ValueError(f"layer {name!r} is a model output: its units are the classes and are never "
                              "unit-pruned")
@@ -168,7 +176,7 @@ def prune(model, sparsity=None, method="weight", scope="layer", layers=None):
 
 @dataclasses.dataclass(frozen=True)
 class LayerSparsity:
-    """Sparsity of one Dense/Conv2D kernel: ``weights`` in the kernel, ``zeros`` among them, output units."""
+    """Sparsity of one prunable kernel: ``weights`` in the kernel, ``zeros`` among them, output units."""
     name: str
     kind: str
     weights: int
@@ -182,7 +190,7 @@ class LayerSparsity:
 
 
 def sparsity_report(model):
-    """Per-layer sparsity of every Dense/Conv2D kernel (prunable or plain, e.g. stripped or TF-MOT-stripped).
+    """Per-layer sparsity of every prunable kernel (prunable or plain, e.g. stripped or TF-MOT-stripped).
 
     Returns:
       list of ``LayerSparsity`` in model order; ``overall_sparsity(report)`` gives the fraction over all of them.

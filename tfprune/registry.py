@@ -28,7 +28,7 @@ L, L3 = keras.layers, keras3.layers
 
 def _conv_support(layer):
     if getattr(layer, "groups", 1) != 1:
-        return f"grouped Conv2D (groups={layer.groups})"
+        return f"grouped {type(layer).__name__} (groups={layer.groups})"
     return None
 
 
@@ -38,7 +38,7 @@ def _always(layer):  # pylint: disable=unused-argument
 
 def _kernel_macs(layer, output_shape):
     """Dense: positions * in * out; Conv2D: H_out * W_out * kh * kw * C_in * C_out: positions * kernel size."""
-    kernel_size = int(np.prod(tuple(layer.kernel.shape), dtype=np.int64))
+    kernel_size = int(np.prod(tuple(kernel(layer).shape), dtype=np.int64))
     return int(np.prod(output_shape[1:-1], dtype=np.int64)) * kernel_size
 
 
@@ -55,6 +55,10 @@ class LayerKind:
     flat_input: True when its inputs may be a flattened feature map (a Dense after Flatten): then input channel
       ``c`` of ``C`` is the block of input rows ``s * C + c``.
     shrinkable: layer -> True when dead units may be cut out physically (channels-last layout).
+    kernel_attr: the attribute holding the prunable kernel on the plain layer (``depthwise_kernel`` for
+      tf_keras' DepthwiseConv2D); ``registry.kernel(layer)`` reads it for plain and prunable layers alike.
+    has_units: whether the kernel's last axis is output units of the layer's own (False for DepthwiseConv2D: its
+      last axis is the depth multiplier and its channels follow its input); unit methods and shrinking skip it.
     """
     plain: type
     prunable: type
@@ -64,6 +68,8 @@ class LayerKind:
     in_axis: int = -2
     flat_input: bool = False
     shrinkable: Callable = lambda layer: getattr(layer, "data_format", "channels_last") == "channels_last"
+    kernel_attr: str = "kernel"
+    has_units: bool = True
 
     @property
     def name(self):
@@ -81,11 +87,19 @@ class LayerKind:
 
 KINDS = (  # tf_keras (Keras 2), then Keras 3: the same layer types, each with the masked twin of its stack
     LayerKind(L.Dense, prunable_layers.PrunableDense, "units", flat_input=True),
+    LayerKind(L.Conv1D, prunable_layers.PrunableConv1D, "filters", unsupported=_conv_support),
     LayerKind(L.Conv2D, prunable_layers.PrunableConv2D, "filters", unsupported=_conv_support),
+    LayerKind(L.Conv3D, prunable_layers.PrunableConv3D, "filters", unsupported=_conv_support),
+    LayerKind(L.DepthwiseConv2D, prunable_layers.PrunableDepthwiseConv2D, "depth_multiplier",
+              kernel_attr="depthwise_kernel", has_units=False),
     LayerKind(L3.Dense, prunable_layers3.PrunableDense, "units", flat_input=True),
+    LayerKind(L3.Conv1D, prunable_layers3.PrunableConv1D, "filters", unsupported=_conv_support),
     LayerKind(L3.Conv2D, prunable_layers3.PrunableConv2D, "filters", unsupported=_conv_support),
+    LayerKind(L3.Conv3D, prunable_layers3.PrunableConv3D, "filters", unsupported=_conv_support),
+    LayerKind(L3.DepthwiseConv2D, prunable_layers3.PrunableDepthwiseConv2D, "depth_multiplier", has_units=False),
 )
 _BY_TYPE = {**{k.plain: k for k in KINDS}, **{k.prunable: k for k in KINDS}}
+KIND_NAMES = ", ".join(dict.fromkeys(k.name for k in KINDS))  # "Dense, Conv1D, ...": what messages list
 PRUNABLE_CLASSES = tuple(k.prunable for k in KINDS)
 
 
@@ -132,14 +146,20 @@ def with_width(layer, width):
     return kind.plain.from_config(config)
 
 
+def kernel(layer):
+    """The prunable kernel variable of a layer of a registered kind (``kernel``, or DepthwiseConv2D's
+    ``depthwise_kernel`` in tf_keras), or None before the layer is built."""
+    return getattr(layer, kind_of(layer).kernel_attr, None)
+
+
 def kernel_layers(model):
     """The layers of ``model`` with a registered kind and a built kernel (prunable or plain), in model order."""
-    return [l for l in model.layers if kind_of(l) is not None and getattr(l, "kernel", None) is not None]
+    return [l for l in model.layers if kind_of(l) is not None and kernel(l) is not None]
 
 
 def effective_kernel(layer):
     """The kernel as the layer computes with it (``kernel * kernel_mask`` for a prunable layer), as NumPy."""
-    return stacks.of(layer).to_numpy(layer.masked_kernel() if is_prunable(layer) else layer.kernel)
+    return stacks.of(layer).to_numpy(layer.masked_kernel() if is_prunable(layer) else kernel(layer))
 
 
 def kernel_mask(layer):
@@ -158,7 +178,7 @@ def skip_reason(layer):
     if not cls.__module__.startswith(("tf_keras.", "keras.")):
         return f"custom layer class {cls.__name__} ({cls.__module__}); its weights stay dense"
     if isinstance(layer, tuple(k.plain for k in KINDS)):
-        return f"{cls.__name__} is not a plain {'/'.join(k.name for k in KINDS)}; its kernel stays dense"
+        return f"{cls.__name__} is not a plain {'/'.join(dict.fromkeys(k.name for k in KINDS))}; its kernel stays dense"
     return f"{cls.__name__} has no kernel tfprune prunes; its weights stay dense"
 
 
@@ -187,9 +207,10 @@ ELEMENTWISE_ACTIVATIONS = frozenset({
 # (in both stacks; Keras 3 dropped ThresholdedReLU).
 _CHANNELWISE_NAMES = (
     "Activation", "ReLU", "LeakyReLU", "ELU", "ThresholdedReLU", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
-    "GaussianDropout", "GaussianNoise", "AlphaDropout", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D",
-    "AveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalAveragePooling1D",
-    "GlobalAveragePooling2D", "ZeroPadding2D", "Cropping2D", "UpSampling2D", "BatchNormalization")
+    "SpatialDropout3D", "GaussianDropout", "GaussianNoise", "AlphaDropout", "BatchNormalization") + tuple(
+    f"{kind}{rank}D" for rank in (1, 2, 3) for kind in (
+        "MaxPooling", "AveragePooling", "GlobalMaxPooling", "GlobalAveragePooling", "ZeroPadding", "Cropping",
+        "UpSampling"))
 CHANNELWISE_TYPES = tuple(getattr(module, name) for module in (L, L3) for name in _CHANNELWISE_NAMES
                           if hasattr(module, name))
 
@@ -228,8 +249,8 @@ def flatten_blocks(layer) -> Optional[int]:
     return None
 
 
-__all__ = ["CHANNELWISE_TYPES", "ELEMENTWISE_ACTIVATIONS", "KINDS", "LayerKind", "PRUNABLE_CLASSES",
+__all__ = ["CHANNELWISE_TYPES", "ELEMENTWISE_ACTIVATIONS", "KINDS", "KIND_NAMES", "LayerKind", "PRUNABLE_CLASSES",
            "activation_name", "convertible", "custom_objects", "effective_kernel", "flatten_blocks", "is_channelwise",
-           "is_elementwise", "is_prunable", "is_tfmot_wrapper", "kernel_layers", "kernel_mask", "kind_of",
+           "is_elementwise", "is_prunable", "is_tfmot_wrapper", "kernel", "kernel_layers", "kernel_mask", "kind_of",
            "mask_weight_ids",
            "skip_reason", "to_plain", "to_prunable", "with_width"]

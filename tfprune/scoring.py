@@ -31,6 +31,8 @@ class Scorer:
     kernel_keep: (group keep vector, current kernel keep-mask) -> new kernel keep-mask (bool, kernel shape).
     prunes_bias: whether a pruned group also zeroes its bias entries (unit methods: one bias per unit).
     prunes_outputs: whether it may prune the model's output layers (a unit method would remove classes).
+    ranks_units: whether its groups are the kernel's output units (last axis): such a method cannot prune a layer
+      without units of its own (``LayerKind.has_units`` False, e.g. DepthwiseConv2D).
     """
     name: str
     scores: Callable
@@ -39,6 +41,7 @@ class Scorer:
     kernel_keep: Callable
     prunes_bias: bool = False
     prunes_outputs: bool = True
+    ranks_units: bool = False
 
     def bias_keep(self, keep):
         """The bias keep-vector (units,) for a group keep vector, or None when the bias is left as it is."""
@@ -56,7 +59,8 @@ WEIGHT = Scorer(
 
 UNIT = Scorer(
     name="unit", scores=masks.unit_norms, global_scores=masks.unit_rms, alive=masks.units_alive,
-    kernel_keep=lambda keep, current: current & keep, prunes_bias=True, prunes_outputs=False)
+    kernel_keep=lambda keep, current: current & keep, prunes_bias=True, prunes_outputs=False,
+    ranks_units=True)
 
 SCORERS = {s.name: s for s in (WEIGHT, UNIT)}
 METHODS = tuple(SCORERS)

@@ -26,7 +26,7 @@ from tfprune import stacks
 def _weight_kind(layer):
     """The registry kind of a plain layer whose units shrinking may remove, else None."""
     kind = registry.kind_of(layer)
-    if kind is None or kind.unsupported(layer) is not None or not kind.shrinkable(layer):
+    if kind is None or not kind.has_units or kind.unsupported(layer) is not None or not kind.shrinkable(layer):
         return None
     return kind
 
@@ -122,7 +122,7 @@ def plan_removal(model):
                                                        "element-wise")
         else:
             removable, chain, reason = _follow(model, graph, layer.name, units, values)
-        width = int(layer.kernel.shape[-1])
+        width = int(registry.kernel(layer).shape[-1])
         if len(removable) == width:  # Keras layers need at least one unit: keep the first one (its output is 0).
             removable = removable[1:]
             notes.append(f"{layer.name}: 1 dead unit kept: every unit is dead and a layer needs at least one")

@@ -276,17 +276,17 @@ class PrunableCheck:
 def check_prunable(model):
     """Checks that tfprune can prune ``model`` as a whole, before any work.
 
-    Layers tfprune does not prune (custom layer classes, Dense/Conv2D subclasses such as Conv2DTranspose, grouped
+    Layers tfprune does not prune (custom layer classes, subclasses of its kinds such as Conv2DTranspose, grouped
     convolutions, BatchNormalization...) are a documented skip: they stay dense and are listed in ``skipped``.
 
     Returns:
-      ``PrunableCheck(prunable=(names of the Dense/Conv2D layers pruned), skipped={name: reason})``.
+      ``PrunableCheck(prunable=(names of the layers pruned), skipped={name: reason})``.
 
     Raises:
       ValueError: naming the problem: not a Keras model; a subclassed Model; a nested Model or a TF-MOT wrapper
         (whose inner kernels tfprune would silently miss); a layer used at several call sites (shared weights:
         one mask would serve several places, which unit pruning and shrinking cannot honour); NaN/inf in a
-        weight (naming the layer and the weight); no Dense/Conv2D layer to prune.
+        weight (naming the layer and the weight); no layer of a kind tfprune prunes.
     """
     graph.check_graph_model(model, "prunes")
     prunable, skipped = [], {}
@@ -314,7 +314,7 @@ def check_prunable(model):
             skipped[layer.name] = reason
     if not prunable:
         kinds = ", ".join(sorted({type(l).__name__ for l in model.layers}))
-        raise ValueError(f"model {model.name!r} has no Dense or Conv2D layer to prune (layers: {kinds})")
+        raise ValueError(f"model {model.name!r} has no layer tfprune prunes ({registry.KIND_NAMES}; layers: {kinds})")
     return PrunableCheck(tuple(prunable), skipped)
 
 

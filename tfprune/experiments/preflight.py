@@ -9,6 +9,7 @@ import numpy as np
 
 from tfprune import masks
 from tfprune import pruning
+from tfprune import registry
 from tfprune import scoring
 from tfprune.experiments import dataset as dataset_lib
 from tfprune.experiments import models
@@ -32,7 +33,7 @@ def architecture(baseline, datasets):
 
 def _groups(scorer, layer):
     """How many groups (weights, units...) ``scorer`` ranks in ``layer``'s kernel."""
-    return int(scorer.alive(np.ones(layer.kernel.shape, bool)).size)
+    return int(scorer.alive(np.ones(registry.kernel(layer).shape, bool)).size)
 
 
 def check_sweep(config, model):

@@ -1,0 +1,151 @@
+"""Conv1D and Conv3D on both Keras stacks: exact counts, masks held through fit, save/load, strip, and shrinking
+with outputs equal and the analytic parameter count.
+
+Real data: Fashion-MNIST rows as a sequence (28 steps of 28 features) for Conv1D, and each image as a 4×7×28 volume
+for Conv3D.
+"""
+
+import numpy as np
+import pytest
+
+from tfprune import make_prunable, prune, prune_count, registry, shrink, stacks, strip
+from tfprune._env import keras, keras3
+from tfprune.callbacks import RankPruning
+from tfprune.experiments import models
+
+STACKS = {"tf_keras": keras, "keras3": keras3}
+
+
+def _conv1d(k):
+    L = k.layers
+    return k.Sequential([k.Input((28, 28)), L.Conv1D(16, 3, padding="causal", activation="relu", name="c1"),
+                         L.Conv1D(16, 3, activation="relu", name="c2"), L.MaxPooling1D(2, name="pool"),
+                         L.Flatten(name="flatten"), L.Dense(10, activation="softmax", name="logits")])
+
+
+def _conv3d(k):
+    L = k.layers
+    return k.Sequential([k.Input((4, 7, 28, 1)), L.Conv3D(8, 3, padding="same", activation="relu", name="c1"),
+                         L.Conv3D(8, 3, padding="same", activation="relu", name="c2"),
+                         L.MaxPooling3D(2, name="pool"), L.Flatten(name="flatten"),
+                         L.Dense(10, activation="softmax", name="logits")])
+
+
+def _depthwise(k):
+    L = k.layers
+    return k.Sequential([k.Input((28, 28, 1)), L.Conv2D(8, 3, activation="relu", name="c1"),
+                         L.DepthwiseConv2D(3, depth_multiplier=2, activation="relu", name="dw"),
+                         L.Conv2D(8, 1, activation="relu", name="c2"), L.GlobalAveragePooling2D(name="gap"),
+                         L.Dense(10, activation="softmax", name="logits")])
+
+
+def _params_after(kind, f1, f2):
+    """Parameters of the model with f1 and f2 filters left (the analytic count shrinking must reach)."""
+    if kind == "conv1d":  # causal keeps 28 steps, valid 3 leaves 26, pooling 13
+        return (3 * 28 * f1 + f1) + (3 * f1 * f2 + f2) + (13 * f2 * 10 + 10)
+    return (27 * 1 * f1 + f1) + (27 * f1 * f2 + f2) + (2 * 3 * 14 * f2 * 10 + 10)  # pooled 4x7x28 -> 2x3x14
+
+
+BUILD = {"conv1d": (_conv1d, (28, 28)), "conv3d": (_conv3d, (4, 7, 28, 1)), "depthwise": (_depthwise, (28, 28, 1))}
+
+
+@pytest.fixture(scope="module", params=[(kind, stack) for kind in BUILD for stack in STACKS],
+                ids=lambda p: f"{p[0]}-{p[1]}")
+def case(request, small_fashion):
+    kind, stack = request.param
+    build, shape = BUILD[kind]
+    (x, y), (xt, yt) = small_fashion
+    x, xt = x.reshape((-1,) + shape), xt.reshape((-1,) + shape)
+    k = STACKS[stack]
+    k.utils.set_random_seed(0)
+    model = models.compile_model(build(k))
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    return kind, model, (x, y), (xt[:300], yt[:300])
+
+
+def _kernel(layer):
+    return registry.effective_kernel(layer)
+
+
+def test_weight_and_unit_pruning_are_exact(case):
+    kind, model, _, _ = case
+    pruned = prune(make_prunable(model), 0.5, "weight")
+    for name in ("c1", "c2", "logits") + (("dw",) if kind == "depthwise" else ()):
+        kernel = _kernel(pruned.get_layer(name))
+        assert int((kernel == 0).sum()) == prune_count(0.5, kernel.size), name
+    units = prune(make_prunable(model), 0.5, "unit")
+    for name in ("c1", "c2"):
+        kernel = _kernel(units.get_layer(name))
+        dead = np.all(kernel.reshape(-1, kernel.shape[-1]) == 0, axis=0)
+        assert int(dead.sum()) == prune_count(0.5, kernel.shape[-1]), name
+    assert not np.any(np.all(_kernel(units.get_layer("logits")) == 0, axis=0))  # the classes are never pruned
+    assert isinstance(units.get_layer("c1"), registry.PRUNABLE_CLASSES)
+
+
+def test_masks_hold_through_fit_and_strip_bakes_them_in(case):
+    _, model, (x, y), (xt, _) = case
+    prunable = models.compile_model(make_prunable(model))
+    prunable.fit(x[:512], y[:512], epochs=1, batch_size=64, verbose=0, callbacks=[RankPruning("weight", 0.7)])
+    names = ("c1", "c2", "logits") + (("dw",) if "dw" in [l.name for l in model.layers] else ())
+    masks = {n: registry.kernel_mask(prunable.get_layer(n)) for n in names}
+    for name, keep in masks.items():
+        assert keep.mean() == pytest.approx(0.3, abs=0.01)
+        assert np.all(_kernel(prunable.get_layer(name))[~keep] == 0)
+    plain = strip(prunable)
+    assert type(plain.get_layer("c1")) is type(model.get_layer("c1"))
+    for name, keep in masks.items():
+        np.testing.assert_array_equal(stacks.of(plain).to_numpy(registry.kernel(plain.get_layer(name)))[~keep], 0)
+    np.testing.assert_allclose(stacks.of(plain).to_numpy(plain(xt[:64])),
+                               stacks.of(prunable).to_numpy(prunable(xt[:64])), atol=1e-6)
+
+
+def test_save_and_load_keep_the_masks(case, tmp_path):
+    _, model, _, (xt, _) = case
+    pruned = prune(make_prunable(model), 0.6, "weight")
+    path = str(tmp_path / "pruned.keras")
+    pruned.save(path)
+    stack = stacks.of(pruned)
+    loaded = stack.load_model(path)
+    assert isinstance(loaded.get_layer("c2"), registry.PRUNABLE_CLASSES)
+    np.testing.assert_array_equal(registry.kernel_mask(loaded.get_layer("c2")),
+                                  registry.kernel_mask(pruned.get_layer("c2")))
+    np.testing.assert_allclose(stack.to_numpy(loaded(xt[:64])), stack.to_numpy(pruned(xt[:64])), atol=1e-6)
+
+
+def test_unit_pruned_model_shrinks_to_the_analytic_size(case):
+    kind, model, _, (xt, _) = case
+    if kind == "depthwise":
+        pytest.skip("see test_depthwise_layers_have_no_units_and_shrinking_keeps_what_feeds_them")
+    plain = strip(prune(make_prunable(model), 0.5, "unit"))
+    result = shrink(plain)
+    first, second = model.get_layer("c1").filters, model.get_layer("c2").filters
+    assert result.model.get_layer("c1").filters == first - prune_count(0.5, first)
+    assert result.model.get_layer("c2").filters == second - prune_count(0.5, second)
+    assert result.model.count_params() == _params_after(kind, first // 2, second // 2)
+    assert result.report.params_after == result.model.count_params() < result.report.params_before
+    stack = stacks.of(plain)
+    np.testing.assert_allclose(stack.to_numpy(result.model(xt)), stack.to_numpy(plain(xt)), atol=1e-5)
+
+
+def test_depthwise_layers_have_no_units_and_shrinking_keeps_what_feeds_them(small_fashion):
+    (x, y), (xt, _) = small_fashion
+    for k in STACKS.values():
+        model = _depthwise(k)
+        model(xt[:2, :, :, None])
+        prunable = make_prunable(model)
+        assert isinstance(prunable.get_layer("dw"), registry.PRUNABLE_CLASSES)
+        assert registry.kernel(prunable.get_layer("dw")).shape == (3, 3, 8, 2)
+        units = prune(prunable, 0.5, "unit")  # by default unit pruning leaves the depthwise layer alone
+        assert registry.kernel_mask(units.get_layer("dw")).all()
+        with pytest.raises(ValueError, match=r"layer 'dw' \(DepthwiseConv2D\) has no units of its own \(its "
+                                             r"channels follow its input\); prune it with method='weight'"):
+            prune(make_prunable(model), 0.5, "unit", layers=["dw"])
+        plain = strip(units)
+        result = shrink(plain)
+        assert result.model.get_layer("c1").filters == 8  # its dead filters feed the depthwise layer: kept
+        assert result.model.get_layer("c2").filters == 4
+        assert any(n.startswith("c1: 4 dead unit(s) kept: dw (DepthwiseConv2D) is not known to keep channels apart")
+                   for n in result.report.kept)
+        stack = stacks.of(plain)
+        np.testing.assert_allclose(stack.to_numpy(result.model(xt[:100, :, :, None])),
+                                   stack.to_numpy(plain(xt[:100, :, :, None])), atol=1e-5)
