@@ -289,7 +289,8 @@ def _tfmot_wrapped():
 
 @pytest.mark.parametrize("build, pattern", [
     (lambda: keras.Sequential([L.Flatten(input_shape=(28, 28)), L.Softmax()], name="nothing"),
-     r"model 'nothing' has no layer tfprune prunes \(Dense, Conv1D, Conv2D, Conv3D, DepthwiseConv2D; layers: "
+     r"model 'nothing' has no layer tfprune prunes \(Dense, Conv1D, Conv2D, Conv3D, DepthwiseConv2D, Embedding; "
+     r"layers: "
      r"Flatten, Softmax\)"),
     (lambda: _Sub(), r"model 'sub' is a subclassed Model \(_Sub\).*functional API"),
     (_shared, r"layer 'block' is shared: model 'shared_model' calls it at 2 places"),
@@ -316,7 +317,8 @@ def test_check_prunable_skips_layers_it_does_not_prune():
     assert check.prunable == ("conv", "logits")
     assert set(check.skipped) == {"bn", "deconv", "custom"}
     assert check.skipped["custom"].startswith("custom layer class _MyDense")
-    assert "Conv2DTranspose is not a plain Dense/Conv1D/Conv2D/Conv3D/DepthwiseConv2D" in check.skipped["deconv"]
+    assert ("Conv2DTranspose is not a plain Dense/Conv1D/Conv2D/Conv3D/DepthwiseConv2D/Embedding"
+            in check.skipped["deconv"])
 
 
 def test_check_compatible(small_fashion):

@@ -29,7 +29,7 @@ class _MaskedKernelMixin:
             name="kernel_mask", shape=self._kernel_variable.shape, dtype=self._kernel_variable.dtype,
             initializer=keras.initializers.Ones(), trainable=False)
         self.bias_mask = None
-        if self.use_bias:
+        if getattr(self, "use_bias", False):
             self.bias_mask = self.add_weight(
                 name="bias_mask", shape=self.bias.shape, dtype=self.bias.dtype,
                 initializer=keras.initializers.Ones(), trainable=False)
@@ -38,12 +38,13 @@ class _MaskedKernelMixin:
         return self._kernel_variable * self.kernel_mask
 
     def masked_bias(self):
-        return None if self.bias is None else self.bias * self.bias_mask
+        bias = getattr(self, "bias", None)
+        return None if bias is None else bias * self.bias_mask
 
     def copy_plain(self, plain):
         """Copies the kernel and bias of the plain layer ``plain`` (same config); the masks stay as they are."""
         self._kernel_variable.assign(getattr(plain, self._KERNEL))
-        if self.use_bias:
+        if getattr(self, "use_bias", False):
             self.bias.assign(plain.bias)
 
     def set_masks(self, kernel_keep, bias_keep=None):
@@ -158,4 +159,25 @@ class PrunableDepthwiseConv2D(_MaskedKernelMixin, keras.layers.DepthwiseConv2D):
         return outputs
 
 
-__all__ = ["PrunableConv1D", "PrunableConv2D", "PrunableConv3D", "PrunableDense", "PrunableDepthwiseConv2D"]
+@keras.utils.register_keras_serializable(package="tfprune")
+class PrunableEmbedding(_MaskedKernelMixin, keras.layers.Embedding):
+    """``tf_keras.layers.Embedding`` whose table (vocabulary, output_dim) is multiplied by a 0/1 mask; its units are
+    the embedding dimensions (columns). Dense inputs only (``sparse=False``)."""
+
+    _KERNEL = "embeddings"
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        self._add_masks()
+
+    def call(self, inputs):  # tf_keras' Embedding.call (dense ids) with the masked table
+        if inputs.dtype not in (tf.int32, tf.int64):
+            inputs = tf.cast(inputs, "int32")
+        outputs = tf.nn.embedding_lookup(self.masked_kernel(), inputs)
+        if self._dtype_policy.compute_dtype != self._dtype_policy.variable_dtype:
+            outputs = tf.cast(outputs, self._dtype_policy.compute_dtype)
+        return outputs
+
+
+__all__ = ["PrunableConv1D", "PrunableConv2D", "PrunableConv3D", "PrunableDense", "PrunableDepthwiseConv2D",
+           "PrunableEmbedding"]

@@ -47,7 +47,29 @@ class _Masked(keras3.constraints.Constraint):
 
 
 class _MaskOps:
-    """``set_masks`` and ``copy_plain`` over the layer's stored kernel and bias variables (``_variables()``)."""
+    """``set_masks``, ``copy_plain`` and saving over the layer's stored kernel and bias variables
+    (``_variables()``); ``_PLAIN_KERNEL`` names the plain layer's kernel attribute (``copy_plain``)."""
+
+    _PLAIN_KERNEL = "kernel"
+
+    def _masks_in_forward(self):
+        return keras3.backend.backend() == "jax" or bool(getattr(self, "lora_enabled", False))
+
+    def _own_variables(self):
+        return [v for v in (*self._variables(), self.kernel_mask, self.bias_mask) if v is not None]
+
+    def save_own_variables(self, store):
+        """Saves the raw kernel and bias and both masks (the parent would save a fixed two-entry list)."""
+        for i, variable in enumerate(self._own_variables()):
+            store[str(i)] = variable
+
+    def load_own_variables(self, store):
+        variables = self._own_variables()
+        if len(store.keys()) != len(variables):
+            raise ValueError(f"layer {self.name!r} expected {len(variables)} variables (kernel, bias, masks), but "
+                             f"the file holds {len(store.keys())}")
+        for i, variable in enumerate(variables):
+            variable.assign(store[str(i)])
 
     def _add_masks(self):
         """Adds ``kernel_mask`` and ``bias_mask`` (ones); off JAX, constraints that keep masked entries at 0."""
@@ -82,8 +104,8 @@ class _MaskOps:
     def copy_plain(self, plain):
         """Copies the kernel and bias of the plain layer ``plain`` (same config); the masks stay as they are."""
         kernel, bias = self._variables()
-        kernel.assign(to_numpy(plain.kernel))
-        if self.use_bias:
+        kernel.assign(to_numpy(getattr(plain, self._PLAIN_KERNEL)))
+        if bias is not None:
             bias.assign(to_numpy(plain.bias))
 
 
@@ -99,9 +121,6 @@ class _MaskedMixin(_MaskOps):
         self._add_masks()
         if rank:
             self.enable_lora(rank, lora_alpha=alpha)
-
-    def _masks_in_forward(self):
-        return keras3.backend.backend() == "jax" or bool(getattr(self, "lora_enabled", False))
 
     @property
     def kernel(self):
@@ -122,22 +141,6 @@ class _MaskedMixin(_MaskOps):
     @bias.setter
     def bias(self, value):  # the parent's build assigns the variable (tracked by Layer.__setattr__) or None
         self.__dict__["_bias"] = value
-
-    def _own_variables(self):
-        return [v for v in (self._kernel, self._bias, self.kernel_mask, self.bias_mask) if v is not None]
-
-    def save_own_variables(self, store):
-        """Saves the raw kernel and bias and both masks (the parent would save a fixed two-entry list)."""
-        for i, variable in enumerate(self._own_variables()):
-            store[str(i)] = variable
-
-    def load_own_variables(self, store):
-        variables = self._own_variables()
-        if len(store.keys()) != len(variables):
-            raise ValueError(f"layer {self.name!r} expected {len(variables)} variables (kernel, bias, masks), but "
-                             f"the file holds {len(store.keys())}")
-        for i, variable in enumerate(variables):
-            variable.assign(store[str(i)])
 
     def masked_kernel(self):
         """The kernel as the layer computes with it (``kernel * kernel_mask``), a backend tensor."""
@@ -212,5 +215,41 @@ class PrunableDepthwiseConv2D(_MaskedAttributeMixin, keras3.layers.DepthwiseConv
         return outputs
 
 
+@keras3.saving.register_keras_serializable(package="tfprune")
+class PrunableEmbedding(_MaskOps, keras3.layers.Embedding):
+    """Keras 3 ``Embedding`` whose table (vocabulary, output_dim) is multiplied by a 0/1 mask (through the
+    ``embeddings`` property its ``call`` reads, as ``_MaskedMixin`` does for ``kernel``); its units are the
+    embedding dimensions (columns)."""
+
+    _PLAIN_KERNEL = "embeddings"
+
+    def build(self, input_shape=None):
+        rank, alpha = getattr(self, "lora_rank", None), getattr(self, "lora_alpha", None)
+        if rank:  # enable_lora() locks the variables: masks first (as in _MaskedMixin)
+            self.lora_rank = None
+        super().build(input_shape)
+        self._add_masks()
+        if rank:
+            self.enable_lora(rank, lora_alpha=alpha)
+
+    def _variables(self):
+        return self._embeddings, None
+
+    @property
+    def embeddings(self):
+        table = super().embeddings
+        mask = self.__dict__.get("kernel_mask")
+        if mask is None or not self._masks_in_forward():
+            return table
+        return ops.multiply(table, ops.cast(mask, table.dtype))
+
+    def masked_kernel(self):
+        table = self.embeddings
+        return ops.multiply(table, ops.cast(self.kernel_mask, table.dtype))
+
+    def masked_bias(self):
+        return None
+
+
 __all__ = ["PrunableConv1D", "PrunableConv2D", "PrunableConv3D", "PrunableDense", "PrunableDepthwiseConv2D",
-           "to_numpy"]
+           "PrunableEmbedding", "to_numpy"]

@@ -11,7 +11,6 @@ from tfprune import graph
 from tfprune import masks as masks_lib
 from tfprune import registry
 from tfprune import scoring
-from tfprune import stacks
 
 
 def make_prunable(model):
@@ -52,8 +51,7 @@ def strip(model):
 
     def copy(old, new):
         if registry.is_prunable(old):
-            to_numpy = stacks.of(old).to_numpy
-            new.set_weights([to_numpy(old.masked_kernel())] + ([to_numpy(old.masked_bias())] if old.use_bias else []))
+            new.set_weights(registry.masked_weights(old))
         else:
             new.set_weights(old.get_weights())
     graph.copy_weights(model, new_model, copy)

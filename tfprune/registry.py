@@ -36,6 +36,17 @@ def _always(layer):  # pylint: disable=unused-argument
     return None
 
 
+def _embedding_support(layer):
+    if getattr(layer, "sparse", False):
+        return "Embedding with sparse=True (sparse lookups)"
+    return None
+
+
+def _no_macs(layer, output_shape):  # pylint: disable=unused-argument
+    """An Embedding looks rows up: no multiply-accumulates."""
+    return 0
+
+
 def _kernel_macs(layer, output_shape):
     """Dense: positions * in * out; Conv2D: H_out * W_out * kh * kw * C_in * C_out: positions * kernel size."""
     kernel_size = int(np.prod(tuple(kernel(layer).shape), dtype=np.int64))
@@ -92,11 +103,15 @@ KINDS = (  # tf_keras (Keras 2), then Keras 3: the same layer types, each with t
     LayerKind(L.Conv3D, prunable_layers.PrunableConv3D, "filters", unsupported=_conv_support),
     LayerKind(L.DepthwiseConv2D, prunable_layers.PrunableDepthwiseConv2D, "depth_multiplier",
               kernel_attr="depthwise_kernel", has_units=False),
+    LayerKind(L.Embedding, prunable_layers.PrunableEmbedding, "output_dim", unsupported=_embedding_support,
+              macs=_no_macs, kernel_attr="embeddings"),
     LayerKind(L3.Dense, prunable_layers3.PrunableDense, "units", flat_input=True),
     LayerKind(L3.Conv1D, prunable_layers3.PrunableConv1D, "filters", unsupported=_conv_support),
     LayerKind(L3.Conv2D, prunable_layers3.PrunableConv2D, "filters", unsupported=_conv_support),
     LayerKind(L3.Conv3D, prunable_layers3.PrunableConv3D, "filters", unsupported=_conv_support),
     LayerKind(L3.DepthwiseConv2D, prunable_layers3.PrunableDepthwiseConv2D, "depth_multiplier", has_units=False),
+    LayerKind(L3.Embedding, prunable_layers3.PrunableEmbedding, "output_dim", unsupported=_embedding_support,
+              macs=_no_macs, kernel_attr="embeddings"),
 )
 _BY_TYPE = {**{k.plain: k for k in KINDS}, **{k.prunable: k for k in KINDS}}
 KIND_NAMES = ", ".join(dict.fromkeys(k.name for k in KINDS))  # "Dense, Conv1D, ...": what messages list
@@ -160,6 +175,14 @@ def kernel_layers(model):
 def effective_kernel(layer):
     """The kernel as the layer computes with it (``kernel * kernel_mask`` for a prunable layer), as NumPy."""
     return stacks.of(layer).to_numpy(layer.masked_kernel() if is_prunable(layer) else kernel(layer))
+
+
+def masked_weights(layer):
+    """``[kernel, bias]`` (or ``[kernel]``) of a prunable layer as it computes with them (masks applied), NumPy:
+    the weights of its plain twin."""
+    to_numpy = stacks.of(layer).to_numpy
+    bias = layer.masked_bias()
+    return [to_numpy(layer.masked_kernel())] + ([] if bias is None else [to_numpy(bias)])
 
 
 def kernel_mask(layer):
@@ -252,5 +275,4 @@ def flatten_blocks(layer) -> Optional[int]:
 __all__ = ["CHANNELWISE_TYPES", "ELEMENTWISE_ACTIVATIONS", "KINDS", "KIND_NAMES", "LayerKind", "PRUNABLE_CLASSES",
            "activation_name", "convertible", "custom_objects", "effective_kernel", "flatten_blocks", "is_channelwise",
            "is_elementwise", "is_prunable", "is_tfmot_wrapper", "kernel", "kernel_layers", "kernel_mask", "kind_of",
-           "mask_weight_ids",
-           "skip_reason", "to_plain", "to_prunable", "with_width"]
+           "mask_weight_ids", "masked_weights", "skip_reason", "to_plain", "to_prunable", "with_width"]

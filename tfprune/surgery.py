@@ -98,7 +98,9 @@ def _dead_units(layer, kind, in_keep):
     weights = layer.get_weights()
     kernel = kind.slice(weights, in_keep)[0]
     units = np.flatnonzero(~kernel.reshape(-1, kernel.shape[-1]).any(axis=0))
-    pre = weights[1][units] if layer.use_bias else np.zeros(len(units), np.float32)
+    pre = weights[1][units] if getattr(layer, "use_bias", False) else np.zeros(len(units), np.float32)
+    if not hasattr(layer, "activation"):  # an Embedding: a dead column looks up zeros
+        return units, pre
     if not registry.is_elementwise(layer):
         return units, None
     stack = stacks.of(layer)

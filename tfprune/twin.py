@@ -82,10 +82,9 @@ def _twin_layer(layer):
 
 
 def _weights(layer):
-    to_numpy = stacks.KERAS3.to_numpy
     if registry.is_prunable(layer):
-        return [to_numpy(layer.masked_kernel())] + ([to_numpy(layer.masked_bias())] if layer.use_bias else [])
-    return [to_numpy(w) for w in layer.weights]
+        return registry.masked_weights(layer)
+    return [stacks.KERAS3.to_numpy(w) for w in layer.weights]
 
 
 def to_tf_keras(model):

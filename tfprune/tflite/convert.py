@@ -56,7 +56,8 @@ def plain_model(model):
 
 
 def _check_representative(model, data):
-    data = np.asarray(data, np.float32)
+    data = np.asarray(data)
+    data = data if data.dtype.kind in "iu" else data.astype(np.float32)  # token ids stay integers
     if data.ndim == 0 or len(data) == 0:
         raise ValueError("representative_data is empty; int8 calibration needs a few hundred training images")
     expected = graph.model_input_shape(model)[1:]
@@ -126,7 +127,8 @@ def to_tflite(model, quantization="none", sparse_encoding=False, representative_
         converter.target_spec.supported_types = [tf.float16]
     elif quantization == "int8":
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
+        if not tf.as_dtype(model.inputs[0].dtype).is_integer:  # token ids (an Embedding's input) stay int32
+            converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
         # Calibration keeps min/max per tensor: batches give the ranges of single images (to float rounding), faster.
         batch = 32 if graph.model_input_shape(model)[0] is None else 1

@@ -63,10 +63,13 @@ def load_interpreter(model_bytes, batch=1, num_threads=1, prefer_xnnpack=True):
 
 
 def _quantize(x, details):
-    """Float input -> the input tensor's dtype (int8: round(x / scale) + zero_point, saturated)."""
+    """Input -> the input tensor's dtype (int8: round(x / scale) + zero_point, saturated; an integer input that is
+    not quantized, such as an Embedding's token ids, as it is)."""
     if np.issubdtype(details["dtype"], np.floating):
         return x.astype(details["dtype"])
     scale, zero_point = details["quantization"]
+    if not scale:
+        return x.astype(details["dtype"])
     info = np.iinfo(details["dtype"])
     return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(details["dtype"])
 
@@ -79,19 +82,21 @@ def _dequantize(q, details):
 
 
 def predict_tflite(interpreter, x):
-    """Class probabilities (N, classes) float32 for float images ``x`` (N, *input shape), in interpreter batches.
+    """Class probabilities (N, classes) float32 for inputs ``x`` (N, *input shape): float images, or integer token
+    ids for a model that takes them; in interpreter batches.
 
     The last partial batch is zero-padded, so the interpreter is never re-allocated.
     """
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     batch = int(inp["shape"][0])
-    x = np.asarray(x, np.float32)
+    x = np.asarray(x)
+    x = x if x.dtype.kind in "iu" and np.issubdtype(inp["dtype"], np.integer) else x.astype(np.float32)
     if x.shape[1:] != tuple(inp["shape"][1:]):
         raise ValueError(f"images have shape {x.shape[1:]}, the TFLite model takes {tuple(inp['shape'][1:])}")
     probs = np.empty((len(x), int(out["shape"][-1])), np.float32)
     for start in range(0, len(x), batch):
         chunk = x[start:start + batch]
-        padded = np.zeros((batch,) + chunk.shape[1:], np.float32)
+        padded = np.zeros((batch,) + chunk.shape[1:], x.dtype)
         padded[:len(chunk)] = chunk
         interpreter.set_tensor(inp["index"], _quantize(padded, inp))
         interpreter.invoke()

@@ -1,0 +1,89 @@
+"""Masked training cost of each layer type added to the registry against its plain twin, measured side by side.
+
+    scripts/bench.sh layer_types                 # Conv1D, Conv3D, DepthwiseConv2D on tf_keras (about 10 minutes)
+
+For each type, a small classifier built around two layers of that type is trained on real Fashion-MNIST (rows as a
+28-step sequence for Conv1D, each image as a 4×7×28 volume for Conv3D, 28×28×1 images for DepthwiseConv2D): one
+epoch of the plain model and one of its ``make_prunable`` copy under ``RankPruning`` on TF-MOT's
+ConstantSparsity(0.9), interleaved and in reverse order every other round, ``--repeats`` rounds, one TensorFlow
+thread. Prints per type the median of the per-round ratios prunable/plain (target: <= 1.10).
+"""
+
+import statistics
+import time
+
+from absl import app
+from absl import flags
+
+import tfprune  # noqa: F401
+from tfprune import callbacks, distribute, pruning
+from tfprune.experiments import data, models
+from tfprune._env import keras
+import tensorflow_model_optimization as tfmot
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("repeats", 7, "Interleaved rounds (one epoch of each variant per round).", lower_bound=1)
+flags.DEFINE_integer("train_size", 6000, "Training images per epoch (real Fashion-MNIST).", lower_bound=128)
+flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
+flags.DEFINE_string("data_dir", None, "Dataset folder (see tfprune.load_dataset).")
+flags.DEFINE_integer("threads", 1, "TensorFlow CPU threads (0: every core).", lower_bound=0)
+
+L = keras.layers
+
+
+def _head(layers):
+    return layers + [L.Flatten(), L.Dense(10, activation="softmax", name="logits")]
+
+
+BUILDERS = {  # type: (input shape, layers)
+    "Conv1D": ((28, 28), lambda: _head([L.Conv1D(64, 3, activation="relu"), L.Conv1D(64, 3, activation="relu"),
+                                        L.MaxPooling1D(2)])),
+    "Conv3D": ((4, 7, 28, 1), lambda: _head([L.Conv3D(16, 3, padding="same", activation="relu"),
+                                             L.Conv3D(16, 3, padding="same", activation="relu"), L.MaxPooling3D(2)])),
+    "DepthwiseConv2D": ((28, 28, 1), lambda: _head([L.Conv2D(32, 3, activation="relu"),
+                                                    L.DepthwiseConv2D(3, activation="relu"),
+                                                    L.DepthwiseConv2D(3, activation="relu"), L.MaxPooling2D(2)])),
+}
+
+
+def _pair(kind):
+    shape, layers = BUILDERS[kind]
+    keras.utils.set_random_seed(0)
+    plain = models.compile_model(keras.Sequential([keras.Input(shape)] + layers()))
+    prunable = models.compile_model(pruning.make_prunable(plain))
+    schedule = tfmot.sparsity.keras.ConstantSparsity(0.9, begin_step=0, frequency=100)
+    return shape, {"plain": (plain, []), "prunable": (prunable, [callbacks.RankPruning("weight", schedule)])}
+
+
+def _measure(kind, x, y):
+    shape, variants = _pair(kind)
+    x = x.reshape((-1,) + shape)
+    for model, cbs in variants.values():  # warm-up: tracing and first-epoch allocation are not measured
+        model.fit(x[:1024], y[:1024], batch_size=FLAGS.batch_size, epochs=1, verbose=0, callbacks=cbs)
+    times = {name: [] for name in variants}
+    for round_ in range(FLAGS.repeats):
+        for name in list(variants) if round_ % 2 == 0 else reversed(list(variants)):
+            model, cbs = variants[name]
+            start = time.perf_counter()
+            model.fit(x, y, batch_size=FLAGS.batch_size, epochs=1, verbose=0, callbacks=cbs)
+            times[name].append(time.perf_counter() - start)
+    ratio = statistics.median(a / b for a, b in zip(times["prunable"], times["plain"]))
+    print(f"{kind:<16} plain {statistics.median(times['plain']):6.2f} s/epoch, prunable "
+          f"{statistics.median(times['prunable']):6.2f} s/epoch: prunable/plain {ratio:.3f} "
+          f"(target <= 1.10: {'met' if ratio <= 1.10 else 'NOT met'})", flush=True)
+    return ratio
+
+
+def main(argv):
+    del argv
+    distribute.set_threads(FLAGS.threads)  # before any TensorFlow op
+    (x, y), _ = data.load_dataset("fashion_mnist", FLAGS.data_dir)
+    x, y = data.take((x, y), FLAGS.train_size)
+    print(f"tf_keras, batch {FLAGS.batch_size}, {len(x)} images/epoch, {FLAGS.repeats} interleaved rounds, "
+          f"TensorFlow threads: {FLAGS.threads or 'default'}")
+    ratios = {kind: _measure(kind, x, y) for kind in BUILDERS}
+    print("summary: " + ", ".join(f"{k} {r:.3f}x" for k, r in ratios.items()))
+
+
+if __name__ == "__main__":
+    app.run(main)
