@@ -1,9 +1,10 @@
 """Masked training cost of each layer type added to the registry against its plain twin, measured side by side.
 
-    scripts/bench.sh layer_types                 # Conv1D, Conv3D, DepthwiseConv2D on tf_keras (about 10 minutes)
+    scripts/bench.sh layer_types     # Conv1D, Conv3D, DepthwiseConv2D, Embedding on tf_keras (about 6 minutes)
 
 For each type, a small classifier built around two layers of that type is trained on real Fashion-MNIST (rows as a
-28-step sequence for Conv1D, each image as a 4×7×28 volume for Conv3D, 28×28×1 images for DepthwiseConv2D): one
+28-step sequence for Conv1D, each image as a 4×7×28 volume for Conv3D, 28×28×1 images for DepthwiseConv2D, its
+pixels in 16 grey levels as 784 tokens for Embedding): one
 epoch of the plain model and one of its ``make_prunable`` copy under ``RankPruning`` on TF-MOT's
 ConstantSparsity(0.9), interleaved and in reverse order every other round, ``--repeats`` rounds, one TensorFlow
 thread. Prints per type the median of the per-round ratios prunable/plain (target: <= 1.10).
@@ -11,6 +12,8 @@ thread. Prints per type the median of the per-round ratios prunable/plain (targe
 
 import statistics
 import time
+
+import numpy as np
 
 from absl import app
 from absl import flags
@@ -23,7 +26,7 @@ import tensorflow_model_optimization as tfmot
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("repeats", 7, "Interleaved rounds (one epoch of each variant per round).", lower_bound=1)
-flags.DEFINE_integer("train_size", 6000, "Training images per epoch (real Fashion-MNIST).", lower_bound=128)
+flags.DEFINE_integer("train_size", 20000, "Training images per epoch (real Fashion-MNIST).", lower_bound=128)
 flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
 flags.DEFINE_string("data_dir", None, "Dataset folder (see tfprune.load_dataset).")
 flags.DEFINE_integer("threads", 1, "TensorFlow CPU threads (0: every core).", lower_bound=0)
@@ -43,13 +46,23 @@ BUILDERS = {  # type: (input shape, layers)
     "DepthwiseConv2D": ((28, 28, 1), lambda: _head([L.Conv2D(32, 3, activation="relu"),
                                                     L.DepthwiseConv2D(3, activation="relu"),
                                                     L.DepthwiseConv2D(3, activation="relu"), L.MaxPooling2D(2)])),
+    "Embedding": (None, lambda: [L.Embedding(16, 64), L.Conv1D(32, 5, strides=4, activation="relu"),
+                                 L.GlobalAveragePooling1D(), L.Dense(10, activation="softmax")]),
 }
+
+
+def _inputs(shape, x):
+    """Real images as the model's inputs; for Embedding, 784 tokens (the pixels in 16 grey levels)."""
+    if shape is None:
+        return np.minimum((x * 16).astype(np.int32), 15).reshape(-1, 784)
+    return x.reshape((-1,) + shape)
 
 
 def _pair(kind):
     shape, layers = BUILDERS[kind]
     keras.utils.set_random_seed(0)
-    plain = models.compile_model(keras.Sequential([keras.Input(shape)] + layers()))
+    first = keras.Input((784,), dtype="int32") if shape is None else keras.Input(shape)
+    plain = models.compile_model(keras.Sequential([first] + layers()))
     prunable = models.compile_model(pruning.make_prunable(plain))
     schedule = tfmot.sparsity.keras.ConstantSparsity(0.9, begin_step=0, frequency=100)
     return shape, {"plain": (plain, []), "prunable": (prunable, [callbacks.RankPruning("weight", schedule)])}
@@ -57,7 +70,7 @@ def _pair(kind):
 
 def _measure(kind, x, y):
     shape, variants = _pair(kind)
-    x = x.reshape((-1,) + shape)
+    x = _inputs(shape, x)
     for model, cbs in variants.values():  # warm-up: tracing and first-epoch allocation are not measured
         model.fit(x[:1024], y[:1024], batch_size=FLAGS.batch_size, epochs=1, verbose=0, callbacks=cbs)
     times = {name: [] for name in variants}

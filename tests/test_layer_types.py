@@ -13,13 +13,15 @@ import sys
 
 import numpy as np
 import pytest
+from absl import flags
+from absl.testing import flagsaver
 
 from conftest import FASHION_DIR, require
-
-from tfprune import make_prunable, prune, prune_count, registry, shrink, stacks, strip
+from tfprune import make_prunable, prune, prune_count, registry, shrink, stacks, strip, tflite
 from tfprune._env import keras, keras3
 from tfprune.callbacks import RankPruning
-from tfprune.experiments import models
+from tfprune.cli import compare as compare_main
+from tfprune.experiments import models, store
 
 STACKS = {"tf_keras": keras, "keras3": keras3}
 
@@ -223,7 +225,6 @@ def test_masks_hold_on_the_jax_backend(tmp_path):
 
 
 def test_token_id_models_export_to_tflite_with_the_same_outputs(small_fashion):
-    from tfprune import tflite  # pylint: disable=import-outside-toplevel
     (x, y), (xt, yt) = small_fashion
     keras.utils.set_random_seed(0)
     model = models.compile_model(_embedding(keras))
@@ -235,3 +236,26 @@ def test_token_id_models_export_to_tflite_with_the_same_outputs(small_fashion):
                                atol=1e-5)
     int8 = tflite.export_variant(plain, "int8", tokens, yt[:200], _tokens(x[:100]), bench_runs=5)
     assert abs(int8["accuracy"] - plain.evaluate(tokens, yt[:200], verbose=0)[1]) <= 0.03  # ids stay int32
+
+
+@pytest.mark.slow
+def test_compare_runs_on_a_conv1d_model_file(small_fashion, tmp_path, capsys):
+    (x, y), _ = small_fashion
+    keras.utils.set_random_seed(0)
+    model = models.compile_model(_conv1d(keras))
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    path = str(tmp_path / "rows.keras")
+    model.save(path)
+    out = str(tmp_path / "cmp")
+    with flagsaver.flagsaver():
+        flags.FLAGS(compare_main.with_defaults([
+            "compare", f"--model_path={path}", f"--data_dir={require(FASHION_DIR)}", "--train_size=2000",
+            "--sparsities=60", "--finetune_epochs=1", "--layers=c1,c2", "--verbose=0", f"--output_dir={out}"]))
+        compare_main.main(["compare"])
+    assert "## tfprune weight pruning vs TF-MOT" in capsys.readouterr().out
+    points = {p.key: p for p in store.load_points([out])}
+    assert sorted(points) == ["tfmot-k60", "unit-k60", "weight-k60"]
+    for key in ("weight-k60", "tfmot-k60"):  # --layers picked the two Conv1D layers; the classifier stays dense
+        assert points[key].layer_sparsity["c1"] == pytest.approx(0.6, abs=0.01)
+        assert points[key].layer_sparsity["logits"] == 0.0
+    assert points["unit-k60"].units_kept == {"c1": 6, "c2": 6, "logits": 10}

@@ -87,7 +87,7 @@ def first_image_geometry(path):
     return (int(h), int(w)), int(c)
 
 
-def _decode_all(split, source):
+def _decode_all(split):
     """The streamed split decoded into an ``ArraySplit``; a file that fails to decode is found and named."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     try:
@@ -99,7 +99,6 @@ def _decode_all(split, source):
             except tf.errors.OpError as e:
                 raise DatasetError(f"{path}: cannot decode ({one_line(e.message)})") from None
         raise
-    del source
     return dataset_lib.ArraySplit(x.astype(np.float32), y)
 
 
@@ -143,7 +142,7 @@ def load_image_folder(root, size=None, color=None, memory_bytes=4 << 30, name=No
     streamed = {s: dataset_lib.StreamedSplit(p, y, decode, shape, describe) for s, (p, y) in splits.items()}
     decoded_bytes = sum(len(s) for s in streamed.values()) * int(np.prod(shape)) * 4
     if decoded_bytes <= memory_bytes:
-        streamed = {s: _decode_all(split, root) for s, split in streamed.items()}
+        streamed = {s: _decode_all(split) for s, split in streamed.items()}
     preprocessing = {"resize": f"{shape[0]}x{shape[1]} bilinear", "color": color, "channels": channels,
                      "scale": "x/255", "decoded_bytes": decoded_bytes, "streamed": decoded_bytes > memory_bytes}
     return dataset_lib.Dataset(name or f"images:{root}", streamed["train"], streamed["test"], classes,
