@@ -446,23 +446,33 @@ def _phase(stdout):
     return f"{done} points finished, last write begun: {os.path.basename(writing[-1]) if writing else None}"
 
 
-# The sweep's own main with three observation hooks that print a line as training, each atomic write and each TFLite
-# conversion start, so that a kill can be aimed at those moments; nothing else changes.
+# The sweep's own main with observation hooks that print a line as training starts, at each atomic write, each TFLite
+# conversion and each point, so that a kill can be aimed at those moments; nothing else changes. With SWEEP_PAUSE
+# set to one of those lines ("@@ converting", "@@ point 3"), the child stops there (sleeps, up to 120 s) after
+# printing "<line> (paused)": a signal sent once that line is read lands at that moment whatever the machine's
+# speed, so no test races it.
 INSTRUMENTED_SWEEP = """
-import functools
+import functools, itertools, os, time
 from tfprune import io_utils
+from tfprune.experiments import point
 from tfprune.tflite import convert
 from tfprune._env import keras
+PAUSE = os.environ.get("SWEEP_PAUSE")
 def announce(owner, name, line):
     original = getattr(owner, name)
     @functools.wraps(original)
     def announced(*args, **kwargs):
-        print(line(*args, **kwargs), flush=True)
+        text = line(*args, **kwargs)
+        print(text + (" (paused)" if text == PAUSE else ""), flush=True)
+        if text == PAUSE:
+            time.sleep(120)
         return original(*args, **kwargs)
     setattr(owner, name, announced)
+points = itertools.count(1)
 announce(keras.Model, "fit", lambda *args, **kwargs: "@@ training starts")
 announce(io_utils, "atomic_open", lambda path, *args, **kwargs: f"@@ writing {path}")
 announce(convert, "to_tflite", lambda *args, **kwargs: "@@ converting")
+announce(point, "run_point", lambda *args, **kwargs: f"@@ point {next(points)}")
 from tfprune.cli import sweep
 sweep.run()
 """
@@ -485,11 +495,12 @@ def _kill_at(cmd, env, marker, delay, sig):
     return proc.returncode, "".join(seen) + stdout, stderr
 
 
-def _interrupt_and_resume(tmp, cache, kills, reference):
+def _interrupt_and_resume(tmp, cache, kills, reference, pause=None):
     """For each (marker, delay, signal) of ``kills`` runs the sweep (resuming after the first) and kills it
-    ``delay`` s after ``marker`` appears on stdout; then resumes to the end and compares with ``reference``."""
+    ``delay`` s after ``marker`` appears on stdout (``pause``: the hook line the killed runs stop at, see
+    ``INSTRUMENTED_SWEEP``); then resumes to the end and compares with ``reference``."""
     out = tmp / "out"
-    env = _env(tmp)
+    env = dict(_env(tmp), **({"SWEEP_PAUSE": pause} if pause else {}))
     phases = []
     for i, (marker, delay, sig) in enumerate(kills):
         cmd = [sys.executable, "-c", INSTRUMENTED_SWEEP] + _sweep_cmd(
@@ -504,7 +515,7 @@ def _interrupt_and_resume(tmp, cache, kills, reference):
         if sig == signal.SIGINT:  # KeyboardInterrupt runs atomic_open's cleanup: no temp file is left behind
             assert _temp_files(out) == [], phases
     proc = subprocess.run(_sweep_cmd(out, f"--cache_dir={cache}", "--resume"), capture_output=True, text=True,
-                          env=env, timeout=300, cwd=REPO)
+                          env=_env(tmp), timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     print("\n".join(phases))
     _assert_same_results(str(out), reference["out"])
@@ -513,11 +524,11 @@ def _interrupt_and_resume(tmp, cache, kills, reference):
 
 @pytest.mark.slow
 def test_sigint_then_resume_equals_uninterrupted_run(reference, tmp_path):
-    # Ctrl-C while the third point runs (a seeded random moment: each smoke point takes >= 0.5 s, and four more
-    # points and the tables follow, so the signal lands even on a fast machine, and the test checks that it did).
-    delay = np.random.default_rng(9).uniform(0.0, 0.5)
-    _, phases = _interrupt_and_resume(tmp_path, reference["cache"], [("[2/6]", delay, signal.SIGINT)], reference)
-    assert phases[0].endswith("(exit 130)"), phases
+    # Ctrl-C while the third point runs: the child stops at the start of point 3 (the pause hook), so the signal
+    # lands there on any machine, after two finished points.
+    _, phases = _interrupt_and_resume(tmp_path, reference["cache"], [("@@ point 3 (paused)", 0.0, signal.SIGINT)],
+                                      reference, pause="@@ point 3")
+    assert phases[0].endswith("2 points finished, last write begun: weight_histograms.png (exit 130)"), phases
 
 
 @pytest.mark.slow
@@ -549,9 +560,10 @@ def test_sigkill_during_export_then_resume_completes_every_point(tmp_path):
     args = [f"--cache_dir={tmp_path / 'cache'}", "--methods=weight", "--sparsities=0,90", "--export=float",
             "--export_eval_size=200"]
     cmd = [sys.executable, "-c", INSTRUMENTED_SWEEP] + _sweep_cmd(out, *args)[3:]
-    delay = np.random.default_rng(7).uniform(0.0, 0.3)  # converting LeNet alone takes longer
-    rc, stdout, _ = _kill_at(cmd, env, "@@ converting", delay, signal.SIGKILL)
-    print(f"SIGKILL {delay:.3f} s after the first TFLite conversion began: {_phase(stdout)} (exit {rc})")
+    # The child stops as the first conversion begins (the pause hook): the kill lands mid-export on any machine.
+    rc, stdout, _ = _kill_at(cmd, dict(env, SWEEP_PAUSE="@@ converting"), "@@ converting (paused)", 0.0,
+                             signal.SIGKILL)
+    print(f"SIGKILL as the first TFLite conversion began: {_phase(stdout)} (exit {rc})")
     assert rc == -signal.SIGKILL and sorted(_point_records(out)) == []  # no point is recorded before its export
     proc = subprocess.run(_sweep_cmd(out, *args, "--resume"), capture_output=True, text=True, env=env, timeout=300,
                           cwd=REPO)
