@@ -27,6 +27,9 @@ def _main(main, *argv):
         main.main(["main"])
 
 
+# The TFLite-size plot has one value at every k (weight pruning leaves a float file's size as it is): it must still
+# draw, without matplotlib's singular-bounding-box RuntimeWarning.
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_sweep_with_export_follows_the_data(own_npz, tmp_path, capsys):
     out = str(tmp_path / "sweep")
     _main(sweep_main, f"--dataset=npz:{own_npz}", "--model=small_cnn", "--train_epochs=2", "--methods=weight,unit",

@@ -31,13 +31,22 @@ def metric_vs_k(points, value, ylabel, title, path, baseline=None, scale=1.0, lo
     ``value``: a function of a ``PointRecord`` returning a number or None (the point is then left out).
     """
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    shown = []
     for method in tables.methods_in(points):
         rows = sorted((r for r in points if r.method == method and value(r) is not None), key=lambda r: r.k)
         if rows:
-            ax.plot([r.k for r in rows], [value(r) * scale for r in rows],
-                    label=tables.METHOD_LABELS.get(method, method), **STYLE.get(method, {}))
+            ys = [value(r) * scale for r in rows]
+            shown += ys
+            ax.plot([r.k for r in rows], ys, label=tables.METHOD_LABELS.get(method, method), **STYLE.get(method, {}))
     if baseline is not None:
+        shown.append(baseline * scale)
         ax.axhline(baseline * scale, color="gray", linestyle="--", label="dense baseline")
+    if shown and min(shown) == max(shown):  # one value everywhere (a float file's size under weight pruning):
+        v = shown[0]  # give the axis a height, else matplotlib's bounding box is singular
+        if v > 0:
+            ax.set_ylim(v * 0.9, v * 1.1)
+        else:
+            ax.set_ylim(v - 1, v + 1)
     ax.set_xlabel("k: percent of weights (or units) pruned")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
