@@ -18,62 +18,47 @@ from tfprune.experiments.data_files import DatasetError
 import own_data  # noqa: E402  (scripts/, on the path from conftest)
 
 
-@pytest.fixture(name="splits", scope="module")
-def _splits(own_splits):
-    return own_splits
-
-
-@pytest.fixture(name="npz_path", scope="module")
-def _npz_path(own_npz):
-    return own_npz
-
-
-@pytest.fixture(name="image_root", scope="module")
-def _image_root(own_images):
-    return own_images
-
-
 def _write(path, **arrays):
     np.savez(path, **arrays)
     return str(path)
 
 
-def test_npz_follows_the_data(npz_path, splits):
-    data = data_sources.load(f"npz:{npz_path}")
+def test_npz_follows_the_data(own_npz, own_splits):
+    data = data_sources.load(f"npz:{own_npz}")
     assert data.input_shape == (32, 32, 3) and data.input_dtype == np.float32 and data.num_classes == 5
     assert data.class_names == ("T-shirt/top", "Trouser", "Sneaker", "Bag", "Ankle boot")
     assert (len(data.train), len(data.val), len(data.test)) == (1500, 300, 500)
     assert data.preprocessing == {"scale": "x/255"} and not data.streamed
-    np.testing.assert_array_equal(data.test.x, splits[0]["test"][0] / np.float32(255))
-    assert data.digest() == data_sources.load(f"npz:{npz_path}").digest()
+    np.testing.assert_array_equal(data.test.x, own_splits[0]["test"][0] / np.float32(255))
+    assert data.digest() == data_sources.load(f"npz:{own_npz}").digest()
     assert data.card()["input_shape"] == [32, 32, 3] and data.card()["num_classes"] == 5
     # scale=none keeps the stored uint8 values; a declared range they break is an error naming the file
-    raw = data_sources.load(f"npz:{npz_path}?scale=none")
+    raw = data_sources.load(f"npz:{own_npz}?scale=none")
     assert raw.test.x.dtype == np.uint8 and raw.preprocessing == {"scale": "as stored"}
     assert raw.digest() != data.digest()
     with pytest.raises(DatasetError, match=r"fm5\.npz: train inputs are uint8 in 0\.\.255, outside the declared "
                                            r"range \[0, 1\]"):
-        data_sources.load(f"npz:{npz_path}?range=0,1")
+        data_sources.load(f"npz:{own_npz}?range=0,1")
 
 
-def test_image_folder_decodes_as_keras_image_dataset_from_directory(image_root):
-    data = data_sources.load(f"images:{image_root}")
+def test_image_folder_decodes_as_keras_image_dataset_from_directory(own_images):
+    data = data_sources.load(f"images:{own_images}")
     assert data.class_names == ("Ankle boot", "Bag", "Sneaker", "T-shirt-top", "Trouser")  # folders, sorted
     assert data.input_shape == (32, 32, 3) and (len(data.train), len(data.val), len(data.test)) == (1500, 300, 500)
-    keras_ds = keras.utils.image_dataset_from_directory(os.path.join(image_root, "test"), shuffle=False,
+    keras_ds = keras.utils.image_dataset_from_directory(os.path.join(own_images, "test"), shuffle=False,
                                                         batch_size=None, image_size=(32, 32), label_mode="int")
     x = np.stack([image.numpy() for image, _ in keras_ds])
     y = np.array([label.numpy() for _, label in keras_ds])
     np.testing.assert_array_equal(data.test.x, x / 255.0)
     np.testing.assert_array_equal(data.test.y, y)
     assert data.preprocessing["resize"] == "32x32 bilinear" and data.preprocessing["color"] == "rgb"
-    grey = data_sources.load(f"images:{image_root}?size=16x20&color=grayscale")
+    grey = data_sources.load(f"images:{own_images}?size=16x20&color=grayscale")
     assert grey.input_shape == (16, 20, 1) and grey.train.x.max() <= 1.0
 
 
-def test_a_folder_larger_than_the_memory_budget_streams_the_same_pixels(image_root):
-    held = data_sources.load(f"images:{image_root}")
-    streamed = data_sources.load(f"images:{image_root}", memory_bytes=1 << 20)  # 18 MB of pixels > 1 MiB
+def test_a_folder_larger_than_the_memory_budget_streams_the_same_pixels(own_images):
+    held = data_sources.load(f"images:{own_images}")
+    streamed = data_sources.load(f"images:{own_images}", memory_bytes=1 << 20)  # 18 MB of pixels > 1 MiB
     assert streamed.streamed and not held.streamed and isinstance(streamed.train, dataset.StreamedSplit)
     assert streamed.preprocessing["streamed"] and streamed.preprocessing["decoded_bytes"] == 2300 * 32 * 32 * 3 * 4
     x, y = streamed.test.take(64, seed=3)
@@ -91,41 +76,41 @@ def test_a_folder_larger_than_the_memory_budget_streams_the_same_pixels(image_ro
     assert streamed.digest() != held.digest()  # files hashed vs pixels: a resumed sweep never mixes the two
 
 
-def test_subsets_are_the_same_in_memory_and_streamed(image_root):
-    held = data_sources.load(f"images:{image_root}").subset_train(100, seed=5)
-    streamed = data_sources.load(f"images:{image_root}", memory_bytes=1).subset_train(100, seed=5)
+def test_subsets_are_the_same_in_memory_and_streamed(own_images):
+    held = data_sources.load(f"images:{own_images}").subset_train(100, seed=5)
+    streamed = data_sources.load(f"images:{own_images}", memory_bytes=1).subset_train(100, seed=5)
     assert len(held.train) == len(streamed.train) == 100
     np.testing.assert_array_equal(held.train.y, streamed.train.y)
     np.testing.assert_array_equal(held.train.x, streamed.train.take()[0])
 
 
-def test_validation_split_is_chosen_never_the_test_split(npz_path, tmp_path, splits):
-    x, y, which = dataset.choice_split(data_sources.load(f"npz:{npz_path}"), 100, seed=0)
+def test_validation_split_is_chosen_never_the_test_split(own_npz, tmp_path, own_splits):
+    x, y, which = dataset.choice_split(data_sources.load(f"npz:{own_npz}"), 100, seed=0)
     assert which == "validation" and len(x) == 100
-    no_val = {s: v for s, v in splits[0].items() if s != "val"}
+    no_val = {s: v for s, v in own_splits[0].items() if s != "val"}
     path = str(tmp_path / "noval.npz")
-    own_data.write_npz(path, no_val, splits[1])
+    own_data.write_npz(path, no_val, own_splits[1])
     x, y, which = dataset.choice_split(data_sources.load(f"npz:{path}"), 100, seed=0)
     assert which.startswith("training") and len(x) == 100
 
 
-def test_cifar_layout_in_the_keras_cache(splits, tmp_path, monkeypatch):
+def test_cifar_layout_in_the_keras_cache(own_splits, tmp_path, monkeypatch):
     # Real images in CIFAR-10's python format (5 training batches, a test batch, batches.meta), in Keras 3's layout.
     folder = tmp_path / "kh" / "datasets" / "cifar-10-batches-py-target" / "cifar-10-batches-py"
     folder.mkdir(parents=True)
-    x, y = splits[0]["train"]
+    x, y = own_splits[0]["train"]
     rows = x.transpose(0, 3, 1, 2).reshape(len(x), 3072)
     for i, part in enumerate(np.array_split(np.arange(len(x)), 5), 1):
         with open(folder / f"data_batch_{i}", "wb") as f:
             pickle.dump({b"data": rows[part], b"labels": y[part].tolist()}, f)
-    xt, yt = splits[0]["test"]
+    xt, yt = own_splits[0]["test"]
     with open(folder / "test_batch", "wb") as f:
         pickle.dump({b"data": xt.transpose(0, 3, 1, 2).reshape(len(xt), 3072), b"labels": yt.tolist()}, f)
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [n.encode() for n in splits[1]]}, f)
+        pickle.dump({b"label_names": [n.encode() for n in own_splits[1]]}, f)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
     data = data_sources.load("cifar10", download=False)
-    assert data.class_names == tuple(splits[1]) and data.input_shape == (32, 32, 3)
+    assert data.class_names == tuple(own_splits[1]) and data.input_shape == (32, 32, 3)
     np.testing.assert_array_equal(data.train.x, x / np.float32(255))
     # a batch file that would run code is refused, not executed
     with open(folder / "test_batch", "wb") as f:
@@ -199,9 +184,9 @@ def test_any_input_shape_and_dtype_loads(tmp_path):
     assert data.input_dtype == np.int32 and data.input_shape == (50,)
 
 
-def test_a_bad_image_folder_is_one_error_naming_the_file(image_root, tmp_path):
+def test_a_bad_image_folder_is_one_error_naming_the_file(own_images, tmp_path):
     root = tmp_path / "copy"
-    shutil.copytree(image_root, root)
+    shutil.copytree(own_images, root)
     (root / "test" / "Zebra").mkdir()
     with pytest.raises(DatasetError, match=r"test: class folders \['Zebra'\] are not classes of the training split"):
         data_sources.load(f"images:{root}")
@@ -226,15 +211,15 @@ def test_a_bad_image_folder_is_one_error_naming_the_file(image_root, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tfds_dir(splits, tmp_path_factory):
-    """``splits`` stored as a prepared TFDS dataset ``fm5_own`` (train, validation, test) in a data folder."""
+def tfds_dir(own_splits, tmp_path_factory):
+    """``own_splits`` stored as a prepared TFDS dataset ``fm5_own`` (train, validation, test) in a data folder."""
     tfds = pytest.importorskip("tensorflow_datasets")
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     folder = str(tmp_path_factory.mktemp("tfds"))
     features = tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(32, 32, 3)),
-                                           "label": tfds.features.ClassLabel(names=splits[1])})
+                                           "label": tfds.features.ClassLabel(names=own_splits[1])})
     parts = {{"val": "validation"}.get(s, s): tf.data.Dataset.from_tensor_slices({"image": x, "label": y})
-             for s, (x, y) in splits[0].items()}
+             for s, (x, y) in own_splits[0].items()}
     tfds.dataset_builders.store_as_tfds_dataset(name="fm5_own", version="1.0.0", features=features,
                                                 split_datasets=parts, config=None, data_dir=folder)
     return folder
@@ -245,9 +230,9 @@ def _sorted_rows(x):
     return flat[np.lexsort(flat.T[::-1])]
 
 
-def test_tfds_dataset_prepared_locally(tfds_dir, npz_path):
+def test_tfds_dataset_prepared_locally(tfds_dir, own_npz):
     data = data_sources.load("tfds:fm5_own", tfds_dir)
-    npz = data_sources.load(f"npz:{npz_path}")
+    npz = data_sources.load(f"npz:{own_npz}")
     assert data.class_names == npz.class_names and data.input_shape == (32, 32, 3) and not data.streamed
     assert (len(data.train), len(data.val), len(data.test)) == (1500, 300, 500)
     np.testing.assert_array_equal(_sorted_rows(data.test.x), _sorted_rows(npz.test.x))  # TFDS reorders records

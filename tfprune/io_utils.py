@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""File I/O: atomic writes (a reader sees the old file or the new one, never half of one), and hashing a file's
+bytes block by block (no whole file in memory)."""
 
 import contextlib
 import json
@@ -29,6 +30,13 @@ def atomic_open(path, mode="w"):
             # A full disk's write() names no file: say which result could not be written.
             raise OSError(e.errno, e.strerror, path) from e
         raise
+
+
+def hash_file(sha, path, block_size=1 << 20):
+    """Feeds the bytes of the file ``path`` to ``sha`` (a hashlib object), ``block_size`` bytes at a time."""
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(block_size), b""):
+            sha.update(block)
 
 
 def write_bytes_atomic(path, payload):

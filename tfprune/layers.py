@@ -22,6 +22,10 @@ class _MaskedKernelMixin:
     def _kernel_variable(self):
         return getattr(self, self._KERNEL)
 
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        self._add_masks()
+
     def _add_masks(self):
         # ON_READ/ONLY_FIRST_REPLICA is not needed: masks are only assigned in cross-replica context (callbacks),
         # which writes the same value to every replica's copy of a mirrored variable.
@@ -73,9 +77,6 @@ class PrunableDense(_MaskedKernelMixin, keras.layers.Dense):
     as Dense, so ``get_config``/``from_config`` and saving work unchanged.
     """
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._add_masks()
 
     def call(self, inputs):
         kernel = self.masked_kernel()
@@ -98,9 +99,6 @@ class _MaskedConvMixin(_MaskedKernelMixin):
     """``call`` of tf_keras' convolution base class (``base_conv.Conv.call``, groups == 1) with the masked kernel
     and bias: causal padding (Conv1D), bias in either data format, the static output shape."""
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._add_masks()
 
     def call(self, inputs):
         input_shape = inputs.shape
@@ -144,9 +142,6 @@ class PrunableDepthwiseConv2D(_MaskedKernelMixin, keras.layers.DepthwiseConv2D):
 
     _KERNEL = "depthwise_kernel"
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._add_masks()
 
     def call(self, inputs):  # tf_keras' DepthwiseConv2D.call with the masked kernel and bias
         outputs = keras.backend.depthwise_conv2d(inputs, self.masked_kernel(), strides=self.strides,
@@ -166,9 +161,6 @@ class PrunableEmbedding(_MaskedKernelMixin, keras.layers.Embedding):
 
     _KERNEL = "embeddings"
 
-    def build(self, input_shape=None):
-        super().build(input_shape)
-        self._add_masks()
 
     def call(self, inputs):  # tf_keras' Embedding.call (dense ids) with the masked table
         if inputs.dtype not in (tf.int32, tf.int64):

@@ -47,10 +47,30 @@ class _Masked(keras3.constraints.Constraint):
 
 
 class _MaskOps:
-    """``set_masks``, ``copy_plain`` and saving over the layer's stored kernel and bias variables
-    (``_variables()``); ``_PLAIN_KERNEL`` names the plain layer's kernel attribute (``copy_plain``)."""
+    """Building the masks, ``masked_kernel``/``masked_bias``, ``set_masks``, ``copy_plain`` and saving, over the
+    layer's stored kernel and bias variables (``_variables()``); ``_KERNEL`` names the attribute the layer's ``call``
+    reads its kernel from, on this layer and on the plain one (``kernel``; ``embeddings`` for Embedding)."""
 
-    _PLAIN_KERNEL = "kernel"
+    _KERNEL = "kernel"
+
+    def build(self, input_shape=None):
+        # enable_lora() locks the layer's variables: add the masks first, then enable LoRA as the parent would.
+        rank, alpha = getattr(self, "lora_rank", None), getattr(self, "lora_alpha", None)
+        if rank:
+            self.lora_rank = None
+        super().build(input_shape)
+        self._add_masks()
+        if rank:
+            self.enable_lora(rank, lora_alpha=alpha)
+
+    def masked_kernel(self):
+        """The kernel as the layer computes with it (``kernel * kernel_mask``), a backend tensor."""
+        kernel = getattr(self, self._KERNEL)
+        return ops.multiply(kernel, ops.cast(self.kernel_mask, kernel.dtype))
+
+    def masked_bias(self):
+        bias = getattr(self, "bias", None)
+        return None if bias is None else ops.multiply(bias, ops.cast(self.bias_mask, bias.dtype))
 
     def _masks_in_forward(self):
         return keras3.backend.backend() == "jax" or bool(getattr(self, "lora_enabled", False))
@@ -104,23 +124,13 @@ class _MaskOps:
     def copy_plain(self, plain):
         """Copies the kernel and bias of the plain layer ``plain`` (same config); the masks stay as they are."""
         kernel, bias = self._variables()
-        kernel.assign(to_numpy(getattr(plain, self._PLAIN_KERNEL)))
+        kernel.assign(to_numpy(getattr(plain, self._KERNEL)))
         if bias is not None:
             bias.assign(to_numpy(plain.bias))
 
 
 class _MaskedMixin(_MaskOps):
     """Masks for a Keras 3 layer whose build makes ``_kernel`` and ``bias`` (Dense, Conv1D/2D/3D)."""
-
-    def build(self, input_shape):
-        # enable_lora() locks the layer's variables: add the masks first, then enable LoRA as the parent would.
-        rank, alpha = getattr(self, "lora_rank", None), getattr(self, "lora_alpha", None)
-        if rank:
-            self.lora_rank = None
-        super().build(input_shape)
-        self._add_masks()
-        if rank:
-            self.enable_lora(rank, lora_alpha=alpha)
 
     @property
     def kernel(self):
@@ -141,15 +151,6 @@ class _MaskedMixin(_MaskOps):
     @bias.setter
     def bias(self, value):  # the parent's build assigns the variable (tracked by Layer.__setattr__) or None
         self.__dict__["_bias"] = value
-
-    def masked_kernel(self):
-        """The kernel as the layer computes with it (``kernel * kernel_mask``), a backend tensor."""
-        kernel = self.kernel
-        return ops.multiply(kernel, ops.cast(self.kernel_mask, kernel.dtype))
-
-    def masked_bias(self):
-        bias = self.bias
-        return None if bias is None else ops.multiply(bias, ops.cast(self.bias_mask, bias.dtype))
 
     def _variables(self):
         return self._kernel, self.__dict__.get("_bias")
@@ -175,29 +176,15 @@ class PrunableConv3D(_MaskedMixin, keras3.layers.Conv3D):
     """Keras 3 ``Conv3D`` whose kernel (kd, kh, kw, in, filters) and bias are multiplied by fixed 0/1 masks."""
 
 
-class _MaskedAttributeMixin(_MaskOps):
-    """Masks for a Keras 3 layer whose kernel and bias are plain variable attributes (DepthwiseConv2D: no
-    ``kernel`` property). The same two ways as ``_MaskedMixin``: variable constraints on TensorFlow/PyTorch; on JAX
-    ``call`` computes with the masked tensors (``_masked_call``)."""
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._add_masks()
-
-    def masked_kernel(self):
-        return ops.multiply(self.kernel, ops.cast(self.kernel_mask, self.kernel.dtype))
-
-    def masked_bias(self):
-        return None if self.bias is None else ops.multiply(self.bias, ops.cast(self.bias_mask, self.bias.dtype))
+@keras3.saving.register_keras_serializable(package="tfprune")
+class PrunableDepthwiseConv2D(_MaskOps, keras3.layers.DepthwiseConv2D):
+    """Keras 3 ``DepthwiseConv2D`` whose kernel (kh, kw, in, multiplier) and bias are multiplied by 0/1 masks
+    (weight pruning only: its channels follow its input). Its kernel and bias are plain variable attributes (no
+    property to mask through), so the masks are kept the same two ways as ``_MaskedMixin``'s by other means:
+    variable constraints on TensorFlow/PyTorch, and on JAX a ``call`` that computes with the masked tensors."""
 
     def _variables(self):
         return self.kernel, self.bias
-
-
-@keras3.saving.register_keras_serializable(package="tfprune")
-class PrunableDepthwiseConv2D(_MaskedAttributeMixin, keras3.layers.DepthwiseConv2D):
-    """Keras 3 ``DepthwiseConv2D`` whose kernel (kh, kw, in, multiplier) and bias are multiplied by 0/1 masks
-    (weight pruning only: its channels follow its input)."""
 
     def call(self, inputs):
         if keras3.backend.backend() != "jax":
@@ -221,16 +208,7 @@ class PrunableEmbedding(_MaskOps, keras3.layers.Embedding):
     ``embeddings`` property its ``call`` reads, as ``_MaskedMixin`` does for ``kernel``); its units are the
     embedding dimensions (columns)."""
 
-    _PLAIN_KERNEL = "embeddings"
-
-    def build(self, input_shape=None):
-        rank, alpha = getattr(self, "lora_rank", None), getattr(self, "lora_alpha", None)
-        if rank:  # enable_lora() locks the variables: masks first (as in _MaskedMixin)
-            self.lora_rank = None
-        super().build(input_shape)
-        self._add_masks()
-        if rank:
-            self.enable_lora(rank, lora_alpha=alpha)
+    _KERNEL = "embeddings"
 
     def _variables(self):
         return self._embeddings, None
@@ -243,12 +221,6 @@ class PrunableEmbedding(_MaskOps, keras3.layers.Embedding):
             return table
         return ops.multiply(table, ops.cast(mask, table.dtype))
 
-    def masked_kernel(self):
-        table = self.embeddings
-        return ops.multiply(table, ops.cast(self.kernel_mask, table.dtype))
-
-    def masked_bias(self):
-        return None
 
 
 __all__ = ["PrunableConv1D", "PrunableConv2D", "PrunableConv3D", "PrunableDense", "PrunableDepthwiseConv2D",

@@ -26,6 +26,7 @@ import zipfile
 import numpy as np
 
 from tfprune import graph
+from tfprune import io_utils
 from tfprune import registry
 from tfprune import stacks
 from tfprune._env import keras
@@ -260,9 +261,7 @@ def file_digest(path):
         os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
     for p in paths:
         digest.update(os.path.relpath(p, path).encode())
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        io_utils.hash_file(digest, p)
     return digest.hexdigest()
 
 

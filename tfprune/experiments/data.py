@@ -140,11 +140,7 @@ def load_dataset(name, data_dir=None, download=True):
 
 def take(split, n, seed=0):
     """Returns a reproducible random subset of ``n`` examples of ``(x, y)`` (all when ``n`` is None or too big)."""
-    x, y = split
-    if n is None or n >= len(x):
-        return x, y
-    idx = dataset_lib.subset_indices(len(x), n, seed)
-    return x[idx], y[idx]
+    return dataset_lib.ArraySplit(*split).take(n, seed)
 
 
 def data_digest(datasets):

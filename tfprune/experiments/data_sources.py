@@ -117,9 +117,9 @@ def parse(spec):
 def _scaled(splits, scale, source):
     """Inputs as the model sees them: ``auto``/``255`` divide uint8 (``255``: any integer) inputs by 255 into
     float32; ``none`` keeps the stored values (float64 narrowed to float32). Returns (splits, description)."""
-    kind = next(iter(splits.values()))[0].dtype.kind
-    divide = (scale == "255" and kind in "iu") or (scale == "auto" and next(iter(splits.values()))[0].dtype == np.uint8)
-    if scale == "255" and kind not in "iu":
+    dtype = splits["train"][0].dtype  # every split's (data_checks.check_splits)
+    divide = (scale == "255" and dtype.kind in "iu") or (scale == "auto" and dtype == np.uint8)
+    if scale == "255" and dtype.kind not in "iu":
         raise DatasetError(f"{source}: scale=255 needs integer inputs; these are floats (use scale=none)")
     out = {}
     for split, (x, y) in splits.items():

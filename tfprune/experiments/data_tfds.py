@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from tfprune import io_utils
 from tfprune.experiments import dataset as dataset_lib
 from tfprune.experiments.data_files import DatasetError, one_line
 
@@ -47,8 +48,8 @@ class RecordSplit(dataset_lib.Streamed):
             return self.index
         return keep if self.index is None else self.index[keep]
 
-    def _records(self, shuffle_seed=None, keep=None):
-        """(input, label) pairs, decoded; shuffled when ``shuffle_seed`` is given."""
+    def _examples(self, keep=None, shuffle_seed=None):
+        """(input, label) pairs, decoded; shuffled (encoded records in a buffer) when ``shuffle_seed`` is given."""
         import tensorflow as tf  # pylint: disable=g-import-not-at-top
         tfds = _tfds()
         image_key, label_key = self.keys
@@ -69,26 +70,12 @@ class RecordSplit(dataset_lib.Streamed):
         return ds.map(lambda e: (self.preprocess(feature.decode_example(e[image_key])),
                                  tf.cast(e[label_key], tf.int32)), num_parallel_calls=tf.data.AUTOTUNE)
 
-    def take(self, n=None, seed=0):
-        keep = None if n is None or n >= len(self) else dataset_lib.subset_indices(len(self), n, seed)
-        xs = [x for x, _ in self._records(keep=keep).batch(256).as_numpy_iterator()]
-        x = np.concatenate(xs) if xs else np.zeros((0,) + self.shape, np.float32)
-        return x, self.y if keep is None else self.y[keep]
-
     def subset(self, n, seed=0):
         if n is None or n >= len(self):
             return self
         keep = dataset_lib.subset_indices(len(self), n, seed)
         return RecordSplit(self.builder, self.split, self.keys, self.preprocess, self.shape, self.describe,
                            self.y[keep], self._positions(keep))
-
-    def fit_inputs(self, batch_size, seed=0):
-        import tensorflow as tf  # pylint: disable=g-import-not-at-top
-        return {"x": self._records(shuffle_seed=seed).batch(batch_size).prefetch(tf.data.AUTOTUNE)}
-
-    def eval_inputs(self, batch_size=1024):
-        import tensorflow as tf  # pylint: disable=g-import-not-at-top
-        return {"x": self._records().batch(batch_size).prefetch(tf.data.AUTOTUNE)}
 
     def update_digest(self, sha):
         """Hashes the split's name, decoding and subset, then the bytes of the dataset's record files."""
@@ -99,9 +86,7 @@ class RecordSplit(dataset_lib.Streamed):
         for name in sorted(os.listdir(folder)):
             if ".tfrecord" in name or ".array_record" in name:
                 sha.update(name.encode())
-                with open(os.path.join(folder, name), "rb") as f:
-                    for block in iter(lambda: f.read(1 << 20), b""):
-                        sha.update(block)
+                io_utils.hash_file(sha, os.path.join(folder, name))
 
 
 def _labels(builder, split, keys):

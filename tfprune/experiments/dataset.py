@@ -18,6 +18,8 @@ from typing import Optional
 
 import numpy as np
 
+from tfprune import io_utils
+
 
 def subset_indices(n_total, n, seed):
     """Sorted indices of a reproducible random subset of ``n`` of ``n_total`` examples (all when ``n`` is None or
@@ -46,10 +48,6 @@ class ArraySplit:
     def element(self):
         """(shape of one input, its NumPy dtype)."""
         return tuple(self.x.shape[1:]), self.x.dtype
-
-    @property
-    def labels(self):
-        return self.y
 
     def take(self, n=None, seed=0):
         """``(x, y)`` of a reproducible subset of ``n`` examples (all when None or too big)."""
@@ -100,7 +98,9 @@ def two_pairs(datasets):
 
 class Streamed:
     """What every streamed split shares: labels ``y`` held in memory (N,), float32 inputs of shape ``shape``
-    decoded on demand."""
+    decoded on demand by ``_examples(keep, shuffle_seed)``, the subclass's ``tf.data`` pipeline of decoded
+    ``(input, label)`` pairs: of the examples ``keep`` (indices into the split, None: all), reshuffled every epoch
+    when ``shuffle_seed`` is given."""
 
     streamed = True
     y = None
@@ -114,9 +114,24 @@ class Streamed:
         """(shape of one input, its NumPy dtype)."""
         return self.shape, np.dtype(np.float32)
 
-    @property
-    def labels(self):
-        return self.y
+    def _examples(self, keep=None, shuffle_seed=None):
+        raise NotImplementedError
+
+    def take(self, n=None, seed=0):
+        """``(x, y)`` arrays of a reproducible subset of ``n`` examples, decoding only those."""
+        keep = None if n is None or n >= len(self) else subset_indices(len(self), n, seed)
+        xs = [x for x, _ in self._examples(keep).batch(256).as_numpy_iterator()]
+        x = np.concatenate(xs) if xs else np.zeros((0,) + self.shape, np.float32)
+        return x, self.y if keep is None else self.y[keep]
+
+    def fit_inputs(self, batch_size, seed=0):
+        """A ``tf.data`` pipeline reshuffled every epoch (seeded), decoded in parallel, batched, prefetched."""
+        import tensorflow as tf  # pylint: disable=g-import-not-at-top
+        return {"x": self._examples(shuffle_seed=seed).batch(batch_size).prefetch(tf.data.AUTOTUNE)}
+
+    def eval_inputs(self, batch_size=1024):
+        import tensorflow as tf  # pylint: disable=g-import-not-at-top
+        return {"x": self._examples().batch(batch_size).prefetch(tf.data.AUTOTUNE)}
 
 
 class StreamedSplit(Streamed):
@@ -133,19 +148,13 @@ class StreamedSplit(Streamed):
         self.paths, self.y = np.asarray(paths), np.asarray(labels, np.int32)
         self.decode, self.shape, self.describe = decode, tuple(shape), describe
 
-    def _pipeline(self, idx, batch_size, shuffle_seed=None):
+    def _examples(self, keep=None, shuffle_seed=None):
         import tensorflow as tf  # pylint: disable=g-import-not-at-top
+        idx = np.arange(len(self)) if keep is None else keep
         ds = tf.data.Dataset.from_tensor_slices((self.paths[idx], self.y[idx]))
         if shuffle_seed is not None:  # paths are shuffled, not images: the buffer holds every name, no pixels
             ds = ds.shuffle(len(idx), seed=shuffle_seed, reshuffle_each_iteration=True)
-        ds = ds.map(lambda p, y: (self.decode(p), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-    def take(self, n=None, seed=0):
-        """``(x, y)`` arrays of a reproducible subset of ``n`` examples, decoding only those files."""
-        idx = subset_indices(len(self), n, seed)
-        xs = [x for x, _ in self._pipeline(idx, 256).as_numpy_iterator()]
-        return np.concatenate(xs) if xs else np.zeros((0,) + self.shape, np.float32), self.y[idx]
+        return ds.map(lambda p, y: (self.decode(p), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def subset(self, n, seed=0):
         if n is None or n >= len(self):
@@ -153,21 +162,12 @@ class StreamedSplit(Streamed):
         idx = subset_indices(len(self), n, seed)
         return StreamedSplit(self.paths[idx], self.y[idx], self.decode, self.shape, self.describe)
 
-    def fit_inputs(self, batch_size, seed=0):
-        """A ``tf.data`` pipeline reshuffled every epoch (seeded), decoded in parallel, batched, prefetched."""
-        return {"x": self._pipeline(np.arange(len(self)), batch_size, shuffle_seed=seed)}
-
-    def eval_inputs(self, batch_size=1024):
-        return {"x": self._pipeline(np.arange(len(self)), batch_size)}
-
     def update_digest(self, sha):
         """Hashes the decoding, then each file's position, label and bytes (files are read, not decoded)."""
         sha.update(f"streamed:{self.describe}:{','.join(map(str, self.shape))};".encode())
         for path, label in zip(self.paths, self.y):
             sha.update(f"{int(label)}:".encode())
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    sha.update(block)
+            io_utils.hash_file(sha, path)
             sha.update(b";")
 
 
