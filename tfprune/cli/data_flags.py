@@ -33,8 +33,9 @@ DATA_DIR = flags.DEFINE_string("data_dir", None,
                                "and last a download. For tfds: TFDS' data folder. npz: and images: name their files "
                                "themselves.")
 DATA_MEMORY_MIB = flags.DEFINE_integer(
-    "data_memory_mib", 4096, "Image folders whose decoded float32 images take more than this many MiB stream from "
-    "their files through tf.data (shuffled, decoded in parallel, prefetched) instead of being held in memory.",
+    "data_memory_mib", 4096, "Image folders and TFDS datasets whose decoded float32 inputs take more than this many "
+    "MiB stream from their files through tf.data (shuffled, decoded in parallel, prefetched) instead of being held in "
+    "memory.",
     lower_bound=1)
 SEED = flags.DEFINE_integer("seed", 0, "Random seed: the same seed gives the same masks, subsets and accuracy.",
                             lower_bound=0, upper_bound=2**32 - 1)  # NumPy's seed range
