@@ -1,13 +1,14 @@
 """Masked training cost of each layer type added to the registry against its plain twin, measured side by side.
 
     scripts/bench.sh layer_types     # Conv1D, Conv3D, DepthwiseConv2D, Embedding on tf_keras (about 6 minutes)
+    scripts/bench.sh layer_types --types=Conv2DTranspose,SimpleRNN,GRU,LSTM --train_size=10000 --repeats=5
 
 For each type, a small classifier built around two layers of that type is trained on real Fashion-MNIST (rows as a
-28-step sequence for Conv1D, each image as a 4×7×28 volume for Conv3D, 28×28×1 images for DepthwiseConv2D, its
-pixels in 16 grey levels as 784 tokens for Embedding): one
-epoch of the plain model and one of its ``make_prunable`` copy under ``RankPruning`` on TF-MOT's
-ConstantSparsity(0.9), interleaved and in reverse order every other round, ``--repeats`` rounds, one TensorFlow
-thread. Prints per type the median of the per-round ratios prunable/plain (target: <= 1.10).
+28-step sequence for Conv1D and the recurrent layers (64 units, the first returning its sequence), each image as a
+4×7×28 volume for Conv3D, 28×28×1 images for DepthwiseConv2D and Conv2DTranspose, its pixels in 16 grey levels as
+784 tokens for Embedding): one epoch of the plain model and one of its ``make_prunable`` copy under ``RankPruning``
+on TF-MOT's ConstantSparsity(0.9), interleaved and in reverse order every other round, ``--repeats`` rounds, one
+TensorFlow thread. Prints per type the median of the per-round ratios prunable/plain (target: <= 1.10).
 """
 
 import statistics
@@ -30,6 +31,7 @@ flags.DEFINE_integer("train_size", 20000, "Training images per epoch (real Fashi
 flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
 flags.DEFINE_string("data_dir", None, "Dataset folder (see tfprune.load_dataset).")
 flags.DEFINE_integer("threads", 1, "TensorFlow CPU threads (0: every core).", lower_bound=0)
+flags.DEFINE_list("types", None, "Layer types to measure (default: all).")
 
 L = keras.layers
 
@@ -48,6 +50,11 @@ BUILDERS = {  # type: (input shape, layers)
                                                     L.DepthwiseConv2D(3, activation="relu"), L.MaxPooling2D(2)])),
     "Embedding": (None, lambda: [L.Embedding(16, 64), L.Conv1D(32, 5, strides=4, activation="relu"),
                                  L.GlobalAveragePooling1D(), L.Dense(10, activation="softmax")]),
+    "Conv2DTranspose": ((28, 28, 1), lambda: _head([L.Conv2DTranspose(16, 3, activation="relu"),
+                                                    L.Conv2DTranspose(16, 3, strides=2, activation="relu"),
+                                                    L.MaxPooling2D(4)])),
+    **{name: ((28, 28), lambda cls=getattr(L, name): _head([cls(64, return_sequences=True), cls(64)]))
+       for name in ("SimpleRNN", "GRU", "LSTM")},
 }
 
 
@@ -94,7 +101,11 @@ def main(argv):
     x, y = data.take((x, y), FLAGS.train_size)
     print(f"tf_keras, batch {FLAGS.batch_size}, {len(x)} images/epoch, {FLAGS.repeats} interleaved rounds, "
           f"TensorFlow threads: {FLAGS.threads or 'default'}")
-    ratios = {kind: _measure(kind, x, y) for kind in BUILDERS}
+    kinds = FLAGS.types or list(BUILDERS)
+    bad = [k for k in kinds if k not in BUILDERS]
+    if bad:
+        raise app.UsageError(f"--types: unknown type(s) {bad}; known: {', '.join(BUILDERS)}")
+    ratios = {kind: _measure(kind, x, y) for kind in kinds}
     print("summary: " + ", ".join(f"{k} {r:.3f}x" for k, r in ratios.items()))
 
 

@@ -1,9 +1,9 @@
-"""Conv1D, Conv3D, DepthwiseConv2D and Embedding on both Keras stacks: exact counts, masks held through fit,
-save/load, strip, and shrinking with outputs equal and the analytic parameter count.
+"""Conv1D, Conv3D, DepthwiseConv2D, Conv2DTranspose and Embedding on both Keras stacks: exact counts, masks held
+through fit, save/load, strip, and shrinking with outputs equal and the analytic parameter count.
 
 Real data: Fashion-MNIST rows as a sequence (28 steps of 28 features) for Conv1D, each image as a 4×7×28 volume for
-Conv3D, 28×28×1 images for DepthwiseConv2D, and each image as 784 tokens (its pixels in 16 grey levels) for
-Embedding.
+Conv3D, 28×28×1 images for DepthwiseConv2D and Conv2DTranspose, and each image as 784 tokens (its pixels in 16 grey
+levels) for Embedding.
 """
 
 import json
@@ -49,6 +49,13 @@ def _depthwise(k):
                          L.Dense(10, activation="softmax", name="logits")])
 
 
+def _transposed(k):
+    L = k.layers
+    return k.Sequential([k.Input((28, 28, 1)), L.Conv2DTranspose(8, 3, padding="same", activation="relu", name="c1"),
+                         L.Conv2DTranspose(8, 3, activation="relu", name="c2"), L.GlobalAveragePooling2D(name="gap"),
+                         L.Dense(10, activation="softmax", name="logits")])
+
+
 def _embedding(k):
     L = k.layers
     return k.Sequential([k.Input((784,), dtype="int32"), L.Embedding(16, 16, name="c1"),
@@ -67,11 +74,13 @@ def _params_after(kind, f1, f2):
         return (3 * 28 * f1 + f1) + (3 * f1 * f2 + f2) + (13 * f2 * 10 + 10)
     if kind == "embedding":  # 16 tokens x f1 dimensions, a Conv1D on them, global pooling, the classifier
         return 16 * f1 + (3 * f1 * f2 + f2) + (f2 * 10 + 10)
+    if kind == "transposed":  # kernels (3, 3, units, in), global pooling, the classifier
+        return (9 * f1 * 1 + f1) + (9 * f2 * f1 + f2) + (f2 * 10 + 10)
     return (27 * 1 * f1 + f1) + (27 * f1 * f2 + f2) + (2 * 3 * 14 * f2 * 10 + 10)  # pooled 4x7x28 -> 2x3x14
 
 
 BUILD = {"conv1d": (_conv1d, (28, 28)), "conv3d": (_conv3d, (4, 7, 28, 1)), "depthwise": (_depthwise, (28, 28, 1)),
-         "embedding": (_embedding, None)}
+         "transposed": (_transposed, (28, 28, 1)), "embedding": (_embedding, None)}
 
 
 def inputs_for(kind, x):
@@ -125,7 +134,7 @@ def test_masks_hold_through_fit_and_strip_bakes_them_in(case):
     plain = strip(prunable)
     assert type(plain.get_layer("c1")) is type(model.get_layer("c1"))
     for name, keep in masks.items():
-        np.testing.assert_array_equal(stacks.of(plain).to_numpy(registry.kernel(plain.get_layer(name)))[~keep], 0)
+        np.testing.assert_array_equal(registry.effective_kernel(plain.get_layer(name))[~keep], 0)
     np.testing.assert_allclose(stacks.of(plain).to_numpy(plain(xt[:64])),
                                stacks.of(prunable).to_numpy(prunable(xt[:64])), atol=1e-6)
 
@@ -149,8 +158,8 @@ def test_unit_pruned_model_shrinks_to_the_analytic_size(case):
         pytest.skip("see test_depthwise_layers_have_no_units_and_shrinking_keeps_what_feeds_them")
     plain = strip(prune(make_prunable(model), 0.5, "unit"))
     result = shrink(plain)
-    first, second = (int(registry.kernel(model.get_layer(n)).shape[-1]) for n in ("c1", "c2"))
-    assert registry.kernel(result.model.get_layer("c1")).shape[-1] == first - prune_count(0.5, first)
+    first, second = (int(registry.kernel_shape(model.get_layer(n))[-1]) for n in ("c1", "c2"))
+    assert registry.kernel_shape(result.model.get_layer("c1"))[-1] == first - prune_count(0.5, first)
     assert result.model.get_layer("c2").filters == second - prune_count(0.5, second)
     assert result.model.count_params() == _params_after(kind, first // 2, second // 2)
     assert result.report.params_after == result.model.count_params() < result.report.params_before
@@ -239,10 +248,13 @@ def test_token_id_models_export_to_tflite_with_the_same_outputs(small_fashion):
 
 
 @pytest.mark.slow
-def test_compare_runs_on_a_conv1d_model_file(small_fashion, tmp_path, capsys):
+def test_compare_runs_on_a_conv1d_and_lstm_model_file(small_fashion, tmp_path, capsys):
     (x, y), _ = small_fashion
     keras.utils.set_random_seed(0)
-    model = models.compile_model(_conv1d(keras))
+    L = keras.layers
+    model = models.compile_model(keras.Sequential([
+        keras.Input((28, 28)), L.Conv1D(16, 3, padding="causal", activation="relu", name="c1"), L.LSTM(8, name="c2"),
+        L.Dense(10, activation="softmax", name="logits")]))
     model.fit(x, y, epochs=1, batch_size=64, verbose=0)
     path = str(tmp_path / "rows.keras")
     model.save(path)
@@ -255,7 +267,8 @@ def test_compare_runs_on_a_conv1d_model_file(small_fashion, tmp_path, capsys):
     assert "## tfprune weight pruning vs TF-MOT" in capsys.readouterr().out
     points = {p.key: p for p in store.load_points([out])}
     assert sorted(points) == ["tfmot-k60", "unit-k60", "weight-k60"]
-    for key in ("weight-k60", "tfmot-k60"):  # --layers picked the two Conv1D layers; the classifier stays dense
-        assert points[key].layer_sparsity["c1"] == pytest.approx(0.6, abs=0.01)
+    for key in ("weight-k60", "tfmot-k60"):  # --layers picked the Conv1D and the LSTM; the classifier stays dense
+        for name in ("c1", "c2"):  # TF-MOT prunes the LSTM's kernel and recurrent kernel, tfprune ranks them as one
+            assert points[key].layer_sparsity[name] == pytest.approx(0.6, abs=0.01), (key, name)
         assert points[key].layer_sparsity["logits"] == 0.0
-    assert points["unit-k60"].units_kept == {"c1": 6, "c2": 6, "logits": 10}
+    assert points["unit-k60"].units_kept == {"c1": 6, "c2": 3, "logits": 10}

@@ -48,7 +48,9 @@ class MakePrunableTest(parameterized.TestCase):
     def test_no_prunable_layer(self):
         model = keras.Sequential([keras.layers.Flatten(input_shape=(28, 28)), keras.layers.ReLU()], name="empty")
         with self.assertRaisesRegex(ValueError, "model 'empty' has no layer tfprune prunes \\(Dense, Conv1D, Conv2D, "
-                                                "Conv3D, DepthwiseConv2D, Embedding; layers: .*Flatten, ReLU"):
+                                                "Conv3D, DepthwiseConv2D, Embedding, Conv1DTranspose, "
+                                                "Conv2DTranspose, Conv3DTranspose, SimpleRNN, GRU, LSTM; "
+                                                "layers: .*Flatten, ReLU"):
             pruning.make_prunable(model)
 
     def test_subclassed_model(self):

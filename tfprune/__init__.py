@@ -5,7 +5,8 @@ Sparsity is a fraction in [0, 1) everywhere in this API; the command-line tools 
 Layers of the package (imports point one way: cli -> experiments -> tflite -> library):
 
 - the pruning library, here: ``masks`` (pure selection), ``scoring`` (methods), ``registry`` (layer types),
-  ``graph`` (Keras graphs), ``layers``, ``pruning``, ``callbacks``, ``surgery``/``costs`` (shrinking),
+  ``graph`` (Keras graphs), ``layers`` (``layers_rnn``, ``recurrent``: SimpleRNN/GRU/LSTM),
+  ``pruning``, ``callbacks``, ``surgery``/``costs`` (shrinking),
   ``distribute``, ``user_model``, ``io_utils``;
 - ``tfprune.tflite``: conversion, LiteRT verification and artifacts;
 - ``tfprune.experiments``: data, reference models, baselines, sweeps, comparisons and sensitivity scans;
@@ -26,6 +27,8 @@ from tfprune.experiments.data import DatasetError, load_dataset
 from tfprune.experiments.data_sources import load as load_data
 from tfprune.experiments.dataset import ArraySplit, Dataset, StreamedSplit
 from tfprune.layers import PrunableConv1D, PrunableConv2D, PrunableConv3D, PrunableDense, PrunableDepthwiseConv2D
+from tfprune.layers import PrunableEmbedding
+from tfprune.layers_rnn import PrunableGRU, PrunableLSTM, PrunableSimpleRNN
 from tfprune.masks import global_unit_keeps, global_weight_masks, prune_count, unit_keep, unit_mask, weight_mask
 from tfprune.pruning import (LayerSparsity, format_report, make_prunable, overall_sparsity, prune, sparsity_report,
                              strip)
@@ -37,7 +40,8 @@ from tfprune.user_model import load_user_model
 
 __all__ = [
     "ArraySplit", "Baseline", "Dataset", "DatasetError", "LayerSparsity", "PrunableConv1D", "PrunableConv2D",
-    "PrunableConv3D", "PrunableDense", "PrunableDepthwiseConv2D",
+    "PrunableConv3D", "PrunableDense", "PrunableDepthwiseConv2D", "PrunableEmbedding", "PrunableGRU", "PrunableLSTM",
+    "PrunableSimpleRNN",
     "ShrinkReport", "ShrinkResult", "StreamedSplit", "benchmark_tflite", "callbacks", "count_params_and_macs",
     "custom_objects", "distribute", "evaluate_tflite", "format_report", "format_shrink_report", "global_unit_keeps",
     "global_weight_masks", "is_prunable_layer", "load_data", "load_dataset", "load_user_model", "make_prunable",

@@ -232,16 +232,20 @@ def _first_mismatch(arrays):
 
 def _masked_kernels_per_replica(strategy, layers):
     """[layer][replica] -> the kernel that replica computes with (``layer.masked_kernel()`` run on it), numpy."""
-    per_replica = tf.function(lambda: strategy.run(lambda: [l.masked_kernel() for l in layers]))()
-    return [[np.asarray(t) for t in strategy.experimental_local_results(v)] for v in per_replica]
+    def kernels_and_masks():
+        return [(l.masked_kernel(), tf.identity(l.kernel_mask)) for l in layers]
+    per_replica = tf.function(lambda: strategy.run(kernels_and_masks))()
+    return [[(np.asarray(k), np.asarray(m)) for k, m in zip(strategy.experimental_local_results(kernel),
+                                                              strategy.experimental_local_results(mask))]
+            for kernel, mask in per_replica]
 
 
 def check_masks_in_sync(model, strategy, check_weights=True):
     """Checks every prunable layer of ``model`` holds the same masks on all replicas of ``strategy`` (this worker).
 
-    Checked per prunable layer: ``kernel_mask`` and ``bias_mask`` are equal on every replica; the kernel each
+    Checked per prunable layer: its mask variables (``mask_variables()``) are equal on every replica; the kernel each
     replica computes with (``layer.masked_kernel()`` run on that replica) is exactly 0 wherever its mask is 0;
-    with ``check_weights``, the kernel and bias variables are also equal on every replica (the replicas compute
+    with ``check_weights``, its other weights (kernel, bias...) are also equal on every replica (the replicas compute
     the same function).
 
     Returns:
@@ -257,24 +261,23 @@ def check_masks_in_sync(model, strategy, check_weights=True):
         raise ValueError(f"model {model.name!r} has no prunable layer (call tfprune.make_prunable(model) first)")
     pruned = {}
     for layer in layers:
-        variables = [layer.kernel_mask, layer.bias_mask]
+        variables = layer.mask_variables()
         if check_weights:
-            variables += [registry.kernel(layer), layer.bias]
+            masks = registry.mask_weight_ids(layer)
+            variables += [w for w in layer.weights if id(w) not in masks]
         for variable in variables:
-            if variable is None:
-                continue
             mismatch = _first_mismatch(replica_values(strategy, variable))
             if mismatch is not None:
                 raise ReplicaMismatchError(f"layer {layer.name!r}: {variable.name} on replica {mismatch[0]} differs "
                                            f"from replica 0 in {mismatch[1]} entries")
     for layer, effective in zip(layers, _masked_kernels_per_replica(strategy, layers)):
-        masks = replica_values(strategy, layer.kernel_mask)
-        for replica, (mask, kernel) in enumerate(zip(masks, effective)):
+        for replica, (kernel, mask) in enumerate(effective):
             alive = int(np.count_nonzero(kernel[mask == 0]))
             if alive:
                 raise ReplicaMismatchError(f"layer {layer.name!r}: {alive} pruned weights are nonzero on replica "
                                            f"{replica}")
-        pruned[layer.name] = int(masks[0].size - np.count_nonzero(masks[0]))
+        mask = effective[0][1]
+        pruned[layer.name] = int(mask.size - np.count_nonzero(mask))
     return pruned
 
 
@@ -287,9 +290,8 @@ def mask_digest(model):
     for layer in model.layers:
         if registry.is_prunable(layer):
             digest.update(layer.name.encode())
-            for variable in (layer.kernel_mask, layer.bias_mask):
-                if variable is not None:
-                    digest.update(np.ascontiguousarray(variable.numpy(), np.float32).tobytes())
+            for variable in layer.mask_variables():
+                digest.update(np.ascontiguousarray(variable.numpy(), np.float32).tobytes())
     return digest.hexdigest()
 
 

@@ -45,6 +45,15 @@ class _MaskedKernelMixin:
         bias = getattr(self, "bias", None)
         return None if bias is None else bias * self.bias_mask
 
+    def masked_weights(self):
+        """``[kernel, bias?]`` with the masks applied: the weights of the plain twin."""
+        bias = self.masked_bias()
+        return [self.masked_kernel()] + ([] if bias is None else [bias])
+
+    def mask_variables(self):
+        """The mask variables (``kernel_mask``, and ``bias_mask`` when there is a bias)."""
+        return [m for m in (self.kernel_mask, self.bias_mask) if m is not None]
+
     def copy_plain(self, plain):
         """Copies the kernel and bias of the plain layer ``plain`` (same config); the masks stay as they are."""
         self._kernel_variable.assign(getattr(plain, self._KERNEL))

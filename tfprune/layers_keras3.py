@@ -35,7 +35,7 @@ def to_numpy(x):
     return np.asarray(ops.convert_to_numpy(x))
 
 
-class _Masked(keras3.constraints.Constraint):
+class MaskedConstraint(keras3.constraints.Constraint):
     """A variable constraint: the user's own constraint (if any), then multiplication by the mask variable."""
 
     def __init__(self, mask, inner=None):
@@ -72,6 +72,15 @@ class _MaskOps:
         bias = getattr(self, "bias", None)
         return None if bias is None else ops.multiply(bias, ops.cast(self.bias_mask, bias.dtype))
 
+    def masked_weights(self):
+        """``[kernel, bias?]`` with the masks applied: the weights of the plain twin (backend tensors)."""
+        bias = self.masked_bias()
+        return [self.masked_kernel()] + ([] if bias is None else [bias])
+
+    def mask_variables(self):
+        """The mask variables (``kernel_mask``, and ``bias_mask`` when there is a bias)."""
+        return [m for m in (self.kernel_mask, self.bias_mask) if m is not None]
+
     def _masks_in_forward(self):
         return keras3.backend.backend() == "jax" or bool(getattr(self, "lora_enabled", False))
 
@@ -101,9 +110,9 @@ class _MaskOps:
             self.bias_mask = self.add_weight(name="bias_mask", shape=bias.shape, initializer="ones",
                                              trainable=False, dtype=bias.dtype)
         if keras3.backend.backend() != "jax":  # the optimizer keeps the pruned entries at 0 after every update
-            kernel.constraint = _Masked(self.kernel_mask, kernel.constraint)
+            kernel.constraint = MaskedConstraint(self.kernel_mask, kernel.constraint)
             if bias is not None:
-                bias.constraint = _Masked(self.bias_mask, bias.constraint)
+                bias.constraint = MaskedConstraint(self.bias_mask, bias.constraint)
 
     def set_masks(self, kernel_keep, bias_keep=None):
         """Sets the masks from bool arrays (True = kept) and zeroes the pruned weights' variables too.
@@ -223,5 +232,6 @@ class PrunableEmbedding(_MaskOps, keras3.layers.Embedding):
 
 
 
-__all__ = ["PrunableConv1D", "PrunableConv2D", "PrunableConv3D", "PrunableDense", "PrunableDepthwiseConv2D",
+__all__ = ["MaskedConstraint", "PrunableConv1D", "PrunableConv2D", "PrunableConv3D", "PrunableDense",
+           "PrunableDepthwiseConv2D",
            "PrunableEmbedding", "to_numpy"]

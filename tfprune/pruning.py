@@ -211,13 +211,17 @@ def overall_sparsity(report):
 
 def format_report(report):
     """The report as a fixed-width text table (one line per layer, then the total)."""
-    lines = [f"{'layer':<14}{'kind':<8}{'weights':>11}{'zeros':>11}{'sparsity':>10}{'units kept':>14}"]
+    name_width = max([14] + [len(r.name) + 2 for r in report])
+    kind_width = max([8] + [len(r.kind) + 2 for r in report])
+    lines = [f"{'layer':<{name_width}}{'kind':<{kind_width}}{'weights':>11}{'zeros':>11}{'sparsity':>10}"
+             f"{'units kept':>14}"]
     for r in report:
-        lines.append(f"{r.name:<14}{r.kind:<8}{r.weights:>11,}{r.zeros:>11,}{100 * r.sparsity:>9.2f}%"
-                     f"{r.units_kept:>7}/{r.units:<6}")
+        lines.append(f"{r.name:<{name_width}}{r.kind:<{kind_width}}{r.weights:>11,}{r.zeros:>11,}"
+                     f"{100 * r.sparsity:>9.2f}%{r.units_kept:>7}/{r.units:<6}")
     total = sum(r.weights for r in report)
     zeros = sum(r.zeros for r in report)
-    lines.append(f"{'total':<22}{total:>11,}{zeros:>11,}{100 * overall_sparsity(report):>9.2f}%")
+    lines.append(f"{'total':<{name_width + kind_width}}{total:>11,}{zeros:>11,}"
+                 f"{100 * overall_sparsity(report):>9.2f}%")
     return "\n".join(lines)
 
 

@@ -4,9 +4,15 @@ This is the one table every other module asks (``make_prunable``, ``strip``, ``c
 report, ``shrink`` and export). Adding a layer type is one ``LayerKind`` entry (plus its prunable layer class in
 ``tfprune.layers``) and its tests.
 
-Conventions of a kind's kernel (``kernel``, the prunable weight): its **last axis is the output units** (Dense
-columns, Conv2D filters), and axis ``in_axis`` (-2) reads the **last axis of the layer's input**; the bias, when
-there is one, has one entry per unit. Shrinking slices both axes with index arrays.
+Conventions of a kind's **unit kernel** (the prunable weights as the methods rank them): its **last axis is the
+output units** (Dense columns, Conv2D filters, recurrent hidden units), and it reads the **last axis of the layer's
+input**; the bias, when there is one, has one entry per unit (per unit and gate for recurrent layers). For most
+kinds the unit kernel is the kernel itself (``KernelLayout``); a recurrent layer's stacks its kernel and recurrent
+kernel by gate (``GatedLayout``, ``tfprune.recurrent``). Shrinking slices the weights with index arrays.
+
+Every prunable layer class offers the same methods to the library: ``masked_kernel()`` (the unit kernel as it
+computes), ``kernel_mask`` (its mask), ``masked_weights()`` (the plain twin's weights), ``mask_variables()``,
+``set_masks(kernel_keep, bias_keep)`` and ``copy_plain(plain)``.
 
 Layers that pass channels through one to one (activations, dropout, pooling, BatchNormalization...) are listed in
 ``channelwise_reason`` so that shrinking can follow a dead unit from the layer that computes it to the next kernel.
@@ -20,7 +26,12 @@ import numpy as np
 from tfprune import graph
 from tfprune import layers as prunable_layers
 from tfprune import layers_keras3 as prunable_layers3
+from tfprune import layers_rnn as prunable_rnn
+from tfprune import layers_rnn_keras3 as prunable_rnn3
+from tfprune import layers_transposed as prunable_transposed
+from tfprune import recurrent
 from tfprune import stacks
+from tfprune.layouts import GatedLayout, KernelLayout, TransposedLayout
 from tfprune._env import keras, keras3
 
 L, L3 = keras.layers, keras3.layers
@@ -49,8 +60,25 @@ def _no_macs(layer, output_shape):  # pylint: disable=unused-argument
 
 def _kernel_macs(layer, output_shape):
     """Dense: positions * in * out; Conv2D: H_out * W_out * kh * kw * C_in * C_out: positions * kernel size."""
-    kernel_size = int(np.prod(tuple(kernel(layer).shape), dtype=np.int64))
+    kernel_size = int(np.prod(kernel_shape(layer), dtype=np.int64))
     return int(np.prod(output_shape[1:-1], dtype=np.int64)) * kernel_size
+
+
+def _recurrent_macs(layer, output_shape):  # pylint: disable=unused-argument
+    """SimpleRNN/GRU/LSTM: timesteps * (in + units) * gates * units (every step multiplies both kernels)."""
+    steps = graph.input_shape(layer)[1] or 1
+    return int(steps) * int(np.prod(kernel_shape(layer), dtype=np.int64))
+
+
+def _recurrent_shrinkable(layer):
+    """Dead units are cut out of a recurrent layer with one output (no ``return_state``), batch-major."""
+    return not getattr(layer, "return_state", False) and not getattr(layer, "time_major", False)
+
+
+def _transposed_macs(layer, output_shape):  # pylint: disable=unused-argument
+    """Transposed convolutions: every input position multiplies the whole kernel (k... * units * in)."""
+    positions = int(np.prod(graph.input_shape(layer)[1:-1], dtype=np.int64))
+    return positions * int(np.prod(kernel_shape(layer), dtype=np.int64))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +90,9 @@ class LayerKind:
     width_key: the config key of the output width (``units``, ``filters``), changed when units are removed.
     unsupported: layer -> None when this instance can be pruned, else the reason it stays dense.
     macs: (layer, output shape of one call) -> multiply-accumulates of that call, per example.
-    in_axis: kernel axis that reads the last axis of the input (sliced when an input channel is removed).
+    layout: how the layer's weights map to the **unit kernel** the methods rank (units last) and how they are sliced
+      when units or input channels are removed (``KernelLayout``: one kernel; ``TransposedLayout``: a transposed
+      convolution's (k..., units, in); ``GatedLayout``: recurrent gates).
     flat_input: True when its inputs may be a flattened feature map (a Dense after Flatten): then input channel
       ``c`` of ``C`` is the block of input rows ``s * C + c``.
     shrinkable: layer -> True when dead units may be cut out physically (channels-last layout).
@@ -76,7 +106,7 @@ class LayerKind:
     width_key: str
     unsupported: Callable = _always
     macs: Callable = _kernel_macs
-    in_axis: int = -2
+    layout: object = KernelLayout()
     flat_input: bool = False
     shrinkable: Callable = lambda layer: getattr(layer, "data_format", "channels_last") == "channels_last"
     kernel_attr: str = "kernel"
@@ -86,14 +116,24 @@ class LayerKind:
     def name(self):
         return self.plain.__name__
 
+    @property
+    def recurrent(self):
+        return isinstance(self.layout, GatedLayout)
+
     def slice(self, weights, in_keep=None, out_keep=None):
-        """``[kernel, bias?]`` with only the input rows ``in_keep`` and the units ``out_keep`` (None: all)."""
-        weights = list(weights)
-        if in_keep is not None:
-            weights[0] = np.take(weights[0], in_keep, axis=self.in_axis)
-        if out_keep is not None:
-            weights = [np.take(w, out_keep, axis=-1) for w in weights]
-        return weights
+        """The plain layer's weights with only the input rows ``in_keep`` and the units ``out_keep`` (None: all)."""
+        return self.layout.slice(weights, in_keep, out_keep)
+
+
+def _transposed_kinds(layers, classes):
+    return tuple(LayerKind(getattr(layers, name), cls, "filters", unsupported=_conv_support, macs=_transposed_macs,
+                           layout=TransposedLayout()) for name, cls in classes.items())
+
+
+def _recurrent_kinds(layers, prunable_module):
+    return tuple(LayerKind(getattr(layers, name), getattr(prunable_module, f"Prunable{name}"), "units",
+                           macs=_recurrent_macs, layout=GatedLayout(gates), shrinkable=_recurrent_shrinkable)
+                 for name, gates in recurrent.GATES.items())
 
 
 KINDS = (  # tf_keras (Keras 2), then Keras 3: the same layer types, each with the masked twin of its stack
@@ -112,7 +152,8 @@ KINDS = (  # tf_keras (Keras 2), then Keras 3: the same layer types, each with t
     LayerKind(L3.DepthwiseConv2D, prunable_layers3.PrunableDepthwiseConv2D, "depth_multiplier", has_units=False),
     LayerKind(L3.Embedding, prunable_layers3.PrunableEmbedding, "output_dim", unsupported=_embedding_support,
               macs=_no_macs, kernel_attr="embeddings"),
-)
+) + (_transposed_kinds(L, prunable_transposed.TF_KERAS) + _transposed_kinds(L3, prunable_transposed.KERAS3)
+     + _recurrent_kinds(L, prunable_rnn) + _recurrent_kinds(L3, prunable_rnn3))
 _BY_TYPE = {**{k.plain: k for k in KINDS}, **{k.prunable: k for k in KINDS}}
 KIND_NAMES = ", ".join(dict.fromkeys(k.name for k in KINDS))  # "Dense, Conv1D, ...": what messages list
 PRUNABLE_CLASSES = tuple(k.prunable for k in KINDS)
@@ -162,27 +203,47 @@ def with_width(layer, width):
 
 
 def kernel(layer):
-    """The prunable kernel variable of a layer of a registered kind (``kernel``, or DepthwiseConv2D's
-    ``depthwise_kernel`` in tf_keras), or None before the layer is built."""
-    return getattr(layer, kind_of(layer).kernel_attr, None)
+    """The prunable kernel variable of a layer of a one-kernel kind (``kernel``, or DepthwiseConv2D's
+    ``depthwise_kernel`` in tf_keras), or None before the layer is built (recurrent kinds: None, see
+    ``kernel_shape``)."""
+    kind = kind_of(layer)
+    return None if kind.recurrent else getattr(layer, kind.kernel_attr, None)
+
+
+def kernel_shape(layer):
+    """The shape of the unit kernel the methods rank (units last; a recurrent layer's (in + u, gates, u), see
+    ``tfprune.recurrent``), or None before the layer is built."""
+    kind = kind_of(layer)
+    if kind.recurrent:
+        cell = layer.cell
+        if not layer.built or getattr(cell, "recurrent_kernel", None) is None:
+            return None
+        units = int(cell.units)
+        return (int(cell.kernel.shape[0]) + units, kind.layout.gates, units)
+    variable = kernel(layer)
+    return None if variable is None else kind.layout.unit_shape(tuple(int(d) for d in variable.shape))
 
 
 def kernel_layers(model):
     """The layers of ``model`` with a registered kind and a built kernel (prunable or plain), in model order."""
-    return [l for l in model.layers if kind_of(l) is not None and kernel(l) is not None]
+    return [l for l in model.layers if kind_of(l) is not None and kernel_shape(l) is not None]
 
 
 def effective_kernel(layer):
-    """The kernel as the layer computes with it (``kernel * kernel_mask`` for a prunable layer), as NumPy."""
-    return stacks.of(layer).to_numpy(layer.masked_kernel() if is_prunable(layer) else kernel(layer))
+    """The unit kernel as the layer computes with it (``kernel * kernel_mask`` for a prunable layer), as NumPy."""
+    if is_prunable(layer):
+        return stacks.of(layer).to_numpy(layer.masked_kernel())
+    kind = kind_of(layer)
+    if kind.recurrent:
+        return kind.layout.unit_kernel(layer.get_weights())
+    return kind.layout.unit_kernel([stacks.of(layer).to_numpy(kernel(layer))])
 
 
 def masked_weights(layer):
-    """``[kernel, bias]`` (or ``[kernel]``) of a prunable layer as it computes with them (masks applied), NumPy:
-    the weights of its plain twin."""
+    """The weights of a prunable layer as it computes with them (masks applied), NumPy, in its plain twin's order
+    (``[kernel, bias?]``; recurrent: ``[kernel, recurrent_kernel, bias?]``)."""
     to_numpy = stacks.of(layer).to_numpy
-    bias = layer.masked_bias()
-    return [to_numpy(layer.masked_kernel())] + ([] if bias is None else [to_numpy(bias)])
+    return [to_numpy(w) for w in layer.masked_weights()]
 
 
 def kernel_mask(layer):
@@ -202,12 +263,16 @@ def skip_reason(layer):
         return f"custom layer class {cls.__name__} ({cls.__module__}); its weights stay dense"
     if isinstance(layer, tuple(k.plain for k in KINDS)):
         return f"{cls.__name__} is not a plain {'/'.join(dict.fromkeys(k.name for k in KINDS))}; its kernel stays dense"
+    inner = getattr(layer, "layer", None) or getattr(layer, "forward_layer", None)
+    if isinstance(inner, (L.Layer, L3.Layer)):  # Wrapper, TimeDistributed, Bidirectional (not a Wrapper in Keras 3)
+        return (f"{cls.__name__} wraps a {type(inner).__name__}: layers inside wrappers are not pruned yet; its "
+                "weights stay dense")
     return f"{cls.__name__} has no kernel tfprune prunes; its weights stay dense"
 
 
 def mask_weight_ids(layer):
     """ids of the mask variables of a prunable layer (empty for other layers): masks are not parameters."""
-    return {id(getattr(layer, n)) for n in ("kernel_mask", "bias_mask") if getattr(layer, n, None) is not None}
+    return {id(m) for m in layer.mask_variables()} if is_prunable(layer) else set()
 
 
 def custom_objects():
@@ -272,7 +337,9 @@ def flatten_blocks(layer) -> Optional[int]:
     return None
 
 
-__all__ = ["CHANNELWISE_TYPES", "ELEMENTWISE_ACTIVATIONS", "KINDS", "KIND_NAMES", "LayerKind", "PRUNABLE_CLASSES",
+__all__ = ["CHANNELWISE_TYPES", "ELEMENTWISE_ACTIVATIONS", "GatedLayout", "KINDS", "KernelLayout", "KIND_NAMES",
+           "LayerKind", "PRUNABLE_CLASSES", "TransposedLayout",
            "activation_name", "convertible", "custom_objects", "effective_kernel", "flatten_blocks", "is_channelwise",
-           "is_elementwise", "is_prunable", "is_tfmot_wrapper", "kernel", "kernel_layers", "kernel_mask", "kind_of",
+           "is_elementwise", "is_prunable", "is_tfmot_wrapper", "kernel", "kernel_layers", "kernel_mask",
+           "kernel_shape", "kind_of",
            "mask_weight_ids", "masked_weights", "skip_reason", "to_plain", "to_prunable", "with_width"]

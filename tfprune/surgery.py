@@ -92,19 +92,42 @@ def _follow(model, graph, start, units, values):
             return units[:0], [], f"their outputs are no longer constant after {name}"
 
 
+_RECURRENT_STEPS = 3  # steps simulated to prove a dead recurrent unit stays at 0 (a fixed point: see below)
+
+
+def _recurrent_outputs(layer, units):
+    """Outputs of the dead ``units`` of a recurrent layer over ``_RECURRENT_STEPS`` steps of zero input, or None when
+    they are not all exactly 0.
+
+    A dead unit's gates see only their biases, so its state evolves on its own from the zero initial state: when one
+    step leaves the state at 0, 0 is a fixed point and the unit outputs 0 at every step of any input. (For an LSTM
+    the output is 0 exactly when the cell state is, the output gate being positive.)"""
+    config = {**layer.get_config(), "return_sequences": True, "go_backwards": False, "stateful": False}
+    twin = type(layer).from_config(config)
+    steps = np.zeros((1, _RECURRENT_STEPS, int(graph_lib.input_shape(layer)[-1])), np.float32)
+    stack = stacks.of(layer)
+    twin(stack.to_tensor(steps))
+    twin.set_weights(layer.get_weights())
+    out = stack.to_numpy(twin(stack.to_tensor(steps)))[0][:, units]
+    return np.zeros(len(units), np.float32) if not out.any() else None
+
+
 def _dead_units(layer, kind, in_keep):
-    """Units whose kernel column is zero over the kept inputs, and their constant outputs f(bias) (None when the
-    activation is not element-wise, e.g. softmax)."""
+    """Units whose unit-kernel column is zero over the kept inputs, and their constant outputs (f(bias) through an
+    element-wise activation; 0 for an Embedding), or None with the reason they are not constant."""
     weights = layer.get_weights()
-    kernel = kind.slice(weights, in_keep)[0]
+    kernel = kind.layout.unit_kernel(kind.slice(weights, in_keep))
     units = np.flatnonzero(~kernel.reshape(-1, kernel.shape[-1]).any(axis=0))
+    if kind.recurrent:
+        values = _recurrent_outputs(layer, units) if len(units) else np.zeros(0, np.float32)
+        return units, values, None if values is not None else "their outputs are not 0 (biases left non-zero)"
     pre = weights[1][units] if getattr(layer, "use_bias", False) else np.zeros(len(units), np.float32)
     if not hasattr(layer, "activation"):  # an Embedding: a dead column looks up zeros
-        return units, pre
+        return units, pre, None
     if not registry.is_elementwise(layer):
-        return units, None
+        return units, None, f"activation {registry.activation_name(layer)!r} is not element-wise"
     stack = stacks.of(layer)
-    return units, stack.to_numpy(layer.activation(stack.to_tensor(pre[None].astype(np.float32))))[0]
+    return units, stack.to_numpy(layer.activation(stack.to_tensor(pre[None].astype(np.float32))))[0], None
 
 
 def plan_removal(model):
@@ -116,15 +139,16 @@ def plan_removal(model):
         kind = _weight_kind(layer)
         if kind is None:
             continue
-        units, values = _dead_units(layer, kind, in_keep.get(layer.name))
+        if kind.recurrent and len(graph.inbound.get(layer.name, ())) != 1:
+            continue  # called with initial states: its dead units need not start at 0
+        units, values, reason = _dead_units(layer, kind, in_keep.get(layer.name))
         if not len(units):
             continue
         if values is None:
-            removable, chain, reason = units[:0], [], (f"activation {registry.activation_name(layer)!r} is not "
-                                                       "element-wise")
+            removable, chain = units[:0], []
         else:
             removable, chain, reason = _follow(model, graph, layer.name, units, values)
-        width = int(registry.kernel(layer).shape[-1])
+        width = int(registry.kernel_shape(layer)[-1])
         if len(removable) == width:  # Keras layers need at least one unit: keep the first one (its output is 0).
             removable = removable[1:]
             notes.append(f"{layer.name}: 1 dead unit kept: every unit is dead and a layer needs at least one")

@@ -12,8 +12,9 @@ SPARSITIES = flags.DEFINE_list(
     "Percent k of weights (or units) to prune, each in [0, 100), no repeats.")
 app.register_list_validator("sparsities", lambda values: config.check_percents(values, "--sparsities"))
 LAYERS = flags.DEFINE_list(
-    "layers", None, "Layer names to prune (default: every Dense, Conv1D/2D/3D, DepthwiseConv2D and Embedding for "
-    "weight pruning; for unit pruning all but the classifier and the depthwise layers).")
+    "layers", None, "Layer names to prune (default: every Dense, Conv1D/2D/3D (transposed too), DepthwiseConv2D, "
+    "Embedding, SimpleRNN, GRU and LSTM for weight pruning; for unit pruning all but the classifier and the "
+    "depthwise layers).")
 OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Folder for the results (tables, JSON, PNG plots).")
 flags.mark_flag_as_required("output_dir")
 

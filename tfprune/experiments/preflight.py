@@ -33,16 +33,16 @@ def architecture(baseline, datasets):
 
 def _groups(scorer, layer):
     """How many groups (weights, units...) ``scorer`` ranks in ``layer``'s kernel."""
-    return int(scorer.alive(np.ones(registry.kernel(layer).shape, bool)).size)
+    return int(scorer.alive(np.ones(registry.kernel_shape(layer), bool)).size)
 
 
 def check_sweep(config, model):
     """Raises ``ConfigError`` unless every method's layer selection and every k of ``config`` can run on ``model``.
 
-    Checks, per method: the ``layers`` names (or the plan's) exist and are prunable, unit methods leave the
-    output layers alone, and (layer scope) no k prunes every weight or unit of a selected layer: a k below 100 %
-    that rounds to all of them (``--sparsities=99.99999`` on a 784x300 kernel) is refused with the largest k that
-    keeps one.
+    Checks, per method: the ``layers`` names (or the plan's) exist and are prunable, unit methods leave the output
+    layers alone, and (layer scope) no k prunes every weight or unit of a selected layer: a k below 100 % that
+    rounds to all of them (``--sparsities=99.99999`` on a 784x300 kernel) is refused with the largest k that keeps
+    one.
     """
     prunable = pruning.make_prunable(model)
     plan = config.layer_sparsity

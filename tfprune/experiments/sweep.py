@@ -72,7 +72,7 @@ def planned_points(methods, ks, num_shards=1, shard_index=0):
 
 def plan_k(model, plan):
     """The overall percent k of a per-layer plan {layer: fraction}, weighted by kernel size (names its point)."""
-    weights = {l.name: int(np.prod(tuple(registry.kernel(l).shape))) for l in registry.kernel_layers(model)}
+    weights = {l.name: int(np.prod(registry.kernel_shape(l))) for l in registry.kernel_layers(model)}
     total = sum(weights.values())
     return round(100.0 * sum(weights[n] * s for n, s in plan.items() if n in weights) / total, 2)
 

@@ -55,6 +55,45 @@ def plain_model(model):
     return model
 
 
+def _is_recurrent(layer):
+    layers = stacks.of(layer).keras.layers
+    return isinstance(layer, (layers.RNN, layers.Bidirectional))
+
+
+def _unrolled(config):
+    """A layer config with every ``unroll`` flag in it (a wrapper's inner layers too) set to True."""
+    if isinstance(config, dict):
+        return {k: True if k == "unroll" else _unrolled(v) for k, v in config.items()}
+    return config
+
+
+def unrolled_model(model):
+    """``model`` with its recurrent layers unrolled over their timesteps (else ``model`` itself).
+
+    TensorFlow's converter turns a rolled Keras LSTM into TFLite's fused LSTM op, whose state lives in variable
+    tensors that LiteRT carries from one invoke to the next (measured: the same input gives another output on its
+    second run), and a rolled SimpleRNN/GRU into a WHILE loop that needs a static batch and whose int8 calibration
+    crashes the converter (segmentation fault). Unrolled, each step is FULLY_CONNECTED and element-wise builtin ops:
+    stateless, any batch, every quantization, the same weights (shared by the steps).
+
+    Raises:
+      ValueError: a recurrent layer whose number of timesteps is not fixed (it cannot be unrolled).
+    """
+    recurrent = [l for l in model.layers if _is_recurrent(l)]
+    if not recurrent:
+        return model
+    for layer in recurrent:
+        if graph.input_shape(layer)[1] is None:
+            raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) reads sequences of no fixed length "
+                             f"(input shape {tuple(graph.input_shape(layer))}); TFLite export unrolls recurrent "
+                             "layers, so the model's input needs a fixed number of timesteps")
+    keras = stacks.of(model).keras
+    unrolled = keras.models.clone_model(model, clone_function=lambda layer: type(layer).from_config(
+        _unrolled(layer.get_config()) if _is_recurrent(layer) else layer.get_config()))
+    unrolled.set_weights(model.get_weights())
+    return unrolled
+
+
 def _check_representative(model, data):
     data = np.asarray(data)
     data = data if data.dtype.kind in "iu" else data.astype(np.float32)  # token ids stay integers
@@ -101,7 +140,8 @@ def to_tflite(model, quantization="none", sparse_encoding=False, representative_
 
     Raises:
       ValueError: unknown ``quantization`` (the message lists the valid ones); ``int8`` without, or with empty or
-        wrongly shaped, representative data; a model needing ops that have no TFLite builtin (named).
+        wrongly shaped, representative data; a recurrent layer without a fixed number of timesteps
+        (``unrolled_model``); a model needing ops that have no TFLite builtin (named).
       RuntimeError: with ``sparse_encoding``, the converter dropped weights (its blocks do not divide a kernel)
         that could not be restored: such a file would compute without them, so none is returned.
     """
@@ -116,7 +156,7 @@ def to_tflite(model, quantization="none", sparse_encoding=False, representative_
         if representative_data is None:
             raise ValueError("quantization 'int8' needs representative_data (a few hundred training images)")
         representative_data = _check_representative(model, representative_data)
-    model = plain_model(model)
+    model = unrolled_model(plain_model(model))
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     optimizations = [] if quantization == "none" else [tf.lite.Optimize.DEFAULT]
     if sparse_encoding:
@@ -182,4 +222,5 @@ def _convert(converter):
         raise error from None
 
 
-__all__ = ["QUANTIZATIONS", "SPARSE_SUFFIX", "VARIANTS", "parse_variant", "plain_model", "to_tflite"]
+__all__ = ["QUANTIZATIONS", "SPARSE_SUFFIX", "VARIANTS", "parse_variant", "plain_model", "to_tflite",
+           "unrolled_model"]

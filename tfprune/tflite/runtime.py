@@ -23,7 +23,7 @@ def _interpreter(model_bytes, batch, num_threads, path):
     if len(details) != 1 or len(interpreter.get_output_details()) != 1:
         raise ValueError(f"the TFLite model has {len(details)} inputs and {len(interpreter.get_output_details())} "
                          "outputs; tfprune runs single-input single-output classifiers")
-    if details[0]["shape"][0] != batch:
+    if details[0]["shape"][0] != batch and details[0]["shape_signature"][0] == -1:  # a fixed batch stays as it is
         interpreter.resize_tensor_input(details[0]["index"], [batch] + list(details[0]["shape"][1:]))
     interpreter.allocate_tensors()
     zeros = np.zeros(interpreter.get_input_details()[0]["shape"], details[0]["dtype"])
@@ -36,6 +36,8 @@ def _interpreter(model_bytes, batch, num_threads, path):
 
 def load_interpreter(model_bytes, batch=1, num_threads=1, prefer_xnnpack=True):
     """A LiteRT interpreter with input batch ``batch``, allocated and invoked once, and the path that ran.
+
+    A model converted with a fixed batch keeps its own batch.
 
     Tries the default XNNPACK delegate first (when ``prefer_xnnpack``); if it fails to prepare or to invoke, loads
     the model again with builtin kernels only.
