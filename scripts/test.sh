@@ -4,6 +4,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup.sh"
 cd "$ROOT"
-# Two worker processes (pytest-xdist), one test module each at a time so that module fixtures are built once:
-# TFPRUNE_TEST_WORKERS=0 runs everything in this process.
-exec "$VENV/bin/python" -m pytest -n "${TFPRUNE_TEST_WORKERS:-2}" --dist loadfile "$@"
+# Two worker processes (pytest-xdist); a worker that runs out of tests takes some from the other's queue
+# (worksteal). TFPRUNE_TEST_WORKERS=0 runs everything in this process.
+exec "$VENV/bin/python" -m pytest -n "${TFPRUNE_TEST_WORKERS:-2}" --dist worksteal "$@"

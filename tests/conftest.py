@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +25,11 @@ FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 
 # TensorFlow's C++ runtime writes these before Python runs; TF_CPP_MIN_LOG_LEVEL cannot silence them.
 NATIVE_LOG = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IWEF]\d{4} )")
+
+# pytest-xdist's workers start with SIGINT ignored, and an ignored signal stays ignored in every process they spawn:
+# the Ctrl-C tests' children would never see theirs. The workers (and so their children) get Python's default back.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # absltest helpers (create_tempdir, flagsaver) read flags; under pytest nobody parses them, so accept defaults.
 if not flags.FLAGS.is_parsed():
