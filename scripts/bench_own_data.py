@@ -4,12 +4,18 @@ streams an image folder too large for memory.
     scripts/bench.sh own_data                     # both parts
     scripts/bench.sh own_data --part=mobilenet    # MobileNetV2 sweep with export (about 40 minutes on 2 cores)
     scripts/bench.sh own_data --part=streaming    # streamed image-folder sweep with peak RSS
+    scripts/bench.sh own_data --part=depthwise    # MobileNetV2 alpha 0.35: tfprune vs TF-MOT, depthwise kernels
 
 ``mobilenet``: writes real Fashion-MNIST padded to 32×32×3 as an ``.npz`` (55,000 training, 5,000 validation,
 10,000 test images; ``scripts/own_data.py``), trains ``keras.applications.MobileNetV2(weights=None,
 input_shape=(32, 32, 3), classes=10)`` on it (Adam, ``--train_epochs``), saves it as a ``.keras`` file — the
 user's model — and runs ``python -m tfprune.sweep --model_path=... --dataset=npz:...`` on it with weight and unit
 pruning, fine-tuning and TFLite export (float, int8), into ``docs/results/own_data_mobilenetv2``.
+
+``depthwise``: trains ``MobileNetV2(alpha=0.35)`` the same way and runs ``python -m tfprune.compare`` on its file at
+k = 50/75/90 %, one fine-tune epoch per point: tfprune's weight pruning reaches the 17 DepthwiseConv2D kernels, which
+TF-MOT wraps but does not prune (``prune_registry``: ``DepthwiseConv2D: []``), into
+``docs/results/compare_mobilenetv2_035``.
 
 ``streaming``: writes the same images resized to ``--stream_size`` pixels square (RGB PNG) as an image folder whose
 decoded float32 pixels are far larger than ``--data_memory_mib``, runs a one-shot sweep of lenet_300_100 on it in a
@@ -31,7 +37,7 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import own_data  # noqa: E402  pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("part", "all", ["all", "mobilenet", "streaming"], "Which part to run.")
+flags.DEFINE_enum("part", "all", ["all", "mobilenet", "streaming", "depthwise"], "Which part to run.")
 flags.DEFINE_string("work_dir", "/tmp/tfprune_own_data", "Where the generated data and the trained model go.")
 flags.DEFINE_string("output_dir", os.path.join(ROOT, "docs", "results", "own_data_mobilenetv2"),
                     "Folder of the MobileNetV2 sweep.")
@@ -51,19 +57,26 @@ def _run(cmd):
     return time.perf_counter() - start
 
 
-def mobilenet():
+def _npz():
     os.makedirs(FLAGS.work_dir, exist_ok=True)
     npz = os.path.join(FLAGS.work_dir, "fashion32_rgb.npz")
     if not os.path.exists(npz):
         splits, names = own_data.make_splits(val=5000, data_dir=FLAGS.data_dir)
         own_data.write_npz(npz, splits, names)
-    model_path = os.path.join(FLAGS.work_dir, f"mobilenetv2_e{FLAGS.train_epochs}.keras")
+    return npz
+
+
+def _trained_mobilenet(npz, alpha=1.0):
+    """Trains keras.applications.MobileNetV2(alpha) once on the npz (kept in --work_dir); returns its path."""
+    suffix = "" if alpha == 1.0 else f"_a{alpha:g}"
+    model_path = os.path.join(FLAGS.work_dir, f"mobilenetv2{suffix}_e{FLAGS.train_epochs}.keras")
     if not os.path.exists(model_path):
         from tfprune._env import keras  # pylint: disable=g-import-not-at-top
         from tfprune.experiments import data_sources, models  # pylint: disable=g-import-not-at-top
         keras.utils.set_random_seed(0)
         data = data_sources.load(f"npz:{npz}")
-        model = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=data.num_classes)
+        model = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=data.num_classes,
+                                               alpha=alpha)
         for layer in model.layers:  # keras.applications' BN momentum 0.999 needs far more steps than 5 epochs give:
             if isinstance(layer, keras.layers.BatchNormalization):  # its moving statistics would still be at their
                 layer.momentum = 0.9  # initial values, and inference-mode accuracy at chance (measured: 10.0 %)
@@ -75,11 +88,28 @@ def mobilenet():
         print(f"MobileNetV2 trained {FLAGS.train_epochs} epochs in {time.perf_counter() - start:.0f} s: "
               f"test accuracy {100 * accuracy:.2f} %, {model.count_params():,} parameters", flush=True)
         model.save(model_path)
+    return model_path
+
+
+def mobilenet():
+    npz = _npz()
+    model_path = _trained_mobilenet(npz)
     seconds = _run([sys.executable, "-m", "tfprune.sweep", f"--model_path={model_path}", f"--dataset=npz:{npz}",
                     "--methods=weight,unit", f"--sparsities={','.join(FLAGS.sparsities)}",
                     f"--finetune_epochs={FLAGS.finetune_epochs}", "--schedule=polynomial", "--export=float,int8",
                     "--export_eval_size=2000", f"--output_dir={FLAGS.output_dir}", "--resume", "--verbose=0"])
     print(f"MobileNetV2 sweep: {seconds:.0f} s; results in {FLAGS.output_dir}/results.md")
+
+
+def depthwise():
+    """MobileNetV2 alpha 0.35: tfprune weight pruning (its 17 depthwise kernels included) against TF-MOT (which wraps
+    DepthwiseConv2D but prunes no weight of it) on the same schedule, in docs/results/compare_mobilenetv2_035."""
+    npz = _npz()
+    model_path = _trained_mobilenet(npz, alpha=0.35)
+    out = os.path.join(ROOT, "docs", "results", "compare_mobilenetv2_035")
+    seconds = _run([sys.executable, "-m", "tfprune.compare", f"--model_path={model_path}", f"--dataset=npz:{npz}",
+                    "--sparsities=50,75,90", "--finetune_epochs=1", f"--output_dir={out}", "--resume", "--verbose=0"])
+    print(f"MobileNetV2 alpha 0.35 comparison: {seconds:.0f} s; results in {out}/results.md")
 
 
 def _folder_bytes(root):
@@ -111,6 +141,8 @@ def main(argv):
         streaming()
     if FLAGS.part in ("all", "mobilenet"):
         mobilenet()
+    if FLAGS.part in ("all", "depthwise"):
+        depthwise()
 
 
 if __name__ == "__main__":
