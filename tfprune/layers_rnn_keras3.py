@@ -17,40 +17,11 @@ The masks are non-trainable weights of the cell, saved and loaded with the model
 
 from tfprune import recurrent
 from tfprune._env import keras3
-from tfprune.layers_keras3 import MaskedConstraint, to_numpy
 from tfprune.layers_rnn import GatedMaskMethods
+from tfprune.stored_masks import Keras3Ops, add_masks, masked_property
 
 ops = keras3.ops
 _WEIGHTS = ("kernel", "recurrent_kernel", "bias")
-
-
-def masked_property(name, mask_attr=None):
-    """A property over the variable stored as ``_<name>_variable``: on JAX, once the mask (the attribute
-    ``mask_attr``, default ``<name>_mask``) exists, the variable times the mask; else the variable."""
-    mask_attr = mask_attr or f"{name}_mask"
-
-    def get(self):
-        variable = self.__dict__.get(f"_{name}_variable")
-        mask = self.__dict__.get(mask_attr)
-        if variable is None or mask is None or keras3.backend.backend() != "jax":
-            return variable
-        return ops.multiply(variable, ops.cast(mask, variable.dtype))
-
-    def set_(self, value):  # the parent's build assigns the variable (tracked by Layer.__setattr__) or None
-        self.__dict__[f"_{name}_variable"] = value
-    return property(get, set_)
-
-
-class Keras3Ops:
-    """How the mask mixins multiply and read Keras 3 variables (any backend)."""
-
-    @staticmethod
-    def _multiply(variable, mask):
-        return ops.multiply(variable, ops.cast(mask, variable.dtype))
-
-    @staticmethod
-    def _numpy(variable):
-        return to_numpy(variable)
 
 
 class _MaskedCellMixin:
@@ -62,13 +33,7 @@ class _MaskedCellMixin:
 
     def build(self, input_shape):
         super().build(input_shape)
-        for name in _WEIGHTS:
-            variable = self.variable(name)
-            mask = None if variable is None else self.add_weight(
-                name=f"{name}_mask", shape=variable.shape, initializer="ones", trainable=False, dtype=variable.dtype)
-            setattr(self, f"{name}_mask", mask)
-            if mask is not None and keras3.backend.backend() != "jax":
-                variable.constraint = MaskedConstraint(mask, variable.constraint)
+        add_masks(self, {name: self.variable(name) for name in _WEIGHTS}, attr="{}_mask")
 
     def variable(self, name):
         """The stored variable ``name`` (``kernel``, ``recurrent_kernel``, ``bias``), or None."""
@@ -99,7 +64,7 @@ class _MaskedRecurrentMixin(Keras3Ops, GatedMaskMethods):
     def _masks(self):
         return [getattr(self.cell, f"{n}_mask") for n in _WEIGHTS]
 
-    def _unit_kernel(self, kernel, recurrent_kernel):
+    def _reshape_units(self, kernel, recurrent_kernel):
         return ops.reshape(ops.concatenate([kernel, recurrent_kernel], axis=0), (-1, self._GATES, self.cell.units))
 
 
@@ -140,4 +105,4 @@ class PrunableLSTM(_MaskedRecurrentMixin, keras3.layers.LSTM):
 
 
 __all__ = ["PrunableGRU", "PrunableGRUCell", "PrunableLSTM", "PrunableLSTMCell", "PrunableSimpleRNN",
-           "PrunableSimpleRNNCell", "Keras3Ops", "masked_property"]
+           "PrunableSimpleRNNCell"]

@@ -1,0 +1,166 @@
+"""Masks held in the variables: what every prunable layer shares whose ``call`` reads its variables directly.
+
+Recurrent layers (tf_keras passes ``self.cell.kernel`` straight into ``standard_lstm``) and transposed convolutions
+cannot take the mask into their forward pass without copying their code. Instead **the variables hold the zeros**:
+``set_masks`` zeroes the pruned entries, and each variable carries a constraint that multiplies it by its mask after
+every optimizer update (every tf_keras and Keras 3 optimizer applies constraints), so the layer computes with exact
+zeros at the pruned entries and pays nothing in the forward pass. On Keras 3's JAX backend the stateless optimizer
+step cannot read the mask variables, so there the layer's properties return the masked tensors (``masked_property``).
+
+``StoredMaskMethods`` gives the methods the pruning library calls (``mask_variables``, ``kernel_mask``,
+``masked_weights``, ``masked_kernel``, ``copy_plain``, ``set_masks``) over five hooks each layer family writes once:
+``_variables()`` and ``_masks()`` (aligned lists, ``None`` where a weight is absent), ``_unit_kernel(arrays)`` (the
+unit kernel the library ranks, from the kernel-like members of such a list), ``_variable_keeps(kernel_keep,
+bias_keep)`` (the inverse: one bool array per variable, ``None`` = leave as it is), and the stack's
+``_multiply``/``_numpy`` (``TfKerasOps``, ``Keras3Ops``).
+"""
+
+import contextlib
+
+import numpy as np
+
+from tfprune._env import keras, keras3, tf
+from tfprune.layers_keras3 import MaskedConstraint, to_numpy
+
+ops = keras3.ops
+
+
+class MaskedThenInner:
+    """A tf_keras variable constraint: the user's constraint (if any), then the mask the layer holds under
+    ``attr`` (read when applied, so the mask may be created after the variable)."""
+
+    def __init__(self, layer, attr, inner):
+        self.layer, self.attr, self.inner = layer, attr, inner
+
+    def __call__(self, w):
+        w = self.inner(w) if self.inner is not None else w
+        return w * tf.cast(getattr(self.layer, self.attr), w.dtype)
+
+
+class TfKerasOps:
+    """How the mask methods multiply and read tf_keras variables."""
+
+    @staticmethod
+    def _multiply(variable, mask):
+        return variable * mask
+
+    @staticmethod
+    def _numpy(variable):
+        return variable.numpy()
+
+
+class Keras3Ops:
+    """How the mask methods multiply and read Keras 3 variables (any backend)."""
+
+    @staticmethod
+    def _multiply(variable, mask):
+        return ops.multiply(variable, ops.cast(mask, variable.dtype))
+
+    @staticmethod
+    def _numpy(variable):
+        return to_numpy(variable)
+
+
+class StoredMaskMethods:
+    """The methods the pruning library uses, over the hooks the module docstring lists."""
+
+    def mask_variables(self):
+        """The mask variables, one per weight the layer has."""
+        return [m for m in self._masks() if m is not None]
+
+    @property
+    def kernel_mask(self):
+        """The mask of the unit kernel (units on the last axis): 1 = kept."""
+        return self._unit_kernel(self._masks())
+
+    def masked_weights(self):
+        """The layer's weights, in ``get_weights`` order, with the masks applied: the weights of the plain twin."""
+        return [self._multiply(v, m) for v, m in zip(self._variables(), self._masks()) if v is not None]
+
+    def masked_kernel(self):
+        """The unit kernel as the layer computes with it."""
+        weights = iter(self.masked_weights())
+        return self._unit_kernel([None if v is None else next(weights) for v in self._variables()])
+
+    def copy_plain(self, plain):
+        """Copies the weights of the plain layer ``plain`` (same config); the masks stay as they are."""
+        for variable, value in zip([v for v in self._variables() if v is not None], plain.get_weights()):
+            variable.assign(value)
+
+    def set_masks(self, kernel_keep, bias_keep=None):
+        """Sets the masks and zeroes the pruned weights' variables.
+
+        Args:
+          kernel_keep: bool array of the unit kernel's shape, True = kept.
+          bias_keep: bool vector (units,) or None (bias mask left as it is).
+        """
+        keeps = self._variable_keeps(np.asarray(kernel_keep, bool),
+                                     None if bias_keep is None else np.asarray(bias_keep, bool))
+        for variable, mask, keep in zip(self._variables(), self._masks(), keeps):
+            if variable is None or keep is None:
+                continue
+            mask.assign(keep.astype(self._numpy(mask).dtype))
+            variable.assign(self._numpy(variable) * keep)
+
+
+@contextlib.contextmanager
+def masking_constraints(owner, layer, attrs):
+    """tf_keras: while the block runs (the parent's ``build``), ``owner``'s constraint attributes hold
+    ``MaskedThenInner`` constraints reading ``layer``'s mask attributes, so the variables built get them; then the
+    attributes (and so the config) are the user's own again.
+
+    Args:
+      owner: the object whose build makes the variables (the layer, or a recurrent layer's cell).
+      layer: the layer that will hold the masks.
+      attrs: {constraint attribute of ``owner``: mask attribute of ``layer``}.
+    """
+    originals = {name: getattr(owner, name) for name in attrs}
+    for name, mask_attr in attrs.items():
+        setattr(owner, name, MaskedThenInner(layer, mask_attr, originals[name]))
+    try:
+        yield
+    finally:
+        for name, constraint in originals.items():
+            setattr(owner, name, constraint)
+
+
+def add_masks(layer, variables, attr="{}_mask_variable"):
+    """Adds one non-trainable mask of ones to ``layer`` per variable, as ``attr.format(name)`` (``None`` for an
+    absent variable). On Keras 3 off JAX the variable's constraint becomes ``MaskedConstraint`` (mask after the
+    user's constraint); tf_keras' constraints are given at build (``masking_constraints``).
+
+    Args:
+      layer: a tf_keras or Keras 3 layer, being built.
+      variables: {weight name: its variable or None}, e.g. {"kernel": ..., "bias": None}.
+    """
+    is_keras3 = isinstance(layer, keras3.layers.Layer)
+    for name, variable in variables.items():
+        mask = None
+        if variable is not None:
+            initializer = "ones" if is_keras3 else keras.initializers.Ones()
+            mask = layer.add_weight(name=f"{name}_mask", shape=variable.shape, dtype=variable.dtype,
+                                    initializer=initializer, trainable=False)
+            if is_keras3 and keras3.backend.backend() != "jax":
+                variable.constraint = MaskedConstraint(mask, variable.constraint)
+        setattr(layer, attr.format(name), mask)
+
+
+def masked_property(name, mask_attr=None):
+    """A Keras 3 property over the variable stored as ``_<name>_variable``: on JAX, once the mask (the attribute
+    ``mask_attr``, default ``<name>_mask``) exists, the variable times the mask; else the variable."""
+    mask_attr = mask_attr or f"{name}_mask"
+
+    def get(self):
+        variable = self.__dict__.get(f"_{name}_variable")
+        mask = self.__dict__.get(mask_attr)
+        if variable is None or mask is None or keras3.backend.backend() != "jax":
+            return variable
+        return ops.multiply(variable, ops.cast(mask, variable.dtype))
+
+    def set_(self, value):  # the parent's build assigns the variable (tracked by Layer.__setattr__) or None
+        self.__dict__[f"_{name}_variable"] = value
+    return property(get, set_)
+
+
+__all__ = ["Keras3Ops", "MaskedThenInner", "StoredMaskMethods", "TfKerasOps", "add_masks", "masked_property",
+           "masking_constraints"]
