@@ -49,7 +49,8 @@ class MakePrunableTest(parameterized.TestCase):
         model = keras.Sequential([keras.layers.Flatten(input_shape=(28, 28)), keras.layers.ReLU()], name="empty")
         with self.assertRaisesRegex(ValueError, "model 'empty' has no layer tfprune prunes \\(Dense, Conv1D, Conv2D, "
                                                 "Conv3D, DepthwiseConv2D, Embedding, Conv1DTranspose, "
-                                                "Conv2DTranspose, Conv3DTranspose, SimpleRNN, GRU, LSTM; "
+                                                "Conv2DTranspose, Conv3DTranspose, SeparableConv1D, "
+                                                "SeparableConv2D, SimpleRNN, GRU, LSTM; "
                                                 "layers: .*Flatten, ReLU"):
             pruning.make_prunable(model)
 

@@ -290,7 +290,8 @@ def _tfmot_wrapped():
 @pytest.mark.parametrize("build, pattern", [
     (lambda: keras.Sequential([L.Flatten(input_shape=(28, 28)), L.Softmax()], name="nothing"),
      r"model 'nothing' has no layer tfprune prunes \(Dense, Conv1D, Conv2D, Conv3D, DepthwiseConv2D, Embedding, "
-     r"Conv1DTranspose, Conv2DTranspose, Conv3DTranspose, SimpleRNN, GRU, LSTM; layers: "
+     r"Conv1DTranspose, Conv2DTranspose, Conv3DTranspose, SeparableConv1D, SeparableConv2D, SimpleRNN, GRU, LSTM; "
+     r"layers: "
      r"Flatten, Softmax\)"),
     (lambda: _Sub(), r"model 'sub' is a subclassed Model \(_Sub\).*functional API"),
     (_shared, r"layer 'block' is shared: model 'shared_model' calls it at 2 places"),

@@ -26,24 +26,9 @@ tfprune is imported. The same methods as the tf_keras twins (``tfprune.layers``)
 import numpy as np
 
 from tfprune._env import keras3
+from tfprune.stored_masks import add_masks, to_numpy
 
 ops = keras3.ops
-
-
-def to_numpy(x):
-    """A backend tensor or variable (TensorFlow, JAX, PyTorch) as a NumPy array."""
-    return np.asarray(ops.convert_to_numpy(x))
-
-
-class MaskedConstraint(keras3.constraints.Constraint):
-    """A variable constraint: the user's own constraint (if any), then multiplication by the mask variable."""
-
-    def __init__(self, mask, inner=None):
-        self.mask, self.inner = mask, inner
-
-    def __call__(self, w):
-        w = self.inner(w) if self.inner is not None else w
-        return ops.multiply(w, ops.cast(self.mask, w.dtype))
 
 
 class _MaskOps:
@@ -102,17 +87,7 @@ class _MaskOps:
 
     def _add_masks(self):
         """Adds ``kernel_mask`` and ``bias_mask`` (ones); off JAX, constraints that keep masked entries at 0."""
-        kernel, bias = self._variables()
-        self.kernel_mask = self.add_weight(name="kernel_mask", shape=kernel.shape, initializer="ones",
-                                           trainable=False, dtype=kernel.dtype)
-        self.bias_mask = None
-        if bias is not None:
-            self.bias_mask = self.add_weight(name="bias_mask", shape=bias.shape, initializer="ones",
-                                             trainable=False, dtype=bias.dtype)
-        if keras3.backend.backend() != "jax":  # the optimizer keeps the pruned entries at 0 after every update
-            kernel.constraint = MaskedConstraint(self.kernel_mask, kernel.constraint)
-            if bias is not None:
-                bias.constraint = MaskedConstraint(self.bias_mask, bias.constraint)
+        add_masks(self, dict(zip(("kernel", "bias"), self._variables())), attr="{}_mask")
 
     def set_masks(self, kernel_keep, bias_keep=None):
         """Sets the masks from bool arrays (True = kept) and zeroes the pruned weights' variables too.
@@ -232,6 +207,6 @@ class PrunableEmbedding(_MaskOps, keras3.layers.Embedding):
 
 
 
-__all__ = ["MaskedConstraint", "PrunableConv1D", "PrunableConv2D", "PrunableConv3D", "PrunableDense",
+__all__ = ["PrunableConv1D", "PrunableConv2D", "PrunableConv3D", "PrunableDense",
            "PrunableDepthwiseConv2D",
-           "PrunableEmbedding", "to_numpy"]
+           "PrunableEmbedding"]

@@ -12,9 +12,9 @@ in the variables, as ``tfprune.stored_masks`` describes (constraints; on Keras 3
 
 import numpy as np
 
-from tfprune._env import keras, keras3, tf
+from tfprune._env import keras3, tf
 from tfprune.stored_masks import (Keras3Ops, StoredMaskMethods, TfKerasOps, add_masks, masked_property,
-                                  masking_constraints)
+                                  masking_constraints, prunable_classes)
 
 ops = keras3.ops
 
@@ -71,18 +71,8 @@ class _Keras3Transposed(Keras3Ops, _SwappedUnits):
         return ops.swapaxes(x, -1, -2)
 
 
-def _classes(base, layers, register, stack):
-    out = {}
-    for name in ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"):
-        cls = type(f"Prunable{name}", (base, getattr(layers, name)), {
-            "__doc__": f"{stack} ``{name}`` whose kernel (k..., filters, in) and bias (filters,) are multiplied by "
-                       "0/1 masks (held in the variables; see ``tfprune.layers_transposed``).",
-            "__module__": __name__})
-        out[name] = register(package="tfprune")(cls)
-    return out
-
-
-TF_KERAS = _classes(_TfKerasTransposed, keras.layers, keras.utils.register_keras_serializable, "tf_keras")
-KERAS3 = _classes(_Keras3Transposed, keras3.layers, keras3.saving.register_keras_serializable, "Keras 3")
+_CLASSES = prunable_classes((_TfKerasTransposed, _Keras3Transposed),
+                            ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"), "kernel (k..., filters, in) and bias (filters,)", __name__)
+TF_KERAS, KERAS3 = _CLASSES["tf_keras"], _CLASSES["keras3"]
 
 __all__ = ["KERAS3", "TF_KERAS"]

@@ -3,6 +3,7 @@ axis) and how they are sliced when units or input channels are removed, as pure 
 
 - ``KernelLayout``: one kernel whose last axis is the units (Dense, convolutions, Embedding), and a bias (units,).
 - ``TransposedLayout``: a transposed convolution's kernel (k..., units, in): the unit kernel swaps the last axes.
+- ``SeparableLayout``: a separable convolution's depthwise kernel, pointwise kernel (the unit kernel) and bias.
 - ``GatedLayout``: a recurrent layer's kernel, recurrent kernel and bias, stacked by gate (``tfprune.recurrent``).
 """
 
@@ -27,6 +28,10 @@ class KernelLayout:
         """The unit kernel's shape for a kernel of ``shape``."""
         return tuple(shape)
 
+    def bias(self, weights):
+        """The bias (units,) among the layer's weights, or None."""
+        return weights[1] if len(weights) > 1 else None
+
     def slice(self, weights, in_keep=None, out_keep=None):
         """``[kernel, bias?]`` with only the input rows ``in_keep`` and the units ``out_keep`` (None: all)."""
         weights = list(weights)
@@ -48,12 +53,43 @@ class TransposedLayout:
     def unit_shape(self, shape):
         return tuple(shape[:-2]) + (shape[-1], shape[-2])
 
+    def bias(self, weights):
+        return weights[1] if len(weights) > 1 else None
+
     def slice(self, weights, in_keep=None, out_keep=None):
         weights = list(weights)
         if in_keep is not None:
             weights[0] = np.take(weights[0], in_keep, axis=-1)
         if out_keep is not None:
             weights[0] = np.take(weights[0], out_keep, axis=-2)
+            weights[1:] = [np.take(w, out_keep, axis=-1) for w in weights[1:]]
+        return weights
+
+
+@dataclasses.dataclass(frozen=True)
+class SeparableLayout:
+    """A separable convolution's ``[depthwise (k..., in, m), pointwise (1..., in * m, units), bias?]``: the unit
+    kernel is the pointwise kernel; input channel ``c`` is the depthwise channel ``c`` and the pointwise rows
+    ``c * m + j`` (j < m), which is how Keras orders the depthwise outputs."""
+
+    def unit_kernel(self, weights):
+        return np.asarray(weights[1])
+
+    def unit_shape(self, shape):
+        """The unit kernel's shape for a pointwise kernel of ``shape`` (the kind's ``kernel_attr``)."""
+        return tuple(shape)
+
+    def bias(self, weights):
+        return weights[2] if len(weights) > 2 else None
+
+    def slice(self, weights, in_keep=None, out_keep=None):
+        weights = list(weights)
+        if in_keep is not None:
+            multiplier = weights[0].shape[-1]
+            rows = (np.asarray(in_keep, np.int64)[:, None] * multiplier + np.arange(multiplier)).ravel()
+            weights[0] = np.take(weights[0], in_keep, axis=-2)
+            weights[1] = np.take(weights[1], rows, axis=-2)
+        if out_keep is not None:
             weights[1:] = [np.take(w, out_keep, axis=-1) for w in weights[1:]]
         return weights
 
@@ -70,4 +106,4 @@ class GatedLayout:
         return recurrent.slice_weights(weights, self.gates, in_keep, out_keep)
 
 
-__all__ = ["GatedLayout", "KernelLayout", "TransposedLayout"]
+__all__ = ["GatedLayout", "KernelLayout", "SeparableLayout", "TransposedLayout"]

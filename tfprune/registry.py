@@ -28,10 +28,11 @@ from tfprune import layers as prunable_layers
 from tfprune import layers_keras3 as prunable_layers3
 from tfprune import layers_rnn as prunable_rnn
 from tfprune import layers_rnn_keras3 as prunable_rnn3
+from tfprune import layers_separable as prunable_separable
 from tfprune import layers_transposed as prunable_transposed
 from tfprune import recurrent
 from tfprune import stacks
-from tfprune.layouts import GatedLayout, KernelLayout, TransposedLayout
+from tfprune.layouts import GatedLayout, KernelLayout, SeparableLayout, TransposedLayout
 from tfprune._env import keras, keras3
 
 L, L3 = keras.layers, keras3.layers
@@ -81,6 +82,14 @@ def _transposed_macs(layer, output_shape):  # pylint: disable=unused-argument
     return positions * int(np.prod(kernel_shape(layer), dtype=np.int64))
 
 
+def _separable_macs(layer, output_shape):
+    """Separable convolutions: the depthwise kernel (k... * in * m) and the pointwise kernel (in * m * filters) at
+    every output position."""
+    positions = int(np.prod(output_shape[1:-1], dtype=np.int64))
+    depthwise = int(np.prod(layer.depthwise_kernel.shape, dtype=np.int64))
+    return positions * (depthwise + int(np.prod(kernel_shape(layer), dtype=np.int64)))
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerKind:
     """One prunable Keras layer type.
@@ -92,7 +101,8 @@ class LayerKind:
     macs: (layer, output shape of one call) -> multiply-accumulates of that call, per example.
     layout: how the layer's weights map to the **unit kernel** the methods rank (units last) and how they are sliced
       when units or input channels are removed (``KernelLayout``: one kernel; ``TransposedLayout``: a transposed
-      convolution's (k..., units, in); ``GatedLayout``: recurrent gates).
+      convolution's (k..., units, in); ``SeparableLayout``: a separable convolution's pointwise kernel;
+      ``GatedLayout``: recurrent gates).
     flat_input: True when its inputs may be a flattened feature map (a Dense after Flatten): then input channel
       ``c`` of ``C`` is the block of input rows ``s * C + c``.
     shrinkable: layer -> True when dead units may be cut out physically (channels-last layout).
@@ -130,6 +140,11 @@ def _transposed_kinds(layers, classes):
                            layout=TransposedLayout()) for name, cls in classes.items())
 
 
+def _separable_kinds(layers, classes):
+    return tuple(LayerKind(getattr(layers, name), cls, "filters", macs=_separable_macs, layout=SeparableLayout(),
+                           kernel_attr="pointwise_kernel") for name, cls in classes.items())
+
+
 def _recurrent_kinds(layers, prunable_module):
     return tuple(LayerKind(getattr(layers, name), getattr(prunable_module, f"Prunable{name}"), "units",
                            macs=_recurrent_macs, layout=GatedLayout(gates), shrinkable=_recurrent_shrinkable)
@@ -153,6 +168,7 @@ KINDS = (  # tf_keras (Keras 2), then Keras 3: the same layer types, each with t
     LayerKind(L3.Embedding, prunable_layers3.PrunableEmbedding, "output_dim", unsupported=_embedding_support,
               macs=_no_macs, kernel_attr="embeddings"),
 ) + (_transposed_kinds(L, prunable_transposed.TF_KERAS) + _transposed_kinds(L3, prunable_transposed.KERAS3)
+     + _separable_kinds(L, prunable_separable.TF_KERAS) + _separable_kinds(L3, prunable_separable.KERAS3)
      + _recurrent_kinds(L, prunable_rnn) + _recurrent_kinds(L3, prunable_rnn3))
 _BY_TYPE = {**{k.plain: k for k in KINDS}, **{k.prunable: k for k in KINDS}}
 KIND_NAMES = ", ".join(dict.fromkeys(k.name for k in KINDS))  # "Dense, Conv1D, ...": what messages list
@@ -234,9 +250,7 @@ def effective_kernel(layer):
     if is_prunable(layer):
         return stacks.of(layer).to_numpy(layer.masked_kernel())
     kind = kind_of(layer)
-    if kind.recurrent:
-        return kind.layout.unit_kernel(layer.get_weights())
-    return kind.layout.unit_kernel([stacks.of(layer).to_numpy(kernel(layer))])
+    return kind.layout.unit_kernel([stacks.of(layer).to_numpy(w) for w in layer.weights])
 
 
 def masked_weights(layer):

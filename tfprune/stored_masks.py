@@ -20,9 +20,24 @@ import contextlib
 import numpy as np
 
 from tfprune._env import keras, keras3, tf
-from tfprune.layers_keras3 import MaskedConstraint, to_numpy
 
 ops = keras3.ops
+
+
+def to_numpy(x):
+    """A backend tensor or variable (TensorFlow, JAX, PyTorch) as a NumPy array."""
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+class MaskedConstraint(keras3.constraints.Constraint):
+    """A Keras 3 variable constraint: the user's own constraint (if any), then multiplication by the mask variable."""
+
+    def __init__(self, mask, inner=None):
+        self.mask, self.inner = mask, inner
+
+    def __call__(self, w):
+        w = self.inner(w) if self.inner is not None else w
+        return ops.multiply(w, ops.cast(self.mask, w.dtype))
 
 
 class MaskedThenInner:
@@ -162,5 +177,29 @@ def masked_property(name, mask_attr=None):
     return property(get, set_)
 
 
-__all__ = ["Keras3Ops", "MaskedThenInner", "StoredMaskMethods", "TfKerasOps", "add_masks", "masked_property",
-           "masking_constraints"]
+def prunable_classes(mixins, names, what, module):
+    """The registered prunable classes ``Prunable<name>`` of both stacks: {"tf_keras"|"keras3": {name: class}}.
+
+    Args:
+      mixins: (tf_keras mixin, Keras 3 mixin), put before each plain class.
+      names: the plain classes' names in ``layers`` of both stacks (``"Conv2DTranspose"``).
+      what: the docstring's description of the masked weights.
+      module: the defining module's ``__name__``.
+    """
+    out = {}
+    for stack, mixin, layers, register in (
+            ("tf_keras", mixins[0], keras.layers, keras.utils.register_keras_serializable),
+            ("keras3", mixins[1], keras3.layers, keras3.saving.register_keras_serializable)):
+        out[stack] = {}
+        for name in names:
+            cls = type(f"Prunable{name}", (mixin, getattr(layers, name)), {
+                "__doc__": f"{'tf_keras' if stack == 'tf_keras' else 'Keras 3'} ``{name}`` whose {what} are "
+                           f"multiplied by 0/1 masks (held in the variables; see ``{module}``).",
+                "__module__": module})
+            out[stack][name] = register(package="tfprune")(cls)
+    return out
+
+
+__all__ = ["Keras3Ops", "MaskedConstraint", "MaskedThenInner", "StoredMaskMethods", "TfKerasOps", "add_masks",
+           "masked_property",
+           "masking_constraints", "prunable_classes", "to_numpy"]

@@ -121,7 +121,8 @@ def _dead_units(layer, kind, in_keep):
     if kind.recurrent:
         values = _recurrent_outputs(layer, units) if len(units) else np.zeros(0, np.float32)
         return units, values, None if values is not None else "their outputs are not 0 (biases left non-zero)"
-    pre = weights[1][units] if getattr(layer, "use_bias", False) else np.zeros(len(units), np.float32)
+    bias = kind.layout.bias(weights)
+    pre = bias[units] if bias is not None else np.zeros(len(units), np.float32)
     if not hasattr(layer, "activation"):  # an Embedding: a dead column looks up zeros
         return units, pre, None
     if not registry.is_elementwise(layer):
