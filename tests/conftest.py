@@ -123,6 +123,17 @@ def require(path):
         pytest.skip(f"{path} is absent on this machine")
     return path
 
+def run_on_jax(script, tmp_path):
+    """Runs ``script`` (Python source) in a child process on Keras 3's JAX backend with argv ``[tmp_path, tests
+    folder, Fashion-MNIST folder]``; returns the JSON its last output line holds (skips without JAX or the data)."""
+    pytest.importorskip("jax")
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path), os.path.dirname(__file__),
+                           require(FASHION_DIR)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 
 @pytest.fixture(scope="session")
 def fashion():

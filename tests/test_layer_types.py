@@ -6,17 +6,12 @@ a 4×7×28 volume for Conv3D, 28×28×1 images for DepthwiseConv2D, Conv2DTransp
 as 784 tokens (its pixels in 16 grey levels) for Embedding.
 """
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from conftest import FASHION_DIR, require
+from conftest import FASHION_DIR, require, run_on_jax
 from tfprune import make_prunable, prune, prune_count, registry, shrink, stacks, strip, tflite
 from tfprune._env import keras, keras3
 from tfprune.callbacks import RankPruning
@@ -238,12 +233,7 @@ print(json.dumps({"backend": keras.backend.backend(), "kinds": out}))
 
 @pytest.mark.slow
 def test_masks_hold_on_the_jax_backend(tmp_path):
-    pytest.importorskip("jax")
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-c", JAX_RUN, str(tmp_path), os.path.dirname(__file__),
-                           require(FASHION_DIR)], capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_on_jax(JAX_RUN, tmp_path)
     assert result["backend"] == "jax" and set(result["kinds"]) == set(BUILD)
     for kind, figures in result["kinds"].items():
         assert figures["sparsity"] == pytest.approx(0.6, abs=0.01), kind

@@ -50,7 +50,8 @@ class MakePrunableTest(parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, "model 'empty' has no layer tfprune prunes \\(Dense, Conv1D, Conv2D, "
                                                 "Conv3D, DepthwiseConv2D, Embedding, Conv1DTranspose, "
                                                 "Conv2DTranspose, Conv3DTranspose, SeparableConv1D, "
-                                                "SeparableConv2D, SimpleRNN, GRU, LSTM; "
+                                                "SeparableConv2D, SimpleRNN, GRU, LSTM, EinsumDense, "
+                                                "MultiHeadAttention; "
                                                 "layers: .*Flatten, ReLU"):
             pruning.make_prunable(model)
 

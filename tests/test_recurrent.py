@@ -7,13 +7,11 @@ Real data: Fashion-MNIST row by row (each image as 28 steps of 28 features).
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import FASHION_DIR, require
+from conftest import FASHION_DIR, require, run_on_jax
 from tfprune import make_prunable, prune, prune_count, recurrent, registry, shrink, stacks, strip, tflite
 from tfprune._env import keras, keras3
 from tfprune.callbacks import RankPruning
@@ -205,12 +203,7 @@ print(json.dumps({"backend": keras.backend.backend(), "kinds": out}))
 
 @pytest.mark.slow
 def test_masks_hold_on_the_jax_backend(tmp_path):
-    pytest.importorskip("jax")
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-c", JAX_RUN, str(tmp_path), os.path.dirname(__file__),
-                           require(FASHION_DIR)], capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_on_jax(JAX_RUN, tmp_path)
     assert result["backend"] == "jax" and set(result["kinds"]) == {"GRU", "LSTM"}
     for kind, figures in result["kinds"].items():
         # On JAX the cell's properties mask the forward pass: the stripped, reloaded and shrunk models compute

@@ -290,8 +290,8 @@ def _tfmot_wrapped():
 @pytest.mark.parametrize("build, pattern", [
     (lambda: keras.Sequential([L.Flatten(input_shape=(28, 28)), L.Softmax()], name="nothing"),
      r"model 'nothing' has no layer tfprune prunes \(Dense, Conv1D, Conv2D, Conv3D, DepthwiseConv2D, Embedding, "
-     r"Conv1DTranspose, Conv2DTranspose, Conv3DTranspose, SeparableConv1D, SeparableConv2D, SimpleRNN, GRU, LSTM; "
-     r"layers: "
+     r"Conv1DTranspose, Conv2DTranspose, Conv3DTranspose, SeparableConv1D, SeparableConv2D, SimpleRNN, GRU, LSTM, "
+     r"EinsumDense, MultiHeadAttention; layers: "
      r"Flatten, Softmax\)"),
     (lambda: _Sub(), r"model 'sub' is a subclassed Model \(_Sub\).*functional API"),
     (_shared, r"layer 'block' is shared: model 'shared_model' calls it at 2 places"),
@@ -310,15 +310,15 @@ def test_check_prunable_skips_layers_it_does_not_prune():
     x = L.Reshape((28, 28, 1))(inputs)
     x = L.Conv2D(4, 3, name="conv")(x)
     x = L.BatchNormalization(name="bn")(x)
-    x = L.SeparableConv2D(2, 3, name="deconv")(x)
+    x = L.PReLU(name="prelu")(x)
     x = L.Flatten()(x)
     x = _MyDense(16, name="custom")(x)
     out = L.Dense(10, activation="softmax", name="logits")(x)
     check = user_model.check_prunable(keras.Model(inputs, out))
     assert check.prunable == ("conv", "logits")
-    assert set(check.skipped) == {"bn", "deconv", "custom"}
+    assert set(check.skipped) == {"bn", "prelu", "custom"}
     assert check.skipped["custom"].startswith("custom layer class _MyDense")
-    assert check.skipped["deconv"] == "SeparableConv2D has no kernel tfprune prunes; its weights stay dense"
+    assert check.skipped["prelu"] == "PReLU has no kernel tfprune prunes; its weights stay dense"
 
 
 def test_check_compatible(small_fashion):

@@ -104,6 +104,12 @@ def input_shape(layer):
     return tuple(layer.input_shape)
 
 
+def input_shapes(layer):
+    """The shapes (tuples, batch axis first) of every input of a layer's first call (MultiHeadAttention's query,
+    value and key)."""
+    return [stacks.shape_tuple(t.shape) for t in tf.nest.flatten(layer.input)]
+
+
 def model_input_shape(model):
     """The shape (a tuple, batch axis first) of a single-input model's input."""
     return stacks.shape_tuple(model.inputs[0].shape)

@@ -33,7 +33,7 @@ class _MaskedKernelMixin:
             name="kernel_mask", shape=self._kernel_variable.shape, dtype=self._kernel_variable.dtype,
             initializer=keras.initializers.Ones(), trainable=False)
         self.bias_mask = None
-        if getattr(self, "use_bias", False):
+        if getattr(self, "bias", None) is not None:
             self.bias_mask = self.add_weight(
                 name="bias_mask", shape=self.bias.shape, dtype=self.bias.dtype,
                 initializer=keras.initializers.Ones(), trainable=False)
@@ -57,7 +57,7 @@ class _MaskedKernelMixin:
     def copy_plain(self, plain):
         """Copies the kernel and bias of the plain layer ``plain`` (same config); the masks stay as they are."""
         self._kernel_variable.assign(getattr(plain, self._KERNEL))
-        if getattr(self, "use_bias", False):
+        if self.bias_mask is not None:
             self.bias.assign(plain.bias)
 
     def set_masks(self, kernel_keep, bias_keep=None):
@@ -180,5 +180,20 @@ class PrunableEmbedding(_MaskedKernelMixin, keras.layers.Embedding):
         return outputs
 
 
+@keras.utils.register_keras_serializable(package="tfprune")
+class PrunableEinsumDense(_MaskedKernelMixin, keras.layers.EinsumDense):
+    """``tf_keras.layers.EinsumDense`` whose kernel (any shape its equation gives) and bias are multiplied by 0/1
+    masks (weight pruning; the projections of ``PrunableMultiHeadAttention`` are these)."""
+
+
+    def call(self, inputs):  # tf_keras' EinsumDense.call with the masked kernel and bias
+        outputs = tf.einsum(self.equation, inputs, self.masked_kernel())
+        if self.bias is not None:
+            outputs += self.masked_bias()
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+
 __all__ = ["PrunableConv1D", "PrunableConv2D", "PrunableConv3D", "PrunableDense", "PrunableDepthwiseConv2D",
-           "PrunableEmbedding"]
+           "PrunableEinsumDense", "PrunableEmbedding"]

@@ -161,6 +161,12 @@ class PrunableConv3D(_MaskedMixin, keras3.layers.Conv3D):
 
 
 @keras3.saving.register_keras_serializable(package="tfprune")
+class PrunableEinsumDense(_MaskedMixin, keras3.layers.EinsumDense):
+    """Keras 3 ``EinsumDense`` whose kernel (any shape its equation gives) and bias are multiplied by 0/1 masks
+    (weight pruning; the projections of ``PrunableMultiHeadAttention`` are these)."""
+
+
+@keras3.saving.register_keras_serializable(package="tfprune")
 class PrunableDepthwiseConv2D(_MaskOps, keras3.layers.DepthwiseConv2D):
     """Keras 3 ``DepthwiseConv2D`` whose kernel (kh, kw, in, multiplier) and bias are multiplied by 0/1 masks
     (weight pruning only: its channels follow its input). Its kernel and bias are plain variable attributes (no
@@ -208,5 +214,5 @@ class PrunableEmbedding(_MaskOps, keras3.layers.Embedding):
 
 
 __all__ = ["PrunableConv1D", "PrunableConv2D", "PrunableConv3D", "PrunableDense",
-           "PrunableDepthwiseConv2D",
+           "PrunableDepthwiseConv2D", "PrunableEinsumDense",
            "PrunableEmbedding"]

@@ -72,7 +72,8 @@ class _Keras3Transposed(Keras3Ops, _SwappedUnits):
 
 
 _CLASSES = prunable_classes((_TfKerasTransposed, _Keras3Transposed),
-                            ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"), "kernel (k..., filters, in) and bias (filters,)", __name__)
+                            ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"),
+                            "kernel (k..., filters, in) and bias (filters,)", __name__)
 TF_KERAS, KERAS3 = _CLASSES["tf_keras"], _CLASSES["keras3"]
 
 __all__ = ["KERAS3", "TF_KERAS"]

@@ -4,6 +4,7 @@ axis) and how they are sliced when units or input channels are removed, as pure 
 - ``KernelLayout``: one kernel whose last axis is the units (Dense, convolutions, Embedding), and a bias (units,).
 - ``TransposedLayout``: a transposed convolution's kernel (k..., units, in): the unit kernel swaps the last axes.
 - ``SeparableLayout``: a separable convolution's depthwise kernel, pointwise kernel (the unit kernel) and bias.
+- ``HeadLayout``: a MultiHeadAttention's query, key, value and output projections, one column per head.
 - ``GatedLayout``: a recurrent layer's kernel, recurrent kernel and bias, stacked by gate (``tfprune.recurrent``).
 """
 
@@ -95,6 +96,55 @@ class SeparableLayout:
 
 
 @dataclasses.dataclass(frozen=True)
+class HeadLayout:
+    """A MultiHeadAttention's ``[query, key, value, output]`` kernels, each followed by its bias when the layer has
+    biases: query/key (in, heads, key_dim), value (in, heads, value_dim), output (heads, value_dim, out). The unit
+    kernel has one column per **head**: every weight of that head in the four projections (its query, key and value
+    columns and its output rows). A head is removed from all four; the layer's input and output widths stay."""
+
+    @staticmethod
+    def kernels(weights):
+        """The four kernels among the layer's weights (with biases: every second one)."""
+        return list(weights[::2]) if len(weights) == 8 else list(weights)
+
+    @staticmethod
+    def _columns(kernel, head_axis):
+        return np.moveaxis(np.asarray(kernel), head_axis, -1).reshape(-1, kernel.shape[head_axis])
+
+    def unit_kernel(self, weights):
+        kernels = self.kernels(weights)
+        return np.concatenate([self._columns(k, 1) for k in kernels[:3]] + [self._columns(kernels[3], 0)])
+
+    def split(self, unit_keep, shapes):
+        """The unit kernel's mask ``unit_keep`` as the four kernels' masks (``shapes``: the kernels' shapes)."""
+        out, start = [], 0
+        for index, shape in enumerate(shapes):
+            head_axis = 0 if index == 3 else 1
+            rest = tuple(d for a, d in enumerate(shape) if a != head_axis)
+            size = int(np.prod(rest))
+            out.append(np.moveaxis(unit_keep[start:start + size].reshape(rest + (shape[head_axis],)), -1, head_axis))
+            start += size
+        return out
+
+    def bias(self, weights):  # no bias per head: a dead head contributes through no weight at all
+        return None
+
+    def slice(self, weights, in_keep=None, out_keep=None):
+        weights, step = list(weights), 2 if len(weights) == 8 else 1
+        if in_keep is not None:  # query, key and value read the (one) input
+            for i in range(3):
+                weights[i * step] = np.take(weights[i * step], in_keep, axis=0)
+        if out_keep is not None:
+            for i, w in enumerate(weights):
+                projection, is_bias = divmod(i, step)
+                if projection < 3:  # (in, heads, dim) kernels, (heads, dim) biases
+                    weights[i] = np.take(w, out_keep, axis=0 if is_bias else 1)
+                elif not is_bias:  # the output kernel (heads, dim, out); its bias (out,) stays
+                    weights[i] = np.take(w, out_keep, axis=0)
+        return weights
+
+
+@dataclasses.dataclass(frozen=True)
 class GatedLayout:
     """A recurrent layer's ``[kernel, recurrent_kernel, bias?]`` with ``gates`` gates (``tfprune.recurrent``)."""
     gates: int
@@ -106,4 +156,4 @@ class GatedLayout:
         return recurrent.slice_weights(weights, self.gates, in_keep, out_keep)
 
 
-__all__ = ["GatedLayout", "KernelLayout", "SeparableLayout", "TransposedLayout"]
+__all__ = ["GatedLayout", "HeadLayout", "KernelLayout", "SeparableLayout", "TransposedLayout"]

@@ -15,7 +15,8 @@ computes), ``kernel_mask`` (its mask), ``masked_weights()`` (the plain twin's we
 ``set_masks(kernel_keep, bias_keep)`` and ``copy_plain(plain)``.
 
 Layers that pass channels through one to one (activations, dropout, pooling, BatchNormalization...) are listed in
-``channelwise_reason`` so that shrinking can follow a dead unit from the layer that computes it to the next kernel.
+``tfprune.channels`` (re-exported here) so that shrinking can follow a dead unit from the layer that computes it to
+the next kernel.
 """
 
 import dataclasses
@@ -26,13 +27,16 @@ import numpy as np
 from tfprune import graph
 from tfprune import layers as prunable_layers
 from tfprune import layers_keras3 as prunable_layers3
+from tfprune import layers_attention as prunable_attention
 from tfprune import layers_rnn as prunable_rnn
 from tfprune import layers_rnn_keras3 as prunable_rnn3
 from tfprune import layers_separable as prunable_separable
 from tfprune import layers_transposed as prunable_transposed
 from tfprune import recurrent
 from tfprune import stacks
-from tfprune.layouts import GatedLayout, KernelLayout, SeparableLayout, TransposedLayout
+from tfprune.channels import (CHANNELWISE_TYPES, ELEMENTWISE_ACTIVATIONS, activation_name, flatten_blocks,
+                              is_channelwise, is_elementwise)
+from tfprune.layouts import GatedLayout, HeadLayout, KernelLayout, SeparableLayout, TransposedLayout
 from tfprune._env import keras, keras3
 
 L, L3 = keras.layers, keras3.layers
@@ -90,6 +94,45 @@ def _separable_macs(layer, output_shape):
     return positions * (depthwise + int(np.prod(kernel_shape(layer), dtype=np.int64)))
 
 
+def _einsum_macs(layer, output_shape):
+    """EinsumDense: every output element sums over the kernel axes its equation contracts."""
+    inputs, out = layer.equation.split("->")
+    kernel_axes = inputs.split(",")[1]
+    contracted = [int(d) for a, d in zip(kernel_axes, kernel_shape(layer)) if a not in out]
+    return int(np.prod(output_shape[1:], dtype=np.int64)) * int(np.prod(contracted, dtype=np.int64))
+
+
+def _attention_macs(layer, output_shape):
+    """MultiHeadAttention over T query and S value positions: the query projection (T * in * h * d_k), key and
+    value projections (S * in * h * d), the scores and the weighted sum (T * S * h * (d_k + d_v)), the output
+    projection (T * h * d_v * out)."""
+    (q_in, heads, key_dim), (k_in, _, _), (v_in, _, value_dim), (_, _, out) = (
+        tuple(int(d) for d in p.kernel.shape) for p in prunable_attention.projections(layer))
+    shapes = graph.input_shapes(layer)
+    queries = int(np.prod(output_shape[1:-1], dtype=np.int64))
+    values = int(np.prod(shapes[min(1, len(shapes) - 1)][1:-1], dtype=np.int64))
+    return (queries * heads * (q_in * key_dim + value_dim * out) + values * heads * (k_in * key_dim + v_in * value_dim)
+            + queries * values * heads * (key_dim + value_dim))
+
+
+def _recurrent_unit_shape(layer):
+    """(in + u, gates, u) of a built SimpleRNN/GRU/LSTM (``tfprune.recurrent``), or None."""
+    cell = layer.cell
+    if not layer.built or getattr(cell, "recurrent_kernel", None) is None:
+        return None
+    units = int(cell.units)
+    return (int(cell.kernel.shape[0]) + units, kind_of(layer).layout.gates, units)
+
+
+def _head_unit_shape(layer):
+    """(all projection weights, heads) of a built MultiHeadAttention, or None."""
+    if getattr(layer, "_query_dense", None) is None or getattr(layer, "_output_dense", None) is None:
+        return None
+    kernels = [tuple(int(d) for d in p.kernel.shape) for p in prunable_attention.projections(layer)]
+    return (sum(int(np.prod(k)) // k[1] for k in kernels[:3]) + int(np.prod(kernels[3])) // kernels[3][0],
+            kernels[0][1])
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerKind:
     """One prunable Keras layer type.
@@ -110,6 +153,10 @@ class LayerKind:
       tf_keras' DepthwiseConv2D); ``registry.kernel(layer)`` reads it for plain and prunable layers alike.
     has_units: whether the kernel's last axis is output units of the layer's own (False for DepthwiseConv2D: its
       last axis is the depth multiplier and its channels follow its input); unit methods and shrinking skip it.
+    unit_shape: layer -> the unit kernel's shape (None before build), for kinds without one kernel variable
+      (recurrent, attention); None: the shape follows from ``kernel_attr``'s variable.
+    internal_units: True when the units are inside the layer (attention heads): removing them changes neither its
+      output width nor its consumers.
     """
     plain: type
     prunable: type
@@ -121,6 +168,8 @@ class LayerKind:
     shrinkable: Callable = lambda layer: getattr(layer, "data_format", "channels_last") == "channels_last"
     kernel_attr: str = "kernel"
     has_units: bool = True
+    unit_shape: Optional[Callable] = None
+    internal_units: bool = False
 
     @property
     def name(self):
@@ -147,7 +196,8 @@ def _separable_kinds(layers, classes):
 
 def _recurrent_kinds(layers, prunable_module):
     return tuple(LayerKind(getattr(layers, name), getattr(prunable_module, f"Prunable{name}"), "units",
-                           macs=_recurrent_macs, layout=GatedLayout(gates), shrinkable=_recurrent_shrinkable)
+                           macs=_recurrent_macs, layout=GatedLayout(gates), shrinkable=_recurrent_shrinkable,
+                           unit_shape=_recurrent_unit_shape)
                  for name, gates in recurrent.GATES.items())
 
 
@@ -169,7 +219,13 @@ KINDS = (  # tf_keras (Keras 2), then Keras 3: the same layer types, each with t
               macs=_no_macs, kernel_attr="embeddings"),
 ) + (_transposed_kinds(L, prunable_transposed.TF_KERAS) + _transposed_kinds(L3, prunable_transposed.KERAS3)
      + _separable_kinds(L, prunable_separable.TF_KERAS) + _separable_kinds(L3, prunable_separable.KERAS3)
-     + _recurrent_kinds(L, prunable_rnn) + _recurrent_kinds(L3, prunable_rnn3))
+     + _recurrent_kinds(L, prunable_rnn) + _recurrent_kinds(L3, prunable_rnn3) + tuple(
+         LayerKind(layers.EinsumDense, einsum, "output_shape", macs=_einsum_macs, has_units=False)
+         for layers, einsum in ((L, prunable_layers.PrunableEinsumDense), (L3, prunable_layers3.PrunableEinsumDense)))
+     + tuple(LayerKind(layers.MultiHeadAttention, cls, "num_heads", unsupported=prunable_attention.head_support,
+                       macs=_attention_macs, layout=HeadLayout(), unit_shape=_head_unit_shape, internal_units=True)
+             for layers, cls in ((L, prunable_attention.PrunableMultiHeadAttention),
+                                 (L3, prunable_attention.PrunableMultiHeadAttention3))))
 _BY_TYPE = {**{k.plain: k for k in KINDS}, **{k.prunable: k for k in KINDS}}
 KIND_NAMES = ", ".join(dict.fromkeys(k.name for k in KINDS))  # "Dense, Conv1D, ...": what messages list
 PRUNABLE_CLASSES = tuple(k.prunable for k in KINDS)
@@ -220,22 +276,18 @@ def with_width(layer, width):
 
 def kernel(layer):
     """The prunable kernel variable of a layer of a one-kernel kind (``kernel``, or DepthwiseConv2D's
-    ``depthwise_kernel`` in tf_keras), or None before the layer is built (recurrent kinds: None, see
+    ``depthwise_kernel`` in tf_keras), or None before the layer is built (recurrent and attention kinds: None, see
     ``kernel_shape``)."""
     kind = kind_of(layer)
-    return None if kind.recurrent else getattr(layer, kind.kernel_attr, None)
+    return None if kind.unit_shape is not None else getattr(layer, kind.kernel_attr, None)
 
 
 def kernel_shape(layer):
     """The shape of the unit kernel the methods rank (units last; a recurrent layer's (in + u, gates, u), see
-    ``tfprune.recurrent``), or None before the layer is built."""
+    ``tfprune.recurrent``; an attention layer's (weights, heads)), or None before the layer is built."""
     kind = kind_of(layer)
-    if kind.recurrent:
-        cell = layer.cell
-        if not layer.built or getattr(cell, "recurrent_kernel", None) is None:
-            return None
-        units = int(cell.units)
-        return (int(cell.kernel.shape[0]) + units, kind.layout.gates, units)
+    if kind.unit_shape is not None:
+        return kind.unit_shape(layer)
     variable = kernel(layer)
     return None if variable is None else kind.layout.unit_shape(tuple(int(d) for d in variable.shape))
 
@@ -296,59 +348,6 @@ def custom_objects():
         out[cls.__name__] = cls
         out[f"tfprune>{cls.__name__}"] = cls
     return out
-
-
-# ------------------------------------------------------------------------------------------- channel pass-through
-
-# Activations computed element by element (so a unit's output depends on that unit only).
-ELEMENTWISE_ACTIVATIONS = frozenset({
-    "linear", "relu", "relu6", "elu", "selu", "gelu", "tanh", "sigmoid", "hard_sigmoid", "swish", "silu",
-    "softplus", "softsign", "exponential", "leaky_relu", "mish", "hard_silu", "hard_swish"})
-
-# Layers that map channel c of their input (last axis) to channel c of their output and nothing else, at inference
-# (in both stacks; Keras 3 dropped ThresholdedReLU).
-_CHANNELWISE_NAMES = (
-    "Activation", "ReLU", "LeakyReLU", "ELU", "ThresholdedReLU", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
-    "SpatialDropout3D", "GaussianDropout", "GaussianNoise", "AlphaDropout", "BatchNormalization") + tuple(
-    f"{kind}{rank}D" for rank in (1, 2, 3) for kind in (
-        "MaxPooling", "AveragePooling", "GlobalMaxPooling", "GlobalAveragePooling", "ZeroPadding", "Cropping",
-        "UpSampling"))
-CHANNELWISE_TYPES = tuple(getattr(module, name) for module in (L, L3) for name in _CHANNELWISE_NAMES
-                          if hasattr(module, name))
-
-
-def activation_name(layer):
-    """The name of a layer's activation function (``"relu"``), or None when it has none."""
-    return getattr(getattr(layer, "activation", None), "__name__", None)
-
-
-def is_elementwise(layer):
-    """True when the layer's activation is computed element by element (its units are independent)."""
-    return activation_name(layer) in ELEMENTWISE_ACTIVATIONS
-
-
-def is_channelwise(layer):
-    """True when ``layer`` maps channel c of its input's last axis to channel c of its output only (at inference),
-    so a constant channel stays one channel; its per-channel weights (BatchNormalization's) are sliced along -1."""
-    if not isinstance(layer, CHANNELWISE_TYPES) or getattr(layer, "data_format", "channels_last") != "channels_last":
-        return False
-    if isinstance(layer, (L.Activation, L3.Activation)):
-        return is_elementwise(layer)
-    if isinstance(layer, (L.BatchNormalization, L3.BatchNormalization)):
-        rank = len(graph.input_shape(layer))
-        axes = [layer.axis] if isinstance(layer.axis, int) else list(layer.axis)
-        return [a % rank for a in axes] == [rank - 1]
-    return True
-
-
-def flatten_blocks(layer) -> Optional[int]:
-    """For a channels-last Flatten: how many blocks of the input's channels its output holds (H * W...); else None.
-
-    Through such a Flatten, channel ``c`` of ``C`` becomes the inputs ``s * C + c`` for ``s`` in range(blocks).
-    """
-    if type(layer) in (L.Flatten, L3.Flatten) and getattr(layer, "data_format", "channels_last") == "channels_last":
-        return int(np.prod(graph.input_shape(layer)[1:-1], dtype=np.int64))
-    return None
 
 
 __all__ = ["CHANNELWISE_TYPES", "ELEMENTWISE_ACTIVATIONS", "GatedLayout", "KINDS", "KernelLayout", "KIND_NAMES",

@@ -145,7 +145,9 @@ def plan_removal(model):
         units, values, reason = _dead_units(layer, kind, in_keep.get(layer.name))
         if not len(units):
             continue
-        if values is None:
+        if kind.internal_units:  # attention heads: the layer's output width, and so its consumers, stay
+            removable, chain, reason = units, [], None
+        elif values is None:
             removable, chain = units[:0], []
         else:
             removable, chain, reason = _follow(model, graph, layer.name, units, values)

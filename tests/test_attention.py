@@ -1,0 +1,176 @@
+"""MultiHeadAttention and EinsumDense on both Keras stacks: weight pruning over the four projections, head pruning
+(a head removed from the query, key, value and output projections), masks held through fit, save/load, strip,
+shrinking to fewer heads with the same outputs and the analytic parameter count, TFLite export, the JAX backend.
+
+Real data: Fashion-MNIST rows as a sequence (28 steps of 28 features) through a one-block attention classifier.
+"""
+
+import numpy as np
+import pytest
+
+from conftest import run_on_jax
+from tfprune import (make_prunable, prune, prune_count, registry, shrink, sparsity_report, stacks,
+                     strip, tflite)
+from tfprune._env import keras, keras3
+from tfprune.callbacks import RankPruning
+from tfprune.experiments import models
+from tfprune.user_model import check_prunable
+
+STACKS = {"tf_keras": keras, "keras3": keras3}
+HEADS, KEY_DIM, WIDTH = 4, 8, 32
+
+
+def attention_classifier(k, **attention):
+    """Rows -> Dense -> self-attention (residual) -> LayerNorm -> EinsumDense -> mean over steps -> classes."""
+    L = k.layers
+    rows = k.Input((28, 28))
+    x = L.Dense(WIDTH, name="embed")(rows)
+    x = L.LayerNormalization(name="norm")(L.Add(name="residual")([x, L.MultiHeadAttention(
+        num_heads=HEADS, key_dim=KEY_DIM, name="mha", **attention)(x, x)]))
+    x = L.EinsumDense("btd,de->bte", output_shape=(28, 16), bias_axes="e", activation="relu", name="pool")(x)
+    return k.Model(rows, L.Dense(10, activation="softmax", name="logits")(L.GlobalAveragePooling1D(name="mean")(x)))
+
+
+def _params(heads):
+    """Parameters with ``heads`` heads left: per head 3 x (32 x 8 + 8) query/key/value weights and biases and 8 x 32
+    output weights; the output bias, the embedding, LayerNorm, the EinsumDense and the classifier stay."""
+    return (28 * WIDTH + WIDTH) + heads * (3 * (WIDTH * KEY_DIM + KEY_DIM) + KEY_DIM * WIDTH) + WIDTH + 2 * WIDTH \
+        + (WIDTH * 16 + 16) + (16 * 10 + 10)
+
+
+@pytest.fixture(scope="module", params=list(STACKS))
+def case(request, small_fashion):
+    k = STACKS[request.param]
+    (x, y), (xt, yt) = small_fashion
+    k.utils.set_random_seed(0)
+    model = models.compile_model(attention_classifier(k))
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    return model, (x, y), (xt[:300], yt[:300])
+
+
+def _mha_kernel(model):
+    return registry.effective_kernel(model.get_layer("mha"))
+
+
+def test_weight_pruning_ranks_the_four_projections_together(case):
+    model, _, _ = case
+    pruned = prune(make_prunable(model), 0.5, "weight")
+    kernel = _mha_kernel(pruned)
+    assert kernel.shape == (3 * WIDTH * KEY_DIM + KEY_DIM * WIDTH, HEADS)
+    assert int((kernel == 0).sum()) == prune_count(0.5, kernel.size)
+    pool = registry.effective_kernel(pruned.get_layer("pool"))
+    assert int((pool == 0).sum()) == prune_count(0.5, pool.size)
+    report = {r.name: r for r in sparsity_report(pruned)}
+    assert report["mha"].kind == "MultiHeadAttention" and report["mha"].units == HEADS
+    assert report["pool"].sparsity == pytest.approx(0.5, abs=1e-3)
+
+
+def test_head_pruning_zeroes_whole_heads_in_every_projection(case):
+    model, _, _ = case
+    pruned = prune(make_prunable(model), 0.5, "unit", layers=["mha"])
+    kernel = _mha_kernel(pruned)
+    dead = ~kernel.any(axis=0)
+    assert int(dead.sum()) == prune_count(0.5, HEADS)
+    weights = registry.masked_weights(pruned.get_layer("mha"))  # query, key, value: kernels (32, 4, 8), biases (4, 8)
+    for kernel_, bias in zip(weights[0:6:2], weights[1:6:2]):
+        assert not kernel_[:, dead].any() and not bias[dead].any() and bias[~dead].all()
+    assert not weights[6][dead].any() and weights[6][~dead].any()  # the output kernel's rows (4, 8, 32)
+    with pytest.raises(ValueError, match=r"layer 'pool' \(EinsumDense\) has no units of its own"):
+        prune(make_prunable(model), 0.5, "unit", layers=["pool"])
+
+
+def test_masks_hold_through_fit_and_strip_bakes_them_in(case):
+    model, (x, y), (xt, _) = case
+    prunable = models.compile_model(make_prunable(model))
+    prunable.fit(x[:512], y[:512], epochs=1, batch_size=64, verbose=0, callbacks=[RankPruning("weight", 0.7)])
+    for name in ("mha", "pool"):
+        keep = registry.kernel_mask(prunable.get_layer(name))
+        assert int((~keep).sum()) == prune_count(0.7, keep.size), name
+        assert not registry.effective_kernel(prunable.get_layer(name))[~keep].any(), name
+    plain = strip(prunable)
+    assert type(plain.get_layer("mha")) is type(model.get_layer("mha"))
+    assert not any(registry.is_prunable(l) for l in plain.layers)
+    np.testing.assert_allclose(stacks.of(plain).to_numpy(plain(xt[:64])),
+                               stacks.of(prunable).to_numpy(prunable(xt[:64])), atol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_save_and_load_keep_the_masks(case, tmp_path, suffix):
+    model, _, (xt, _) = case
+    stack = stacks.of(model)
+    if suffix == ".h5" and stack is stacks.KERAS3:
+        pytest.skip("Keras 3 saves .keras files (its .h5 is legacy)")
+    pruned = prune(make_prunable(model), 0.5, "unit", layers=["mha"])
+    prune(pruned, 0.6, "weight", layers=["pool"])
+    path = str(tmp_path / f"pruned{suffix}")
+    pruned.save(path)
+    loaded = stack.load_model(path)
+    for name in ("mha", "pool"):
+        np.testing.assert_array_equal(registry.kernel_mask(loaded.get_layer(name)),
+                                      registry.kernel_mask(pruned.get_layer(name)))
+    np.testing.assert_allclose(stack.to_numpy(loaded(xt[:64])), stack.to_numpy(pruned(xt[:64])), atol=1e-6)
+
+
+def test_shrinking_removes_the_dead_heads_with_the_same_outputs(case):
+    model, _, (xt, _) = case
+    plain = strip(prune(make_prunable(model), 0.5, "unit", layers=["mha"]))
+    result = shrink(plain)
+    assert result.model.get_layer("mha").get_config()["num_heads"] == HEADS // 2
+    assert plain.count_params() == _params(HEADS)
+    assert result.model.count_params() == result.report.params_after == _params(HEADS // 2)
+    assert result.report.macs_after < result.report.macs_before
+    stack = stacks.of(plain)
+    np.testing.assert_allclose(stack.to_numpy(result.model(xt)), stack.to_numpy(plain(xt)), atol=1e-5)
+
+
+def test_shrunk_attention_exports_to_tflite_with_the_same_outputs(case):
+    model, _, (xt, _) = case
+    plain = strip(prune(make_prunable(model), 0.5, "unit", layers=["mha"]))
+    shrunk = shrink(plain).model
+    interpreter, _ = tflite.load_interpreter(tflite.to_tflite(shrunk), batch=50)
+    stack = stacks.of(plain)
+    np.testing.assert_allclose(tflite.predict_tflite(interpreter, xt[:200]), stack.to_numpy(plain(xt[:200])),
+                               atol=1e-5)
+
+
+def test_gated_attention_is_listed_with_its_reason():
+    model = attention_classifier(keras3, use_gate=True)
+    report = check_prunable(model)
+    assert "mha" not in report.prunable and "pool" in report.prunable
+    assert report.skipped["mha"] == "MultiHeadAttention with use_gate=True (a fifth, gating projection)"
+    assert registry.is_prunable(make_prunable(model).get_layer("pool"))
+    assert not registry.is_prunable(make_prunable(model).get_layer("mha"))
+
+
+JAX_RUN = """
+import json, sys
+import numpy as np, keras, tfprune
+from tfprune.experiments import data, models
+sys.path.insert(0, sys.argv[2])
+import test_attention as t
+(x, y), _ = data.load_dataset("fashion_mnist", sys.argv[3], download=False)
+x, y = x[:512], y[:512]
+keras.utils.set_random_seed(0)
+model = models.compile_model(tfprune.make_prunable(t.attention_classifier(keras)))
+tfprune.prune(model, 0.5, "unit", layers=["mha"])
+model.fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=[tfprune.callbacks.RankPruning("weight", 0.6)])
+model.save(sys.argv[1] + "/attention.keras")
+reloaded = keras.models.load_model(sys.argv[1] + "/attention.keras")
+plain = tfprune.strip(model)
+shrunk = tfprune.shrink(plain).model
+expected = np.asarray(model(x[:64], training=False))
+print(json.dumps({"backend": keras.backend.backend(),
+                  "sparsity": {r.name: r.sparsity for r in tfprune.sparsity_report(plain)},
+                  "heads": shrunk.get_layer("mha").get_config()["num_heads"],
+                  "diffs": [float(np.abs(np.asarray(m(x[:64], training=False)) - expected).max())
+                            for m in (reloaded, plain, shrunk)]}))
+"""
+
+
+@pytest.mark.slow
+def test_masks_hold_on_the_jax_backend(tmp_path):
+    result = run_on_jax(JAX_RUN, tmp_path)
+    assert result["backend"] == "jax" and result["heads"] == HEADS // 2
+    for name in ("mha", "pool"):  # the dead heads stayed dead under the weight ramp; the ramp reached 60 %
+        assert result["sparsity"][name] == pytest.approx(0.6, abs=0.01), name
+    assert max(result["diffs"]) <= 1e-5
