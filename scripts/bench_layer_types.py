@@ -2,13 +2,17 @@
 
     scripts/bench.sh layer_types     # Conv1D, Conv3D, DepthwiseConv2D, Embedding on tf_keras (about 6 minutes)
     scripts/bench.sh layer_types --types=Conv2DTranspose,SimpleRNN,GRU,LSTM --train_size=10000 --repeats=5
+    scripts/bench.sh layer_types --train_size=10000 --repeats=5 \
+        --types=SeparableConv1D,SeparableConv2D,EinsumDense,MultiHeadAttention,Bidirectional
 
-For each type, a small classifier built around two layers of that type is trained on real Fashion-MNIST (rows as a
-28-step sequence for Conv1D and the recurrent layers (64 units, the first returning its sequence), each image as a
-4×7×28 volume for Conv3D, 28×28×1 images for DepthwiseConv2D and Conv2DTranspose, its pixels in 16 grey levels as
-784 tokens for Embedding): one epoch of the plain model and one of its ``make_prunable`` copy under ``RankPruning``
-on TF-MOT's ConstantSparsity(0.9), interleaved and in reverse order every other round, ``--repeats`` rounds, one
-TensorFlow thread. Prints per type the median of the per-round ratios prunable/plain (target: <= 1.10).
+For each type, a small classifier built around two layers of that type is trained on real Fashion-MNIST: rows as a
+28-step sequence for Conv1D, SeparableConv1D, EinsumDense, MultiHeadAttention (one self-attention block, 4 heads,
+between two Dense layers), the recurrent layers (64 units, the first returning its sequence) and Bidirectional LSTMs
+(32 units each way); each image as a 4×7×28 volume for Conv3D; 28×28×1 images for DepthwiseConv2D, SeparableConv2D
+and Conv2DTranspose; its pixels in 16 grey levels as 784 tokens for Embedding. One epoch of the plain model and one
+of its ``make_prunable`` copy under ``RankPruning`` on TF-MOT's ConstantSparsity(0.9), interleaved and in reverse
+order every other round, ``--repeats`` rounds, one TensorFlow thread. Prints per type the median of the per-round
+ratios prunable/plain (target: <= 1.10).
 """
 
 import statistics
@@ -55,7 +59,27 @@ BUILDERS = {  # type: (input shape, layers)
                                                     L.MaxPooling2D(4)])),
     **{name: ((28, 28), lambda cls=getattr(L, name): _head([cls(64, return_sequences=True), cls(64)]))
        for name in ("SimpleRNN", "GRU", "LSTM")},
+    "SeparableConv1D": ((28, 28), lambda: _head([L.SeparableConv1D(64, 3, activation="relu"),
+                                                 L.SeparableConv1D(64, 3, activation="relu"), L.MaxPooling1D(2)])),
+    "SeparableConv2D": ((28, 28, 1), lambda: _head([L.SeparableConv2D(32, 3, activation="relu"),
+                                                    L.SeparableConv2D(32, 3, activation="relu"),
+                                                    L.MaxPooling2D(2)])),
+    "Bidirectional": ((28, 28), lambda: _head([L.Bidirectional(L.LSTM(32, return_sequences=True)),
+                                               L.Bidirectional(L.LSTM(32))])),
+    "EinsumDense": ((28, 28), lambda: _head([L.EinsumDense("btd,de->bte", (28, 128), "e", activation="relu"),
+                                             L.EinsumDense("btd,de->bte", (28, 64), "e", activation="relu")])),
 }
+
+
+def _attention(rows):
+    """MultiHeadAttention: rows -> Dense(64) -> self-attention (4 heads of 16) + residual -> Dense(64) -> classes."""
+    x = L.Dense(64, activation="relu")(rows)
+    x = L.Add()([x, L.MultiHeadAttention(num_heads=4, key_dim=16)(x, x)])
+    x = L.Dense(64, activation="relu")(x)
+    return L.Dense(10, activation="softmax", name="logits")(L.Flatten()(x))
+
+
+FUNCTIONAL = {"MultiHeadAttention": ((28, 28), _attention)}  # type: (input shape, inputs -> outputs)
 
 
 def _inputs(shape, x):
@@ -66,10 +90,15 @@ def _inputs(shape, x):
 
 
 def _pair(kind):
-    shape, layers = BUILDERS[kind]
     keras.utils.set_random_seed(0)
-    first = keras.Input((784,), dtype="int32") if shape is None else keras.Input(shape)
-    plain = models.compile_model(keras.Sequential([first] + layers()))
+    if kind in FUNCTIONAL:
+        shape, build = FUNCTIONAL[kind]
+        rows = keras.Input(shape)
+        plain = models.compile_model(keras.Model(rows, build(rows)))
+    else:
+        shape, layers = BUILDERS[kind]
+        first = keras.Input((784,), dtype="int32") if shape is None else keras.Input(shape)
+        plain = models.compile_model(keras.Sequential([first] + layers()))
     prunable = models.compile_model(pruning.make_prunable(plain))
     schedule = tfmot.sparsity.keras.ConstantSparsity(0.9, begin_step=0, frequency=100)
     return shape, {"plain": (plain, []), "prunable": (prunable, [callbacks.RankPruning("weight", schedule)])}
@@ -96,15 +125,16 @@ def _measure(kind, x, y):
 
 def main(argv):
     del argv
+    known = list(BUILDERS) + list(FUNCTIONAL)
+    kinds = FLAGS.types or known
+    bad = [k for k in kinds if k not in known]
+    if bad:
+        raise app.UsageError(f"--types: unknown type(s) {bad}; known: {', '.join(known)}")
     distribute.set_threads(FLAGS.threads)  # before any TensorFlow op
     (x, y), _ = data.load_dataset("fashion_mnist", FLAGS.data_dir)
     x, y = data.take((x, y), FLAGS.train_size)
     print(f"tf_keras, batch {FLAGS.batch_size}, {len(x)} images/epoch, {FLAGS.repeats} interleaved rounds, "
           f"TensorFlow threads: {FLAGS.threads or 'default'}")
-    kinds = FLAGS.types or list(BUILDERS)
-    bad = [k for k in kinds if k not in BUILDERS]
-    if bad:
-        raise app.UsageError(f"--types: unknown type(s) {bad}; known: {', '.join(BUILDERS)}")
     ratios = {kind: _measure(kind, x, y) for kind in kinds}
     print("summary: " + ", ".join(f"{k} {r:.3f}x" for k, r in ratios.items()))
 

@@ -14,6 +14,7 @@ import pytest
 from absl import flags
 
 import tfprune  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
+from tfprune import stacks
 from tfprune.experiments import data as data_lib
 from tfprune.experiments import models
 from tfprune._env import keras
@@ -122,6 +123,29 @@ def require(path):
     if not os.path.exists(path):
         pytest.skip(f"{path} is absent on this machine")
     return path
+
+def trained_case(request, small_fashion, stacks_by_name, build):
+    """For a ``(kind, stack name)`` fixture param: (kind, ``build(keras module, kind)`` compiled and trained one epoch
+    on ``small_fashion`` with seed 0, (x, y), the first 300 test images)."""
+    kind, stack = request.param
+    (x, y), (xt, _) = small_fashion
+    k = stacks_by_name[stack]
+    k.utils.set_random_seed(0)
+    model = models.compile_model(build(k, kind))
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    return kind, model, (x, y), xt[:300]
+
+
+def reloaded_copies(model, tmp_path):
+    """``model`` saved in every format its stack writes (``.keras``; ``.h5`` too for tf_keras) and loaded back."""
+    stack = stacks.of(model)
+    out = []
+    for suffix in (".keras", ".h5") if stack.version == "2" else (".keras",):
+        path = str(tmp_path / f"reloaded{suffix}")
+        model.save(path)
+        out.append(stack.load_model(path))
+    return out
+
 
 def run_on_jax(script, tmp_path):
     """Runs ``script`` (Python source) in a child process on Keras 3's JAX backend with argv ``[tmp_path, tests

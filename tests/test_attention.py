@@ -1,19 +1,28 @@
 """MultiHeadAttention and EinsumDense on both Keras stacks: weight pruning over the four projections, head pruning
 (a head removed from the query, key, value and output projections), masks held through fit, save/load, strip,
-shrinking to fewer heads with the same outputs and the analytic parameter count, TFLite export, the JAX backend.
+shrinking to fewer heads with the same outputs and the analytic parameter count, TFLite export, the JAX backend;
+the compare (against TF-MOT), sensitivity and export commands on a SeparableConv1D + attention model file.
 
 Real data: Fashion-MNIST rows as a sequence (28 steps of 28 features) through a one-block attention classifier.
 """
 
+import json
+import os
+
 import numpy as np
 import pytest
+from absl import flags
+from absl.testing import flagsaver
 
-from conftest import run_on_jax
+from conftest import FASHION_DIR, require, run_on_jax
 from tfprune import (make_prunable, prune, prune_count, registry, shrink, sparsity_report, stacks,
                      strip, tflite)
 from tfprune._env import keras, keras3
 from tfprune.callbacks import RankPruning
-from tfprune.experiments import models
+from tfprune.cli import compare as compare_main
+from tfprune.cli import export as export_main
+from tfprune.cli import sensitivity as sensitivity_main
+from tfprune.experiments import models, store
 from tfprune.user_model import check_prunable
 
 STACKS = {"tf_keras": keras, "keras3": keras3}
@@ -174,3 +183,55 @@ def test_masks_hold_on_the_jax_backend(tmp_path):
     for name in ("mha", "pool"):  # the dead heads stayed dead under the weight ramp; the ramp reached 60 %
         assert result["sparsity"][name] == pytest.approx(0.6, abs=0.01), name
     assert max(result["diffs"]) <= 1e-5
+
+
+def separable_attention_classifier(k):
+    """Rows -> SeparableConv1D -> self-attention (residual) -> EinsumDense -> mean over steps -> classes."""
+    L = k.layers
+    rows = k.Input((28, 28))
+    x = L.SeparableConv1D(WIDTH, 3, padding="same", activation="relu", name="sep")(rows)
+    x = L.Add(name="residual")([x, L.MultiHeadAttention(num_heads=HEADS, key_dim=KEY_DIM, name="mha")(x, x)])
+    x = L.EinsumDense("btd,de->bte", output_shape=(28, 16), bias_axes="e", activation="relu", name="pool")(x)
+    return k.Model(rows, L.Dense(10, activation="softmax", name="logits")(L.GlobalAveragePooling1D(name="mean")(x)))
+
+
+@pytest.mark.slow
+def test_compare_sensitivity_and_export_take_a_separable_attention_model_file(small_fashion, tmp_path, capsys):
+    (x, y), _ = small_fashion
+    keras.utils.set_random_seed(0)
+    model = models.compile_model(separable_attention_classifier(keras))
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    path, pruned_path = str(tmp_path / "attention.keras"), str(tmp_path / "pruned.keras")
+    model.save(path)
+    prune(make_prunable(model), 0.5, "unit").save(pruned_path)
+    data_dir = require(FASHION_DIR)
+    out = str(tmp_path / "cmp")
+    with flagsaver.flagsaver():
+        flags.FLAGS(compare_main.with_defaults([
+            "compare", f"--model_path={path}", f"--data_dir={data_dir}", "--train_size=2000", "--sparsities=60",
+            "--finetune_epochs=1", "--layers=sep,mha", "--verbose=0", f"--output_dir={out}"]))
+        compare_main.main(["compare"])
+    assert "## tfprune weight pruning vs TF-MOT" in capsys.readouterr().out
+    points = {p.key: p for p in store.load_points([out])}
+    assert sorted(points) == ["tfmot-k60", "unit-k60", "weight-k60"]
+    for key in ("weight-k60", "tfmot-k60"):  # TF-MOT prunes the pointwise kernel and the four projections too
+        for name in ("sep", "mha"):
+            assert points[key].layer_sparsity[name] == pytest.approx(0.6, abs=0.01), (key, name)
+        assert points[key].layer_sparsity["pool"] == 0.0
+    assert points["unit-k60"].units_kept["sep"] == WIDTH - prune_count(0.6, WIDTH)
+    assert points["unit-k60"].units_kept["mha"] == HEADS - prune_count(0.6, HEADS)  # heads
+    sens = str(tmp_path / "sens")
+    with flagsaver.flagsaver():
+        flags.FLAGS(["sensitivity", f"--model_path={path}", "--dataset=fashion_mnist", f"--data_dir={data_dir}",
+                     "--method=unit", "--sparsities=0,50", "--eval_size=500", "--max_drop=100",
+                     f"--output_dir={sens}"])
+        sensitivity_main.main(["sensitivity"])
+    with open(os.path.join(sens, "plan.json")) as f:  # the EinsumDense has no units; the classifier is never cut
+        assert json.load(f)["layer_sparsity"] == {"sep": 0.5, "mha": 0.5}
+    export_dir = str(tmp_path / "export")
+    with flagsaver.flagsaver(model_path=pruned_path, variants=["float", "int8"], data_dir=data_dir,
+                             eval_images=300, representative_size=50, bench_runs=5, export_dir=export_dir):
+        export_main.main(["export"])
+    with open(os.path.join(export_dir, "export.json")) as f:
+        accuracy = {r["variant"]: r["accuracy"] for r in json.load(f)["variants"]}
+    assert set(accuracy) == {"float", "int8"} and abs(accuracy["float"] - accuracy["int8"]) <= 0.05

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import FASHION_DIR, require, run_on_jax
+from conftest import FASHION_DIR, require, reloaded_copies, run_on_jax, trained_case
 from tfprune import make_prunable, prune, prune_count, recurrent, registry, shrink, stacks, strip, tflite
 from tfprune._env import keras, keras3
 from tfprune.callbacks import RankPruning
@@ -51,13 +51,7 @@ def raw_variables(layer):
 @pytest.fixture(scope="module", params=[(kind, stack) for kind in KINDS for stack in STACKS],
                 ids=lambda p: f"{p[0]}-{p[1]}")
 def case(request, small_fashion):
-    kind, stack = request.param
-    (x, y), (xt, _) = small_fashion
-    k = STACKS[stack]
-    k.utils.set_random_seed(0)
-    model = models.compile_model(build(k, kind))
-    model.fit(x, y, epochs=1, batch_size=64, verbose=0)
-    return kind, model, (x, y), xt[:300]
+    return trained_case(request, small_fashion, STACKS, build)
 
 
 def test_weight_and_unit_pruning_are_exact_over_every_gate(case):
@@ -105,10 +99,7 @@ def test_save_and_load_keep_the_masks(case, tmp_path):
     _, model, _, xt = case
     pruned = prune(make_prunable(model), 0.6, "unit")
     stack = stacks.of(pruned)
-    for suffix in (".keras", ".h5") if stack.version == "2" else (".keras",):
-        path = str(tmp_path / f"pruned{suffix}")
-        pruned.save(path)
-        loaded = stack.load_model(path)
+    for loaded in reloaded_copies(pruned, tmp_path):
         assert isinstance(loaded.get_layer("r1"), registry.PRUNABLE_CLASSES)
         np.testing.assert_array_equal(registry.kernel_mask(loaded.get_layer("r1")),
                                       registry.kernel_mask(pruned.get_layer("r1")))

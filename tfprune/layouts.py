@@ -5,6 +5,7 @@ axis) and how they are sliced when units or input channels are removed, as pure 
 - ``TransposedLayout``: a transposed convolution's kernel (k..., units, in): the unit kernel swaps the last axes.
 - ``SeparableLayout``: a separable convolution's depthwise kernel, pointwise kernel (the unit kernel) and bias.
 - ``HeadLayout``: a MultiHeadAttention's query, key, value and output projections, one column per head.
+- ``BidirectionalLayout``: a Bidirectional's two recurrent layers, their unit kernels stacked (units coupled).
 - ``GatedLayout``: a recurrent layer's kernel, recurrent kernel and bias, stacked by gate (``tfprune.recurrent``).
 """
 
@@ -156,4 +157,29 @@ class GatedLayout:
         return recurrent.slice_weights(weights, self.gates, in_keep, out_keep)
 
 
-__all__ = ["GatedLayout", "HeadLayout", "KernelLayout", "SeparableLayout", "TransposedLayout"]
+@dataclasses.dataclass(frozen=True)
+class BidirectionalLayout:
+    """A Bidirectional's weights: its forward layer's ``[kernel, recurrent_kernel, bias?]`` then its backward
+    layer's (either SimpleRNN, GRU or LSTM: the gates are read from the recurrent kernel (u, gates * u)). The unit
+    kernel stacks the two ``GatedLayout`` unit kernels, (in + u, gates, 2, u): unit ``j`` of both directions is one
+    unit."""
+
+    @staticmethod
+    def _halves(weights):
+        half = len(weights) // 2
+        recurrent_kernel = np.asarray(weights[1])
+        return GatedLayout(recurrent_kernel.shape[1] // recurrent_kernel.shape[0]), weights[:half], weights[half:]
+
+    def unit_kernel(self, weights):
+        gated, forward, backward = self._halves(weights)
+        return np.stack([gated.unit_kernel(forward), gated.unit_kernel(backward)], axis=-2)
+
+    def bias(self, weights):  # dead recurrent units are proven 0 by running them (``surgery``), not from a bias
+        return None
+
+    def slice(self, weights, in_keep=None, out_keep=None):
+        gated, forward, backward = self._halves(weights)
+        return gated.slice(forward, in_keep, out_keep) + gated.slice(backward, in_keep, out_keep)
+
+
+__all__ = ["BidirectionalLayout", "GatedLayout", "HeadLayout", "KernelLayout", "SeparableLayout", "TransposedLayout"]

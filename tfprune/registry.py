@@ -28,6 +28,7 @@ from tfprune import graph
 from tfprune import layers as prunable_layers
 from tfprune import layers_keras3 as prunable_layers3
 from tfprune import layers_attention as prunable_attention
+from tfprune import layers_bidirectional as prunable_bidirectional
 from tfprune import layers_rnn as prunable_rnn
 from tfprune import layers_rnn_keras3 as prunable_rnn3
 from tfprune import layers_separable as prunable_separable
@@ -36,7 +37,8 @@ from tfprune import recurrent
 from tfprune import stacks
 from tfprune.channels import (CHANNELWISE_TYPES, ELEMENTWISE_ACTIVATIONS, activation_name, flatten_blocks,
                               is_channelwise, is_elementwise)
-from tfprune.layouts import GatedLayout, HeadLayout, KernelLayout, SeparableLayout, TransposedLayout
+from tfprune.layouts import (BidirectionalLayout, GatedLayout, HeadLayout, KernelLayout, SeparableLayout,
+                             TransposedLayout)
 from tfprune._env import keras, keras3
 
 L, L3 = keras.layers, keras3.layers
@@ -124,6 +126,25 @@ def _recurrent_unit_shape(layer):
     return (int(cell.kernel.shape[0]) + units, kind_of(layer).layout.gates, units)
 
 
+def _bidirectional_unit_shape(layer):
+    """(in + u, gates, 2, u) of a built Bidirectional (its two directions' unit kernels stacked), or None."""
+    cell = layer.forward_layer.cell
+    if not layer.built or getattr(cell, "recurrent_kernel", None) is None:
+        return None
+    units = int(cell.units)
+    return (int(cell.kernel.shape[0]) + units, int(cell.recurrent_kernel.shape[1]) // units, 2, units)
+
+
+def _bidirectional_width(config, width):
+    """The inner layers' configs with ``width`` units (and without Keras 3's build config, which holds the old
+    input width)."""
+    for key in ("layer", "backward_layer"):
+        if config.get(key):
+            config[key]["config"]["units"] = int(width)
+            config[key].pop("build_config", None)
+    return config
+
+
 def _head_unit_shape(layer):
     """(all projection weights, heads) of a built MultiHeadAttention, or None."""
     if getattr(layer, "_query_dense", None) is None or getattr(layer, "_output_dense", None) is None:
@@ -157,6 +178,10 @@ class LayerKind:
       (recurrent, attention); None: the shape follows from ``kernel_attr``'s variable.
     internal_units: True when the units are inside the layer (attention heads): removing them changes neither its
       output width nor its consumers.
+    unit_channels: (layer, unit indices) -> the output channels they make (a Bidirectional's unit ``j`` makes
+      channels ``j`` and ``u + j``); None: unit ``j`` is channel ``j``.
+    set_width: (config, width) -> the config with ``width`` units, for kinds whose width is not the top-level
+      ``width_key`` (a Bidirectional's inner layers).
     """
     plain: type
     prunable: type
@@ -170,6 +195,8 @@ class LayerKind:
     has_units: bool = True
     unit_shape: Optional[Callable] = None
     internal_units: bool = False
+    unit_channels: Optional[Callable] = None
+    set_width: Optional[Callable] = None
 
     @property
     def name(self):
@@ -177,7 +204,7 @@ class LayerKind:
 
     @property
     def recurrent(self):
-        return isinstance(self.layout, GatedLayout)
+        return isinstance(self.layout, (GatedLayout, BidirectionalLayout))
 
     def slice(self, weights, in_keep=None, out_keep=None):
         """The plain layer's weights with only the input rows ``in_keep`` and the units ``out_keep`` (None: all)."""
@@ -225,7 +252,13 @@ KINDS = (  # tf_keras (Keras 2), then Keras 3: the same layer types, each with t
      + tuple(LayerKind(layers.MultiHeadAttention, cls, "num_heads", unsupported=prunable_attention.head_support,
                        macs=_attention_macs, layout=HeadLayout(), unit_shape=_head_unit_shape, internal_units=True)
              for layers, cls in ((L, prunable_attention.PrunableMultiHeadAttention),
-                                 (L3, prunable_attention.PrunableMultiHeadAttention3))))
+                                 (L3, prunable_attention.PrunableMultiHeadAttention3)))
+     + tuple(LayerKind(layers.Bidirectional, cls, "units", unsupported=prunable_bidirectional.support,
+                       macs=_recurrent_macs, layout=BidirectionalLayout(), shrinkable=_recurrent_shrinkable,
+                       unit_shape=_bidirectional_unit_shape, unit_channels=prunable_bidirectional.unit_channels,
+                       set_width=_bidirectional_width)
+             for layers, cls in ((L, prunable_bidirectional.PrunableBidirectional),
+                                 (L3, prunable_bidirectional.PrunableBidirectional3))))
 _BY_TYPE = {**{k.plain: k for k in KINDS}, **{k.prunable: k for k in KINDS}}
 KIND_NAMES = ", ".join(dict.fromkeys(k.name for k in KINDS))  # "Dense, Conv1D, ...": what messages list
 PRUNABLE_CLASSES = tuple(k.prunable for k in KINDS)
@@ -270,7 +303,10 @@ def with_width(layer, width):
     """A new, unbuilt plain layer like ``layer`` with ``width`` output units (for shrinking)."""
     kind = kind_of(layer)
     config = layer.get_config()
-    config[kind.width_key] = int(width)
+    if kind.set_width is not None:
+        config = kind.set_width(config, width)
+    else:
+        config[kind.width_key] = int(width)
     return kind.plain.from_config(config)
 
 

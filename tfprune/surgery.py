@@ -96,20 +96,23 @@ _RECURRENT_STEPS = 3  # steps simulated to prove a dead recurrent unit stays at 
 
 
 def _recurrent_outputs(layer, units):
-    """Outputs of the dead ``units`` of a recurrent layer over ``_RECURRENT_STEPS`` steps of zero input, or None when
-    they are not all exactly 0.
+    """Outputs of the dead ``units`` of a recurrent layer (both directions of a Bidirectional) over
+    ``_RECURRENT_STEPS`` steps of zero input, or None when they are not all exactly 0.
 
     A dead unit's gates see only their biases, so its state evolves on its own from the zero initial state: when one
     step leaves the state at 0, 0 is a fixed point and the unit outputs 0 at every step of any input. (For an LSTM
     the output is 0 exactly when the cell state is, the output gate being positive.)"""
-    config = {**layer.get_config(), "return_sequences": True, "go_backwards": False, "stateful": False}
-    twin = type(layer).from_config(config)
     steps = np.zeros((1, _RECURRENT_STEPS, int(graph_lib.input_shape(layer)[-1])), np.float32)
     stack = stacks.of(layer)
-    twin(stack.to_tensor(steps))
-    twin.set_weights(layer.get_weights())
-    out = stack.to_numpy(twin(stack.to_tensor(steps)))[0][:, units]
-    return np.zeros(len(units), np.float32) if not out.any() else None
+    directions = (layer.forward_layer, layer.backward_layer) if hasattr(layer, "forward_layer") else (layer,)
+    for direction in directions:
+        config = {**direction.get_config(), "return_sequences": True, "go_backwards": False, "stateful": False}
+        twin = type(direction).from_config(config)
+        twin(stack.to_tensor(steps))
+        twin.set_weights(direction.get_weights())
+        if stack.to_numpy(twin(stack.to_tensor(steps)))[0][:, units].any():
+            return None
+    return np.zeros(len(units), np.float32)
 
 
 def _dead_units(layer, kind, in_keep):
@@ -131,6 +134,21 @@ def _dead_units(layer, kind, in_keep):
     return units, stack.to_numpy(layer.activation(stack.to_tensor(pre[None].astype(np.float32))))[0], None
 
 
+def _channels_of(layer, kind, units):
+    """The output channels of ``units`` (unit ``j`` is channel ``j`` unless the kind says otherwise)."""
+    return np.asarray(units, np.int64) if kind.unit_channels is None else kind.unit_channels(layer, units)
+
+
+def _follow_units(model, graph, layer, kind, units, values):
+    """``_follow`` for the channels of ``units``; a unit is removable when all its channels are."""
+    channels = _channels_of(layer, kind, units)
+    removable, chain, reason = _follow(model, graph, layer.name, channels,
+                                       np.tile(values, len(channels) // max(len(units), 1)))
+    gone = set(removable.tolist())
+    keep = [all(c in gone for c in _channels_of(layer, kind, [u])) for u in units]
+    return units[np.asarray(keep, bool)], chain, reason
+
+
 def plan_removal(model):
     """Decides which units of a plain model go. Returns ({weight layer: kept output units},
     {layer: kept indices along its input's last axis}, [kept-for-safety notes])."""
@@ -150,7 +168,7 @@ def plan_removal(model):
         elif values is None:
             removable, chain = units[:0], []
         else:
-            removable, chain, reason = _follow(model, graph, layer.name, units, values)
+            removable, chain, reason = _follow_units(model, graph, layer, kind, units, values)
         width = int(registry.kernel_shape(layer)[-1])
         if len(removable) == width:  # Keras layers need at least one unit: keep the first one (its output is 0).
             removable = removable[1:]
@@ -160,8 +178,9 @@ def plan_removal(model):
         if len(removable):
             kept = np.setdiff1d(np.arange(width), removable)
             out_keep[layer.name] = kept
+            channels = int(graph_lib.output_shapes(model, layer)[0][-1])
             for name, blocks in chain:
-                in_keep[name] = _positions(kept, width, blocks)
+                in_keep[name] = _positions(np.sort(_channels_of(layer, kind, kept)), channels, blocks)
     return out_keep, in_keep, notes
 
 
@@ -246,6 +265,8 @@ def shrink(model):
     def clone(layer):
         if layer.name in out_keep:
             return registry.with_width(layer, len(out_keep[layer.name]))
+        if layer.name in in_keep and _weight_kind(layer) is not None:  # its width stays, its input changes
+            return registry.with_width(layer, int(registry.kernel_shape(layer)[-1]))
         return type(layer).from_config(layer.get_config())
 
     new_model = graph_lib.clone(plain, clone)
