@@ -66,8 +66,8 @@ BUILDERS = {  # type: (input shape, layers)
                                                     L.MaxPooling2D(2)])),
     "Bidirectional": ((28, 28), lambda: _head([L.Bidirectional(L.LSTM(32, return_sequences=True)),
                                                L.Bidirectional(L.LSTM(32))])),
-    "EinsumDense": ((28, 28), lambda: _head([L.EinsumDense("btd,de->bte", (28, 128), "e", activation="relu"),
-                                             L.EinsumDense("btd,de->bte", (28, 64), "e", activation="relu")])),
+    "EinsumDense": ((28, 28), lambda: _head([L.EinsumDense("btd,de->bte", (28, 128), bias_axes="e", activation="relu"),
+                                             L.EinsumDense("btd,de->bte", (28, 64), bias_axes="e", activation="relu")])),
 }
 
 

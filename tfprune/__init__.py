@@ -29,6 +29,7 @@ from tfprune.experiments.dataset import ArraySplit, Dataset, StreamedSplit
 from tfprune.layers import PrunableConv1D, PrunableConv2D, PrunableConv3D, PrunableDense, PrunableDepthwiseConv2D
 from tfprune.layers import PrunableEinsumDense, PrunableEmbedding
 from tfprune.layers_attention import PrunableMultiHeadAttention
+from tfprune.layers_custom import PrunableLayer
 from tfprune.layers_rnn import PrunableGRU, PrunableLSTM, PrunableSimpleRNN
 from tfprune.masks import global_unit_keeps, global_weight_masks, prune_count, unit_keep, unit_mask, weight_mask
 from tfprune.pruning import (LayerSparsity, format_report, make_prunable, overall_sparsity, prune, sparsity_report,
@@ -42,7 +43,7 @@ from tfprune.user_model import load_user_model
 __all__ = [
     "ArraySplit", "Baseline", "Dataset", "DatasetError", "LayerSparsity", "PrunableConv1D", "PrunableConv2D",
     "PrunableConv3D", "PrunableDense", "PrunableDepthwiseConv2D", "PrunableEinsumDense", "PrunableEmbedding",
-    "PrunableGRU", "PrunableLSTM", "PrunableMultiHeadAttention", "PrunableSimpleRNN",
+    "PrunableGRU", "PrunableLSTM", "PrunableLayer", "PrunableMultiHeadAttention", "PrunableSimpleRNN",
     "ShrinkReport", "ShrinkResult", "StreamedSplit", "benchmark_tflite", "callbacks", "count_params_and_macs",
     "custom_objects", "distribute", "evaluate_tflite", "format_report", "format_shrink_report", "global_unit_keeps",
     "global_weight_masks", "is_prunable_layer", "load_data", "load_dataset", "load_user_model", "make_prunable",

@@ -10,6 +10,7 @@ whatever the optimizer does to the underlying variable.
 import numpy as np
 
 from tfprune._env import keras, tf
+from tfprune.stored_masks import TfKerasKernelBias
 
 
 class _MaskedKernelMixin:
@@ -181,18 +182,27 @@ class PrunableEmbedding(_MaskedKernelMixin, keras.layers.Embedding):
 
 
 @keras.utils.register_keras_serializable(package="tfprune")
-class PrunableEinsumDense(_MaskedKernelMixin, keras.layers.EinsumDense):
+class PrunableEinsumDense(TfKerasKernelBias, keras.layers.EinsumDense):
     """``tf_keras.layers.EinsumDense`` whose kernel (any shape its equation gives) and bias are multiplied by 0/1
-    masks (weight pruning; the projections of ``PrunableMultiHeadAttention`` are these)."""
+    masks (weight pruning; the projections of ``PrunableMultiHeadAttention`` are these).
 
+    Unlike the layers above, the masks are held in the variables (``tfprune.stored_masks``: constraints re-apply
+    them after every update), so the forward pass is the plain layer's: a masked ``call`` cost 29 % per epoch on a
+    small EinsumDense model and 10 % on an attention block (``scripts/bench.sh layer_types``)."""
 
-    def call(self, inputs):  # tf_keras' EinsumDense.call with the masked kernel and bias
-        outputs = tf.einsum(self.equation, inputs, self.masked_kernel())
-        if self.bias is not None:
-            outputs += self.masked_bias()
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
+    def _has_bias(self):
+        return self.bias_axes is not None
+
+    @property
+    def bias_mask(self):
+        """The bias mask variable, or None."""
+        return self.bias_mask_variable
+
+    def _unit_kernel(self, arrays):
+        return arrays[0]
+
+    def _variable_keeps(self, kernel_keep, bias_keep):
+        return [kernel_keep, bias_keep]
 
 
 __all__ = ["PrunableConv1D", "PrunableConv2D", "PrunableConv3D", "PrunableDense", "PrunableDepthwiseConv2D",

@@ -13,8 +13,8 @@ in the variables, as ``tfprune.stored_masks`` describes (constraints; on Keras 3
 import numpy as np
 
 from tfprune._env import keras3, tf
-from tfprune.stored_masks import (Keras3Ops, StoredMaskMethods, TfKerasOps, add_masks, masked_property,
-                                  masking_constraints, prunable_classes)
+from tfprune.stored_masks import (Keras3Ops, StoredMaskMethods, TfKerasKernelBias, add_masks, masked_property,
+                                  prunable_classes)
 
 ops = keras3.ops
 
@@ -33,19 +33,8 @@ class _SwappedUnits(StoredMaskMethods):
         return [np.swapaxes(kernel_keep, -1, -2), bias_keep]
 
 
-class _TfKerasTransposed(TfKerasOps, _SwappedUnits):
+class _TfKerasTransposed(TfKerasKernelBias, _SwappedUnits):
     """tf_keras: constraints given to the variables at build (the layer's config keeps the user's own)."""
-
-    def build(self, input_shape):
-        attrs = {"kernel_constraint": "kernel_mask_variable"}
-        if self.use_bias:
-            attrs["bias_constraint"] = "bias_mask_variable"
-        with masking_constraints(self, self, attrs):
-            super().build(input_shape)
-        add_masks(self, {"kernel": self.kernel, "bias": self.bias})
-
-    def _variables(self):
-        return [self.kernel, self.bias]
 
     @staticmethod
     def _swap(x):

@@ -19,9 +19,6 @@ Layers that pass channels through one to one (activations, dropout, pooling, Bat
 the next kernel.
 """
 
-import dataclasses
-from typing import Callable, Optional
-
 import numpy as np
 
 from tfprune import graph
@@ -29,6 +26,7 @@ from tfprune import layers as prunable_layers
 from tfprune import layers_keras3 as prunable_layers3
 from tfprune import layers_attention as prunable_attention
 from tfprune import layers_bidirectional as prunable_bidirectional
+from tfprune import layers_custom
 from tfprune import layers_rnn as prunable_rnn
 from tfprune import layers_rnn_keras3 as prunable_rnn3
 from tfprune import layers_separable as prunable_separable
@@ -37,6 +35,7 @@ from tfprune import recurrent
 from tfprune import stacks
 from tfprune.channels import (CHANNELWISE_TYPES, ELEMENTWISE_ACTIVATIONS, activation_name, flatten_blocks,
                               is_channelwise, is_elementwise)
+from tfprune.kinds import LayerKind
 from tfprune.layouts import (BidirectionalLayout, GatedLayout, HeadLayout, KernelLayout, SeparableLayout,
                              TransposedLayout)
 from tfprune._env import keras, keras3
@@ -47,10 +46,6 @@ L, L3 = keras.layers, keras3.layers
 def _conv_support(layer):
     if getattr(layer, "groups", 1) != 1:
         return f"grouped {type(layer).__name__} (groups={layer.groups})"
-    return None
-
-
-def _always(layer):  # pylint: disable=unused-argument
     return None
 
 
@@ -154,106 +149,54 @@ def _head_unit_shape(layer):
             kernels[0][1])
 
 
-@dataclasses.dataclass(frozen=True)
-class LayerKind:
-    """One prunable Keras layer type.
-
-    plain: the Keras class (matched exactly: a subclass such as Conv2DTranspose lays its kernel out otherwise).
-    prunable: tfprune's masked twin (a subclass of ``plain`` with ``kernel_mask``/``bias_mask`` weights).
-    width_key: the config key of the output width (``units``, ``filters``), changed when units are removed.
-    unsupported: layer -> None when this instance can be pruned, else the reason it stays dense.
-    macs: (layer, output shape of one call) -> multiply-accumulates of that call, per example.
-    layout: how the layer's weights map to the **unit kernel** the methods rank (units last) and how they are sliced
-      when units or input channels are removed (``KernelLayout``: one kernel; ``TransposedLayout``: a transposed
-      convolution's (k..., units, in); ``SeparableLayout``: a separable convolution's pointwise kernel;
-      ``GatedLayout``: recurrent gates).
-    flat_input: True when its inputs may be a flattened feature map (a Dense after Flatten): then input channel
-      ``c`` of ``C`` is the block of input rows ``s * C + c``.
-    shrinkable: layer -> True when dead units may be cut out physically (channels-last layout).
-    kernel_attr: the attribute holding the prunable kernel on the plain layer (``depthwise_kernel`` for
-      tf_keras' DepthwiseConv2D); ``registry.kernel(layer)`` reads it for plain and prunable layers alike.
-    has_units: whether the kernel's last axis is output units of the layer's own (False for DepthwiseConv2D: its
-      last axis is the depth multiplier and its channels follow its input); unit methods and shrinking skip it.
-    unit_shape: layer -> the unit kernel's shape (None before build), for kinds without one kernel variable
-      (recurrent, attention); None: the shape follows from ``kernel_attr``'s variable.
-    internal_units: True when the units are inside the layer (attention heads): removing them changes neither its
-      output width nor its consumers.
-    unit_channels: (layer, unit indices) -> the output channels they make (a Bidirectional's unit ``j`` makes
-      channels ``j`` and ``u + j``); None: unit ``j`` is channel ``j``.
-    set_width: (config, width) -> the config with ``width`` units, for kinds whose width is not the top-level
-      ``width_key`` (a Bidirectional's inner layers).
-    """
-    plain: type
-    prunable: type
-    width_key: str
-    unsupported: Callable = _always
-    macs: Callable = _kernel_macs
-    layout: object = KernelLayout()
-    flat_input: bool = False
-    shrinkable: Callable = lambda layer: getattr(layer, "data_format", "channels_last") == "channels_last"
-    kernel_attr: str = "kernel"
-    has_units: bool = True
-    unit_shape: Optional[Callable] = None
-    internal_units: bool = False
-    unit_channels: Optional[Callable] = None
-    set_width: Optional[Callable] = None
-
-    @property
-    def name(self):
-        return self.plain.__name__
-
-    @property
-    def recurrent(self):
-        return isinstance(self.layout, (GatedLayout, BidirectionalLayout))
-
-    def slice(self, weights, in_keep=None, out_keep=None):
-        """The plain layer's weights with only the input rows ``in_keep`` and the units ``out_keep`` (None: all)."""
-        return self.layout.slice(weights, in_keep, out_keep)
+def _kind(plain, prunable, width_key, **fields):
+    """A ``LayerKind`` whose MACs are positions * kernel size unless ``fields`` say otherwise."""
+    return LayerKind(plain, prunable, width_key, **{"macs": _kernel_macs, **fields})
 
 
 def _transposed_kinds(layers, classes):
-    return tuple(LayerKind(getattr(layers, name), cls, "filters", unsupported=_conv_support, macs=_transposed_macs,
+    return tuple(_kind(getattr(layers, name), cls, "filters", unsupported=_conv_support, macs=_transposed_macs,
                            layout=TransposedLayout()) for name, cls in classes.items())
 
 
 def _separable_kinds(layers, classes):
-    return tuple(LayerKind(getattr(layers, name), cls, "filters", macs=_separable_macs, layout=SeparableLayout(),
+    return tuple(_kind(getattr(layers, name), cls, "filters", macs=_separable_macs, layout=SeparableLayout(),
                            kernel_attr="pointwise_kernel") for name, cls in classes.items())
 
 
 def _recurrent_kinds(layers, prunable_module):
-    return tuple(LayerKind(getattr(layers, name), getattr(prunable_module, f"Prunable{name}"), "units",
+    return tuple(_kind(getattr(layers, name), getattr(prunable_module, f"Prunable{name}"), "units",
                            macs=_recurrent_macs, layout=GatedLayout(gates), shrinkable=_recurrent_shrinkable,
                            unit_shape=_recurrent_unit_shape)
                  for name, gates in recurrent.GATES.items())
 
 
 KINDS = (  # tf_keras (Keras 2), then Keras 3: the same layer types, each with the masked twin of its stack
-    LayerKind(L.Dense, prunable_layers.PrunableDense, "units", flat_input=True),
-    LayerKind(L.Conv1D, prunable_layers.PrunableConv1D, "filters", unsupported=_conv_support),
-    LayerKind(L.Conv2D, prunable_layers.PrunableConv2D, "filters", unsupported=_conv_support),
-    LayerKind(L.Conv3D, prunable_layers.PrunableConv3D, "filters", unsupported=_conv_support),
-    LayerKind(L.DepthwiseConv2D, prunable_layers.PrunableDepthwiseConv2D, "depth_multiplier",
+    _kind(L.Dense, prunable_layers.PrunableDense, "units", flat_input=True),
+    _kind(L.Conv1D, prunable_layers.PrunableConv1D, "filters", unsupported=_conv_support),
+    _kind(L.Conv2D, prunable_layers.PrunableConv2D, "filters", unsupported=_conv_support),
+    _kind(L.Conv3D, prunable_layers.PrunableConv3D, "filters", unsupported=_conv_support),
+    _kind(L.DepthwiseConv2D, prunable_layers.PrunableDepthwiseConv2D, "depth_multiplier",
               kernel_attr="depthwise_kernel", has_units=False),
-    LayerKind(L.Embedding, prunable_layers.PrunableEmbedding, "output_dim", unsupported=_embedding_support,
+    _kind(L.Embedding, prunable_layers.PrunableEmbedding, "output_dim", unsupported=_embedding_support,
               macs=_no_macs, kernel_attr="embeddings"),
-    LayerKind(L3.Dense, prunable_layers3.PrunableDense, "units", flat_input=True),
-    LayerKind(L3.Conv1D, prunable_layers3.PrunableConv1D, "filters", unsupported=_conv_support),
-    LayerKind(L3.Conv2D, prunable_layers3.PrunableConv2D, "filters", unsupported=_conv_support),
-    LayerKind(L3.Conv3D, prunable_layers3.PrunableConv3D, "filters", unsupported=_conv_support),
-    LayerKind(L3.DepthwiseConv2D, prunable_layers3.PrunableDepthwiseConv2D, "depth_multiplier", has_units=False),
-    LayerKind(L3.Embedding, prunable_layers3.PrunableEmbedding, "output_dim", unsupported=_embedding_support,
+    _kind(L3.Dense, prunable_layers3.PrunableDense, "units", flat_input=True),
+    _kind(L3.Conv1D, prunable_layers3.PrunableConv1D, "filters", unsupported=_conv_support),
+    _kind(L3.Conv2D, prunable_layers3.PrunableConv2D, "filters", unsupported=_conv_support),
+    _kind(L3.Conv3D, prunable_layers3.PrunableConv3D, "filters", unsupported=_conv_support),
+    _kind(L3.DepthwiseConv2D, prunable_layers3.PrunableDepthwiseConv2D, "depth_multiplier", has_units=False),
+    _kind(L3.Embedding, prunable_layers3.PrunableEmbedding, "output_dim", unsupported=_embedding_support,
               macs=_no_macs, kernel_attr="embeddings"),
 ) + (_transposed_kinds(L, prunable_transposed.TF_KERAS) + _transposed_kinds(L3, prunable_transposed.KERAS3)
      + _separable_kinds(L, prunable_separable.TF_KERAS) + _separable_kinds(L3, prunable_separable.KERAS3)
      + _recurrent_kinds(L, prunable_rnn) + _recurrent_kinds(L3, prunable_rnn3) + tuple(
-         LayerKind(layers.EinsumDense, einsum, "output_shape", macs=_einsum_macs, has_units=False)
+         _kind(layers.EinsumDense, einsum, "output_shape", macs=_einsum_macs, has_units=False)
          for layers, einsum in ((L, prunable_layers.PrunableEinsumDense), (L3, prunable_layers3.PrunableEinsumDense)))
-     + tuple(LayerKind(layers.MultiHeadAttention, cls, "num_heads", unsupported=prunable_attention.head_support,
+     + tuple(_kind(layers.MultiHeadAttention, cls, "num_heads", unsupported=prunable_attention.head_support,
                        macs=_attention_macs, layout=HeadLayout(), unit_shape=_head_unit_shape, internal_units=True)
              for layers, cls in ((L, prunable_attention.PrunableMultiHeadAttention),
                                  (L3, prunable_attention.PrunableMultiHeadAttention3)))
-     + tuple(LayerKind(layers.Bidirectional, cls, "units", unsupported=prunable_bidirectional.support,
+     + tuple(_kind(layers.Bidirectional, cls, "units", unsupported=prunable_bidirectional.support,
                        macs=_recurrent_macs, layout=BidirectionalLayout(), shrinkable=_recurrent_shrinkable,
                        unit_shape=_bidirectional_unit_shape, unit_channels=prunable_bidirectional.unit_channels,
                        set_width=_bidirectional_width)
@@ -264,14 +207,32 @@ KIND_NAMES = ", ".join(dict.fromkeys(k.name for k in KINDS))  # "Dense, Conv1D, 
 PRUNABLE_CLASSES = tuple(k.prunable for k in KINDS)
 
 
+_CUSTOM_KINDS = {}
+
+
+def _custom_kind(cls):
+    """The kind of a custom layer class that opts in (``tfprune.layers_custom``), made once per class."""
+    plain = layers_custom.plain_class(cls) if issubclass(cls, layers_custom.CustomMasks) else cls
+    if plain not in _CUSTOM_KINDS:
+        _CUSTOM_KINDS[plain] = LayerKind(
+            plain, layers_custom.prunable_class(plain), "", unsupported=layers_custom.support, macs=_no_macs,
+            shrinkable=lambda layer: False, has_units=callable(getattr(plain, "get_unit_axis", None)),
+            unit_shape=layers_custom.unit_shape, plain_unit_kernel=layers_custom.plain_unit_kernel)
+    return _CUSTOM_KINDS[plain]
+
+
 def kind_of(layer):
-    """The ``LayerKind`` of ``layer`` (plain or prunable, exact type), or None when tfprune has no entry for it."""
-    return _BY_TYPE.get(type(layer))
+    """The ``LayerKind`` of ``layer`` (plain or prunable, exact type; a custom layer that defines
+    ``get_prunable_weights``), or None when tfprune has no entry for it."""
+    kind = _BY_TYPE.get(type(layer))
+    if kind is None and layers_custom.opts_in(type(layer)):
+        return _custom_kind(type(layer))
+    return kind
 
 
 def is_prunable(layer):
-    """True for layers that carry tfprune masks (``PrunableDense``, ``PrunableConv2D``...)."""
-    return isinstance(layer, PRUNABLE_CLASSES)
+    """True for layers that carry tfprune masks (``PrunableDense``, ``PrunableConv2D``, a custom layer's...)."""
+    return isinstance(layer, PRUNABLE_CLASSES) or isinstance(layer, layers_custom.CustomMasks)
 
 
 def is_tfmot_wrapper(layer):
@@ -338,6 +299,8 @@ def effective_kernel(layer):
     if is_prunable(layer):
         return stacks.of(layer).to_numpy(layer.masked_kernel())
     kind = kind_of(layer)
+    if kind.plain_unit_kernel is not None:
+        return kind.plain_unit_kernel(layer)
     return kind.layout.unit_kernel([stacks.of(layer).to_numpy(w) for w in layer.weights])
 
 
@@ -362,7 +325,8 @@ def skip_reason(layer):
         return ""
     cls = type(layer)
     if not cls.__module__.startswith(("tf_keras.", "keras.")):
-        return f"custom layer class {cls.__name__} ({cls.__module__}); its weights stay dense"
+        return (f"custom layer class {cls.__name__} ({cls.__module__}); its weights stay dense (a custom layer opts in "
+                "by defining get_prunable_weights(): tfprune.PrunableLayer)")
     if isinstance(layer, tuple(k.plain for k in KINDS)):
         return f"{cls.__name__} is not a plain {'/'.join(dict.fromkeys(k.name for k in KINDS))}; its kernel stays dense"
     inner = getattr(layer, "layer", None) or getattr(layer, "forward_layer", None)
@@ -377,10 +341,16 @@ def mask_weight_ids(layer):
     return {id(m) for m in layer.mask_variables()} if is_prunable(layer) else set()
 
 
-def custom_objects():
-    """The ``custom_objects`` dict that loads models holding tfprune layers: ``load_model(p, custom_objects=...)``."""
+def custom_objects(*custom_layers):
+    """The ``custom_objects`` dict that loads models holding tfprune layers: ``load_model(p, custom_objects=...)``.
+
+    Args:
+      custom_layers: the user's custom layer classes that opt in (``get_prunable_weights``): their prunable
+        subclasses are made, registered and included, with the classes themselves.
+    """
     out = {}
-    for cls in (k.prunable for k in KINDS if issubclass(k.plain, keras.layers.Layer)):  # Keras 3 ones are registered
+    tf_keras = [k.prunable for k in KINDS if issubclass(k.plain, keras.layers.Layer)]  # Keras 3 ones are registered
+    for cls in tf_keras + [c for plain in custom_layers for c in (plain, layers_custom.prunable_class(plain))]:
         out[cls.__name__] = cls
         out[f"tfprune>{cls.__name__}"] = cls
     return out

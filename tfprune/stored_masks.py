@@ -139,6 +139,29 @@ def masking_constraints(owner, layer, attrs):
             setattr(owner, name, constraint)
 
 
+class TfKerasKernelBias(TfKerasOps, StoredMaskMethods):
+    """A tf_keras layer whose build makes ``kernel`` and ``bias`` from ``kernel_constraint``/``bias_constraint``:
+    the masks ``kernel_mask_variable``/``bias_mask_variable`` and their constraints, made at build (the layer's
+    config keeps the user's constraints). ``_has_bias()`` says whether the config asks for a bias."""
+
+    def _has_bias(self):
+        return bool(self.use_bias)
+
+    def build(self, input_shape):
+        attrs = {"kernel_constraint": "kernel_mask_variable"}
+        if self._has_bias():
+            attrs["bias_constraint"] = "bias_mask_variable"
+        with masking_constraints(self, self, attrs):
+            super().build(input_shape)
+        add_masks(self, {"kernel": self.kernel, "bias": self.bias})
+
+    def _variables(self):
+        return [self.kernel, self.bias]
+
+    def _masks(self):
+        return [self.kernel_mask_variable, self.bias_mask_variable]
+
+
 def add_masks(layer, variables, attr="{}_mask_variable"):
     """Adds one non-trainable mask of ones to ``layer`` per variable, as ``attr.format(name)`` (``None`` for an
     absent variable). On Keras 3 off JAX the variable's constraint becomes ``MaskedConstraint`` (mask after the
@@ -200,6 +223,5 @@ def prunable_classes(mixins, names, what, module):
     return out
 
 
-__all__ = ["Keras3Ops", "MaskedConstraint", "MaskedThenInner", "StoredMaskMethods", "TfKerasOps", "add_masks",
-           "masked_property",
-           "masking_constraints", "prunable_classes", "to_numpy"]
+__all__ = ["Keras3Ops", "MaskedConstraint", "MaskedThenInner", "StoredMaskMethods", "TfKerasKernelBias", "TfKerasOps",
+           "add_masks", "masked_property", "masking_constraints", "prunable_classes", "to_numpy"]

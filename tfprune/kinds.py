@@ -1,0 +1,75 @@
+"""``LayerKind``: the record the registry keeps per prunable Keras layer type (what it is, how it is pruned,
+counted, sliced and shrunk). The table of kinds is ``tfprune.registry.KINDS``."""
+
+import dataclasses
+from typing import Callable, Optional
+
+from tfprune.layouts import BidirectionalLayout, GatedLayout, KernelLayout
+
+
+def _always(layer):  # pylint: disable=unused-argument
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerKind:
+    """One prunable Keras layer type.
+
+    plain: the Keras class (matched exactly: a subclass such as Conv2DTranspose lays its kernel out otherwise).
+    prunable: tfprune's masked twin (a subclass of ``plain`` with ``kernel_mask``/``bias_mask`` weights).
+    width_key: the config key of the output width (``units``, ``filters``), changed when units are removed.
+    unsupported: layer -> None when this instance can be pruned, else the reason it stays dense.
+    macs: (layer, output shape of one call) -> multiply-accumulates of that call, per example (the registry's
+      default: positions * kernel size).
+    layout: how the layer's weights map to the **unit kernel** the methods rank (units last) and how they are sliced
+      when units or input channels are removed (``KernelLayout``: one kernel; ``TransposedLayout``: a transposed
+      convolution's (k..., units, in); ``SeparableLayout``: a separable convolution's pointwise kernel;
+      ``GatedLayout``: recurrent gates).
+    flat_input: True when its inputs may be a flattened feature map (a Dense after Flatten): then input channel
+      ``c`` of ``C`` is the block of input rows ``s * C + c``.
+    shrinkable: layer -> True when dead units may be cut out physically (channels-last layout).
+    kernel_attr: the attribute holding the prunable kernel on the plain layer (``depthwise_kernel`` for
+      tf_keras' DepthwiseConv2D); ``registry.kernel(layer)`` reads it for plain and prunable layers alike.
+    has_units: whether the kernel's last axis is output units of the layer's own (False for DepthwiseConv2D: its
+      last axis is the depth multiplier and its channels follow its input); unit methods and shrinking skip it.
+    unit_shape: layer -> the unit kernel's shape (None before build), for kinds without one kernel variable
+      (recurrent, attention); None: the shape follows from ``kernel_attr``'s variable.
+    internal_units: True when the units are inside the layer (attention heads): removing them changes neither its
+      output width nor its consumers.
+    unit_channels: (layer, unit indices) -> the output channels they make (a Bidirectional's unit ``j`` makes
+      channels ``j`` and ``u + j``); None: unit ``j`` is channel ``j``.
+    set_width: (config, width) -> the config with ``width`` units, for kinds whose width is not the top-level
+      ``width_key`` (a Bidirectional's inner layers).
+    plain_unit_kernel: plain layer -> its unit kernel (NumPy), for kinds whose prunable weights are not found by
+      position among the layer's weights (custom layers); None: ``layout.unit_kernel(weights)``.
+    """
+    plain: type
+    prunable: type
+    width_key: str
+    unsupported: Callable = _always
+    macs: Optional[Callable] = None
+    layout: object = KernelLayout()
+    flat_input: bool = False
+    shrinkable: Callable = lambda layer: getattr(layer, "data_format", "channels_last") == "channels_last"
+    kernel_attr: str = "kernel"
+    has_units: bool = True
+    unit_shape: Optional[Callable] = None
+    internal_units: bool = False
+    unit_channels: Optional[Callable] = None
+    set_width: Optional[Callable] = None
+    plain_unit_kernel: Optional[Callable] = None
+
+    @property
+    def name(self):
+        return self.plain.__name__
+
+    @property
+    def recurrent(self):
+        return isinstance(self.layout, (GatedLayout, BidirectionalLayout))
+
+    def slice(self, weights, in_keep=None, out_keep=None):
+        """The plain layer's weights with only the input rows ``in_keep`` and the units ``out_keep`` (None: all)."""
+        return self.layout.slice(weights, in_keep, out_keep)
+
+
+__all__ = ["LayerKind"]

@@ -1,0 +1,200 @@
+"""Custom layers that opt in to pruning, and the prunable subclass tfprune makes of each.
+
+A custom layer opts in by defining ``get_prunable_weights()`` (the same method as TF-MOT's ``PrunableLayer``: the
+list of weight variables to prune, after build), and optionally ``get_unit_axis()`` (the axis of those weights that
+indexes its output units, e.g. -1 for a (in, units) kernel; the same size in every weight). Subclassing
+``PrunableLayer`` is optional; the methods are what count.
+
+``make_prunable`` replaces such a layer with ``prunable_class(type(layer))``: a subclass (same config) whose masks
+are held in the variables (``tfprune.stored_masks``): every prunable weight gets a non-trainable mask and a
+constraint that re-applies it after every optimizer update, so the layer's own ``call`` runs unchanged. The unit
+kernel is every prunable weight with its unit axis moved last, flattened to (weights, units) and stacked
+(``unit_kernel``); without a unit axis it is (all prunable weights, 1): weight pruning only. Shrinking never cuts a
+custom layer. Keras 3's JAX backend applies constraints with the mask values of trace time, so there custom layers
+stay dense (listed with the reason).
+
+A model holding prunable custom layers loads in a new process after ``prunable_class(MyLayer)`` has registered
+the subclass (``tfprune.custom_objects(MyLayer)`` returns the dict for ``load_model``); a ``strip``-ped model needs
+only the user's own class.
+"""
+
+import numpy as np
+
+from tfprune import stacks
+from tfprune._env import keras, keras3, tf
+from tfprune.stored_masks import MaskedConstraint
+
+
+class PrunableLayer:
+    """The protocol a custom layer implements to be pruned by tfprune (TF-MOT's ``PrunableLayer`` in spirit)."""
+
+    def get_prunable_weights(self):
+        """The weight variables to prune (after build). Required."""
+        raise NotImplementedError(f"{type(self).__name__}.get_prunable_weights() must return the weights to prune")
+
+
+def opts_in(layer_or_class):
+    """True when a layer (or layer class) defines ``get_prunable_weights``."""
+    return callable(getattr(layer_or_class, "get_prunable_weights", None))
+
+
+def unit_axis(layer):
+    """The unit axis a layer declares (``get_unit_axis()``), or None."""
+    method = getattr(layer, "get_unit_axis", None)
+    return None if method is None else method()
+
+
+def unit_kernel(arrays, axis):
+    """The unit kernel of prunable weights ``arrays``: each with ``axis`` moved last and flattened to (n, units),
+    stacked; with ``axis`` None, (all weights, 1)."""
+    if axis is None:
+        return np.concatenate([np.ravel(a) for a in arrays])[:, None]
+    return np.concatenate([np.moveaxis(np.asarray(a), axis, -1).reshape(-1, a.shape[axis]) for a in arrays])
+
+
+def split_unit_kernel(keep, shapes, axis):
+    """The inverse of ``unit_kernel``: one array per weight shape in ``shapes``."""
+    out, start = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        if axis is None:
+            out.append(keep[start:start + size, 0].reshape(shape))
+        else:
+            moved = tuple(np.moveaxis(np.empty(shape, np.int8), axis, -1).shape)
+            out.append(np.moveaxis(keep[start:start + size // shape[axis]].reshape(moved), -1, axis))
+            size //= shape[axis]
+        start += size
+    return out
+
+
+class _LateMask:
+    """A tf_keras constraint given to every weight at creation: the user's constraint, then the weight's mask once
+    tfprune has made one (only the prunable weights get one)."""
+
+    def __init__(self, inner):
+        self.inner, self.mask = inner, None
+
+    def __call__(self, w):
+        w = self.inner(w) if self.inner is not None else w
+        return w if self.mask is None else w * tf.cast(self.mask, w.dtype)
+
+
+class CustomMasks:
+    """The mixin of every prunable custom layer (see the module docstring)."""
+
+    def add_weight(self, *args, **kwargs):
+        if isinstance(self, keras3.layers.Layer) or len(args) > 6:  # Keras 3 sets constraints after build
+            return super().add_weight(*args, **kwargs)
+        late = _LateMask(kwargs.pop("constraint", None))
+        variable = super().add_weight(*args, constraint=late, **kwargs)
+        self.__dict__.setdefault("_tfprune_late", {})[id(variable)] = late
+        return variable
+
+    def build(self, input_shape):
+        if self.__dict__.get("_tfprune_pairs") is not None:  # built before (a user build need not set ``built``)
+            return
+        super().build(input_shape)
+        pairs = []
+        for index, variable in enumerate(self.get_prunable_weights()):
+            mask = super().add_weight(name=f"prunable_{index}_mask", shape=tuple(variable.shape),
+                                      dtype=variable.dtype, initializer="ones", trainable=False)
+            if isinstance(self, keras3.layers.Layer):
+                variable.constraint = MaskedConstraint(mask, variable.constraint)
+            else:
+                late = self.__dict__.get("_tfprune_late", {}).get(id(variable))
+                if late is None:
+                    raise ValueError(f"layer {self.name!r}: prunable weight {variable.name!r} was not made by "
+                                     "add_weight(..., constraint=...) with keyword arguments, so tfprune cannot "
+                                     "keep its mask")
+                late.mask = mask
+            pairs.append((variable, mask))
+        self._tfprune_pairs = pairs
+        self.built = True
+
+    def _to_numpy(self, x):
+        return stacks.of(self).to_numpy(x)
+
+    def mask_variables(self):
+        """The mask variables, one per prunable weight."""
+        return [m for _, m in self._tfprune_pairs]
+
+    @property
+    def kernel_mask(self):
+        """The unit kernel's mask (NumPy, 1 = kept)."""
+        return unit_kernel([self._to_numpy(m) for _, m in self._tfprune_pairs], unit_axis(self))
+
+    def masked_kernel(self):
+        """The unit kernel as the layer computes with it (NumPy)."""
+        return unit_kernel([self._to_numpy(v) * self._to_numpy(m) for v, m in self._tfprune_pairs], unit_axis(self))
+
+    def _plain_weights(self):
+        masks = {id(m) for m in self.mask_variables()}
+        return [w for w in self.weights if id(w) not in masks]
+
+    def masked_weights(self):
+        """The plain layer's weights (its ``get_weights`` order) with the masks applied."""
+        masks = {id(v): m for v, m in self._tfprune_pairs}
+        return [self._to_numpy(w) * self._to_numpy(masks[id(w)]) if id(w) in masks else self._to_numpy(w)
+                for w in self._plain_weights()]
+
+    def copy_plain(self, plain):
+        """Copies the weights of the plain layer ``plain`` (same config); the masks stay."""
+        for variable, value in zip(self._plain_weights(), plain.get_weights()):
+            variable.assign(value)
+
+    def set_masks(self, kernel_keep, bias_keep=None):  # pylint: disable=unused-argument
+        """Sets the masks from the unit kernel's bool mask and zeroes the pruned weights (no separate bias)."""
+        keeps = split_unit_kernel(np.asarray(kernel_keep, bool), [tuple(v.shape) for v, _ in self._tfprune_pairs],
+                                  unit_axis(self))
+        for (variable, mask), keep in zip(self._tfprune_pairs, keeps):
+            mask.assign(keep.astype(self._to_numpy(mask).dtype))
+            variable.assign(self._to_numpy(variable) * keep)
+
+
+_CLASSES = {}
+
+
+def prunable_class(cls):
+    """The registered prunable subclass of the custom layer class ``cls`` (made once, ``Prunable<Name>``).
+
+    Raises:
+      ValueError: ``cls`` does not define ``get_prunable_weights``.
+    """
+    if not opts_in(cls):
+        raise ValueError(f"{cls.__name__} does not define get_prunable_weights(); see tfprune.PrunableLayer")
+    if cls not in _CLASSES:
+        register = (keras3.saving.register_keras_serializable if issubclass(cls, keras3.layers.Layer)
+                    else keras.utils.register_keras_serializable)
+        _CLASSES[cls] = register(package="tfprune")(type(f"Prunable{cls.__name__}", (CustomMasks, cls), {
+            "__doc__": f"{cls.__name__} with its prunable weights masked (``tfprune.layers_custom``).",
+            "__module__": __name__}))
+    return _CLASSES[cls]
+
+
+def plain_class(prunable):
+    """The user's class under a prunable subclass."""
+    return prunable.__bases__[1]
+
+
+def support(layer):
+    """None when a custom layer can be pruned, else why it stays dense."""
+    if isinstance(layer, keras3.layers.Layer) and keras3.backend.backend() == "jax":
+        return (f"custom layer {type(layer).__name__}: its masks are kept by constraints, which Keras 3's JAX "
+                "backend applies with trace-time values; prune it on the TensorFlow backend")
+    return None
+
+
+def plain_unit_kernel(layer):
+    """The unit kernel of a plain (or stripped) custom layer, NumPy."""
+    return unit_kernel([stacks.of(layer).to_numpy(w) for w in layer.get_prunable_weights()], unit_axis(layer))
+
+
+def unit_shape(layer):
+    """The unit kernel's shape of a built custom layer, or None."""
+    if not layer.built:
+        return None
+    return plain_unit_kernel(layer).shape
+
+
+__all__ = ["CustomMasks", "PrunableLayer", "opts_in", "plain_class", "plain_unit_kernel", "prunable_class",
+           "split_unit_kernel", "support", "unit_axis", "unit_kernel", "unit_shape"]
