@@ -1,10 +1,12 @@
-"""Row-sequential Fashion-MNIST: an LSTM and a Conv1D classifier, pruned, fine-tuned, shrunk and exported.
+"""Row-sequential Fashion-MNIST: an LSTM, a Conv1D and an attention classifier, pruned, fine-tuned, shrunk, exported.
 
-    scripts/bench.sh sequences      # both models (about 40 minutes on 2 cores)
+    scripts/bench.sh sequences      # the LSTM and the Conv1D models (about 40 minutes on 2 cores)
+    scripts/bench.sh sequences --models=attention
 
 Each 28×28 image is read as 28 steps of 28 features (its rows). The script trains each model (``--train_epochs``,
 Adam, the 60,000 training images), saves it as ``.keras``, then runs tfprune's own sweep on that file: weight
-pruning (kernel and recurrent kernel of the LSTM) and unit pruning (LSTM hidden units in every gate, Conv1D filters)
+pruning (kernel and recurrent kernel of the LSTM, the four attention projections) and unit pruning (LSTM hidden
+units in every gate, Conv1D filters, attention heads)
 at k = 0/50/90 %, each point fine-tuned ``--finetune_epochs`` while the sparsity ramps on TF-MOT's PolynomialDecay,
 then exported to TFLite (float and int8) and verified in LiteRT (accuracy on 2,000 test images, size, one-thread
 latency); unit points also export their physically shrunk model. Results: ``docs/results/sequences_<model>/``.
@@ -20,7 +22,8 @@ from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", ["lstm", "conv1d"], "Which models to run: lstm, conv1d.")
+MODELS = ("lstm", "conv1d", "attention")
+flags.DEFINE_list("models", ["lstm", "conv1d"], f"Which models to run: {', '.join(MODELS)}.")
 flags.DEFINE_string("work_dir", "/tmp/tfprune_sequences", "Folder for the trained models.")
 flags.DEFINE_string("data_dir", None, "Fashion-MNIST folder (see tfprune.load_dataset).")
 flags.DEFINE_integer("train_epochs", 5, "Baseline training epochs.", lower_bound=1)
@@ -31,6 +34,13 @@ flags.DEFINE_list("sparsities", ["0", "50", "90"], "Percents k of the sweeps.")
 def build(name, keras):
     """The model ``name`` on 28 steps of 28 features."""
     L = keras.layers
+    if name == "attention":  # one transformer block: rows -> 64 features, 8 heads of 16, residual, LayerNorm
+        rows = keras.Input((28, 28))
+        x = L.Dense(64, activation="relu", name="embed")(rows)
+        x = L.LayerNormalization(name="norm")(L.Add(name="residual")([
+            x, L.MultiHeadAttention(num_heads=8, key_dim=16, name="mha")(x, x)]))
+        x = L.GlobalAveragePooling1D(name="gap")(L.Dense(128, activation="relu", name="ffn")(x))
+        return keras.Model(rows, L.Dense(10, activation="softmax", name="logits")(x), name=name)
     if name == "lstm":
         layers = [L.LSTM(128, name="lstm")]
     else:
@@ -77,9 +87,9 @@ def sweep(name, model_path):
 
 def main(argv):
     del argv
-    bad = [m for m in FLAGS.models if m not in ("lstm", "conv1d")]
+    bad = [m for m in FLAGS.models if m not in MODELS]
     if bad:
-        raise app.UsageError(f"--models: unknown model(s) {bad}; known: lstm, conv1d")
+        raise app.UsageError(f"--models: unknown model(s) {bad}; known: {', '.join(MODELS)}")
     os.makedirs(FLAGS.work_dir, exist_ok=True)
     for name in FLAGS.models:
         sweep(name, train(name))

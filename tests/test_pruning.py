@@ -51,7 +51,7 @@ class MakePrunableTest(parameterized.TestCase):
                                                 "Conv3D, DepthwiseConv2D, Embedding, Conv1DTranspose, "
                                                 "Conv2DTranspose, Conv3DTranspose, SeparableConv1D, "
                                                 "SeparableConv2D, SimpleRNN, GRU, LSTM, EinsumDense, "
-                                                "MultiHeadAttention; "
+                                                "MultiHeadAttention, Bidirectional; "
                                                 "layers: .*Flatten, ReLU"):
             pruning.make_prunable(model)
 

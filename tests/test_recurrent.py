@@ -203,15 +203,16 @@ def test_masks_hold_on_the_jax_backend(tmp_path):
         assert max(figures["diffs"]) <= 1e-5, kind
 
 
-def test_recurrent_layers_inside_wrappers_are_listed_with_the_reason():
+def test_recurrent_layers_inside_other_wrappers_are_listed_with_the_reason():
     from tfprune import user_model
     for k in STACKS.values():
         L = k.layers
         model = k.Sequential([k.Input((28, 28)), L.Bidirectional(L.LSTM(8, return_sequences=True), name="bi"),
-                              L.GRU(6, name="gru"), L.Dense(10, activation="softmax", name="logits")])
+                              L.TimeDistributed(L.Dense(4), name="td"), L.GRU(6, name="gru"),
+                              L.Dense(10, activation="softmax", name="logits")])
         check = user_model.check_prunable(model)
-        assert check.prunable == ("gru", "logits")
-        assert check.skipped["bi"] == ("Bidirectional wraps a LSTM: layers inside wrappers are not pruned yet; its "
+        assert check.prunable == ("bi", "gru", "logits")  # Bidirectional: tests/test_bidirectional.py
+        assert check.skipped["td"] == ("TimeDistributed wraps a Dense: layers inside wrappers are not pruned yet; its "
                                        "weights stay dense")
 
 

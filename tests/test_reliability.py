@@ -291,7 +291,7 @@ def _tfmot_wrapped():
     (lambda: keras.Sequential([L.Flatten(input_shape=(28, 28)), L.Softmax()], name="nothing"),
      r"model 'nothing' has no layer tfprune prunes \(Dense, Conv1D, Conv2D, Conv3D, DepthwiseConv2D, Embedding, "
      r"Conv1DTranspose, Conv2DTranspose, Conv3DTranspose, SeparableConv1D, SeparableConv2D, SimpleRNN, GRU, LSTM, "
-     r"EinsumDense, MultiHeadAttention; layers: "
+     r"EinsumDense, MultiHeadAttention, Bidirectional; layers: "
      r"Flatten, Softmax\)"),
     (lambda: _Sub(), r"model 'sub' is a subclassed Model \(_Sub\).*functional API"),
     (_shared, r"layer 'block' is shared: model 'shared_model' calls it at 2 places"),
