@@ -128,6 +128,8 @@ def test_shrinking_removes_the_dead_heads_with_the_same_outputs(case):
     assert plain.count_params() == _params(HEADS)
     assert result.model.count_params() == result.report.params_after == _params(HEADS // 2)
     assert result.report.macs_after < result.report.macs_before
+    row = next(r for r in result.report.layers if r.name == "mha")  # the report counts heads
+    assert (row.units_before, row.units_after) == (HEADS, HEADS // 2)
     stack = stacks.of(plain)
     np.testing.assert_allclose(stack.to_numpy(result.model(xt)), stack.to_numpy(plain(xt)), atol=1e-5)
 

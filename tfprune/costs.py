@@ -10,7 +10,8 @@ from tfprune import registry
 
 @dataclasses.dataclass(frozen=True)
 class LayerCost:
-    """One layer: ``units`` = width of its output's last axis, ``params`` (masks excluded), ``macs`` per example."""
+    """One layer: ``units`` = width of its output's last axis (heads for attention), ``params`` (masks excluded),
+    ``macs`` per example."""
     name: str
     kind: str
     units: int
@@ -41,6 +42,14 @@ def layer_params(layer):
     return sum(int(np.prod(w.shape, dtype=np.int64)) for w in layer.weights if id(w) not in masks)
 
 
+def _units(model, layer):
+    """The width of a layer's output's last axis; for a kind whose units are inside it (attention heads), those."""
+    kind = registry.kind_of(layer)
+    if kind is not None and kind.internal_units and registry.kernel_shape(layer) is not None:
+        return int(registry.kernel_shape(layer)[-1])
+    return int(graph.output_shapes(model, layer)[0][-1])
+
+
 def count_params_and_macs(model):
     """Counts parameters and multiply-accumulates per inference of a built Sequential or functional model.
 
@@ -60,7 +69,7 @@ def count_params_and_macs(model):
     for layer in model.layers:
         params, macs = layer_params(layer), layer_macs(model, layer)
         if params or macs:
-            units = int(graph.output_shapes(model, layer)[0][-1])
+            units = _units(model, layer)
             rows.append(LayerCost(layer.name, type(layer).__name__, units, params, macs))
     return ModelCost(sum(r.params for r in rows), sum(r.macs for r in rows), tuple(rows))
 

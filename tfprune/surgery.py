@@ -202,7 +202,8 @@ def _to_plain(model):
 
 @dataclasses.dataclass(frozen=True)
 class LayerShrink:
-    """Before/after figures of one layer (units = width of its output's last axis; MACs per image)."""
+    """Before/after figures of one layer (units = width of its output's last axis, heads for attention; MACs per
+    image)."""
     name: str
     kind: str
     units_before: int
