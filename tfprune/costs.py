@@ -45,9 +45,8 @@ def layer_params(layer):
 def _units(model, layer):
     """The width of a layer's output's last axis; for a kind whose units are inside it (attention heads), those."""
     kind = registry.kind_of(layer)
-    if kind is not None and kind.internal_units and registry.kernel_shape(layer) is not None:
-        return int(registry.kernel_shape(layer)[-1])
-    return int(graph.output_shapes(model, layer)[0][-1])
+    shape = registry.kernel_shape(layer) if kind is not None and kind.internal_units else None
+    return int(shape[-1]) if shape is not None else int(graph.output_shapes(model, layer)[0][-1])
 
 
 def count_params_and_macs(model):

@@ -190,10 +190,14 @@ def plain_unit_kernel(layer):
 
 
 def unit_shape(layer):
-    """The unit kernel's shape of a built custom layer, or None."""
+    """The unit kernel's shape of a built custom layer (from its weights' shapes, nothing read), or None."""
     if not layer.built:
         return None
-    return plain_unit_kernel(layer).shape
+    shapes, axis = [tuple(int(d) for d in w.shape) for w in layer.get_prunable_weights()], unit_axis(layer)
+    sizes = [int(np.prod(shape)) for shape in shapes]
+    if axis is None:
+        return (sum(sizes), 1)
+    return (sum(size // shape[axis] for size, shape in zip(sizes, shapes)), shapes[0][axis])
 
 
 __all__ = ["CustomMasks", "PrunableLayer", "opts_in", "plain_class", "plain_unit_kernel", "prunable_class",

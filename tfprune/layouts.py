@@ -114,13 +114,22 @@ class HeadLayout:
 
     def unit_kernel(self, weights):
         kernels = self.kernels(weights)
-        return np.concatenate([self._columns(k, 1) for k in kernels[:3]] + [self._columns(kernels[3], 0)])
+        return np.concatenate([self._columns(k, self._head_axis(i)) for i, k in enumerate(kernels)])
+
+    @staticmethod
+    def _head_axis(index):
+        return 0 if index == 3 else 1  # query/key/value kernels (in, heads, dim); output kernel (heads, dim, out)
+
+    def unit_shape(self, shapes):
+        """The unit kernel's shape (weights, heads) for the four kernels' ``shapes``."""
+        heads = shapes[0][1]
+        return (sum(int(np.prod(shape)) // heads for shape in shapes), heads)
 
     def split(self, unit_keep, shapes):
         """The unit kernel's mask ``unit_keep`` as the four kernels' masks (``shapes``: the kernels' shapes)."""
         out, start = [], 0
         for index, shape in enumerate(shapes):
-            head_axis = 0 if index == 3 else 1
+            head_axis = self._head_axis(index)
             rest = tuple(d for a, d in enumerate(shape) if a != head_axis)
             size = int(np.prod(rest))
             out.append(np.moveaxis(unit_keep[start:start + size].reshape(rest + (shape[head_axis],)), -1, head_axis))

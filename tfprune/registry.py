@@ -123,11 +123,8 @@ def _recurrent_unit_shape(layer):
 
 def _bidirectional_unit_shape(layer):
     """(in + u, gates, 2, u) of a built Bidirectional (its two directions' unit kernels stacked), or None."""
-    cell = layer.forward_layer.cell
-    if not layer.built or getattr(cell, "recurrent_kernel", None) is None:
-        return None
-    units = int(cell.units)
-    return (int(cell.kernel.shape[0]) + units, int(cell.recurrent_kernel.shape[1]) // units, 2, units)
+    shape = _recurrent_unit_shape(layer.forward_layer) if layer.built else None
+    return None if shape is None else shape[:2] + (2,) + shape[2:]
 
 
 def _bidirectional_width(config, width):
@@ -144,9 +141,8 @@ def _head_unit_shape(layer):
     """(all projection weights, heads) of a built MultiHeadAttention, or None."""
     if getattr(layer, "_query_dense", None) is None or getattr(layer, "_output_dense", None) is None:
         return None
-    kernels = [tuple(int(d) for d in p.kernel.shape) for p in prunable_attention.projections(layer)]
-    return (sum(int(np.prod(k)) // k[1] for k in kernels[:3]) + int(np.prod(kernels[3])) // kernels[3][0],
-            kernels[0][1])
+    return kind_of(layer).layout.unit_shape([tuple(int(d) for d in p.kernel.shape)
+                                             for p in prunable_attention.projections(layer)])
 
 
 def _kind(plain, prunable, width_key, **fields):
