@@ -1,5 +1,6 @@
 """Shared fixtures: paths to the read-only datasets beside the checkout, small real-data slices; child processes."""
 
+import functools
 import json
 import os
 import re
@@ -117,6 +118,36 @@ def run_smoke_sweep(output_dir, *extra):
         flags.FLAGS(["sweep", f"--flagfile={os.path.join(REPO, 'flags', 'smoke.flags')}",
                      f"--output_dir={output_dir}", *extra])
         sweep.main(["sweep"])
+
+
+@functools.lru_cache(maxsize=None)
+def custom_dense(k, with_units):
+    """A user's dense layer (one class per stack and flag): ``w`` (in, units) and ``b`` (units,), both prunable,
+    and a scale that is not; units on axis -1 if declared."""
+
+    class MyDense(tfprune.PrunableLayer, k.layers.Layer):
+        def __init__(self, units, **kwargs):
+            super().__init__(**kwargs)
+            self.units = units
+
+        def build(self, input_shape):
+            self.w = self.add_weight(name="w", shape=(int(input_shape[-1]), self.units), initializer="glorot_uniform")
+            self.b = self.add_weight(name="b", shape=(self.units,), initializer="zeros")
+            self.scale = self.add_weight(name="scale", shape=(), initializer="ones")  # not prunable
+
+        def call(self, x):
+            return k.activations.relu((x @ self.w + self.b) * self.scale)
+
+        def get_config(self):
+            return {**super().get_config(), "units": self.units}
+
+        def get_prunable_weights(self):
+            return [self.w, self.b]
+
+    if with_units:
+        MyDense.get_unit_axis = lambda self: -1
+    MyDense.__name__ = MyDense.__qualname__ = "MyUnitDense" if with_units else "MyDense"
+    return MyDense
 
 
 def require(path):

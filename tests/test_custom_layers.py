@@ -8,7 +8,8 @@ Real data: Fashion-MNIST images, flattened, through a custom dense layer written
 import numpy as np
 import pytest
 
-from tfprune import (PrunableLayer, custom_objects, make_prunable, prune, prune_count, registry, sparsity_report,
+from conftest import custom_dense
+from tfprune import (custom_objects, make_prunable, prune, prune_count, registry, sparsity_report,
                      stacks, strip)
 from tfprune._env import keras, keras3
 from tfprune.callbacks import RankPruning
@@ -16,36 +17,8 @@ from tfprune.experiments import models
 from tfprune.user_model import check_prunable
 
 
-def _custom_dense(k, with_units):
-    """A user's dense layer: ``w`` (in, units) and ``b`` (units,), both prunable; units on axis -1 if declared."""
-
-    class MyDense(PrunableLayer, k.layers.Layer):
-        def __init__(self, units, **kwargs):
-            super().__init__(**kwargs)
-            self.units = units
-
-        def build(self, input_shape):
-            self.w = self.add_weight(name="w", shape=(int(input_shape[-1]), self.units), initializer="glorot_uniform")
-            self.b = self.add_weight(name="b", shape=(self.units,), initializer="zeros")
-            self.scale = self.add_weight(name="scale", shape=(), initializer="ones")  # not prunable
-
-        def call(self, x):
-            return k.activations.relu((x @ self.w + self.b) * self.scale)
-
-        def get_config(self):
-            return {**super().get_config(), "units": self.units}
-
-        def get_prunable_weights(self):
-            return [self.w, self.b]
-
-    if with_units:
-        MyDense.get_unit_axis = lambda self: -1
-    MyDense.__name__ = MyDense.__qualname__ = "MyUnitDense" if with_units else "MyDense"
-    return MyDense
-
-
 STACKS = {"tf_keras": keras, "keras3": keras3}
-CLASSES = {(stack, units): _custom_dense(k, units) for stack, k in STACKS.items() for units in (False, True)}
+CLASSES = {(stack, units): custom_dense(k, units) for stack, k in STACKS.items() for units in (False, True)}
 
 
 def _model(k, cls):

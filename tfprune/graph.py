@@ -9,11 +9,16 @@ is this layer called in this model", or "who feeds whom" asks here, so the rules
   Keras 3 keeps a built Sequential's graph in ``_functional``);
 - a layer's **calls** in a model are its inbound nodes that belong to that model (a layer may also be called in
   other models that share it);
-- the **output layers** are the layers whose outputs are model outputs (their units are the classes).
+- the **output layers** are the layers whose outputs are model outputs (their units are the classes);
+- a subclassed model's **layers** are found through its tracked sublayers (``model_layers``), and its output layers
+  by running it once (``output_layer_names``), since it has no graph to read them from.
 """
 
 import collections
 import dataclasses
+import weakref
+
+import numpy as np
 
 from tfprune import stacks
 from tfprune._env import keras, keras3, tf
@@ -41,11 +46,12 @@ def is_built_graph(model):
     return isinstance(model, keras3.Model) and _keras3_functional(model) is not None
 
 
-def check_graph_model(model, action="rewrites", built=False):
+def check_graph_model(model, action="rewrites", built=False, hint="rebuild it with the functional API"):
     """Raises ValueError unless ``model`` is a Sequential/functional model (``built``: with its graph).
 
     Args:
       action: what the caller does, for the message (``"rewrites"``, ``"prunes"``, ``"shrinks"``).
+      hint: what the message tells the owner of a subclassed model to do.
 
     Raises:
       ValueError: not a Keras Model (tf_keras or Keras 3); a subclassed Model (the message says to rebuild it
@@ -55,7 +61,7 @@ def check_graph_model(model, action="rewrites", built=False):
         raise ValueError(f"expected a Keras Model (tf_keras or Keras 3), got {type(model).__name__}")
     if not is_graph_model(model):
         raise ValueError(f"model {model.name!r} is a subclassed Model ({type(model).__name__}); tfprune {action} "
-                         "only Sequential and functional models: rebuild it with the functional API")
+                         f"only Sequential and functional models: {hint}")
     if built and not is_built_graph(model):
         raise ValueError(f"model {model.name!r} is an unbuilt Sequential (give it an input shape); tfprune {action} "
                          "only built Sequential and functional models")
@@ -120,9 +126,102 @@ def model_output_shape(model):
     return stacks.shape_tuple(model.outputs[0].shape)
 
 
-def output_layer_names(model):
-    """Names of the layers whose outputs are model outputs (their units are the classes: never unit-pruned)."""
+def model_layers(model, is_leaf=lambda layer: False):
+    """The layers tfprune works on, in order: a graph model's ``model.layers``; for a subclassed model, every layer
+    tracked under it (attributes, lists, dicts), found recursively, but not inside a layer ``is_leaf`` accepts (a
+    layer type the registry knows keeps its own sublayers, as MultiHeadAttention its projections).
+
+    Raises:
+      ValueError: two leaf layers of a subclassed model share a name (tfprune addresses layers by name).
+    """
+    if is_graph_model(model):
+        return list(model.layers)
+    found, seen = [], set()
+
+    def walk(parent):
+        for child in parent._flatten_layers(include_self=False, recursive=False):  # pylint: disable=protected-access
+            if id(child) not in seen:
+                seen.add(id(child))
+                found.append(child)
+                if not is_leaf(child):
+                    walk(child)
+    walk(model)
+    names = collections.Counter(l.name for l in found if is_leaf(l))
+    twice = sorted(n for n, count in names.items() if count > 1)
+    if twice:
+        raise ValueError(f"model {model.name!r} holds several layers named {', '.join(map(repr, twice))}; tfprune "
+                         "addresses layers by name: give them unique names")
+    return found
+
+
+def find_layer(model, name, is_leaf=lambda layer: False):
+    """The layer called ``name`` among ``model_layers(model, is_leaf)``.
+
+    Raises:
+      ValueError: no such layer.
+    """
+    for layer in model_layers(model, is_leaf):
+        if layer.name == name:
+            return layer
+    raise ValueError(f"no layer named {name!r} in model {model.name!r}")
+
+
+_PROBED = weakref.WeakKeyDictionary()  # subclassed model -> (ids of its layers, names of its output layers)
+
+
+def _probe_input(model):
+    """A zero batch of one for a subclassed model built on a single input shape, or None."""
+    config = model.get_build_config() if model.built else None
+    shape = (config or {}).get("input_shape")
+    if shape is None or not all(d is None or isinstance(d, int) for d in shape):
+        return None
+    return np.zeros((1,) + tuple(2 if d is None else d for d in shape[1:]), "float32")
+
+
+def called_output_layer_names(model, layers):
+    """Names of the ``layers`` that give a subclassed ``model``'s outputs, found by running the model once on a zero
+    batch of one: those whose call returned one of the outputs; when none did (the model's code applies an
+    operation after its last layer, e.g. a softmax), the last of them to return a tensor as wide as an output (its
+    last axis). None when the model was not built on one input shape (nothing to run on) or no layer qualifies.
+
+    Each layer's ``call`` is wrapped for that one run (an instance attribute, removed after), so the result is what
+    the model's own code does; it is remembered per model until its layers change."""
+    key = tuple(id(l) for l in layers)
+    if model in _PROBED and _PROBED[model][0] == key:
+        return _PROBED[model][1]
+    sample = _probe_input(model)
+    if sample is None:
+        return None
+    returned = []  # (name, outputs) in the order the calls finished
+    for layer in layers:
+        def recording(*args, _call=layer.call, _name=layer.name, **kwargs):
+            outputs = _call(*args, **kwargs)
+            returned.append((_name, outputs))
+            return outputs
+        object.__setattr__(layer, "call", recording)
+    try:
+        outputs = tf.nest.flatten(model(sample))
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("call", None)
+    names = {name for name, result in returned if any(result is o for o in outputs)}
+    if not names:
+        widths = {tuple(o.shape)[-1] for o in outputs if len(o.shape)}
+        wide = [name for name, result in returned if len(getattr(result, "shape", ())) and
+                tuple(result.shape)[-1] in widths]
+        names = set(wide[-1:])
+    _PROBED[model] = (key, names or None)
+    return names or None
+
+
+def output_layer_names(model, layers=None):
+    """Names of the layers whose outputs are model outputs (their units are the classes: never unit-pruned).
+
+    A subclassed model is run once to find them (``called_output_layer_names`` over ``layers``, default its
+    ``model_layers``); None when it cannot be (it was not built on one input shape)."""
     # pylint: disable=protected-access
+    if not is_graph_model(model):
+        return called_output_layer_names(model, model_layers(model) if layers is None else layers)
     if isinstance(model, keras3.Model):
         return {t._keras_history.operation.name for t in model.outputs}
     return {t._keras_history.layer.name for t in model.outputs}
@@ -197,7 +296,7 @@ def copy_weights(old_model, new_model, copy):
             copy(old, new_model.get_layer(old.name))
 
 
-__all__ = ["LayerGraph", "call_count", "check_graph_model", "clone", "copy_weights", "input_shape", "is_built_graph",
-           "is_graph_model", "keras3_calls", "keras3_input_layers", "keras3_io", "layer_graph", "model_input_shape",
-           "model_output_shape", "nodes_in",
+__all__ = ["LayerGraph", "call_count", "called_output_layer_names", "check_graph_model", "clone", "copy_weights",
+           "find_layer", "input_shape", "is_built_graph", "is_graph_model", "keras3_calls", "keras3_input_layers",
+           "keras3_io", "layer_graph", "model_input_shape", "model_layers", "model_output_shape", "nodes_in",
            "output_layer_names", "output_shapes"]

@@ -42,6 +42,9 @@ class LayerKind:
       ``width_key`` (a Bidirectional's inner layers).
     plain_unit_kernel: plain layer -> its unit kernel (NumPy), for kinds whose prunable weights are not found by
       position among the layer's weights (custom layers); None: ``layout.unit_kernel(weights)``.
+    build_like: (twin, layer) -> builds the new twin as the built ``layer`` was (in-place conversion), for kinds
+      whose build config does not make every weight (tf_keras' MultiHeadAttention builds its projections at
+      its first call); None: ``twin.build_from_config(layer.get_build_config())``.
     """
     plain: type
     prunable: type
@@ -58,6 +61,7 @@ class LayerKind:
     unit_channels: Optional[Callable] = None
     set_width: Optional[Callable] = None
     plain_unit_kernel: Optional[Callable] = None
+    build_like: Optional[Callable] = None
 
     @property
     def name(self):

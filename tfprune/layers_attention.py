@@ -17,7 +17,7 @@ from tfprune import layers as prunable_layers
 from tfprune import layers_keras3 as prunable_layers3
 from tfprune import stacks
 from tfprune.layouts import HeadLayout
-from tfprune._env import keras, keras3
+from tfprune._env import keras, keras3, tf
 
 LAYOUT = HeadLayout()
 
@@ -101,6 +101,15 @@ class PrunableMultiHeadAttention(_HeadMasks, keras.layers.MultiHeadAttention):
             super()._build_from_signature(query, value, key)
 
 
+def build_like(twin, layer):
+    """Builds ``twin`` as the built tf_keras MultiHeadAttention ``layer``: one call on zeros of the query, value and
+    key shapes it was built with (tf_keras builds the projections at the first call, not from a build config)."""
+    # pylint: disable=protected-access
+    shapes = (layer._query_shape, layer._value_shape, layer._key_shape)
+    query, value, key = (tf.zeros([1 if d is None else d for d in shape.as_list()]) for shape in shapes)
+    twin(query, value, key=key)
+
+
 class _Keras3Build:
     def build(self, query_shape, value_shape, key_shape=None):
         from keras.src.layers.attention import multi_head_attention  # pylint: disable=import-outside-toplevel
@@ -116,4 +125,5 @@ PrunableMultiHeadAttention3 = keras3.saving.register_keras_serializable(package=
         "__module__": __name__}))
 
 
-__all__ = ["LAYOUT", "PrunableMultiHeadAttention", "PrunableMultiHeadAttention3", "head_support", "projections"]
+__all__ = ["LAYOUT", "PrunableMultiHeadAttention", "PrunableMultiHeadAttention3", "build_like", "head_support",
+           "projections"]

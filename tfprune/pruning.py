@@ -8,27 +8,42 @@ import dataclasses
 import numpy as np
 
 from tfprune import graph
+from tfprune import in_place as in_place_lib
 from tfprune import masks as masks_lib
 from tfprune import registry
 from tfprune import scoring
 
 
-def make_prunable(model):
-    """Returns an equivalent model whose prunable layers (``tfprune.registry.KINDS``: Dense, Conv2D) are replaced by
-    their masked twins (PrunableDense, PrunableConv2D) with masks all ones.
+def make_prunable(model, in_place=False):
+    """Returns an equivalent model whose prunable layers (``tfprune.registry.KINDS``: Dense, Conv2D...) are replaced
+    by their masked twins (PrunableDense, PrunableConv2D...) with masks all ones.
 
     Works on Sequential and functional models of either Keras stack (tf_keras or Keras 3, any backend; the result
     is of the model's own stack); other layers are cloned unchanged and all weights are copied, so
     outputs are identical. Layers that already are prunable keep their masks. The result is not compiled.
 
+    Args:
+      in_place: convert the layers of ``model`` itself and return it (``tfprune.in_place``). This is how a
+        **subclassed** model is pruned (it cannot be cloned): its layers of registered kinds, found through its
+        attributes recursively, become prunable, keeping their identity, weights and outputs. Their variables are
+        new, so compile the model (again) before training it. ``prune``, the callbacks, ``sparsity_report`` and
+        ``strip(model, in_place=True)`` work on it; ``shrink`` does not (it rebuilds the graph). Its masks save
+        with ``model.save_weights`` and load into a new instance after ``make_prunable(new, in_place=True)``.
+
     Raises:
-      ValueError: subclassed model, or no layer of a kind tfprune prunes (nothing to prune).
+      ValueError: subclassed model without ``in_place``, or no layer of a kind tfprune prunes (nothing to prune).
     """
-    graph.check_graph_model(model, "rewrites")
-    if not any(registry.convertible(l) or registry.is_prunable(l) for l in model.layers):
-        kinds = sorted({type(l).__name__ for l in model.layers})
+    if not in_place:
+        graph.check_graph_model(model, "rewrites", hint="make_prunable(model, in_place=True) adds the masks to its "
+                                                        "layers in place")
+    layers = registry.model_layers(model)
+    if not any(registry.convertible(l) or registry.is_prunable(l) for l in layers):
+        kinds = sorted({type(l).__name__ for l in layers})
         raise ValueError(f"model {model.name!r} has no layer tfprune prunes ({registry.KIND_NAMES}; layers: "
                          f"{', '.join(kinds)})")
+    if in_place:
+        in_place_lib.make_prunable(model)
+        return model
     new_model = graph.clone(model, registry.to_prunable)
 
     def copy(old, new):
@@ -40,13 +55,23 @@ def make_prunable(model):
     return new_model
 
 
-def strip(model):
+def strip(model, in_place=False):
     """Returns a plain model of the same Keras stack (Dense/Conv2D) with the masks baked in: pruned weights are
     stored zeros.
 
     This is what gets exported. A model without prunable layers is cloned unchanged.
+
+    Args:
+      in_place: turn the layers of ``model`` itself back into plain layers and return it (how a subclassed model,
+        made prunable in place, is stripped; it then saves as the user's own model does).
+
+    Raises:
+      ValueError: subclassed model without ``in_place``.
     """
-    graph.check_graph_model(model, "rewrites")
+    if in_place:
+        in_place_lib.strip(model)
+        return model
+    graph.check_graph_model(model, "rewrites", hint="strip(model, in_place=True) strips its layers in place")
     new_model = graph.clone(model, registry.to_plain)
 
     def copy(old, new):
@@ -58,19 +83,36 @@ def strip(model):
     return new_model
 
 
+def _kind_layers(model):
+    return [l for l in registry.model_layers(model) if registry.kind_of(l) is not None]
+
+
 def output_layer_names(model):
-    """Names of the layers whose outputs are model outputs (their units are the classes: never unit-pruned)."""
-    return graph.output_layer_names(model)
+    """Names of the layers whose outputs are model outputs (their units are the classes: never unit-pruned).
+
+    Raises:
+      ValueError: a subclassed model that cannot be run to find them (not built on one input shape).
+    """
+    names = graph.output_layer_names(model, _kind_layers(model))
+    if names is None:
+        raise ValueError(f"cannot tell which layers give the outputs of subclassed model {model.name!r} (it was not "
+                         "built on one input shape, so tfprune cannot run it to see); name the layers to unit-prune "
+                         "with layers=[...]")
+    return names
 
 
 def default_layers(model, method):
     """Prunable layers pruned by default: all for weight pruning; for unit pruning all but the output layers and
-    the layers without units of their own (DepthwiseConv2D: its channels follow its input)."""
+    the layers without units of their own (DepthwiseConv2D: its channels follow its input).
+
+    Raises:
+      ValueError: unit pruning of a subclassed model whose output layers cannot be found (``output_layer_names``).
+    """
     scorer = scoring.check_method(method)
-    names = [l.name for l in model.layers if registry.is_prunable(l)
+    names = [l.name for l in registry.model_layers(model) if registry.is_prunable(l)
              and (registry.kind_of(l).has_units or not scorer.ranks_units)]
     if not scorer.prunes_outputs:
-        outputs = graph.output_layer_names(model)
+        outputs = output_layer_names(model)
         names = [n for n in names if n not in outputs]
     return names
 
@@ -108,14 +150,15 @@ def resolve_plan(model, sparsity, method="weight", layers=None):
       of an output layer, a model with no prunable layer.
     """
     scorer = scoring.check_method(method)
-    all_prunable = [l.name for l in model.layers if registry.is_prunable(l)]
+    model_layers = registry.model_layers(model)
+    all_prunable = [l.name for l in model_layers if registry.is_prunable(l)]
     if not all_prunable:
-        hint = " (call tfprune.make_prunable(model) first)" if any(registry.convertible(l) for l in model.layers) \
+        hint = " (call tfprune.make_prunable(model) first)" if any(registry.convertible(l) for l in model_layers) \
             else ""
         raise ValueError(f"model {model.name!r} has no prunable layer{hint}")
     plan = select_layers(model, default_layers(model, method) if layers is None else layers, sparsity)
-    known = {l.name: l for l in model.layers}
-    outputs = graph.output_layer_names(model)
+    known = {l.name: l for l in model_layers}
+    outputs = graph.output_layer_names(model, _kind_layers(model)) or set()
     for name, value in plan.items():
         if name not in known:
             raise ValueError(f"layer {name!r} does not exist in model {model.name!r}; prunable layers: "
@@ -136,7 +179,8 @@ def resolve_plan(model, sparsity, method="weight", layers=None):
 
 def _new_masks(model, plan, method, scope):
     """Computes {name: (kernel_keep, bias_keep or None)} without touching the model."""
-    layers = [model.get_layer(n) for n in plan]
+    known = {l.name: l for l in registry.model_layers(model)}
+    layers = [known[n] for n in plan]
     keeps = scoring.select(scoring.check_method(method), [registry.effective_kernel(l) for l in layers],
                            [plan[l.name] for l in layers], [registry.kernel_mask(l) for l in layers], scope,
                            names=[repr(l.name) for l in layers])
@@ -167,8 +211,9 @@ def prune(model, sparsity=None, method="weight", scope="layer", layers=None):
         new = _new_masks(model, plan, method, scope)
     except ValueError as e:
         raise ValueError(f"cannot prune model {model.name!r}: {e}") from None
+    known = {l.name: l for l in registry.model_layers(model)}
     for name, (kernel_keep, bias_keep) in new.items():
-        model.get_layer(name).set_masks(kernel_keep, bias_keep)
+        known[name].set_masks(kernel_keep, bias_keep)
     return model
 
 

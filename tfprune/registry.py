@@ -189,9 +189,11 @@ KINDS = (  # tf_keras (Keras 2), then Keras 3: the same layer types, each with t
          _kind(layers.EinsumDense, einsum, "output_shape", macs=_einsum_macs, has_units=False)
          for layers, einsum in ((L, prunable_layers.PrunableEinsumDense), (L3, prunable_layers3.PrunableEinsumDense)))
      + tuple(_kind(layers.MultiHeadAttention, cls, "num_heads", unsupported=prunable_attention.head_support,
-                       macs=_attention_macs, layout=HeadLayout(), unit_shape=_head_unit_shape, internal_units=True)
-             for layers, cls in ((L, prunable_attention.PrunableMultiHeadAttention),
-                                 (L3, prunable_attention.PrunableMultiHeadAttention3)))
+                       macs=_attention_macs, layout=HeadLayout(), unit_shape=_head_unit_shape, internal_units=True,
+                       build_like=build_like)
+             for layers, cls, build_like in (
+                 (L, prunable_attention.PrunableMultiHeadAttention, prunable_attention.build_like),
+                 (L3, prunable_attention.PrunableMultiHeadAttention3, None)))
      + tuple(_kind(layers.Bidirectional, cls, "units", unsupported=prunable_bidirectional.support,
                        macs=_recurrent_macs, layout=BidirectionalLayout(), shrinkable=_recurrent_shrinkable,
                        unit_shape=_bidirectional_unit_shape, unit_channels=prunable_bidirectional.unit_channels,
@@ -285,9 +287,15 @@ def kernel_shape(layer):
     return None if variable is None else kind.layout.unit_shape(tuple(int(d) for d in variable.shape))
 
 
+def model_layers(model):
+    """``graph.model_layers``: a graph model's layers; a subclassed model's, found recursively but not inside a
+    layer of a registered kind."""
+    return graph.model_layers(model, lambda layer: kind_of(layer) is not None)
+
+
 def kernel_layers(model):
     """The layers of ``model`` with a registered kind and a built kernel (prunable or plain), in model order."""
-    return [l for l in model.layers if kind_of(l) is not None and kernel_shape(l) is not None]
+    return [l for l in model_layers(model) if kind_of(l) is not None and kernel_shape(l) is not None]
 
 
 def effective_kernel(layer):
@@ -352,9 +360,8 @@ def custom_objects(*custom_layers):
     return out
 
 
-__all__ = ["CHANNELWISE_TYPES", "ELEMENTWISE_ACTIVATIONS", "GatedLayout", "KINDS", "KernelLayout", "KIND_NAMES",
-           "LayerKind", "PRUNABLE_CLASSES", "TransposedLayout",
-           "activation_name", "convertible", "custom_objects", "effective_kernel", "flatten_blocks", "is_channelwise",
-           "is_elementwise", "is_prunable", "is_tfmot_wrapper", "kernel", "kernel_layers", "kernel_mask",
-           "kernel_shape", "kind_of",
-           "mask_weight_ids", "masked_weights", "skip_reason", "to_plain", "to_prunable", "with_width"]
+__all__ = ["CHANNELWISE_TYPES", "ELEMENTWISE_ACTIVATIONS", "GatedLayout", "KINDS", "KIND_NAMES", "KernelLayout",
+           "LayerKind", "PRUNABLE_CLASSES", "TransposedLayout", "activation_name", "convertible", "custom_objects",
+           "effective_kernel", "flatten_blocks", "is_channelwise", "is_elementwise", "is_prunable", "is_tfmot_wrapper",
+           "kernel", "kernel_layers", "kernel_mask", "kernel_shape", "kind_of", "mask_weight_ids", "masked_weights",
+           "model_layers", "skip_reason", "to_plain", "to_prunable", "with_width"]

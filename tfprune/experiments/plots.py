@@ -6,7 +6,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
-import numpy as np  # noqa: E402
 
 from tfprune import io_utils  # noqa: E402
 from tfprune.experiments import histograms as hist_lib  # noqa: E402

@@ -14,7 +14,6 @@ their folders together, so they run the same points).
 """
 
 import dataclasses
-import json
 import os
 import time
 from typing import Callable, Optional
