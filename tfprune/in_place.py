@@ -85,9 +85,11 @@ def convert(model, wanted, make_twin, copy):
     return [l.name for l in layers]
 
 
-def make_prunable(model):
-    """Makes the convertible layers of ``model`` prunable in place (masks all ones); returns their names."""
-    return convert(model, registry.convertible, registry.to_prunable, lambda layer, twin: twin.copy_plain(layer))
+def make_prunable(model, options=None):
+    """Makes the convertible layers of ``model`` prunable in place (masks all ones; ``options`` as for
+    ``registry.to_prunable``); returns their names."""
+    return convert(model, registry.convertible, lambda layer: registry.to_prunable(layer, options),
+                   lambda layer, twin: twin.copy_plain(layer))
 
 
 def strip(model):

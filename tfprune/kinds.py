@@ -32,6 +32,8 @@ class LayerKind:
       tf_keras' DepthwiseConv2D); ``registry.kernel(layer)`` reads it for plain and prunable layers alike.
     has_units: whether the kernel's last axis is output units of the layer's own (False for DepthwiseConv2D: its
       last axis is the depth multiplier and its channels follow its input); unit methods and shrinking skip it.
+      A callable layer -> bool when it depends on the layer (a separable convolution's ``pruned_kernels``); ask
+      ``units_in(layer)``.
     unit_shape: layer -> the unit kernel's shape (None before build), for kinds without one kernel variable
       (recurrent, attention); None: the shape follows from ``kernel_attr``'s variable.
     internal_units: True when the units are inside the layer (attention heads): removing them changes neither its
@@ -42,6 +44,8 @@ class LayerKind:
       ``width_key`` (a Bidirectional's inner layers).
     plain_unit_kernel: plain layer -> its unit kernel (NumPy), for kinds whose prunable weights are not found by
       position among the layer's weights (custom layers); None: ``layout.unit_kernel(weights)``.
+    options: the keyword arguments of ``make_prunable`` the prunable twin takes in its config
+      (``pruned_kernels`` for separable convolutions).
     build_like: (twin, layer) -> builds the new twin as the built ``layer`` was (in-place conversion), for kinds
       whose build config does not make every weight (tf_keras' MultiHeadAttention builds its projections at
       its first call); None: ``twin.build_from_config(layer.get_build_config())``.
@@ -55,17 +59,22 @@ class LayerKind:
     flat_input: bool = False
     shrinkable: Callable = lambda layer: getattr(layer, "data_format", "channels_last") == "channels_last"
     kernel_attr: str = "kernel"
-    has_units: bool = True
+    has_units: object = True
     unit_shape: Optional[Callable] = None
     internal_units: bool = False
     unit_channels: Optional[Callable] = None
     set_width: Optional[Callable] = None
     plain_unit_kernel: Optional[Callable] = None
+    options: tuple = ()
     build_like: Optional[Callable] = None
 
     @property
     def name(self):
         return self.plain.__name__
+
+    def units_in(self, layer):
+        """Whether ``layer`` (of this kind) has units of its own, for the unit methods and shrinking."""
+        return self.has_units(layer) if callable(self.has_units) else bool(self.has_units)
 
     @property
     def recurrent(self):

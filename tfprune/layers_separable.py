@@ -1,15 +1,22 @@
 """Prunable separable convolutions (SeparableConv1D, SeparableConv2D) for tf_keras and Keras 3.
 
 A separable convolution is a depthwise kernel (k..., in, m) followed by a pointwise kernel (1..., in * m, filters)
-and a bias (filters,). tfprune prunes the **pointwise kernel** (as TF-MOT does): its unit kernel is the pointwise
-kernel, whose units are the output filters (``registry``'s ``SeparableLayout``). Unit pruning removes filters; a
-consumer that loses input channel ``c`` loses the depthwise kernel's channel ``c`` and the pointwise rows
-``c * m ... c * m + m - 1``. The depthwise kernel keeps a mask of ones (saved with the layer), so the layer's weights
-and masks stay aligned; pruning the depthwise kernel itself is not offered yet.
+and a bias (filters,). Which kernels are pruned is the layer's ``pruned_kernels`` (in its config, so it is saved):
+
+- ``"pointwise"`` (the default, as TF-MOT): the unit kernel is the pointwise kernel, whose units are the output
+  filters (``registry``'s ``SeparableLayout``). Unit pruning removes filters; a consumer that loses input channel
+  ``c`` loses the depthwise kernel's channel ``c`` and the pointwise rows ``c * m ... c * m + m - 1``.
+- ``"depthwise"``: the unit kernel is the depthwise kernel (k..., in, m), weight pruning only (its last axis is the
+  depth multiplier, not units of the layer), as for a DepthwiseConv2D.
+- ``"both"``: the two kernels ranked together by |w|, as one column (weights, 1): weight pruning only.
+
+Every kernel keeps a mask (ones where it is not pruned), so the layer's weights and masks stay aligned.
 
 Both stacks' separable convolutions read their variables in ``call``; the masks are kept in the variables as
 ``tfprune.stored_masks`` describes (constraints, and masked properties on Keras 3's JAX backend).
 """
+
+import numpy as np
 
 from tfprune.stored_masks import (Keras3Ops, StoredMaskMethods, TfKerasOps, add_masks, masked_property,
                                   masking_constraints, prunable_classes)
@@ -19,21 +26,70 @@ _CONSTRAINTS = {"depthwise_kernel": "depthwise_constraint", "pointwise_kernel": 
                 "bias": "bias_constraint"}
 
 
-class _PointwiseUnits(StoredMaskMethods):
+KERNEL_CHOICES = ("pointwise", "depthwise", "both")
+
+
+def check_pruned_kernels(value):
+    """``value`` if it is one of ``KERNEL_CHOICES``.
+
+    Raises:
+      ValueError: naming the value and the choices.
+    """
+    if value not in KERNEL_CHOICES:
+        raise ValueError(f"pruned_kernels {value!r} is not one of {', '.join(KERNEL_CHOICES)} (which kernels of a "
+                         "separable convolution are pruned)")
+    return value
+
+
+class _SelectedKernels(StoredMaskMethods):
     """The unit kernel of a separable convolution, for ``StoredMaskMethods``: ``_variables()``/``_masks()`` are
-    [depthwise kernel, pointwise kernel, bias or None]; the unit kernel is the pointwise kernel."""
+    [depthwise kernel, pointwise kernel, bias or None]; the unit kernel is the kernel(s) ``pruned_kernels`` names."""
+
+    def __init__(self, *args, pruned_kernels="pointwise", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pruned_kernels = check_pruned_kernels(pruned_kernels)
+
+    def get_config(self):
+        return {**super().get_config(), "pruned_kernels": self.pruned_kernels}
 
     def _masks(self):
         return [getattr(self, f"{n}_mask_variable") for n in _WEIGHTS]
 
     def _unit_kernel(self, arrays):
-        return arrays[1]
+        if self.pruned_kernels == "pointwise":
+            return arrays[1]
+        if self.pruned_kernels == "depthwise":
+            return arrays[0]
+        return np.concatenate([np.ravel(self._numpy(a)) for a in arrays[:2]])[:, None]
 
     def _variable_keeps(self, kernel_keep, bias_keep):
-        return [None, kernel_keep, bias_keep]
+        if self.pruned_kernels == "pointwise":
+            return [None, kernel_keep, bias_keep]
+        if self.pruned_kernels == "depthwise":
+            return [kernel_keep, None, None]
+        depthwise, pointwise = (tuple(v.shape) for v in self._variables()[:2])
+        flat = np.ravel(kernel_keep)
+        return [flat[:int(np.prod(depthwise))].reshape(depthwise), flat[int(np.prod(depthwise)):].reshape(pointwise),
+                None]
 
 
-class _TfKerasSeparable(TfKerasOps, _PointwiseUnits):
+def unit_shape(layer):
+    """The unit kernel's shape of a separable convolution (plain: its pointwise kernel's), None before build."""
+    if not layer.built:
+        return None
+    depthwise, pointwise = (tuple(int(d) for d in w.shape) for w in layer.weights[:2])
+    choice = getattr(layer, "pruned_kernels", "pointwise")
+    if choice == "both":
+        return (int(np.prod(depthwise)) + int(np.prod(pointwise)), 1)
+    return depthwise if choice == "depthwise" else pointwise
+
+
+def has_units(layer):
+    """Whether the layer's unit kernel has units of its own (only when the pointwise kernel alone is pruned)."""
+    return getattr(layer, "pruned_kernels", "pointwise") == "pointwise"
+
+
+class _TfKerasSeparable(TfKerasOps, _SelectedKernels):
     """tf_keras: constraints given to the variables at build (the layer's config keeps the user's own)."""
 
     def build(self, input_shape):
@@ -46,7 +102,7 @@ class _TfKerasSeparable(TfKerasOps, _PointwiseUnits):
         return [getattr(self, n) for n in _WEIGHTS]
 
 
-class _Keras3Separable(Keras3Ops, _PointwiseUnits):
+class _Keras3Separable(Keras3Ops, _SelectedKernels):
     """Keras 3: masked properties on JAX, constraints on TensorFlow and PyTorch."""
 
     depthwise_kernel = masked_property("depthwise_kernel", "depthwise_kernel_mask_variable")
@@ -62,7 +118,8 @@ class _Keras3Separable(Keras3Ops, _PointwiseUnits):
 
 
 _CLASSES = prunable_classes((_TfKerasSeparable, _Keras3Separable), ("SeparableConv1D", "SeparableConv2D"),
-                            "pointwise kernel (1..., in * m, filters) and bias (filters,)", __name__)
+                            "pointwise kernel (1..., in * m, filters), bias (filters,) and optionally depthwise "
+                            "kernel (k..., in, m)", __name__)
 TF_KERAS, KERAS3 = _CLASSES["tf_keras"], _CLASSES["keras3"]
 
-__all__ = ["KERAS3", "TF_KERAS"]
+__all__ = ["KERAS3", "KERNEL_CHOICES", "TF_KERAS", "check_pruned_kernels", "has_units", "unit_shape"]

@@ -9,12 +9,13 @@ import numpy as np
 
 from tfprune import graph
 from tfprune import in_place as in_place_lib
+from tfprune import layers_separable as prunable_separable
 from tfprune import masks as masks_lib
 from tfprune import registry
 from tfprune import scoring
 
 
-def make_prunable(model, in_place=False):
+def make_prunable(model, in_place=False, pruned_kernels=None):
     """Returns an equivalent model whose prunable layers (``tfprune.registry.KINDS``: Dense, Conv2D...) are replaced
     by their masked twins (PrunableDense, PrunableConv2D...) with masks all ones.
 
@@ -29,10 +30,16 @@ def make_prunable(model, in_place=False):
         new, so compile the model (again) before training it. ``prune``, the callbacks, ``sparsity_report`` and
         ``strip(model, in_place=True)`` work on it; ``shrink`` does not (it rebuilds the graph). Its masks save
         with ``model.save_weights`` and load into a new instance after ``make_prunable(new, in_place=True)``.
+      pruned_kernels: which kernels of every SeparableConv1D/2D are pruned: ``"pointwise"`` (the default, as
+        TF-MOT; unit pruning removes filters), ``"depthwise"`` or ``"both"`` (ranked together by |w|; these two
+        are weight pruning only). Saved in the layer's config.
 
     Raises:
-      ValueError: subclassed model without ``in_place``, or no layer of a kind tfprune prunes (nothing to prune).
+      ValueError: subclassed model without ``in_place``, no layer of a kind tfprune prunes (nothing to prune), or
+      ``pruned_kernels`` not one of the choices.
     """
+    options = {"pruned_kernels": None if pruned_kernels is None else
+               prunable_separable.check_pruned_kernels(pruned_kernels)}
     if not in_place:
         graph.check_graph_model(model, "rewrites", hint="make_prunable(model, in_place=True) adds the masks to its "
                                                         "layers in place")
@@ -42,9 +49,9 @@ def make_prunable(model, in_place=False):
         raise ValueError(f"model {model.name!r} has no layer tfprune prunes ({registry.KIND_NAMES}; layers: "
                          f"{', '.join(kinds)})")
     if in_place:
-        in_place_lib.make_prunable(model)
+        in_place_lib.make_prunable(model, options)
         return model
-    new_model = graph.clone(model, registry.to_prunable)
+    new_model = graph.clone(model, lambda layer: registry.to_prunable(layer, options))
 
     def copy(old, new):
         if registry.is_prunable(new) and not registry.is_prunable(old):
@@ -110,7 +117,7 @@ def default_layers(model, method):
     """
     scorer = scoring.check_method(method)
     names = [l.name for l in registry.model_layers(model) if registry.is_prunable(l)
-             and (registry.kind_of(l).has_units or not scorer.ranks_units)]
+             and (registry.kind_of(l).units_in(l) or not scorer.ranks_units)]
     if not scorer.prunes_outputs:
         outputs = output_layer_names(model)
         names = [n for n in names if n not in outputs]
@@ -167,7 +174,7 @@ def resolve_plan(model, sparsity, method="weight", layers=None):
             raise ValueError(f"layer {name!r} ({type(known[name]).__name__}) cannot be pruned; prunable layers: "
                              f"{', '.join(all_prunable)}")
         kind = registry.kind_of(known[name])
-        if scorer.ranks_units and not kind.has_units:
+        if scorer.ranks_units and not kind.units_in(known[name]):
             raise ValueError(f"layer {name!r} ({kind.name}) has no units of its own (its channels follow its "
                              f"input); prune it with method='weight', or unit-prune the layer that feeds it")
         if not scorer.prunes_outputs and name in outputs:

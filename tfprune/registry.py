@@ -87,8 +87,8 @@ def _separable_macs(layer, output_shape):
     """Separable convolutions: the depthwise kernel (k... * in * m) and the pointwise kernel (in * m * filters) at
     every output position."""
     positions = int(np.prod(output_shape[1:-1], dtype=np.int64))
-    depthwise = int(np.prod(layer.depthwise_kernel.shape, dtype=np.int64))
-    return positions * (depthwise + int(np.prod(kernel_shape(layer), dtype=np.int64)))
+    depthwise, pointwise = (int(np.prod(w.shape, dtype=np.int64)) for w in layer.weights[:2])
+    return positions * (depthwise + pointwise)
 
 
 def _einsum_macs(layer, output_shape):
@@ -157,7 +157,9 @@ def _transposed_kinds(layers, classes):
 
 def _separable_kinds(layers, classes):
     return tuple(_kind(getattr(layers, name), cls, "filters", macs=_separable_macs, layout=SeparableLayout(),
-                           kernel_attr="pointwise_kernel") for name, cls in classes.items())
+                           kernel_attr="pointwise_kernel", has_units=prunable_separable.has_units,
+                           unit_shape=prunable_separable.unit_shape, options=("pruned_kernels",))
+                 for name, cls in classes.items())
 
 
 def _recurrent_kinds(layers, prunable_module):
@@ -245,17 +247,22 @@ def convertible(layer):
     return kind is not None and not is_prunable(layer) and kind.unsupported(layer) is None
 
 
-def to_prunable(layer):
-    """A new, unbuilt prunable twin of a convertible plain layer (same config); other layers: a plain clone."""
-    cls = kind_of(layer).prunable if convertible(layer) else type(layer)
-    return cls.from_config(layer.get_config())
+def to_prunable(layer, options=None):
+    """A new, unbuilt prunable twin of a convertible plain layer (same config, plus those of ``options`` (a dict of
+    ``make_prunable`` keywords, None values left out) its kind takes); other layers: a plain clone."""
+    if not convertible(layer):
+        return type(layer).from_config(layer.get_config())
+    kind = kind_of(layer)
+    extra = {k: v for k, v in (options or {}).items() if k in kind.options and v is not None}
+    return kind.prunable.from_config({**layer.get_config(), **extra})
 
 
 def to_plain(layer):
     """A new, unbuilt plain Keras layer with the config of ``layer`` (a prunable layer becomes its plain class)."""
     kind = kind_of(layer)
-    cls = kind.plain if kind is not None and is_prunable(layer) else type(layer)
-    return cls.from_config(layer.get_config())
+    if kind is None or not is_prunable(layer):
+        return type(layer).from_config(layer.get_config())
+    return kind.plain.from_config({k: v for k, v in layer.get_config().items() if k not in kind.options})
 
 
 def with_width(layer, width):

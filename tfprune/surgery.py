@@ -26,7 +26,7 @@ from tfprune import stacks
 def _weight_kind(layer):
     """The registry kind of a plain layer whose units shrinking may remove, else None."""
     kind = registry.kind_of(layer)
-    if kind is None or not kind.has_units or kind.unsupported(layer) is not None or not kind.shrinkable(layer):
+    if kind is None or not kind.units_in(layer) or kind.unsupported(layer) is not None or not kind.shrinkable(layer):
         return None
     return kind
 
