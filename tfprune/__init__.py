@@ -6,7 +6,8 @@ Layers of the package (imports point one way: cli -> experiments -> tflite -> li
 
 - the pruning library, here: ``masks`` (pure selection), ``scoring`` (methods), ``registry`` (layer types),
   ``graph`` (Keras graphs), ``layers`` (``layers_rnn``, ``recurrent``: SimpleRNN/GRU/LSTM),
-  ``pruning``, ``callbacks``, ``surgery``/``costs`` (shrinking),
+  ``pruning``, ``in_place`` (subclassed models), ``callbacks``, ``surgery``/``costs`` (shrinking),
+  ``coupling``/``groups`` (coupled channel groups),
   ``distribute``, ``user_model``, ``io_utils``;
 - ``tfprune.tflite``: conversion, LiteRT verification and artifacts;
 - ``tfprune.experiments``: data, reference models, baselines, sweeps, comparisons and sensitivity scans;
@@ -26,6 +27,7 @@ from tfprune.experiments.baseline import Baseline, train_baseline
 from tfprune.experiments.data import DatasetError, load_dataset
 from tfprune.experiments.data_sources import load as load_data
 from tfprune.experiments.dataset import ArraySplit, Dataset, StreamedSplit
+from tfprune.groups import ChannelGroup, channel_groups, format_groups
 from tfprune.layers import PrunableConv1D, PrunableConv2D, PrunableConv3D, PrunableDense, PrunableDepthwiseConv2D
 from tfprune.layers import PrunableEinsumDense, PrunableEmbedding
 from tfprune.layers_attention import PrunableMultiHeadAttention
@@ -41,12 +43,13 @@ from tfprune.tflite import benchmark_tflite, evaluate_tflite, to_tflite
 from tfprune.user_model import load_user_model
 
 __all__ = [
-    "ArraySplit", "Baseline", "Dataset", "DatasetError", "LayerSparsity", "PrunableConv1D", "PrunableConv2D",
-    "PrunableConv3D", "PrunableDense", "PrunableDepthwiseConv2D", "PrunableEinsumDense", "PrunableEmbedding",
-    "PrunableGRU", "PrunableLSTM", "PrunableLayer", "PrunableMultiHeadAttention", "PrunableSimpleRNN",
-    "ShrinkReport", "ShrinkResult", "StreamedSplit", "benchmark_tflite", "callbacks", "count_params_and_macs",
-    "custom_objects", "distribute", "evaluate_tflite", "format_report", "format_shrink_report", "global_unit_keeps",
-    "global_weight_masks", "is_prunable_layer", "load_data", "load_dataset", "load_user_model", "make_prunable",
-    "models", "overall_sparsity", "prune", "prune_count", "shrink", "sparsity_report", "strip", "surgery", "tflite",
-    "to_tflite", "train_baseline", "unit_keep", "unit_mask", "weight_mask", "__version__",
+    "ArraySplit", "Baseline", "ChannelGroup", "Dataset", "DatasetError", "LayerSparsity", "PrunableConv1D",
+    "PrunableConv2D", "PrunableConv3D", "PrunableDense", "PrunableDepthwiseConv2D", "PrunableEinsumDense",
+    "PrunableEmbedding", "PrunableGRU", "PrunableLSTM", "PrunableLayer", "PrunableMultiHeadAttention",
+    "PrunableSimpleRNN", "ShrinkReport", "ShrinkResult", "StreamedSplit", "benchmark_tflite", "callbacks",
+    "channel_groups", "count_params_and_macs", "custom_objects", "distribute", "evaluate_tflite", "format_groups",
+    "format_report", "format_shrink_report", "global_unit_keeps", "global_weight_masks", "is_prunable_layer",
+    "load_data", "load_dataset", "load_user_model", "make_prunable", "models", "overall_sparsity", "prune",
+    "prune_count", "shrink", "sparsity_report", "strip", "surgery", "tflite", "to_tflite", "train_baseline",
+    "unit_keep", "unit_mask", "weight_mask", "__version__",
 ]
