@@ -297,9 +297,10 @@ def test_a_subclassed_keras3_model_gets_the_same_message_as_a_tf_keras_one():
         def call(self, x):
             return self.dense(x)
 
-    for check in (tfprune.make_prunable, user_model.check_prunable):
+    for check, hint in ((tfprune.make_prunable, r"make_prunable\(model, in_place=True\) adds the masks"),
+                        (user_model.check_prunable, "rebuild it with the functional API")):
         with pytest.raises(ValueError, match=r"model 'sub' is a subclassed Model \(Sub\); tfprune .* only "
-                                             r"Sequential and functional models: rebuild it with the functional API"):
+                                             r"Sequential and functional models: " + hint):
             check(Sub())
 
 

@@ -304,8 +304,11 @@ def test_all_dead_layer_keeps_one_unit(small_fashion):
     _, (x_test, _) = small_fashion
 
     assert _max_diff(model, result.model, x_test) <= TOL
-    assert result.model.get_layer("fc2").kernel.shape == (300, 1)
-    assert result.report.kept == ("fc2: 1 dead unit kept: every unit is dead and a layer needs at least one",)
+    # fc2 reads nothing any more, so fc1's units are unread and go too (its group keeps one)
+    assert result.model.get_layer("fc1").kernel.shape == (784, 1)
+    assert result.model.get_layer("fc2").kernel.shape == (1, 1)
+    assert result.report.kept == ("group fc1: 1 unread channel kept: a layer needs at least one unit",
+                                  "fc2: 1 dead unit kept: every unit is dead and a layer needs at least one")
 
 
 def test_input_model_is_not_modified():

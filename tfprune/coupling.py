@@ -8,16 +8,18 @@ node id; channels that must be removed together end in one **class** (a union-fi
   (its input rows);
 - a channel-wise layer (activations, pooling, padding, dropout, BatchNormalization over the last axis, a
   ``Reshape`` that keeps the last axis) maps channel c to c; BatchNormalization and DepthwiseConv2D are
-  **followers** (per-channel weights); a DepthwiseConv2D maps input channel c to its outputs c·m … c·m+m−1;
+  **followers** (per-channel weights), and so is such a Reshape (its target shape names the channel count); a
+  DepthwiseConv2D maps input channel c to its outputs c·m … c·m+m−1;
 - ``Flatten`` lays channel c of C out as every input s·C + c of the next layer;
 - the inputs of ``Add``, ``Subtract``, ``Multiply``, ``Average``, ``Maximum``, ``Minimum`` share each channel
   (their classes are merged), and ``Concatenate`` on the last axis places its inputs' channels side by side.
 
-A class is **blocked**, with the reasons, when it meets anything that would make removing it change the outputs: a
-model input or output, a layer whose channel mapping tfprune does not know (a ``LayerNormalization`` mixes the
-channels it normalizes; attention; a shared layer), or a consumer that would read it as a non-zero constant (an
-activation with f(0) ≠ 0, such as a sigmoid, between the masked units and the consumer; a ``Multiply`` by a zero
-channel is zero again). ``couple(model)`` walks the model once, in order, and returns the ``Coupling``.
+Group pruning zeroes a removed channel's weights in every source **and every consumer** (its input rows), so no
+layer reads the channel any more and removing it keeps the outputs whatever value it holds (a BatchNormalization's
+shift, a sigmoid's 0.5). A class is **blocked**, with the reasons, when that is not so: a model input or output, a
+layer whose channel mapping tfprune does not know (a ``LayerNormalization`` mixes the channels it normalizes;
+attention; a shared layer), or a source whose activation mixes its units (softmax). ``couple(model)`` walks the
+model once, in order, and returns the ``Coupling``.
 """
 
 import dataclasses
@@ -26,7 +28,6 @@ import numpy as np
 
 from tfprune import graph as graph_lib
 from tfprune import registry
-from tfprune import stacks
 from tfprune._env import keras, keras3
 
 _MERGES = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
@@ -93,16 +94,6 @@ def _width(model, layer):
     return int(graph_lib.output_shapes(model, layer)[0][-1])
 
 
-def _zero_at_zero(layer):
-    """'' when the layer's activation maps 0 to 0 (or it has none), else why a removed channel is not 0 after it."""
-    activation = getattr(layer, "activation", None)
-    if activation is None or registry.activation_name(layer) in ("linear", None):
-        return ""
-    stack = stacks.of(layer)
-    value = float(stack.to_numpy(activation(stack.to_tensor(np.zeros((1, 1), np.float32))))[0, 0])
-    return "" if value == 0.0 else f"{registry.activation_name(layer)}(0) = {value:g} after {layer.name}"
-
-
 def _is(layer, *names):
     return type(layer).__name__ in names and isinstance(layer, (keras.layers.Layer, keras3.layers.Layer))
 
@@ -117,31 +108,21 @@ def _source_kind(layer):
 
 
 class _Walk:
-    """One pass over a model's layers in order: ``ids[name]`` are the nodes of a layer's output channels and
-    ``nonzero[name]`` why each would not be exactly 0 once its class is masked ('' where it would be)."""
+    """One pass over a model's layers in order: ``ids[name]`` are the nodes of a layer's output channels."""
 
     def __init__(self, model):
         self.model, self.graph = model, graph_lib.layer_graph(model)
-        self.classes, self.uses, self.ids, self.nonzero = Classes(), [], {}, {}
+        self.classes, self.uses, self.ids = Classes(), [], {}
 
     def _unknown(self, layer, parents, why):
         for parent in parents:
             self.classes.block(self.ids[parent], f"{layer.name} ({type(layer).__name__}) {why}")
-        width = _width(self.model, layer)
-        self.ids[layer.name] = self.classes.new(width, f"made by {layer.name} ({type(layer).__name__}), whose "
-                                                       "channels tfprune does not map")
-        self.nonzero[layer.name] = np.full(width, "", object)
-
-    def _consume(self, layer, parent):
-        rows = self.ids[parent]
-        self.uses.append(Use(layer.name, "consumer", rows))
-        for row, why in zip(rows, self.nonzero[parent]):
-            if why:
-                self.classes.block([row], f"a removed channel reaches {layer.name} as a non-zero constant ({why})")
+        self.ids[layer.name] = self.classes.new(_width(self.model, layer), f"made by {layer.name} "
+                                                f"({type(layer).__name__}), whose channels tfprune does not map")
 
     def _source(self, layer, kind, parents):
         if kind.name != "Embedding":  # an Embedding reads token ids, not channels
-            self._consume(layer, parents[0])
+            self.uses.append(Use(layer.name, "consumer", self.ids[parents[0]]))
         units = int(registry.kernel_shape(layer)[-1])
         nodes = self.classes.new(units)
         self.uses.append(Use(layer.name, "source", nodes))
@@ -153,10 +134,6 @@ class _Walk:
         if hasattr(layer, "activation") and not kind.recurrent and not registry.is_elementwise(layer):
             self.classes.block(nodes, f"{layer.name}'s activation {registry.activation_name(layer)!r} mixes its "
                                       "units")
-            self.nonzero[layer.name] = np.full(len(ids), "", object)
-            return
-        why = "" if kind.recurrent else _zero_at_zero(layer)
-        self.nonzero[layer.name] = np.full(len(ids), why, object)
 
     def _merge(self, layer, parents):
         widths = {len(self.ids[p]) for p in parents}
@@ -166,24 +143,17 @@ class _Walk:
         for parent in parents[1:]:
             for a, b in zip(first, self.ids[parent]):
                 self.classes.union(a, b)
-        reasons = np.stack([self.nonzero[p] for p in parents])
-        if _is(layer, "Multiply"):  # a product with a zero channel is zero
-            why = np.where((reasons == "").any(axis=0), "", reasons[0])
-        else:
-            why = np.array([next((r for r in column if r), "") for column in reasons.T], object)
-        self.ids[layer.name], self.nonzero[layer.name] = first, why
-
-    def _pass(self, layer, parent, why=""):
-        self.ids[layer.name] = self.ids[parent]
-        self.nonzero[layer.name] = np.where(self.nonzero[parent] == "", why, self.nonzero[parent]) if why \
-            else self.nonzero[parent]
+        self.ids[layer.name] = first
+        return None
 
     def visit(self, layer):
         name, parents = layer.name, self.graph.inbound.get(layer.name, [])
         if not parents:  # an input layer
             self.ids[name] = self.classes.new(_width(self.model, layer), "a model input")
-            self.nonzero[name] = np.full(len(self.ids[name]), "", object)
-            return
+            return None
+        for parent, shape in zip(parents, graph_lib.input_shapes(layer)):
+            if parent not in self.ids:  # a Sequential's input layer is not among its layers
+                self.ids[parent] = self.classes.new(int(shape[-1]), "a model input")
         if self.graph.calls.get(name, 0) != 1:
             return self._unknown(layer, parents, f"is shared ({self.graph.calls.get(name, 0)} calls)")
         kind = _source_kind(layer)
@@ -194,31 +164,25 @@ class _Walk:
                 return self._merge(layer, parents)
             if _is(layer, "Concatenate") and layer.axis in (-1, len(graph_lib.output_shapes(self.model, layer)[0]) - 1):
                 self.ids[name] = np.concatenate([self.ids[p] for p in parents])
-                self.nonzero[name] = np.concatenate([self.nonzero[p] for p in parents])
                 return None
             return self._unknown(layer, parents, "joins several inputs in a way tfprune does not map")
         parent = parents[0]
-        if _is(layer, "DepthwiseConv2D") and registry.kind_of(layer) is not None \
+        kind = registry.kind_of(layer)
+        if kind is not None and kind.name == "DepthwiseConv2D" and kind.unsupported(layer) is None \
                 and getattr(layer, "data_format", "channels_last") == "channels_last":
             self.uses.append(Use(name, "follower", self.ids[parent]))
-            multiplier = int(layer.depth_multiplier)
-            self.ids[name] = np.repeat(self.ids[parent], multiplier)
-            self.nonzero[name] = np.repeat(self.nonzero[parent], multiplier)
-            why = _zero_at_zero(layer)
-            if why:
-                self.nonzero[name] = np.where(self.nonzero[name] == "", why, self.nonzero[name])
+            self.ids[name] = np.repeat(self.ids[parent], int(layer.depth_multiplier))
             return None
         blocks = registry.flatten_blocks(layer)
         if blocks is not None:
             self.ids[name] = np.tile(self.ids[parent], blocks)
-            self.nonzero[name] = np.tile(self.nonzero[parent], blocks)
             return None
-        if _is(layer, "Reshape") and _width(self.model, layer) == len(self.ids[parent]):
-            return self._pass(layer, parent)
-        if registry.is_channelwise(layer):
-            if layer.weights:
+        reshape = _is(layer, "Reshape") and _width(self.model, layer) == len(self.ids[parent])
+        if registry.is_channelwise(layer) or reshape:
+            if layer.weights or reshape:  # per-channel weights, or a target shape naming the channel count
                 self.uses.append(Use(name, "follower", self.ids[parent]))
-            return self._pass(layer, parent, _zero_at_zero(layer) if _is(layer, "Activation") else "")
+            self.ids[name] = self.ids[parent]
+            return None
         why = "normalizes across the channels" if _is(layer, "LayerNormalization") else \
             "reads them in a way tfprune does not map"
         return self._unknown(layer, parents, why)

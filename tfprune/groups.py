@@ -5,11 +5,11 @@ they touch (a dependency graph in the manner of DepGraph, Fang et al., CVPR 2023
 share their source layers; channel ``i`` of a group is one class, made by unit ``sources[k].index[i]`` of each of
 its source layers (a residual stage of a ResNet is one group: every convolution feeding its ``Add`` joins). Its
 members are the **sources** (units), the **followers** (per-channel weights on the way: BatchNormalization,
-DepthwiseConv2D) and the **consumers** (layers reading the channels: their input rows ``index[i, :]``, several per
-channel after a Flatten). Removing channel ``i`` removes it from every member; with all their weights of that
-channel zeroed, it is exactly 0 wherever it is read, so the outputs stay. A group is not prunable when any of its
-classes is blocked (``reasons``), or when it is irregular (a source gives a channel two units, or a member reads a
-channel at a varying number of positions).
+DepthwiseConv2D; or a channel count: a Reshape) and the **consumers** (layers reading the channels: their input rows
+``index[i, :]``, several per channel after a Flatten). Removing channel ``i`` removes it from every member; once its
+consumers' rows are zero, no layer reads it any more, so removing it keeps the outputs. A group is not prunable
+when any of its classes is blocked (``reasons``), or when it is irregular (a source gives a channel two units, or a
+member reads a channel at a varying number of positions).
 """
 
 import collections

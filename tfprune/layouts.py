@@ -34,6 +34,11 @@ class KernelLayout:
         """The bias (units,) among the layer's weights, or None."""
         return weights[1] if len(weights) > 1 else None
 
+    def input_rows(self, layer, positions):  # pylint: disable=unused-argument
+        """(axis, indices) of the unit kernel that read the input's last-axis ``positions`` (group pruning zeroes
+        them)."""
+        return -2, np.asarray(positions, np.int64)
+
     def slice(self, weights, in_keep=None, out_keep=None):
         """``[kernel, bias?]`` with only the input rows ``in_keep`` and the units ``out_keep`` (None: all)."""
         weights = list(weights)
@@ -41,6 +46,22 @@ class KernelLayout:
             weights[0] = np.take(weights[0], in_keep, axis=self.in_axis)
         if out_keep is not None:
             weights = [np.take(w, out_keep, axis=-1) for w in weights]
+        return weights
+
+
+@dataclasses.dataclass(frozen=True)
+class DepthwiseLayout(KernelLayout):
+    """A DepthwiseConv2D's kernel (k..., in, m) and bias (in * m,): no units of its own; input channel ``c`` is its
+    kernel's ``[..., c, :]`` and its outputs (and bias entries) ``c * m ... c * m + m - 1``."""
+
+    def slice(self, weights, in_keep=None, out_keep=None):
+        weights = list(weights)
+        if in_keep is not None:
+            multiplier = weights[0].shape[-1]
+            weights[0] = np.take(weights[0], in_keep, axis=-2)
+            if len(weights) > 1:
+                outputs = (np.asarray(in_keep, np.int64)[:, None] * multiplier + np.arange(multiplier)).ravel()
+                weights[1] = np.take(weights[1], outputs, axis=-1)
         return weights
 
 
@@ -54,6 +75,9 @@ class TransposedLayout:
 
     def unit_shape(self, shape):
         return tuple(shape[:-2]) + (shape[-1], shape[-2])
+
+    def input_rows(self, layer, positions):  # pylint: disable=unused-argument
+        return -2, np.asarray(positions, np.int64)  # the unit kernel is (k..., in, units)
 
     def bias(self, weights):
         return weights[1] if len(weights) > 1 else None
@@ -80,6 +104,11 @@ class SeparableLayout:
     def unit_shape(self, shape):
         """The unit kernel's shape for a pointwise kernel of ``shape`` (the kind's ``kernel_attr``)."""
         return tuple(shape)
+
+    def input_rows(self, layer, positions):
+        """Input channel ``c`` is read by the pointwise rows ``c * m + j``."""
+        multiplier = int(layer.depth_multiplier)
+        return -2, (np.asarray(positions, np.int64)[:, None] * multiplier + np.arange(multiplier)).ravel()
 
     def bias(self, weights):
         return weights[2] if len(weights) > 2 else None
@@ -162,6 +191,9 @@ class GatedLayout:
     def unit_kernel(self, weights):
         return recurrent.unit_kernel(weights[0], weights[1], self.gates)
 
+    def input_rows(self, layer, positions):  # pylint: disable=unused-argument
+        return 0, np.asarray(positions, np.int64)  # the unit kernel is (in + u, gates, u)
+
     def slice(self, weights, in_keep=None, out_keep=None):
         return recurrent.slice_weights(weights, self.gates, in_keep, out_keep)
 
@@ -179,6 +211,9 @@ class BidirectionalLayout:
         recurrent_kernel = np.asarray(weights[1])
         return GatedLayout(recurrent_kernel.shape[1] // recurrent_kernel.shape[0]), weights[:half], weights[half:]
 
+    def input_rows(self, layer, positions):  # pylint: disable=unused-argument
+        return 0, np.asarray(positions, np.int64)  # the unit kernel is (in + u, gates, 2, u)
+
     def unit_kernel(self, weights):
         gated, forward, backward = self._halves(weights)
         return np.stack([gated.unit_kernel(forward), gated.unit_kernel(backward)], axis=-2)
@@ -191,4 +226,5 @@ class BidirectionalLayout:
         return gated.slice(forward, in_keep, out_keep) + gated.slice(backward, in_keep, out_keep)
 
 
-__all__ = ["BidirectionalLayout", "GatedLayout", "HeadLayout", "KernelLayout", "SeparableLayout", "TransposedLayout"]
+__all__ = ["BidirectionalLayout", "DepthwiseLayout", "GatedLayout", "HeadLayout", "KernelLayout", "SeparableLayout",
+           "TransposedLayout"]

@@ -8,11 +8,13 @@ import dataclasses
 import numpy as np
 
 from tfprune import graph
+from tfprune import group_pruning
 from tfprune import in_place as in_place_lib
 from tfprune import layers_separable as prunable_separable
 from tfprune import masks as masks_lib
 from tfprune import registry
 from tfprune import scoring
+from tfprune.selection import select_layers
 
 
 def make_prunable(model, in_place=False, pruned_kernels=None):
@@ -124,27 +126,6 @@ def default_layers(model, method):
     return names
 
 
-def select_layers(model, layers, value):
-    """{layer name: value} of a ``layers`` argument: a list of names (each mapped to ``value``) or a dict name ->
-    its own value (copied).
-
-    Raises:
-      ValueError: ``layers`` neither a list nor a dict, a name listed twice, or selecting nothing.
-    """
-    if isinstance(layers, dict):
-        plan = dict(layers)
-    elif isinstance(layers, (list, tuple)):
-        twice = sorted({n for n in layers if list(layers).count(n) > 1})
-        if twice:
-            raise ValueError(f"layer(s) {', '.join(map(repr, twice))} named more than once in layers={list(layers)}")
-        plan = {n: value for n in layers}
-    else:
-        raise ValueError(f"layers {layers!r} must be None, a list of layer names or a dict name -> sparsity")
-    if not plan:
-        raise ValueError(f"no layer selected to prune in model {model.name!r} (layers={layers!r})")
-    return plan
-
-
 def resolve_plan(model, sparsity, method="weight", layers=None):
     """Turns (sparsity, layers) into an ordered {layer name: sparsity} plan, validating everything.
 
@@ -157,6 +138,8 @@ def resolve_plan(model, sparsity, method="weight", layers=None):
       of an output layer, a model with no prunable layer.
     """
     scorer = scoring.check_method(method)
+    if scorer.couples_channels:
+        return group_pruning.resolve(model, sparsity, layers)[0]
     model_layers = registry.model_layers(model)
     all_prunable = [l.name for l in model_layers if registry.is_prunable(l)]
     if not all_prunable:
@@ -201,10 +184,14 @@ def prune(model, sparsity=None, method="weight", scope="layer", layers=None):
       model: a model from ``make_prunable`` (or holding PrunableDense/PrunableConv2D layers).
       sparsity: fraction in [0, 1) of weights (``method="weight"``) or output units (``"unit"``) to zero.
       method: ``"weight"`` ranks single weights by |w|; ``"unit"`` ranks output units by L2 norm and also zeroes
-        their biases.
-      scope: ``"layer"`` ranks within each layer; ``"global"`` ranks all selected layers together.
-      layers: None (weight: every prunable layer; unit: all but the output layers), a list of names, or a dict
-        name -> sparsity (a per-layer plan; ``sparsity`` is then ignored).
+        their biases; ``"group"`` (``"group_mean"``, ``"group_max"``) ranks the channels of each coupled channel
+        group (``tfprune.groups``: the convolutions joined by a residual ``Add``, their BatchNorm and depthwise
+        followers, the layers reading them) and zeroes every weight of a removed channel in all of them
+        (``tfprune.group_pruning``), so ``shrink`` removes it everywhere.
+      scope: ``"layer"`` ranks within each layer (group); ``"global"`` ranks all selected layers (groups) together.
+      layers: None (weight: every prunable layer; unit: all but the output layers; group: every prunable group), a
+        list of names (group methods: group or source layer names), or a dict name -> sparsity (a per-layer plan;
+        ``sparsity`` is then ignored).
 
     Masks only shrink: weights pruned before stay pruned. Returns the model.
 
@@ -213,6 +200,8 @@ def prune(model, sparsity=None, method="weight", scope="layer", layers=None):
       modified when it raises.
     """
     scoring.check_scope(scope)
+    if scoring.check_method(method).couples_channels:
+        return group_pruning.prune(model, sparsity, method, scope, layers)
     plan = resolve_plan(model, sparsity, method, layers)
     try:
         new = _new_masks(model, plan, method, scope)

@@ -36,8 +36,8 @@ from tfprune import stacks
 from tfprune.channels import (CHANNELWISE_TYPES, ELEMENTWISE_ACTIVATIONS, activation_name, flatten_blocks,
                               is_channelwise, is_elementwise)
 from tfprune.kinds import LayerKind
-from tfprune.layouts import (BidirectionalLayout, GatedLayout, HeadLayout, KernelLayout, SeparableLayout,
-                             TransposedLayout)
+from tfprune.layouts import (BidirectionalLayout, DepthwiseLayout, GatedLayout, HeadLayout, KernelLayout,
+                             SeparableLayout, TransposedLayout)
 from tfprune._env import keras, keras3
 
 L, L3 = keras.layers, keras3.layers
@@ -175,14 +175,15 @@ KINDS = (  # tf_keras (Keras 2), then Keras 3: the same layer types, each with t
     _kind(L.Conv2D, prunable_layers.PrunableConv2D, "filters", unsupported=_conv_support),
     _kind(L.Conv3D, prunable_layers.PrunableConv3D, "filters", unsupported=_conv_support),
     _kind(L.DepthwiseConv2D, prunable_layers.PrunableDepthwiseConv2D, "depth_multiplier",
-              kernel_attr="depthwise_kernel", has_units=False),
+              kernel_attr="depthwise_kernel", has_units=False, layout=DepthwiseLayout()),
     _kind(L.Embedding, prunable_layers.PrunableEmbedding, "output_dim", unsupported=_embedding_support,
               macs=_no_macs, kernel_attr="embeddings"),
     _kind(L3.Dense, prunable_layers3.PrunableDense, "units", flat_input=True),
     _kind(L3.Conv1D, prunable_layers3.PrunableConv1D, "filters", unsupported=_conv_support),
     _kind(L3.Conv2D, prunable_layers3.PrunableConv2D, "filters", unsupported=_conv_support),
     _kind(L3.Conv3D, prunable_layers3.PrunableConv3D, "filters", unsupported=_conv_support),
-    _kind(L3.DepthwiseConv2D, prunable_layers3.PrunableDepthwiseConv2D, "depth_multiplier", has_units=False),
+    _kind(L3.DepthwiseConv2D, prunable_layers3.PrunableDepthwiseConv2D, "depth_multiplier", has_units=False,
+          layout=DepthwiseLayout()),
     _kind(L3.Embedding, prunable_layers3.PrunableEmbedding, "output_dim", unsupported=_embedding_support,
               macs=_no_macs, kernel_attr="embeddings"),
 ) + (_transposed_kinds(L, prunable_transposed.TF_KERAS) + _transposed_kinds(L3, prunable_transposed.KERAS3)

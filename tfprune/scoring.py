@@ -33,6 +33,8 @@ class Scorer:
     prunes_outputs: whether it may prune the model's output layers (a unit method would remove classes).
     ranks_units: whether its groups are the kernel's output units (last axis): such a method cannot prune a layer
       without units of its own (``LayerKind.has_units`` False, e.g. DepthwiseConv2D).
+    couples_channels: a group method: it ranks the coupled channel groups of the whole model
+      (``tfprune.group_pruning``), not one kernel at a time; its ``layers`` are group names.
     """
     name: str
     scores: Callable
@@ -42,6 +44,7 @@ class Scorer:
     prunes_bias: bool = False
     prunes_outputs: bool = True
     ranks_units: bool = False
+    couples_channels: bool = False
 
     def bias_keep(self, keep):
         """The bias keep-vector (units,) for a group keep vector, or None when the bias is left as it is."""
@@ -62,7 +65,17 @@ UNIT = Scorer(
     kernel_keep=lambda keep, current: current & keep, prunes_bias=True, prunes_outputs=False,
     ranks_units=True)
 
-SCORERS = {s.name: s for s in (WEIGHT, UNIT)}
+
+
+def _whole_model(kernel):
+    raise ValueError("a group method ranks a model's channel groups, not one kernel (tfprune.group_pruning)")
+
+
+GROUPS = tuple(Scorer(name=name, scores=_whole_model, global_scores=_whole_model, alive=_whole_model,
+                      kernel_keep=_whole_model, prunes_bias=True, prunes_outputs=False, ranks_units=True,
+                      couples_channels=True) for name in ("group", "group_mean", "group_max"))
+
+SCORERS = {s.name: s for s in (WEIGHT, UNIT) + GROUPS}
 METHODS = tuple(SCORERS)
 SCOPES = ("layer", "global")
 
@@ -121,4 +134,5 @@ def select(scorer, kernels, sparsities, currents, scope="layer", names=None):
     return [(scorer.kernel_keep(keep, current), scorer.bias_keep(keep)) for keep, current in zip(keeps, currents)]
 
 
-__all__ = ["METHODS", "SCOPES", "SCORERS", "Scorer", "UNIT", "WEIGHT", "check_method", "check_scope", "select"]
+__all__ = ["GROUPS", "METHODS", "SCOPES", "SCORERS", "Scorer", "UNIT", "WEIGHT", "check_method", "check_scope",
+           "select"]

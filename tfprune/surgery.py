@@ -18,6 +18,7 @@ import numpy as np
 
 from tfprune import costs
 from tfprune import graph as graph_lib
+from tfprune import group_shrink
 from tfprune import pruning
 from tfprune import registry
 from tfprune import stacks
@@ -150,10 +151,11 @@ def _follow_units(model, graph, layer, kind, units, values):
 
 
 def plan_removal(model):
-    """Decides which units of a plain model go. Returns ({weight layer: kept output units},
-    {layer: kept indices along its input's last axis}, [kept-for-safety notes])."""
+    """Decides which units of a plain model go: first the unread channels of coupled groups (``group_shrink``),
+    then the dead units of plain chains. Returns ({weight layer: kept output units}, {layer: kept indices along its
+    input's last axis}, [kept-for-safety notes])."""
     graph = graph_lib.layer_graph(model)
-    out_keep, in_keep, notes = {}, {}, []
+    out_keep, in_keep, notes = group_shrink.plan(model)
     for layer in model.layers:
         kind = _weight_kind(layer)
         if kind is None:
@@ -161,6 +163,11 @@ def plan_removal(model):
         if kind.recurrent and len(graph.inbound.get(layer.name, ())) != 1:
             continue  # called with initial states: its dead units need not start at 0
         units, values, reason = _dead_units(layer, kind, in_keep.get(layer.name))
+        width = int(registry.kernel_shape(layer)[-1])
+        present = out_keep.get(layer.name, np.arange(width))
+        if len(units) and len(present) < width:  # some already go with their group
+            still = np.isin(units, present)
+            units, values = units[still], None if values is None else values[still]
         if not len(units):
             continue
         if kind.internal_units:  # attention heads: the layer's output width, and so its consumers, stay
@@ -169,18 +176,18 @@ def plan_removal(model):
             removable, chain = units[:0], []
         else:
             removable, chain, reason = _follow_units(model, graph, layer, kind, units, values)
-        width = int(registry.kernel_shape(layer)[-1])
-        if len(removable) == width:  # Keras layers need at least one unit: keep the first one (its output is 0).
+        if len(removable) == len(present):  # Keras layers need at least one unit: keep the first (its output is 0)
             removable = removable[1:]
             notes.append(f"{layer.name}: 1 dead unit kept: every unit is dead and a layer needs at least one")
         if reason:
             notes.append(f"{layer.name}: {len(units) - len(removable)} dead unit(s) kept: {reason}")
         if len(removable):
-            kept = np.setdiff1d(np.arange(width), removable)
+            kept = np.setdiff1d(present, removable)
             out_keep[layer.name] = kept
             channels = int(graph_lib.output_shapes(model, layer)[0][-1])
             for name, blocks in chain:
-                in_keep[name] = _positions(np.sort(_channels_of(layer, kind, kept)), channels, blocks)
+                positions = _positions(np.sort(_channels_of(layer, kind, kept)), channels, blocks)
+                in_keep[name] = positions if name not in in_keep else np.intersect1d(in_keep[name], positions)
     return out_keep, in_keep, notes
 
 
@@ -191,6 +198,8 @@ def _sliced_weights(layer, in_keep, out_keep):
     kind = _weight_kind(layer)
     if kind is not None:
         return kind.slice(weights, in_keep, out_keep)
+    if in_keep is not None and registry.kind_of(layer) is not None:  # a DepthwiseConv2D following its input
+        return registry.kind_of(layer).slice(weights, in_keep)
     if in_keep is not None:  # a channel-wise layer on a shrunk path: its per-channel parameters follow
         return [np.take(w, in_keep, axis=-1) for w in weights]
     return weights
@@ -268,6 +277,10 @@ def shrink(model):
             return registry.with_width(layer, len(out_keep[layer.name]))
         if layer.name in in_keep and _weight_kind(layer) is not None:  # its width stays, its input changes
             return registry.with_width(layer, int(registry.kernel_shape(layer)[-1]))
+        if layer.name in in_keep and hasattr(layer, "target_shape"):  # a Reshape naming the channel count
+            config = layer.get_config()
+            config["target_shape"] = tuple(config["target_shape"][:-1]) + (len(in_keep[layer.name]),)
+            return type(layer).from_config(config)
         return type(layer).from_config(layer.get_config())
 
     new_model = graph_lib.clone(plain, clone)
