@@ -5,6 +5,7 @@ streams an image folder too large for memory.
     scripts/bench.sh own_data --part=mobilenet    # MobileNetV2 sweep with export (about 40 minutes on 2 cores)
     scripts/bench.sh own_data --part=streaming    # streamed image-folder sweep with peak RSS
     scripts/bench.sh own_data --part=depthwise    # MobileNetV2 alpha 0.35: tfprune vs TF-MOT, depthwise kernels
+    scripts/bench.sh own_data --part=groups       # MobileNetV2 alpha 0.35: group pruning 30/50 %, shrunk int8
 
 ``mobilenet``: writes real Fashion-MNIST padded to 32×32×3 as an ``.npz`` (55,000 training, 5,000 validation,
 10,000 test images; ``scripts/own_data.py``), trains ``keras.applications.MobileNetV2(weights=None,
@@ -16,6 +17,11 @@ pruning, fine-tuning and TFLite export (float, int8), into ``docs/results/own_da
 k = 50/75/90 %, one fine-tune epoch per point: tfprune's weight pruning reaches the 17 DepthwiseConv2D kernels, which
 TF-MOT wraps but does not prune (``prune_registry``: ``DepthwiseConv2D: []``), into
 ``docs/results/compare_mobilenetv2_035``.
+
+``groups``: the same MobileNetV2(alpha=0.35) file through ``python -m tfprune.compare --methods=group`` at k = 30
+and 50 % of every channel group (its residual stages included), ``--finetune_epochs`` on TF-MOT's PolynomialDecay,
+exported as int8 TFLite unshrunk and shrunk, into ``docs/results/groups_mobilenetv2_035``: accuracy against the
+dense model fine-tuned alike, and the shrunk file's size and latency beside it.
 
 ``streaming``: writes the same images resized to ``--stream_size`` pixels square (RGB PNG) as an image folder whose
 decoded float32 pixels are far larger than ``--data_memory_mib``, runs a one-shot sweep of lenet_300_100 on it in a
@@ -37,7 +43,7 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import own_data  # noqa: E402  pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("part", "all", ["all", "mobilenet", "streaming", "depthwise"], "Which part to run.")
+flags.DEFINE_enum("part", "all", ["all", "mobilenet", "streaming", "depthwise", "groups"], "Which part to run.")
 flags.DEFINE_string("work_dir", "/tmp/tfprune_own_data", "Where the generated data and the trained model go.")
 flags.DEFINE_string("output_dir", os.path.join(ROOT, "docs", "results", "own_data_mobilenetv2"),
                     "Folder of the MobileNetV2 sweep.")
@@ -112,6 +118,18 @@ def depthwise():
     print(f"MobileNetV2 alpha 0.35 comparison: {seconds:.0f} s; results in {out}/results.md")
 
 
+def groups():
+    """MobileNetV2 alpha 0.35 group-pruned to 30 and 50 % of its channels with fine-tuning, shrunk int8 TFLite, in
+    docs/results/groups_mobilenetv2_035."""
+    npz = _npz()
+    model_path = _trained_mobilenet(npz, alpha=0.35)
+    out = os.path.join(ROOT, "docs", "results", "groups_mobilenetv2_035")
+    seconds = _run([sys.executable, "-m", "tfprune.compare", f"--model_path={model_path}", f"--dataset=npz:{npz}",
+                    "--methods=group", "--sparsities=30,50", f"--finetune_epochs={max(FLAGS.finetune_epochs, 1)}",
+                    "--export=int8", "--export_eval_size=2000", f"--output_dir={out}", "--resume", "--verbose=0"])
+    print(f"MobileNetV2 alpha 0.35 group pruning: {seconds:.0f} s; results in {out}/compare.md")
+
+
 def _folder_bytes(root):
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(root) for f in names)
 
@@ -143,6 +161,8 @@ def main(argv):
         mobilenet()
     if FLAGS.part in ("all", "depthwise"):
         depthwise()
+    if FLAGS.part in ("all", "groups"):
+        groups()
 
 
 if __name__ == "__main__":

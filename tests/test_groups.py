@@ -8,8 +8,9 @@ groups of keras.applications ResNet50, MobileNetV2, EfficientNetB0 and DenseNet1
 import numpy as np
 import pytest
 
-from tfprune import stacks
+from tfprune import make_prunable, prune, stacks
 from tfprune._env import keras, keras3
+from tfprune.group_pruning import channels_kept
 from tfprune.groups import channel_groups, format_groups
 
 STACKS = {"tf_keras": keras, "keras3": keras3}
@@ -61,6 +62,11 @@ def test_residual_depthwise_and_concatenated_groups_are_the_hand_made_ones(stack
     assert groups["out"].reasons == ("a model output (its channels are the classes)",)
     assert format_groups(list(groups.values())).splitlines()[-1] == \
         "5 groups, 4 prunable, 23 of 26 channels in prunable groups"
+    model = prune(make_prunable(_residual(STACKS[stack])), 0.5, "group")
+    kept = channels_kept(model)
+    assert kept == {"a": 4, "c": 2, "e": 3, "h": 2, "out": 3}
+    table = format_groups(channel_groups(model), kept)
+    assert "8 (4)" in table.splitlines()[1] and table.splitlines()[-1].endswith(", 14 kept")
 
 
 @pytest.mark.parametrize("stack", list(STACKS))

@@ -82,6 +82,13 @@ def channels_alive(group, layers):
     return alive
 
 
+def channels_kept(model):
+    """{group name: channels with a kept weight in their sources} of a prunable graph model (for ``format_groups``)."""
+    layers = {l.name: l for l in model.layers}
+    return {g.name: int(channels_alive(g, layers).sum()) for g in groups_lib.channel_groups(model)
+            if all(registry.is_prunable(layers[m.layer]) for m in g.role("source"))}
+
+
 def resolve(model, sparsity, layers=None):
     """(``{group name: sparsity}``, {name: group}, {layer name: layer}) for the groups to prune.
 
@@ -171,4 +178,4 @@ def prune(model, sparsity=None, method="group", scope="layer", layers=None):
     return model
 
 
-__all__ = ["AGGREGATES", "channel_scores", "channels_alive", "group_masks", "prune", "resolve"]
+__all__ = ["AGGREGATES", "channel_scores", "channels_alive", "channels_kept", "group_masks", "prune", "resolve"]

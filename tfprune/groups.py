@@ -123,20 +123,24 @@ def channel_groups(model):
     return groups
 
 
-def format_groups(groups):
-    """The groups as a fixed-width text table: channels, members by role, and why a group is not prunable."""
+def format_groups(groups, kept=None):
+    """The groups as a fixed-width text table: channels (``kept``: {group name: channels left}, e.g.
+    ``group_pruning.channels_kept(model)``, adds them), members by role, and why a group is not prunable."""
     width = max([8] + [len(g.name) + 2 for g in groups])
-    lines = [f"{'group':<{width}}{'channels':>9}{'sources':>9}{'followers':>11}{'consumers':>11}  status"]
+    channels = "channels" if kept is None else "channels (kept)"
+    lines = [f"{'group':<{width}}{channels:>16}{'sources':>9}{'followers':>11}{'consumers':>11}  status"]
     for g in groups:
         status = "prunable" if g.prunable else "kept: " + "; ".join(g.reasons[:2]) + \
             (f" (+{len(g.reasons) - 2} more)" if len(g.reasons) > 2 else "")
         sources = g.role("source")
         joined = "" if len(sources) == 1 else f"  [{', '.join(m.layer for m in sources)}]"
-        lines.append(f"{g.name:<{width}}{g.size:>9}{len(sources):>9}{len(g.role('follower')):>11}"
+        size = f"{g.size}" if kept is None else f"{g.size} ({kept.get(g.name, g.size)})"
+        lines.append(f"{g.name:<{width}}{size:>16}{len(sources):>9}{len(g.role('follower')):>11}"
                      f"{len(g.role('consumer')):>11}  {status}{joined}")
     prunable = [g for g in groups if g.prunable]
     lines.append(f"{len(groups)} groups, {len(prunable)} prunable, {sum(g.size for g in prunable):,} of "
-                 f"{sum(g.size for g in groups):,} channels in prunable groups")
+                 f"{sum(g.size for g in groups):,} channels in prunable groups"
+                 + ("" if kept is None else f", {sum(kept.get(g.name, g.size) for g in groups):,} kept"))
     return "\n".join(lines)
 
 

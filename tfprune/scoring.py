@@ -91,6 +91,12 @@ def check_method(method):
     return SCORERS[method]
 
 
+def removes_units(method):
+    """True for a tfprune method whose pruned models ``shrink`` makes smaller (it removes whole units or channels):
+    ``unit`` and the group methods; False for ``weight`` and for names that are not tfprune methods (``tfmot``)."""
+    return method in SCORERS and SCORERS[method].ranks_units
+
+
 def check_scope(scope):
     """Returns ``scope`` after checking it is one of ``SCOPES``.
 
@@ -135,4 +141,4 @@ def select(scorer, kernels, sparsities, currents, scope="layer", names=None):
 
 
 __all__ = ["GROUPS", "METHODS", "SCOPES", "SCORERS", "Scorer", "UNIT", "WEIGHT", "check_method", "check_scope",
-           "select"]
+           "removes_units", "select"]

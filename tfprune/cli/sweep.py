@@ -40,8 +40,9 @@ for _module in (data_flags, baseline_flags, model_path_flags, pruning_flags, dis
     flags.adopt_module_key_flags(_module)
 
 METHODS = flags.DEFINE_list(
-    "methods", ["weight", "unit"], "Pruning methods to sweep: weight, unit (tfprune rank pruning), tfmot (TF-MOT "
-    "prune_low_magnitude; needs --finetune_epochs >= 1).")
+    "methods", ["weight", "unit"], "Pruning methods to sweep: weight, unit, group, group_mean, group_max (tfprune "
+    "rank pruning; the group methods prune coupled channel groups, e.g. a residual stage, and shrink them), tfmot "
+    "(TF-MOT prune_low_magnitude; needs --finetune_epochs >= 1).")
 LAYER_SPARSITY = flags.DEFINE_string(
     "layer_sparsity", None, "A per-layer plan instead of --sparsities: a JSON file written by tfprune.sensitivity, "
     "or name=percent pairs, e.g. fc1=90,fc2=95.")

@@ -6,6 +6,8 @@ is built in either Keras (``keras="2"``: tf_keras, ``"3"``: Keras 3),
 and names its layers so that flags and per-layer plans can refer to them (``fc1``..``fc4``, ``logits``...).
 """
 
+import numpy as np
+
 from tfprune import stacks
 
 
@@ -105,3 +107,22 @@ def compile_model(model, learning_rate=1e-3):
     model.compile(optimizer=k.optimizers.Adam(learning_rate), loss=k.losses.SparseCategoricalCrossentropy(),
                   metrics=["accuracy"])
     return model
+
+
+def calibrate_batchnorm(model, x):
+    """Sets every BatchNormalization's moving mean and variance to the statistics of the batch ``x`` (one training
+    step at learning rate 0 with momentum 0: no other weight changes), so an untrained model (``weights=None``)
+    passes a signal of normal size through its depth instead of one that fades to nothing. Returns the model,
+    recompiled with Adam for training."""
+    k = stacks.of(model).keras
+    norms = [l for l in model.layers if isinstance(l, k.layers.BatchNormalization)]
+    momenta = [l.momentum for l in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    model.compile(optimizer=k.optimizers.SGD(0.0), loss=k.losses.MeanSquaredError())
+    model.fit(x, np.zeros((len(x),) + tuple(model.output_shape[1:]), np.float32), batch_size=len(x), epochs=1,
+              verbose=0)
+    for layer, momentum in zip(norms, momenta):
+        layer.momentum = momentum
+    return compile_model(model)
+

@@ -13,7 +13,8 @@ from tfprune.experiments import records  # noqa: E402
 from tfprune.experiments import tables  # noqa: E402
 
 STYLE = {"weight": dict(marker="o", color="tab:blue"), "unit": dict(marker="s", color="tab:orange"),
-         "tfmot": dict(marker="^", color="tab:green")}
+         "group": dict(marker="D", color="tab:red"), "group_mean": dict(marker="v", color="tab:purple"),
+         "group_max": dict(marker="P", color="tab:brown"), "tfmot": dict(marker="^", color="tab:green")}
 
 
 def _save(fig, path):

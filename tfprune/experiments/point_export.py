@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 
+from tfprune import scoring
 from tfprune import surgery
 from tfprune import tflite
 from tfprune.experiments import records
@@ -51,11 +52,11 @@ class PointExporter:
         self.bench = {"num_threads": num_threads, "bench_runs": bench_runs, "bench_warmup": bench_warmup}
 
     def __call__(self, stripped_model, method, k):
-        """Exports one point's model (and, for ``method == "unit"``, its shrunk copy) in every variant.
+        """Exports one point's model (and, for a unit or group method, its shrunk copy) in every variant.
 
         Args:
           stripped_model: the point's pruned plain tf_keras model (masks baked in); not modified.
-          method: the point's method; ``"unit"`` also shrinks the model (``surgery.shrink``).
+          method: the point's method; ``unit`` and the group methods also shrink the model (``surgery.shrink``).
           k: the point's percent, naming its folder (``unit-k90``).
 
         Returns:
@@ -72,7 +73,7 @@ class PointExporter:
         """
         folder = os.path.join(self.out_dir, records.point_key(method, k))
         shrink, targets = None, [(stripped_model, records.PRUNED)]
-        if method == "unit":
+        if scoring.removes_units(method):
             shrunk, shrink = self._shrink(stripped_model)
             targets.append((shrunk, records.SHRUNK))
         exports = []

@@ -7,6 +7,7 @@ every weight of a layer is one ``ConfigError`` at start-up, not a traceback afte
 
 import numpy as np
 
+from tfprune import group_pruning
 from tfprune import masks
 from tfprune import pruning
 from tfprune import registry
@@ -51,23 +52,29 @@ def check_sweep(config, model):
     ks = [None] if plan is not None else config.sparsities
     for method in config.methods:
         rank = "weight" if method == "tfmot" else method  # TF-MOT prunes the same kernels by |w|
+        scorer = scoring.check_method(rank)
         try:
-            selected = pruning.resolve_plan(prunable, 0.0, rank, layers)
+            if scorer.couples_channels:  # a plan of channel groups, and how many channels each has
+                selected, groups, _ = group_pruning.resolve(prunable, 0.0, layers)
+                sizes = {name: groups[name].size for name in selected}
+            else:
+                selected = pruning.resolve_plan(prunable, 0.0, rank, layers)
+                sizes = {name: _groups(scorer, prunable.get_layer(name)) for name in selected}
         except ValueError as e:
             raise ConfigError(f"{what}: {e}") from None
         if method == "tfmot" or config.scope != "layer":
             continue  # TF-MOT keeps at least one weight per kernel; global scope ranks across layers
-        scorer = scoring.check_method(rank)
         for k in ks:
             for name, fraction in selected.items():
                 fraction = fraction if k is None else k / 100.0
-                n = _groups(scorer, prunable.get_layer(name))
+                n = sizes[name]
                 if masks.prune_count(fraction, n) >= n:
                     largest = 100.0 * (n - 0.5) / n  # prune_count(s, n) < n  <=>  s < (n - 1/2) / n
-                    unit = "weights" if rank == "weight" else "units"
+                    unit = "weights" if rank == "weight" else "channels" if scorer.couples_channels else "units"
+                    where = "group" if scorer.couples_channels else "layer"
                     raise ConfigError(
                         f"{what if k is None else '--sparsities'}: {method} pruning at k = "
-                        f"{records.format_k(100 * fraction)} % would remove all {n:,} {unit} of layer {name!r} "
+                        f"{records.format_k(100 * fraction)} % would remove all {n:,} {unit} of {where} {name!r} "
                         f"(round(k·n) = n); use a k below {largest:.6g} % for it")
 
 

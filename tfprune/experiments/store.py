@@ -23,7 +23,7 @@ from tfprune.experiments.config import ConfigError
 
 POINTS = "points"
 LOCK_FILE = ".tfprune.lock"  # in an output dir: held while a run writes into it
-METHOD_ORDER = ("weight", "unit", "tfmot")
+METHOD_ORDER = ("weight", "unit", "group", "group_mean", "group_max", "tfmot")
 
 
 class ResultStore:

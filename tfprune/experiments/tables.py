@@ -8,7 +8,8 @@ from tfprune import io_utils
 from tfprune.experiments import records
 from tfprune.experiments import store
 
-METHOD_LABELS = {"weight": "Weight pruning", "unit": "Unit pruning", "tfmot": "TF-MOT magnitude"}
+METHOD_LABELS = {"weight": "Weight pruning", "unit": "Unit pruning", "group": "Group pruning",
+                 "group_mean": "Group pruning (mean)", "group_max": "Group pruning (max)", "tfmot": "TF-MOT magnitude"}
 FIRST_COLUMNS = ("method", "k", "target_sparsity", "achieved_sparsity", "test_accuracy", "test_loss",
                  "remaining_weights", "total_weights", "dense_size_bytes", "gzip_size_bytes")
 
