@@ -18,6 +18,7 @@ from tfprune import make_prunable, prune, prune_count, registry, shrink, stacks,
 from tfprune._env import keras, keras3
 from tfprune.callbacks import RankPruning
 from tfprune.cli import compare as compare_main
+from tfprune.cli import sweep as sweep_main
 from tfprune.experiments import models, store
 from tfprune.group_pruning import channel_scores
 from tfprune.groups import channel_groups
@@ -165,22 +166,32 @@ def test_applications_shrink_by_groups_with_the_same_logits(stack, name, small_f
         assert params <= 0.30 and macs <= 0.30
 
 
-def test_compare_runs_group_pruning_on_a_residual_model_file_and_exports_it_shrunk(small_fashion, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def residual_file(small_fashion, tmp_path_factory):
+    """The tf_keras residual model trained one epoch, as a ``.keras`` file."""
     (x, y), _ = small_fashion
     keras.utils.set_random_seed(0)
     model = models.compile_model(residual(keras))
     model.fit(x[:1024], y[:1024], epochs=1, batch_size=64, verbose=0)
-    path = str(tmp_path / "residual.keras")
+    path = str(tmp_path_factory.mktemp("residual") / "residual.keras")
     model.save(path)
-    out = str(tmp_path / "cmp")
+    return path
+
+
+def _command(main_module, path, out, *extra):
+    """Runs a command's main on the model file; returns its points by key."""
+    argv = ["cmd", f"--model_path={path}", f"--data_dir={require(FASHION_DIR)}", "--train_size=2000", "--verbose=0",
+            f"--output_dir={out}", *extra]
     with flagsaver.flagsaver():
-        flags.FLAGS(compare_main.with_defaults([
-            "compare", f"--model_path={path}", f"--data_dir={require(FASHION_DIR)}", "--train_size=2000",
-            "--methods=group,tfmot", "--sparsities=50", "--finetune_epochs=1", "--export=float",
-            "--export_eval_size=500", "--verbose=0", f"--output_dir={out}"]))
-        compare_main.main(["compare"])
+        flags.FLAGS(main_module.with_defaults(argv) if main_module is compare_main else argv)
+        main_module.main(["cmd"])
+    return {p.key: p for p in store.load_points([out])}
+
+
+def test_compare_runs_group_pruning_on_a_residual_model_file_and_exports_it_shrunk(residual_file, tmp_path, capsys):
+    points = _command(compare_main, residual_file, str(tmp_path / "cmp"), "--methods=group,tfmot",
+                      "--sparsities=50", "--finetune_epochs=1", "--export=float", "--export_eval_size=500")
     assert "Group pruning" in capsys.readouterr().out
-    points = {p.key: p for p in store.load_points([out])}
     assert sorted(points) == ["group-k50", "tfmot-k50"]
     group = points["group-k50"]
     assert {n: group.units_kept[n] for n in ("a", "b", "c", "e", "h", "out")} == \
@@ -190,3 +201,12 @@ def test_compare_runs_group_pruning_on_a_residual_model_file_and_exports_it_shru
     shrunk = [e for e in group.exports if e.model == "shrunk"]
     assert [e.variant for e in shrunk] == ["float"]
     assert shrunk[0].size_bytes < [e for e in group.exports if e.model == "pruned"][0].size_bytes
+
+
+def test_a_sweep_group_prunes_a_residual_model_file_with_the_mean_and_max_importances(residual_file, tmp_path):
+    points = _command(sweep_main, residual_file, str(tmp_path / "sweep"), "--methods=group_mean,group_max",
+                      "--sparsities=0,50", "--finetune_epochs=0")
+    assert sorted(points) == ["group_max-k0", "group_max-k50", "group_mean-k0", "group_mean-k50"]
+    for method in ("group_mean", "group_max"):
+        assert points[f"{method}-k50"].units_kept["a"] == points[f"{method}-k50"].units_kept["b"] == 4
+        assert points[f"{method}-k0"].units_kept["a"] == 8
