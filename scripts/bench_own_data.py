@@ -20,8 +20,8 @@ TF-MOT wraps but does not prune (``prune_registry``: ``DepthwiseConv2D: []``), i
 
 ``groups``: the same MobileNetV2(alpha=0.35) file through ``python -m tfprune.compare --methods=group`` at k = 30
 and 50 % of every channel group (its residual stages included), ``--finetune_epochs`` on TF-MOT's PolynomialDecay,
-exported as int8 TFLite unshrunk and shrunk, into ``docs/results/groups_mobilenetv2_035``: accuracy against the
-dense model fine-tuned alike, and the shrunk file's size and latency beside it.
+exported as int8 TFLite unshrunk and shrunk, into ``docs/results/groups_mobilenetv2_035_ft<epochs>``: accuracy against
+the dense model fine-tuned alike, and the shrunk file's size and latency beside it.
 
 ``streaming``: writes the same images resized to ``--stream_size`` pixels square (RGB PNG) as an image folder whose
 decoded float32 pixels are far larger than ``--data_memory_mib``, runs a one-shot sweep of lenet_300_100 on it in a
@@ -120,12 +120,13 @@ def depthwise():
 
 def groups():
     """MobileNetV2 alpha 0.35 group-pruned to 30 and 50 % of its channels with fine-tuning, shrunk int8 TFLite, in
-    docs/results/groups_mobilenetv2_035."""
+    docs/results/groups_mobilenetv2_035_ft<epochs>."""
     npz = _npz()
     model_path = _trained_mobilenet(npz, alpha=0.35)
-    out = os.path.join(ROOT, "docs", "results", "groups_mobilenetv2_035")
+    epochs = max(FLAGS.finetune_epochs, 1)
+    out = os.path.join(ROOT, "docs", "results", f"groups_mobilenetv2_035_ft{epochs}")
     seconds = _run([sys.executable, "-m", "tfprune.compare", f"--model_path={model_path}", f"--dataset=npz:{npz}",
-                    "--methods=group", "--sparsities=30,50", f"--finetune_epochs={max(FLAGS.finetune_epochs, 1)}",
+                    "--methods=group", "--sparsities=30,50", f"--finetune_epochs={epochs}",
                     "--export=int8", "--export_eval_size=2000", f"--output_dir={out}", "--resume", "--verbose=0"])
     print(f"MobileNetV2 alpha 0.35 group pruning: {seconds:.0f} s; results in {out}/compare.md")
 

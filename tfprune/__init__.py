@@ -7,7 +7,8 @@ Layers of the package (imports point one way: cli -> experiments -> tflite -> li
 - the pruning library, here: ``masks`` (pure selection), ``scoring`` (methods), ``registry`` (layer types),
   ``graph`` (Keras graphs), ``layers`` (``layers_rnn``, ``recurrent``: SimpleRNN/GRU/LSTM),
   ``pruning``, ``in_place`` (subclassed models), ``callbacks``, ``surgery``/``costs`` (shrinking),
-  ``coupling``/``groups`` (coupled channel groups),
+  ``coupling``/``groups`` (coupled channel groups), ``group_pruning``/``group_shrink`` (pruning and shrinking
+  them),
   ``distribute``, ``user_model``, ``io_utils``;
 - ``tfprune.tflite``: conversion, LiteRT verification and artifacts;
 - ``tfprune.experiments``: data, reference models, baselines, sweeps, comparisons and sensitivity scans;
