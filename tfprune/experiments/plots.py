@@ -47,7 +47,7 @@ def metric_vs_k(points, value, ylabel, title, path, baseline=None, scale=1.0, lo
             ax.set_ylim(v * 0.9, v * 1.1)
         else:
             ax.set_ylim(v - 1, v + 1)
-    ax.set_xlabel("k: percent of weights (or units) pruned")
+    ax.set_xlabel("k: percent of weights (units, or group channels) pruned")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     if logy:
