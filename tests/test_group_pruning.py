@@ -18,7 +18,6 @@ from tfprune import make_prunable, prune, prune_count, registry, shrink, stacks,
 from tfprune._env import keras, keras3
 from tfprune.callbacks import RankPruning
 from tfprune.cli import compare as compare_main
-from tfprune.cli import sweep as sweep_main
 from tfprune.experiments import models, store
 from tfprune.group_pruning import channel_scores
 from tfprune.groups import channel_groups
@@ -201,12 +200,3 @@ def test_compare_runs_group_pruning_on_a_residual_model_file_and_exports_it_shru
     shrunk = [e for e in group.exports if e.model == "shrunk"]
     assert [e.variant for e in shrunk] == ["float"]
     assert shrunk[0].size_bytes < [e for e in group.exports if e.model == "pruned"][0].size_bytes
-
-
-def test_a_sweep_group_prunes_a_residual_model_file_with_the_mean_and_max_importances(residual_file, tmp_path):
-    points = _command(sweep_main, residual_file, str(tmp_path / "sweep"), "--methods=group_mean,group_max",
-                      "--sparsities=0,50", "--finetune_epochs=0")
-    assert sorted(points) == ["group_max-k0", "group_max-k50", "group_mean-k0", "group_mean-k50"]
-    for method in ("group_mean", "group_max"):
-        assert points[f"{method}-k50"].units_kept["a"] == points[f"{method}-k50"].units_kept["b"] == 4
-        assert points[f"{method}-k0"].units_kept["a"] == 8

@@ -6,8 +6,6 @@ is built in either Keras (``keras="2"``: tf_keras, ``"3"``: Keras 3),
 and names its layers so that flags and per-layer plans can refer to them (``fc1``..``fc4``, ``logits``...).
 """
 
-import numpy as np
-
 from tfprune import stacks
 
 
@@ -110,19 +108,17 @@ def compile_model(model, learning_rate=1e-3):
 
 
 def calibrate_batchnorm(model, x):
-    """Sets every BatchNormalization's moving mean and variance to the statistics of the batch ``x`` (one training
-    step at learning rate 0 with momentum 0: no other weight changes), so an untrained model (``weights=None``)
-    passes a signal of normal size through its depth instead of one that fades to nothing. Returns the model,
-    recompiled with Adam for training."""
+    """Sets every BatchNormalization's moving mean and variance to the statistics of the batch ``x`` (one forward
+    pass in training mode with momentum 0: no weight changes), so an untrained model (``weights=None``) passes a
+    signal of normal size through its depth instead of one that fades to nothing. Returns the model."""
     k = stacks.of(model).keras
     norms = [l for l in model.layers if isinstance(l, k.layers.BatchNormalization)]
     momenta = [l.momentum for l in norms]
     for layer in norms:
         layer.momentum = 0.0
-    model.compile(optimizer=k.optimizers.SGD(0.0), loss=k.losses.MeanSquaredError())
-    model.fit(x, np.zeros((len(x),) + tuple(model.output_shape[1:]), np.float32), batch_size=len(x), epochs=1,
-              verbose=0)
-    for layer, momentum in zip(norms, momenta):
-        layer.momentum = momentum
-    return compile_model(model)
-
+    try:
+        model(x, training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum
+    return model
