@@ -14,6 +14,7 @@ from typing import Optional
 from tfprune import scoring
 from tfprune import stacks
 from tfprune.experiments import data_sources
+from tfprune.experiments import records
 from tfprune.tflite import convert
 
 SWEEP_METHODS = scoring.METHODS + ("tfmot",)  # tfprune's rank methods, and TF-MOT's prune_low_magnitude
@@ -216,7 +217,7 @@ class SweepConfig:
                 "finetune_epochs": f.epochs, "schedule": f.schedule, "begin_fraction": f.begin_fraction,
                 "end_fraction": f.end_fraction, "pruning_frequency": f.frequency, "export": list(self.export),
                 "export_eval_size": self.export_eval_size, "layer_sparsity": self.layer_sparsity,
-                "keras": None if b.model_path else stacks.by_version(b.keras).label}
+                "keras": None if b.model_path else stacks.by_version(b.keras).label, "gzip_level": records.GZIP_LEVEL}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,13 +33,13 @@ def clone_with_weights(model):
 
 
 def model_file_sizes(model):
-    """(bytes of the weights as an HDF5 file, bytes of that file gzipped at level 9)."""
+    """(bytes of the weights as an HDF5 file, bytes of that file gzipped at ``records.GZIP_LEVEL``)."""
     with tempfile.TemporaryDirectory() as tmp:  # Keras 3 wants the .weights.h5 suffix; both write HDF5
         path = os.path.join(tmp, "weights.h5" if stacks.of(model) is stacks.TF_KERAS else "model.weights.h5")
         model.save_weights(path)
         with open(path, "rb") as f:
             payload = f.read()
-    return len(payload), len(gzip.compress(payload, 9))
+    return len(payload), len(gzip.compress(payload, records.GZIP_LEVEL))
 
 
 def _evaluate(model, split, strategy=None):
