@@ -154,18 +154,6 @@ def model_layers(model, is_leaf=lambda layer: False):
     return found
 
 
-def find_layer(model, name, is_leaf=lambda layer: False):
-    """The layer called ``name`` among ``model_layers(model, is_leaf)``.
-
-    Raises:
-      ValueError: no such layer.
-    """
-    for layer in model_layers(model, is_leaf):
-        if layer.name == name:
-            return layer
-    raise ValueError(f"no layer named {name!r} in model {model.name!r}")
-
-
 _PROBED = weakref.WeakKeyDictionary()  # subclassed model -> (ids of its layers, names of its output layers)
 
 
@@ -297,6 +285,6 @@ def copy_weights(old_model, new_model, copy):
 
 
 __all__ = ["LayerGraph", "call_count", "called_output_layer_names", "check_graph_model", "clone", "copy_weights",
-           "find_layer", "input_shape", "is_built_graph", "is_graph_model", "keras3_calls", "keras3_input_layers",
+           "input_shape", "is_built_graph", "is_graph_model", "keras3_calls", "keras3_input_layers",
            "keras3_io", "layer_graph", "model_input_shape", "model_layers", "model_output_shape", "nodes_in",
            "output_layer_names", "output_shapes"]

@@ -24,6 +24,7 @@ from tfprune import groups as groups_lib
 from tfprune import masks as masks_lib
 from tfprune import registry
 from tfprune import stacks
+from tfprune.layouts import multiplied
 from tfprune.selection import select_layers
 
 AGGREGATES = {"group": "l2", "group_mean": "mean", "group_max": "max"}
@@ -39,13 +40,6 @@ def _unusable(group, layers):
     return ""
 
 
-def _rows(layer, member):
-    """(axis, rows (channels, r)) of a consumer's unit kernel reading each channel of the group."""
-    layout = registry.kind_of(layer).layout
-    axis, rows = layout.input_rows(layer, member.index.ravel())
-    return axis, rows.reshape(len(member.index), -1)
-
-
 def _sums(layer, member):
     """((channels,) sums of squares, (channels,) weight counts) of one member's weights per group channel."""
     if member.role == "follower" and registry.kind_of(layer) is None:  # BatchNormalization: not counted
@@ -55,7 +49,7 @@ def _sums(layer, member):
         per_unit = square.reshape(-1, square.shape[-1]).sum(axis=0)
         return per_unit[member.index[:, 0]], np.full(len(member.index), square.size // square.shape[-1])
     if member.role == "consumer":
-        axis, rows = _rows(layer, member)
+        axis, rows = groups_lib.consumer_rows(layer, member)
         axis %= square.ndim
         per_row = square.sum(axis=tuple(a for a in range(square.ndim) if a != axis))
         return per_row[rows].sum(axis=1), np.full(len(rows), rows.shape[1] * (square.size // square.shape[axis]))
@@ -151,7 +145,7 @@ def group_masks(model, plan, by_name, layers, method="group", scope="layer"):
                 kernel[..., member.index[removed, 0]] = False
                 sources.add(member.layer)
             elif member.role == "consumer":
-                axis, rows = _rows(layer, member)
+                axis, rows = groups_lib.consumer_rows(layer, member)
                 index = [slice(None)] * kernel.ndim
                 index[axis] = rows[removed].ravel()
                 kernel[tuple(index)] = False
@@ -160,8 +154,7 @@ def group_masks(model, plan, by_name, layers, method="group", scope="layer"):
                 kernel[..., channels, :] = False
                 if getattr(layer, "bias_mask", None) is not None:
                     bias = biases.setdefault(member.layer, stacks.of(layer).to_numpy(layer.bias_mask) > 0.5)
-                    multiplier = kernel.shape[-1]
-                    bias[(channels[:, None] * multiplier + np.arange(multiplier)).ravel()] = False
+                    bias[multiplied(channels, kernel.shape[-1])] = False
     return {name: (kernel, masks_lib.units_alive(kernel) if name in sources else biases.get(name))
             for name, kernel in kernels.items()}
 

@@ -14,11 +14,6 @@ from tfprune import groups as groups_lib
 from tfprune import registry
 
 
-def _rows(layer, member):
-    axis, rows = registry.kind_of(layer).layout.input_rows(layer, member.index.ravel())
-    return axis, rows.reshape(len(member.index), -1)
-
-
 def unread_channels(group, layers):
     """Bool (size,): the channels of ``group`` every consumer's rows of which are zero (False for all when the group
     has no consumer). ``layers``: {name: plain layer}."""
@@ -27,7 +22,7 @@ def unread_channels(group, layers):
     for member in consumers:
         layer = layers[member.layer]
         kernel = np.asarray(registry.kind_of(layer).layout.unit_kernel(layer.get_weights()))
-        axis, rows = _rows(layer, member)
+        axis, rows = groups_lib.consumer_rows(layer, member)
         axis %= kernel.ndim
         read = (kernel != 0).any(axis=tuple(a for a in range(kernel.ndim) if a != axis))
         unread &= ~read[rows].any(axis=1)

@@ -18,6 +18,7 @@ import dataclasses
 import numpy as np
 
 from tfprune import coupling
+from tfprune import registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +124,13 @@ def channel_groups(model):
     return groups
 
 
+def consumer_rows(layer, member):
+    """(axis, rows (channels, r)) of a consumer's unit kernel that read each channel of its group (its layout's
+    ``input_rows``: one row per position for a Dense or convolution, ``m`` pointwise rows for a separable one)."""
+    axis, rows = registry.kind_of(layer).layout.input_rows(layer, member.index.ravel())
+    return axis, rows.reshape(len(member.index), -1)
+
+
 def format_groups(groups, kept=None):
     """The groups as a fixed-width text table: channels (``kept``: {group name: channels left}, e.g.
     ``group_pruning.channels_kept(model)``, adds them), members by role, and why a group is not prunable."""
@@ -144,4 +152,4 @@ def format_groups(groups, kept=None):
     return "\n".join(lines)
 
 
-__all__ = ["ChannelGroup", "Member", "channel_groups", "format_groups"]
+__all__ = ["ChannelGroup", "Member", "channel_groups", "consumer_rows", "format_groups"]

@@ -16,6 +16,12 @@ import numpy as np
 from tfprune import recurrent
 
 
+def multiplied(channels, multiplier):
+    """The positions ``c * m + j`` (j < m) of input channels ``channels`` after a depth multiplier ``m``, in order:
+    how Keras lays out a depthwise convolution's outputs."""
+    return (np.asarray(channels, np.int64)[:, None] * int(multiplier) + np.arange(int(multiplier))).ravel()
+
+
 @dataclasses.dataclass(frozen=True)
 class KernelLayout:
     """One kernel whose last axis is the units and whose axis ``in_axis`` reads the input's last axis, and an
@@ -60,8 +66,7 @@ class DepthwiseLayout(KernelLayout):
             multiplier = weights[0].shape[-1]
             weights[0] = np.take(weights[0], in_keep, axis=-2)
             if len(weights) > 1:
-                outputs = (np.asarray(in_keep, np.int64)[:, None] * multiplier + np.arange(multiplier)).ravel()
-                weights[1] = np.take(weights[1], outputs, axis=-1)
+                weights[1] = np.take(weights[1], multiplied(in_keep, multiplier), axis=-1)
         return weights
 
 
@@ -107,8 +112,7 @@ class SeparableLayout:
 
     def input_rows(self, layer, positions):
         """Input channel ``c`` is read by the pointwise rows ``c * m + j``."""
-        multiplier = int(layer.depth_multiplier)
-        return -2, (np.asarray(positions, np.int64)[:, None] * multiplier + np.arange(multiplier)).ravel()
+        return -2, multiplied(positions, layer.depth_multiplier)
 
     def bias(self, weights):
         return weights[2] if len(weights) > 2 else None
@@ -116,8 +120,7 @@ class SeparableLayout:
     def slice(self, weights, in_keep=None, out_keep=None):
         weights = list(weights)
         if in_keep is not None:
-            multiplier = weights[0].shape[-1]
-            rows = (np.asarray(in_keep, np.int64)[:, None] * multiplier + np.arange(multiplier)).ravel()
+            rows = multiplied(in_keep, weights[0].shape[-1])
             weights[0] = np.take(weights[0], in_keep, axis=-2)
             weights[1] = np.take(weights[1], rows, axis=-2)
         if out_keep is not None:
@@ -227,4 +230,4 @@ class BidirectionalLayout:
 
 
 __all__ = ["BidirectionalLayout", "DepthwiseLayout", "GatedLayout", "HeadLayout", "KernelLayout", "SeparableLayout",
-           "TransposedLayout"]
+           "TransposedLayout", "multiplied"]

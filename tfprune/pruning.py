@@ -92,8 +92,8 @@ def strip(model, in_place=False):
     return new_model
 
 
-def _kind_layers(model):
-    return [l for l in registry.model_layers(model) if registry.kind_of(l) is not None]
+def _kind_layers(layers):
+    return [l for l in layers if registry.kind_of(l) is not None]
 
 
 def output_layer_names(model):
@@ -102,7 +102,7 @@ def output_layer_names(model):
     Raises:
       ValueError: a subclassed model that cannot be run to find them (not built on one input shape).
     """
-    names = graph.output_layer_names(model, _kind_layers(model))
+    names = graph.output_layer_names(model, _kind_layers(registry.model_layers(model)))
     if names is None:
         raise ValueError(f"cannot tell which layers give the outputs of subclassed model {model.name!r} (it was not "
                          "built on one input shape, so tfprune cannot run it to see); name the layers to unit-prune "
@@ -148,7 +148,7 @@ def resolve_plan(model, sparsity, method="weight", layers=None):
         raise ValueError(f"model {model.name!r} has no prunable layer{hint}")
     plan = select_layers(model, default_layers(model, method) if layers is None else layers, sparsity)
     known = {l.name: l for l in model_layers}
-    outputs = graph.output_layer_names(model, _kind_layers(model)) or set()
+    outputs = graph.output_layer_names(model, _kind_layers(model_layers)) or set()
     for name, value in plan.items():
         if name not in known:
             raise ValueError(f"layer {name!r} does not exist in model {model.name!r}; prunable layers: "
