@@ -63,3 +63,23 @@ def test_tfmot_agrees_with_ours_at_the_same_step(comparison):
         ours, theirs = by_key[("weight", k)], by_key[("tfmot", k)]
         for name, n in sizes.items():
             assert abs(ours.layer_sparsity[name] - theirs.layer_sparsity[name]) * n <= 1.0 + 1e-6
+
+
+def test_block_pruning_against_tfmot_block_size(tmp_path):
+    require(FASHION_DIR)
+    out = str(tmp_path / "blocks")
+    with flagsaver.flagsaver():
+        FLAGS(compare.with_defaults([
+            "compare", "--model=lenet_300_100", "--train_epochs=1", "--train_size=600", "--sparsities=90",
+            "--methods=block_1x4,tfmot_block_1x4", "--finetune_epochs=1", "--batch_size=64", "--verbose=0",
+            f"--output_dir={out}", f"--cache_dir={tmp_path / 'cache'}"]))
+        compare.main(["compare"])
+    markdown = open(os.path.join(out, "compare.md")).read()
+    assert "## tfprune 1x4 block pruning vs TF-MOT block_size (4, 1)" in markdown
+    assert "## tfprune weight pruning vs TF-MOT" not in markdown
+    by_key = {(r.method, r.k): r for r in store.load_points([out])}
+    ours, theirs = by_key[("block_1x4", 90.0)], by_key[("tfmot_block_1x4", 90.0)]
+    for name, blocks in {"fc1": 196 * 300, "fc2": 75 * 100, "logits": 25 * 10}.items():
+        # Both prune 90 % of the 4-input blocks of each kernel (TF-MOT rounds its own way: within one block).
+        assert ours.layer_sparsity[name] == pytest.approx(0.9, abs=0.5 / blocks)
+        assert abs(ours.layer_sparsity[name] - theirs.layer_sparsity[name]) * blocks <= 1.0 + 1e-6, name

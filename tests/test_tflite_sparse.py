@@ -42,7 +42,7 @@ def conversions(trained_lenet):
     def convert(quantization):
         seen = []
         real = tflite_sparse.reencode_csr
-        with mock.patch.object(tflite_sparse, "reencode_csr", lambda *a: seen.append(a[0]) or real(*a)):
+        with mock.patch.object(tflite_sparse, "reencode_csr", lambda *a, **k: seen.append(a[0]) or real(*a, **k)):
             csr = export.to_tflite(model, quantization, True, representative)
         return export.to_tflite(model, quantization, False, representative), seen[0], csr
     return convert
@@ -76,7 +76,7 @@ def op_names(model_bytes):
 def outputs(model_bytes, x, prefer_xnnpack):
     interpreter, info = export.load_interpreter(model_bytes, len(x), prefer_xnnpack=prefer_xnnpack)
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    interpreter.set_tensor(inp["index"], tflite_runtime._quantize(x, inp))  # pylint: disable=protected-access
+    interpreter.set_tensor(inp["index"], tflite_runtime.quantize(x, inp))
     interpreter.invoke()
     return interpreter.get_tensor(out["index"]), info
 
@@ -92,8 +92,11 @@ def test_block_format_decodes_to_the_plain_files_weights(conversions, quantizati
         assert np.array_equal(decoded[stored], expected[stored])  # the same quantized values, bit for bit
         assert np.count_nonzero(decoded) == np.count_nonzero(decoded[stored])
         assert np.array_equal(restored, expected)  # including the columns past the last whole block
-        assert list(csr_tensor.sparsity.traversalOrder) == [0, 1] and len(csr_tensor.sparsity.blockMap) == 0
-    assert op_names(csr).count(DENSIFY) == 3
+        if tensor.type == schema.TensorType.INT8:  # an int8 weight behind DENSIFY does not load in CompiledModel
+            assert csr_tensor.sparsity is None
+        else:  # float32, float16, and the small float logits kernel that dynamic range leaves unquantized
+            assert list(csr_tensor.sparsity.traversalOrder) == [0, 1] and len(csr_tensor.sparsity.blockMap) == 0
+    assert op_names(csr).count(DENSIFY) == {"dynamic": 1, "int8": 0}.get(quantization, 3)
 
 
 def test_blocks_not_dividing_the_input_drop_weights_that_the_reference_restores(conversions):
@@ -112,16 +115,18 @@ def test_blocks_not_dividing_the_input_drop_weights_that_the_reference_restores(
 def test_reencoded_file_is_smaller_and_computes_the_plain_model(conversions, trained_lenet, quantization):
     _, x, _, _ = trained_lenet
     dense, block, csr = conversions(quantization)
-    assert len(csr) < 0.7 * len(block), (len(csr), len(block))
-    assert len(csr) < len(dense) / 8
+    if quantization in ("dynamic", "int8"):  # int8 weights stored dense: the plain file's size, XNNPACK's speed
+        assert len(csr) < 1.05 * len(dense), (len(csr), len(dense))
+    else:
+        assert len(csr) < 0.7 * len(block), (len(csr), len(block))
+        assert len(csr) < len(dense) / 8
     expected, _ = outputs(dense, x, prefer_xnnpack=False)
     got, info = outputs(csr, x, prefer_xnnpack=False)
     assert info["path"] == "builtin" and np.array_equal(got, expected)  # the same dense kernels on the same weights
     got, info = outputs(csr, x, prefer_xnnpack=True)
     expected, _ = outputs(dense, x, prefer_xnnpack=True)
     assert np.allclose(got, expected, rtol=0, atol=1e-6)  # XNNPACK may take other nodes than in the plain file
-    if quantization == "dynamic":  # XNNPACK cannot prepare a dynamic-range FULLY_CONNECTED behind DENSIFY
-        assert info["path"] == "builtin" and "XNNPack" in info["fallback_reason"]
+    assert info["path"] == "xnnpack" and not info["fallback_reason"]
 
 
 def test_converter_block_form_is_misread_where_the_module_says(conversions, trained_lenet):
@@ -138,7 +143,7 @@ def test_converter_block_form_is_misread_where_the_module_says(conversions, trai
 
 def test_converters_own_csr_and_dense_files_are_left_alone(trained_lenet):
     model, _, _, _ = trained_lenet
-    sparse = export.to_tflite(magnitude_pruned(model, 0.9), "dynamic", sparse_encoding=True)
+    sparse = export.to_tflite(magnitude_pruned(model, 0.9), "none", sparse_encoding=True)
     assert op_names(sparse).count(DENSIFY) == 3  # 90 %: the converter chose CSR + DENSIFY itself
     same, report = tflite_sparse.reencode_csr(sparse)
     assert same is sparse and len(report) == 3

@@ -182,9 +182,12 @@ def prune(model, sparsity=None, method="weight", scope="layer", layers=None):
 
     Args:
       model: a model from ``make_prunable`` (or holding PrunableDense/PrunableConv2D layers).
-      sparsity: fraction in [0, 1) of weights (``method="weight"``) or output units (``"unit"``) to zero.
+      sparsity: fraction in [0, 1) of weights (``method="weight"``), output units (``"unit"``) or blocks to zero.
       method: ``"weight"`` ranks single weights by |w|; ``"unit"`` ranks output units by L2 norm and also zeroes
-        their biases; ``"group"`` (``"group_mean"``, ``"group_max"``) ranks the channels of each coupled channel
+        their biases; ``"block_1x4"`` (``"block_1x16"``, any ``"block_<units>x<inputs>"``; ``"block_l1_1x4"`` by
+        mean |w|) ranks blocks of consecutive inputs of one unit by RMS (``tfprune.blocks``: TFLite's sparse kernels
+        compute 1x4 float and 1x16 int8 blocks; a block wider than a kernel is a ValueError naming the layer and its
+        shape); ``"group"`` (``"group_mean"``, ``"group_max"``) ranks the channels of each coupled channel
         group (``tfprune.groups``: the convolutions joined by a residual ``Add``, their BatchNorm and depthwise
         followers, the layers reading them) and zeroes every weight of a removed channel in all of them
         (``tfprune.group_pruning``), so ``shrink`` removes it everywhere.

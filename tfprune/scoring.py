@@ -8,15 +8,18 @@ weights, whole units...) get a score, the lowest-scoring live groups are pruned 
 - ``global`` scope ranks the groups of all selected kernels together, by ``global_scores``, which are made
   comparable across layers of different width.
 
-A new method (blocks, channel groups, a custom importance) is one ``Scorer`` in ``SCORERS``; nothing else
+A new method (a block shape, channel groups, a custom importance) is one ``Scorer`` in ``SCORERS``; nothing else
 dispatches on the method's name.
 """
 
 import dataclasses
+import functools
+import re
 from typing import Callable
 
 import numpy as np
 
+from tfprune import blocks
 from tfprune import masks
 
 
@@ -35,6 +38,8 @@ class Scorer:
       without units of its own (``LayerKind.has_units`` False, e.g. DepthwiseConv2D).
     couples_channels: a group method: it ranks the coupled channel groups of the whole model
       (``tfprune.group_pruning``), not one kernel at a time; its ``layers`` are group names.
+    block: a block method's block ``(units, inputs)`` in TFLite's weight layout (``tfprune.blocks``), else None.
+    check: optional ``(kernel shape, layer name) -> None`` raising a ValueError for a kernel it cannot cut.
     """
     name: str
     scores: Callable
@@ -45,6 +50,8 @@ class Scorer:
     prunes_outputs: bool = True
     ranks_units: bool = False
     couples_channels: bool = False
+    block: tuple = None
+    check: Callable = None
 
     def bias_keep(self, keep):
         """The bias keep-vector (units,) for a group keep vector, or None when the bias is left as it is."""
@@ -75,26 +82,62 @@ GROUPS = tuple(Scorer(name=name, scores=_whole_model, global_scores=_whole_model
                       kernel_keep=_whole_model, prunes_bias=True, prunes_outputs=False, ranks_units=True,
                       couples_channels=True) for name in ("group", "group_mean", "group_max"))
 
-SCORERS = {s.name: s for s in (WEIGHT, UNIT) + GROUPS}
-METHODS = tuple(SCORERS)
+_BLOCK_NAME = re.compile(r"block(?:_(l1|l2))?_([1-9][0-9]*)x([1-9][0-9]*)")
+
+
+def block_scorer(units, inputs, norm="l2"):
+    """The ``Scorer`` of block pruning in ``units x inputs`` blocks (TFLite's layout: ``1x4`` = four consecutive
+    inputs of one unit) ranked by ``norm`` (``l2``: RMS of the block, ``l1``: mean |w|); named ``block_1x4``
+    (``block_l1_1x4`` for L1); one object per shape and norm. See ``tfprune.blocks`` for ragged tails."""
+    return _block_scorer(int(units), int(inputs), norm)
+
+
+@functools.lru_cache(maxsize=None)
+def _block_scorer(units, inputs, norm):
+    block = (units, inputs)
+    name = f"block_{'l1_' if norm == 'l1' else ''}{block[0]}x{block[1]}"
+    return Scorer(name=name, scores=lambda kernel: blocks.scores(kernel, block, norm),
+                  global_scores=lambda kernel: blocks.scores(kernel, block, norm),
+                  alive=lambda current: blocks.alive(current, block),
+                  kernel_keep=lambda keep, current: blocks.expand(keep, np.shape(current), block) & current,
+                  block=block, check=lambda shape, layer: blocks.check_block(shape, block, layer))
+
+
+BLOCKS = (block_scorer(1, 4), block_scorer(1, 16), block_scorer(1, 4, "l1"), block_scorer(1, 16, "l1"))
+SCORERS = {s.name: s for s in (WEIGHT, UNIT) + BLOCKS + GROUPS}
+METHODS = tuple(SCORERS)  # the named methods; check_method also takes any block shape, e.g. block_2x8
 SCOPES = ("layer", "global")
 
 
 def check_method(method):
-    """The ``Scorer`` named ``method``.
+    """The ``Scorer`` named ``method``: one of ``METHODS``, or a block method of any shape, ``block_<units>x<inputs>``
+    or ``block_l1_<units>x<inputs>`` (e.g. ``block_2x8``).
 
     Raises:
       ValueError: naming ``method`` and listing ``METHODS``.
     """
-    if method not in SCORERS:
-        raise ValueError(f"method {method!r} is not one of {METHODS}")
-    return SCORERS[method]
+    if method in SCORERS:
+        return SCORERS[method]
+    match = _BLOCK_NAME.fullmatch(str(method))
+    if match is None:
+        raise ValueError(f"method {method!r} is not one of {METHODS} (or block_<units>x<inputs>, e.g. block_2x8)")
+    return block_scorer(int(match.group(2)), int(match.group(3)), match.group(1) or "l2")
+
+
+def is_method(method):
+    """True when ``check_method`` takes ``method``."""
+    try:
+        check_method(method)
+    except ValueError:
+        return False
+    return True
 
 
 def removes_units(method):
     """True for a tfprune method whose pruned models ``shrink`` makes smaller (it removes whole units or channels):
-    ``unit`` and the group methods; False for ``weight`` and for names that are not tfprune methods (``tfmot``)."""
-    return method in SCORERS and SCORERS[method].ranks_units
+    ``unit`` and the group methods; False for ``weight``, the block methods and for names that are not tfprune
+    methods (``tfmot``)."""
+    return is_method(method) and check_method(method).ranks_units
 
 
 def check_scope(scope):
@@ -117,7 +160,7 @@ def select(scorer, kernels, sparsities, currents, scope="layer", names=None):
       sparsities: list of fractions in [0, 1), one per kernel (global scope: all equal).
       currents: list of current bool keep-masks, one per kernel (kernel shape).
       scope: ``layer`` or ``global``.
-      names: optional layer names, for error messages.
+      names: optional layer names as they appear in error messages (quoted: ``"'fc1'"``).
 
     Returns:
       list of ``(kernel_keep, bias_keep or None)``: bool arrays of the kernel's shape and (units,).
@@ -128,6 +171,9 @@ def select(scorer, kernels, sparsities, currents, scope="layer", names=None):
     check_scope(scope)
     names = names or [f"kernel {i}" for i in range(len(kernels))]
     kernels = [masks.check_kernel(k, f"{name} kernel") for k, name in zip(kernels, names)]
+    if scorer.check is not None:
+        for kernel, name in zip(kernels, names):
+            scorer.check(np.shape(kernel), f"layer {name} kernel")
     alives = [scorer.alive(c) for c in currents]
     if scope == "global":
         values = set(sparsities)
@@ -140,5 +186,5 @@ def select(scorer, kernels, sparsities, currents, scope="layer", names=None):
     return [(scorer.kernel_keep(keep, current), scorer.bias_keep(keep)) for keep, current in zip(keeps, currents)]
 
 
-__all__ = ["GROUPS", "METHODS", "SCOPES", "SCORERS", "Scorer", "UNIT", "WEIGHT", "check_method", "check_scope",
-           "removes_units", "select"]
+__all__ = ["BLOCKS", "GROUPS", "METHODS", "SCOPES", "SCORERS", "Scorer", "UNIT", "WEIGHT", "block_scorer",
+           "check_method", "check_scope", "is_method", "removes_units", "select"]

@@ -14,6 +14,7 @@ import shlex
 from absl import flags
 from absl import logging
 
+from tfprune import scoring
 from tfprune.cli import app as cli_app
 from tfprune.cli import baseline_flags
 from tfprune.cli import data_flags
@@ -26,7 +27,11 @@ FLAGS = flags.FLAGS
 for _module in (data_flags, baseline_flags, model_path_flags, pruning_flags):
     flags.adopt_module_key_flags(_module)
 
-METHOD = flags.DEFINE_enum("method", "weight", ["weight", "unit"], "Rank weights by |w| or units by L2 norm.")
+METHOD = flags.DEFINE_string("method", "weight", "Rank weights by |w| (weight), units by L2 norm (unit), or blocks "
+                             "of consecutive inputs by RMS (block_1x4, block_1x16, any block_<units>x<inputs>).")
+flags.register_validator("method", lambda v: scoring.is_method(v) and not scoring.check_method(v).couples_channels,
+                         message="--method must be weight, unit or a block method (block_1x4, block_1x16, "
+                         "block_<units>x<inputs>)")
 MAX_DROP = flags.DEFINE_float("max_drop", 1.0, "Largest accuracy drop, in percentage points, a layer's planned k may "
                               "cost.", lower_bound=0.0)
 cli_app.register_finite("max_drop")

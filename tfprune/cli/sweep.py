@@ -41,8 +41,10 @@ for _module in (data_flags, baseline_flags, model_path_flags, pruning_flags, dis
 
 METHODS = flags.DEFINE_list(
     "methods", ["weight", "unit"], "Pruning methods to sweep: weight, unit, group, group_mean, group_max (tfprune "
-    "rank pruning; the group methods prune coupled channel groups, e.g. a residual stage, and shrink them), tfmot "
-    "(TF-MOT prune_low_magnitude; needs --finetune_epochs >= 1).")
+    "rank pruning; the group methods prune coupled channel groups, e.g. a residual stage, and shrink them), "
+    "block_1x4, block_1x16 (blocks of 4 or 16 consecutive inputs of one unit, ranked by RMS: TFLite's sparse "
+    "float and int8 kernels; block_l1_1x4 ranks by mean |w|; any block_<units>x<inputs>), tfmot, tfmot_block_1x4, "
+    "tfmot_block_1x16 (TF-MOT prune_low_magnitude, unstructured or with block_size; need --finetune_epochs >= 1).")
 LAYER_SPARSITY = flags.DEFINE_string(
     "layer_sparsity", None, "A per-layer plan instead of --sparsities: a JSON file written by tfprune.sensitivity, "
     "or name=percent pairs, e.g. fc1=90,fc2=95.")
@@ -77,16 +79,18 @@ cli_app.register_finite("begin_fraction", "end_fraction")
 flags.register_multi_flags_validator(
     ["begin_fraction", "end_fraction"], lambda f: f["begin_fraction"] <= f["end_fraction"],
     message="--begin_fraction must be <= --end_fraction (pruning must begin before its ramp ends)")
-flags.register_validator("methods", lambda v: bool(v) and set(v) <= set(config_lib.SWEEP_METHODS) and
+flags.register_validator("methods", lambda v: bool(v) and all(config_lib.is_sweep_method(m) for m in v) and
                          len(set(v)) == len(v),
-                         message=f"--methods must be a non-empty list without repeats of {config_lib.SWEEP_METHODS}")
+                         message=f"--methods must be a non-empty list without repeats of {config_lib.SWEEP_METHODS} "
+                         "(or other block shapes, block_<units>x<inputs>)")
 flags.register_multi_flags_validator(["num_shards", "shard_index"], lambda f: f["shard_index"] < f["num_shards"],
                                      message="--shard_index must be < --num_shards")
 flags.register_multi_flags_validator(
-    ["methods", "finetune_epochs"], lambda f: "tfmot" not in (f["methods"] or []) or f["finetune_epochs"] >= 1,
+    ["methods", "finetune_epochs"],
+    lambda f: not any(map(config_lib.is_tfmot, f["methods"] or [])) or f["finetune_epochs"] >= 1,
     message="--methods=tfmot needs --finetune_epochs >= 1 (TF-MOT applies its masks during training)")
 flags.register_multi_flags_validator(
-    ["methods", "scope"], lambda f: "tfmot" not in (f["methods"] or []) or f["scope"] == "layer",
+    ["methods", "scope"], lambda f: not any(map(config_lib.is_tfmot, f["methods"] or [])) or f["scope"] == "layer",
     message="--methods=tfmot supports --scope=layer only")
 
 

@@ -15,20 +15,23 @@ FINETUNE_EPOCHS = 2
 ACCURACY_MARGIN = 0.2  # percentage points: "at least as accurate as TF-MOT" allows this much noise
 
 
-def head_to_head(points, baseline_info):
-    """Markdown: per k, weight vs TF-MOT accuracy, fine-tune speed and per-layer sparsity agreement (None when the
-    points hold no k with both)."""
-    by_key = {(r.method, r.k): r for r in points}
-    ks = sorted({k for m, k in by_key if m == "tfmot" and ("weight", k) in by_key})
+# (tfprune method, its TF-MOT counterpart, table title): same kernels, same blocks
+PAIRS = (("weight", "tfmot", "tfprune weight pruning vs TF-MOT"),
+         ("block_1x4", "tfmot_block_1x4", "tfprune 1x4 block pruning vs TF-MOT block_size (4, 1)"),
+         ("block_1x16", "tfmot_block_1x16", "tfprune 1x16 block pruning vs TF-MOT block_size (16, 1)"))
+
+
+def _pair_table(by_key, ours_method, theirs_method, title):
+    ks = sorted({k for m, k in by_key if m == theirs_method and (ours_method, k) in by_key})
     if not ks:
         return None
-    lines = ["## tfprune weight pruning vs TF-MOT (same schedule and steps)", "",
+    lines = [f"## {title} (same schedule and steps)", "",
              "| k % | tfprune accuracy % | TF-MOT accuracy % | difference (points) | tfprune s/epoch | "
              "TF-MOT s/epoch | TF-MOT time / tfprune time | max per-layer sparsity difference (points) |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     worst, speedups = float("inf"), []
     for k in ks:
-        ours, theirs = by_key[("weight", k)], by_key[("tfmot", k)]
+        ours, theirs = by_key[(ours_method, k)], by_key[(theirs_method, k)]
         diff = 100 * (ours.test_accuracy - theirs.test_accuracy)
         worst = min(worst, diff)
         ours_s, theirs_s = ours.finetune_seconds_per_epoch or 0.0, theirs.finetune_seconds_per_epoch or 0.0
@@ -39,10 +42,22 @@ def head_to_head(points, baseline_info):
         lines.append(f"| {records.format_k(k)} | {100 * ours.test_accuracy:.2f} | {100 * theirs.test_accuracy:.2f} | "
                      f"{diff:+.2f} | {ours_s:.1f} | {theirs_s:.1f} | {speed:.2f}x | {100 * layer_diff:.4f} |")
     verdict = "yes" if worst >= -ACCURACY_MARGIN else "no"
-    lines += ["", f"tfprune weight pruning at least as accurate as TF-MOT (within {ACCURACY_MARGIN} points) at "
+    lines += ["", f"tfprune {ours_method} at least as accurate as TF-MOT (within {ACCURACY_MARGIN} points) at "
               f"every k: **{verdict}** (worst difference {worst:+.2f} points).",
               f"Fine-tune epochs: TF-MOT takes {min(speedups):.2f}x to {max(speedups):.2f}x the time of tfprune "
               f"(median {sorted(speedups)[len(speedups) // 2]:.2f}x)."]
+    return lines
+
+
+def head_to_head(points, baseline_info):
+    """Markdown: per k, each tfprune method vs its TF-MOT counterpart (``PAIRS``: weight vs tfmot, block_1x4 vs
+    tfmot_block_1x4...): accuracy, fine-tune speed and per-layer sparsity agreement (None when the points hold no k
+    with both of any pair)."""
+    by_key = {(r.method, r.k): r for r in points}
+    tables = [t for t in (_pair_table(by_key, *pair) for pair in PAIRS) if t is not None]
+    if not tables:
+        return None
+    lines = [line for table in tables for line in table + [""]][:-1]
     if "dense_seconds_per_epoch" in baseline_info:
         lines.append(f"Dense fine-tuning (no pruning, same recipe): {baseline_info['dense_seconds_per_epoch']:.1f} "
                      f"s/epoch, test accuracy {100 * baseline_info['dense_finetune_accuracy']:.2f} %.")
@@ -70,5 +85,5 @@ def run_compare(config, strategy=None, command=None, report=print):
     return sweep.run_sweep(config, COMPARE, strategy, command, report)
 
 
-__all__ = ["ACCURACY_MARGIN", "COMPARE", "FINETUNE_EPOCHS", "METHODS", "compare_config", "head_to_head",
-           "run_compare"]
+__all__ = ["ACCURACY_MARGIN", "COMPARE", "FINETUNE_EPOCHS", "METHODS", "PAIRS", "compare_config",
+           "head_to_head", "run_compare"]

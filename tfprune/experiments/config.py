@@ -17,7 +17,20 @@ from tfprune.experiments import data_sources
 from tfprune.experiments import records
 from tfprune.tflite import convert
 
-SWEEP_METHODS = scoring.METHODS + ("tfmot",)  # tfprune's rank methods, and TF-MOT's prune_low_magnitude
+# TF-MOT's prune_low_magnitude: unstructured, and in blocks (block_size of the Keras kernel (inputs, units), i.e.
+# tfprune's block_1x4 and block_1x16 in TFLite's (units x inputs) layout).
+TFMOT_BLOCK_SIZES = {"tfmot": (1, 1), "tfmot_block_1x4": (4, 1), "tfmot_block_1x16": (16, 1)}
+SWEEP_METHODS = scoring.METHODS + tuple(TFMOT_BLOCK_SIZES)  # the named ones; any tfprune block shape also runs
+
+
+def is_tfmot(method):
+    """True for the TF-MOT methods of a sweep (``tfmot``, ``tfmot_block_1x4``, ``tfmot_block_1x16``)."""
+    return method in TFMOT_BLOCK_SIZES
+
+
+def is_sweep_method(method):
+    """True for a method a sweep runs: a tfprune method (``scoring.is_method``) or a TF-MOT one (``is_tfmot``)."""
+    return is_tfmot(method) or scoring.is_method(method)
 SCHEDULES = ("oneshot", "polynomial", "constant")
 DEFAULT_SPARSITIES = (0.0, 25.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 97.0, 99.0)
 
@@ -190,16 +203,20 @@ class SweepConfig:
     def __post_init__(self):
         _check(bool(self.output_dir), f"output_dir {self.output_dir!r} is empty; name a folder for the results")
         methods = tuple(self.methods)
-        _check(bool(methods) and set(methods) <= set(SWEEP_METHODS) and len(set(methods)) == len(methods),
-               f"methods {list(methods)} must be a non-empty list without repeats of {SWEEP_METHODS}")
+        _check(bool(methods) and all(is_sweep_method(m) for m in methods) and len(set(methods)) == len(methods),
+               f"methods {list(methods)} must be a non-empty list without repeats of {SWEEP_METHODS} (or other "
+               "block shapes, block_<units>x<inputs>)")
         object.__setattr__(self, "methods", methods)
         object.__setattr__(self, "sparsities", tuple(check_percents(self.sparsities)))
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(self.layers))
         _library(scoring.check_scope, self.scope)
-        _check(not ("tfmot" in methods and self.finetune.epochs < 1),
-               "--methods=tfmot needs --finetune_epochs >= 1 (TF-MOT applies its masks during training)")
-        _check(not ("tfmot" in methods and self.scope != "layer"), "--methods=tfmot supports --scope=layer only")
+        tfmot = [m for m in methods if is_tfmot(m)]
+        _check(not (tfmot and self.finetune.epochs < 1),
+               f"--methods={tfmot[0] if tfmot else ''} needs --finetune_epochs >= 1 (TF-MOT applies its masks during "
+               "training)")
+        _check(not (tfmot and self.scope != "layer"),
+               f"--methods={tfmot[0] if tfmot else ''} supports --scope=layer only")
         _positive_int(self.export_eval_size, "export_eval_size")
         _positive_int(self.num_shards, "num_shards")
         _check(0 <= self.shard_index < self.num_shards, "--shard_index must be < --num_shards")
@@ -250,4 +267,5 @@ class SensitivityConfig:
 
 
 __all__ = ["BaselineConfig", "ConfigError", "DEFAULT_SPARSITIES", "FineTune", "SCHEDULES", "SWEEP_METHODS",
+           "TFMOT_BLOCK_SIZES", "is_sweep_method", "is_tfmot",
            "SensitivityConfig", "SweepConfig", "check_percents"]

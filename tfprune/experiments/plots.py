@@ -14,7 +14,9 @@ from tfprune.experiments import tables  # noqa: E402
 
 STYLE = {"weight": dict(marker="o", color="tab:blue"), "unit": dict(marker="s", color="tab:orange"),
          "group": dict(marker="D", color="tab:red"), "group_mean": dict(marker="v", color="tab:purple"),
-         "group_max": dict(marker="P", color="tab:brown"), "tfmot": dict(marker="^", color="tab:green")}
+         "group_max": dict(marker="P", color="tab:brown"), "tfmot": dict(marker="^", color="tab:green"),
+         "block_1x4": dict(marker="x", color="tab:cyan"), "block_1x16": dict(marker="*", color="tab:pink"),
+         "tfmot_block_1x4": dict(marker="1", color="tab:olive"), "tfmot_block_1x16": dict(marker="2", color="tab:gray")}
 
 
 def _save(fig, path):

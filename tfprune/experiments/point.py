@@ -109,8 +109,8 @@ def tfmot_model(baseline_model, x):
     return twin.checked_twin(baseline_model, x[:256])
 
 
-def _run_tfmot(baseline_model, sparsity, layers, finetune, train, strategy=None, seed=0):
-    """TF-MOT's point on ``baseline_model``, a tf_keras model (see ``tfmot_model``)."""
+def _run_tfmot(baseline_model, sparsity, layers, finetune, train, strategy=None, seed=0, block_size=(1, 1)):
+    """TF-MOT's point on ``baseline_model``, a tf_keras model (see ``tfmot_model``), in ``block_size`` blocks."""
     from tfprune.experiments import tfmot_method  # pylint: disable=g-import-not-at-top (TF-MOT is heavy)
     if finetune.epochs == 0:
         raise ValueError("method 'tfmot' needs fine-tune epochs >= 1: TF-MOT applies its masks during training")
@@ -118,7 +118,8 @@ def _run_tfmot(baseline_model, sparsity, layers, finetune, train, strategy=None,
     result = tfmot_method.prune_and_finetune(baseline_model, train, None, schedule, epochs=finetune.epochs,
                                                batch_size=finetune.batch_size,
                                                learning_rate=finetune.learning_rate, layers=layers,
-                                               verbose=finetune.verbose, strategy=strategy, seed=seed)
+                                               verbose=finetune.verbose, strategy=strategy, seed=seed,
+                                               block_size=block_size)
     return result.model, result.epoch_seconds
 
 
@@ -172,19 +173,20 @@ def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, f
     Raises:
       ValueError: unknown method, k outside [0, 100), tfmot with 0 epochs or global scope.
     """
-    if method not in config_lib.SWEEP_METHODS:
+    if not config_lib.is_sweep_method(method):
         raise ValueError(f"method {method!r} is not one of {config_lib.SWEEP_METHODS}")
     if not 0 <= k < 100:
         raise ValueError(f"k {k} is outside [0, 100)")
-    if method == "tfmot" and scope != "layer":
-        raise ValueError(f"method 'tfmot' prunes per layer only; scope {scope!r} is not supported")
+    if config_lib.is_tfmot(method) and scope != "layer":
+        raise ValueError(f"method {method!r} prunes per layer only; scope {scope!r} is not supported")
     data = dataset_lib.as_dataset(datasets)
     start = time.perf_counter()
     stacks.seed_all(seed)
     sparsity = k / 100.0
-    if method == "tfmot":
+    if config_lib.is_tfmot(method):
         tfmot_baseline = tfmot_baseline or tfmot_model(baseline_model, data.train.take(256, seed)[0])
-        model, epoch_seconds = _run_tfmot(tfmot_baseline, sparsity, layers, finetune, data.train, strategy, seed)
+        model, epoch_seconds = _run_tfmot(tfmot_baseline, sparsity, layers, finetune, data.train, strategy, seed,
+                                          config_lib.TFMOT_BLOCK_SIZES[method])
     else:
         model, epoch_seconds = _run_rank(baseline_model, method, sparsity, scope, layers, finetune, data.train,
                                          strategy, seed)

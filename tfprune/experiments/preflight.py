@@ -15,6 +15,7 @@ from tfprune import scoring
 from tfprune.experiments import dataset as dataset_lib
 from tfprune.experiments import models
 from tfprune.experiments import records
+from tfprune.experiments import config as config_lib
 from tfprune.experiments.config import ConfigError
 
 
@@ -51,7 +52,7 @@ def check_sweep(config, model):
     what = "--layer_sparsity" if plan is not None else "--layers"
     ks = [None] if plan is not None else config.sparsities
     for method in config.methods:
-        rank = "weight" if method == "tfmot" else method  # TF-MOT prunes the same kernels by |w|
+        rank = "weight" if config_lib.is_tfmot(method) else method  # TF-MOT prunes the same kernels by |w|
         scorer = scoring.check_method(rank)
         try:
             if scorer.couples_channels:  # a plan of channel groups, and how many channels each has
@@ -59,10 +60,17 @@ def check_sweep(config, model):
                 sizes = {name: groups[name].size for name in selected}
             else:
                 selected = pruning.resolve_plan(prunable, 0.0, rank, layers)
-                sizes = {name: _groups(scorer, prunable.get_layer(name)) for name in selected}
+                sizes = None
         except ValueError as e:
             raise ConfigError(f"{what}: {e}") from None
-        if method == "tfmot" or config.scope != "layer":
+        if sizes is None:
+            try:
+                for name in selected if scorer.check is not None else ():
+                    scorer.check(registry.kernel_shape(prunable.get_layer(name)), f"layer {name!r} kernel")
+            except ValueError as e:
+                raise ConfigError(f"--methods={method}: {e}") from None
+            sizes = {name: _groups(scorer, prunable.get_layer(name)) for name in selected}
+        if config_lib.is_tfmot(method) or config.scope != "layer":
             continue  # TF-MOT keeps at least one weight per kernel; global scope ranks across layers
         for k in ks:
             for name, fraction in selected.items():
@@ -70,7 +78,8 @@ def check_sweep(config, model):
                 n = sizes[name]
                 if masks.prune_count(fraction, n) >= n:
                     largest = 100.0 * (n - 0.5) / n  # prune_count(s, n) < n  <=>  s < (n - 1/2) / n
-                    unit = "weights" if rank == "weight" else "channels" if scorer.couples_channels else "units"
+                    unit = ("weights" if rank == "weight" else "channels" if scorer.couples_channels else
+                            "blocks" if scorer.block else "units")
                     where = "group" if scorer.couples_channels else "layer"
                     raise ConfigError(
                         f"{what if k is None else '--sparsities'}: {method} pruning at k = "

@@ -45,7 +45,10 @@ class VariantFigures:
     model: ``pruned`` (the point's model) or ``shrunk`` (its physically shrunk copy, unit points). size_bytes,
     gzip_size_bytes: the ``.tflite`` file; accuracy (0..1), loss: on the export's test images; latency_ms,
     latency_p90_ms: single-image invoke, median and 90th percentile; path: ``xnnpack`` or ``builtin``;
-    sparsity: fraction of zero kernel weights; convert_seconds: conversion time.
+    sparsity: fraction of zero kernel weights; convert_seconds: conversion time; apis: the LiteRT APIs that ran the
+    file (``interpreter,compiled_model``); compiled_latency_ms: CompiledModel's median; kernels: the kernels running
+    its weighted operators; keras_max_abs_diff: the Interpreter's largest probability difference to Keras. The last
+    four are None in records written before tfprune measured them.
     """
     variant: str
     size_bytes: int
@@ -59,6 +62,10 @@ class VariantFigures:
     sparsity: float
     convert_seconds: float
     model: str = PRUNED
+    apis: Optional[str] = None
+    compiled_latency_ms: Optional[float] = None
+    kernels: Optional[str] = None
+    keras_max_abs_diff: Optional[float] = None
 
     @property
     def column(self):

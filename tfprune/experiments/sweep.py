@@ -27,6 +27,7 @@ from tfprune import stacks
 from tfprune import twin
 from tfprune import user_model
 from tfprune.experiments import baseline as baseline_lib
+from tfprune.experiments import config as config_lib
 from tfprune.experiments import data_sources
 from tfprune.experiments import histograms as hist_lib
 from tfprune.experiments import plots
@@ -304,14 +305,14 @@ def _run_locked(config, mode, strategy, command, report, datasets, data_digest, 
     base, _ = start_model or load_start_model(b, datasets, strategy, report, data_digest)
     todo = [p for p, f in zip(points, finished) if not f]
     tfmot_baseline = None
-    if any(m == "tfmot" for m, _ in todo) and stacks.of(base.model) is not stacks.TF_KERAS:
+    if any(config_lib.is_tfmot(m) for m, _ in todo) and stacks.of(base.model) is not stacks.TF_KERAS:
         try:  # TF-MOT runs on tf_keras only: on a twin of the model, checked to compute the same outputs
             tfmot_baseline = point_lib.tfmot_model(base.model, datasets.train.take(256, b.seed)[0])
             report(f"TF-MOT runs on a tf_keras twin of this {stacks.of(base.model).label} model (same layers and "
                    "weights, outputs checked equal on real images)")
         except twin.TwinError as e:
             report(f"TF-MOT cannot prune this model ({e}); the comparison runs tfprune's methods alone")
-            todo = [p for p in todo if p[0] != "tfmot"]
+            todo = [p for p in todo if not config_lib.is_tfmot(p[0])]
     shard = f" (shard {config.shard_index}/{config.num_shards})" if config.num_shards > 1 else ""
     report(f"baseline {b.label} on {b.dataset}: test accuracy {100 * base.test_accuracy:.2f} % "
            f"({'cached' if base.from_cache else 'trained'}); {len(todo)} of {len(points)} points to run{shard}")

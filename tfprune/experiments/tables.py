@@ -9,7 +9,9 @@ from tfprune.experiments import records
 from tfprune.experiments import store
 
 METHOD_LABELS = {"weight": "Weight pruning", "unit": "Unit pruning", "group": "Group pruning",
-                 "group_mean": "Group pruning (mean)", "group_max": "Group pruning (max)", "tfmot": "TF-MOT magnitude"}
+                 "group_mean": "Group pruning (mean)", "group_max": "Group pruning (max)", "tfmot": "TF-MOT magnitude",
+                 "block_1x4": "Block pruning 1x4", "block_1x16": "Block pruning 1x16",
+                 "tfmot_block_1x4": "TF-MOT blocks 1x4", "tfmot_block_1x16": "TF-MOT blocks 1x16"}
 FIRST_COLUMNS = ("method", "k", "target_sparsity", "achieved_sparsity", "test_accuracy", "test_loss",
                  "remaining_weights", "total_weights", "dense_size_bytes", "gzip_size_bytes")
 
@@ -62,6 +64,10 @@ def _kib(value):
     return f"{value / 1024:,.0f}"
 
 
+def _apis(value):
+    return "both" if value == "interpreter,compiled_model" else f"{value} only"
+
+
 def _extra_columns(points):
     """(header, value of a point or None, format) of the optional per-point figures present, in a fixed order:
     fine-tune time, shrunk parameters, then size, accuracy and latency of every exported variant."""
@@ -77,7 +83,8 @@ def _extra_columns(points):
             return lambda r: getattr(r.export(variant, model), name, None)
         columns += [(f"TFLite {label} KiB", figure("size_bytes"), _kib),
                     (f"TFLite {label} accuracy %", figure("accuracy"), _pct),
-                    (f"TFLite {label} ms", figure("latency_ms"), "{:.3f}".format)]
+                    (f"TFLite {label} ms", figure("latency_ms"), "{:.3f}".format),
+                    (f"TFLite {label} LiteRT APIs", figure("apis"), _apis)]
     return [c for c in columns if any(c[1](r) is not None for r in points)]
 
 

@@ -172,28 +172,32 @@ def _retarget(schedule, sparsity):
     return type(schedule)(**config)
 
 
-def _layer_schedules(model, schedule, layers):
-    """{layer name: schedule} for the layers to wrap; None means the whole model (TF-MOT's default)."""
+def _layer_schedules(model, schedule, layers, block_size=(1, 1)):
+    """{layer name: schedule} for the layers to wrap; None means the whole model (TF-MOT's default). With blocks,
+    TF-MOT takes 2-D kernels only: the whole model means its Dense-like layers, and another named layer is refused."""
+    blocked = tuple(block_size) != (1, 1)
+    kernel_names = [l.name for l in registry.kernel_layers(model)
+                    if not blocked or len(registry.kernel_shape(l)) == 2]
     if layers is None:
-        return None
-    kernel_names = [l.name for l in registry.kernel_layers(model)]
+        return {name: schedule for name in kernel_names} if blocked else None
     plan = pruning.select_layers(model, layers, schedule)
     if isinstance(layers, dict):
         plan = {name: _retarget(schedule, masks_lib.check_sparsity(s, f"sparsity of layer {name!r}"))
                 for name, s in plan.items()}
     for name in plan:
         if name not in kernel_names:
-            raise ValueError(f"layer {name!r} is not a Dense/Conv2D layer of model {model.name!r}; prunable "
-                             f"layers: {', '.join(kernel_names)}")
+            raise ValueError(f"layer {name!r} is not a {'Dense (2-D kernel)' if blocked else 'Dense/Conv2D'} layer "
+                             f"of model {model.name!r}; TF-MOT{' block' if blocked else ''} prunable layers: "
+                             f"{', '.join(kernel_names)}")
     return plan
 
 
-def _wrap(model, schedule, layers):
+def _wrap(model, schedule, layers, block_size=(1, 1)):
     """A private copy of ``model`` (weights copied) with TF-MOT pruning wrappers on the selected layers."""
     if any(registry.is_prunable(l) for l in model.layers):
         raise ValueError(f"model {model.name!r} has tfprune prunable layers; pass a plain model "
                          "(tfprune.strip(model))")
-    plan = _layer_schedules(model, schedule, layers)
+    plan = _layer_schedules(model, schedule, layers, block_size)
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     # TF-MOT wraps the layer objects it is given, so it only ever sees the private copy, never the caller's layers.
@@ -202,7 +206,8 @@ def _wrap(model, schedule, layers):
 
     def wrap_selected(layer):
         if layer.name in plan:
-            return sparsity_api.prune_low_magnitude(layer, pruning_schedule=plan[layer.name])
+            return sparsity_api.prune_low_magnitude(layer, pruning_schedule=plan[layer.name],
+                                                    block_size=tuple(block_size))
         return layer
 
     return keras.models.clone_model(copy, clone_function=wrap_selected)
@@ -237,7 +242,8 @@ class TfmotResult:
 
 
 def prune_and_finetune(model, x_train, y_train, schedule, epochs, batch_size, learning_rate=1e-3, log_dir=None,
-                       validation_data=None, verbose=0, layers=None, strategy=None, shuffle=True, seed=0):
+                       validation_data=None, verbose=0, layers=None, strategy=None, shuffle=True, seed=0,
+                       block_size=(1, 1)):
     """Prunes a copy of ``model`` with TF-MOT ``prune_low_magnitude`` while fine-tuning it, then strips it.
 
     Args:
@@ -257,6 +263,9 @@ def prune_and_finetune(model, x_train, y_train, schedule, epochs, batch_size, le
         retargeted to that sparsity; ConstantSparsity or PolynomialDecay only).
       strategy: optional ``tf.distribute.Strategy``; the copy is built, wrapped and compiled in its scope.
       shuffle: passed to ``fit`` (arrays); seed: the shuffle seed of a streamed split.
+      block_size: TF-MOT's ``block_size`` of the Keras kernel ``(inputs, units)``: ``(4, 1)`` prunes blocks of four
+        consecutive inputs of one unit (tfprune's ``block_1x4``), ranked by their mean |w| (TF-MOT's AVG pooling);
+        TF-MOT then prunes 2-D kernels only (Dense), so the whole model means its Dense layers.
 
     Returns:
       a ``TfmotResult``.
@@ -282,7 +291,7 @@ def prune_and_finetune(model, x_train, y_train, schedule, epochs, batch_size, le
         raise ValueError(f"schedule {schedule!r} is not a TF-MOT PruningSchedule (see make_schedule)")
     total_steps = steps_for(epochs, len(x_train), batch_size)
     with distribute.scope(strategy):
-        pruned = models.compile_model(_wrap(model, schedule, layers), learning_rate)
+        pruned = models.compile_model(_wrap(model, schedule, layers, block_size), learning_rate)
     wrappers = pruning_wrapper.collect_prunable_layers(pruned)  # the layers UpdatePruningStep steps
     _warn_if_target_missed([w.pruning_schedule for w in wrappers], total_steps)
     timer = callbacks.EpochTimer()

@@ -11,8 +11,16 @@ from tfprune import _version
 from tfprune import graph
 from tfprune import io_utils
 from tfprune import pruning
+from tfprune.tflite import compiled
 from tfprune.tflite import convert
+from tfprune.tflite import kernels
 from tfprune.tflite import runtime
+
+# How far LiteRT's probabilities may be from Keras' on the same images: float32 files differ in summation order
+# only (~1e-6), quantized and float16 ones by their rounding. A misread weight (NaN, or outputs off by ~0.9 as
+# XNNPACK gives for block-sparse dynamic-range weights) is far outside both.
+FLOAT_MAX_ABS_DIFF = 1e-3
+QUANTIZED_MEAN_ABS_DIFF = 0.05
 
 
 def input_normalization(model_bytes):
@@ -57,9 +65,45 @@ def write_exported_model(out_dir, model_bytes, card, labels):
     return card
 
 
+def check_outputs(probs, keras_probs, quantization, api):
+    """The largest and mean absolute difference of LiteRT's probabilities to Keras' on the same images.
+
+    Raises:
+      RuntimeError: NaN outputs, or a difference beyond ``FLOAT_MAX_ABS_DIFF`` (float32 files: the largest) or
+        ``QUANTIZED_MEAN_ABS_DIFF`` (quantized and float16 files: the mean), naming ``api``: the file computes
+        something other than the model, and no figure of it may be reported.
+    """
+    diff = np.abs(np.asarray(probs, np.float64) - np.asarray(keras_probs, np.float64))
+    largest, mean = float(np.max(diff)), float(np.mean(diff))
+    ok = largest <= FLOAT_MAX_ABS_DIFF if quantization == "none" else mean <= QUANTIZED_MEAN_ABS_DIFF
+    if not ok:  # also NaN
+        limit = (f"max {FLOAT_MAX_ABS_DIFF:g}" if quantization == "none" else f"mean {QUANTIZED_MEAN_ABS_DIFF:g}")
+        raise RuntimeError(f"LiteRT {api} outputs differ from the Keras model's by up to {largest:.3g} (mean "
+                           f"{mean:.3g}, allowed {limit}) on {len(diff)} images: the file computes something else; "
+                           "not exporting it")
+    return largest, mean
+
+
+def _run_compiled(model_bytes, x_eval, y_eval, keras_probs, quantization, num_threads, bench_runs, bench_warmup):
+    """CompiledModel's figures of the file, checked against Keras; ``{"error": ...}`` when LiteRT cannot load it."""
+    try:
+        evaluation = compiled.evaluate_compiled(model_bytes, x_eval, y_eval, num_threads)
+        latency = compiled.benchmark_compiled(model_bytes, num_threads, bench_runs, bench_warmup)
+    except RuntimeError as e:
+        return {"error": str(e)}
+    largest, _ = check_outputs(evaluation["probs"], keras_probs, quantization, compiled.API)
+    return {"accuracy": evaluation["accuracy"], "latency_ms": latency["median_ms"],
+            "fully_accelerated": evaluation["fully_accelerated"], "keras_max_abs_diff": largest}
+
+
 def export_variant(model, variant, x_eval, y_eval, representative_data=None, batch_size=256, num_threads=1,
                    bench_runs=100, bench_warmup=10, out_dir=None, labels=None, card_extra=None):
-    """Converts ``model`` to one variant, verifies it in LiteRT on real images, times it; optionally writes it.
+    """Converts ``model`` to one variant, verifies it in both LiteRT APIs on real images, times it; optionally
+    writes it.
+
+    The file runs in the Interpreter (XNNPACK first, builtin kernels when it fails) and in CompiledModel (CPU
+    accelerator); each one's probabilities on ``x_eval`` are checked against the Keras model's (``check_outputs``).
+    A file CompiledModel cannot load is still exported, with ``apis`` saying so and the card giving LiteRT's error.
 
     Args:
       model: tf_keras model (plain, tfprune prunable, or TF-MOT wrapped).
@@ -73,23 +117,36 @@ def export_variant(model, variant, x_eval, y_eval, representative_data=None, bat
     Returns:
       flat dict: ``variant``, ``size_bytes``, ``gzip_size_bytes``, ``accuracy`` (0..1), ``loss``,
       ``latency_ms`` (median), ``latency_p90_ms``, ``path``, ``fallback_reason``, ``sparsity`` (fraction of zero
-      kernel weights), ``convert_seconds``. ``variant_columns`` prefixes it for a results table.
+      kernel weights), ``convert_seconds`` (Interpreter figures), ``apis`` (``interpreter,compiled_model``, or
+      ``interpreter`` alone), ``compiled_latency_ms`` (None when CompiledModel cannot load it), ``kernels`` (which
+      kernel runs the weighted operators, ``kernels.summary``) and ``keras_max_abs_diff`` (Interpreter vs Keras).
+      ``variant_columns`` prefixes it for a results table.
 
     Raises:
       ValueError: unknown variant, int8 without representative data, unsupported ops, bad eval data.
+      RuntimeError: an API's outputs differ from the Keras model's (``check_outputs``), or no Interpreter path runs
+        the file.
     """
     quantization, sparse = convert.parse_variant(variant)
     model = convert.plain_model(model)
     start = time.perf_counter()
     model_bytes = convert.to_tflite(model, quantization, sparse, representative_data)
     convert_seconds = time.perf_counter() - start
-    evaluation = runtime.evaluate_tflite(model_bytes, x_eval, y_eval, batch_size, num_threads)
+    keras_probs = model.predict(x_eval, batch_size=batch_size, verbose=0)
+    evaluation = runtime.evaluate_tflite(model_bytes, x_eval, y_eval, batch_size, num_threads, return_probs=True)
+    largest, _ = check_outputs(evaluation["probs"], keras_probs, quantization, "Interpreter")
     latency = runtime.benchmark_tflite(model_bytes, num_threads, bench_runs, bench_warmup)
+    on_compiled = _run_compiled(model_bytes, x_eval, y_eval, keras_probs, quantization, num_threads, bench_runs,
+                                bench_warmup)
+    operators = kernels.model_kernels(model_bytes, evaluation["path"])
     figures = {
         "variant": variant, "size_bytes": len(model_bytes), "accuracy": evaluation["accuracy"],
         "loss": evaluation["loss"], "latency_ms": latency["median_ms"], "latency_p90_ms": latency["p90_ms"],
         "path": evaluation["path"], "fallback_reason": evaluation["fallback_reason"],
         "sparsity": pruning.overall_sparsity(pruning.sparsity_report(model)), "convert_seconds": convert_seconds,
+        "apis": "interpreter" if "error" in on_compiled else "interpreter,compiled_model",
+        "compiled_latency_ms": on_compiled.get("latency_ms"), "kernels": kernels.summary(operators),
+        "keras_max_abs_diff": largest,
     }
     if out_dir is None:
         # Level 9 as the sweep's gzip_size_bytes; it takes seconds on a sparse float model, so it is done once.
@@ -99,7 +156,9 @@ def export_variant(model, variant, x_eval, y_eval, representative_data=None, bat
                 "sparsity": figures["sparsity"], "accuracy": evaluation["accuracy"], "loss": evaluation["loss"],
                 "eval_images": evaluation["images"], "latency_median_ms": latency["median_ms"],
                 "latency_p90_ms": latency["p90_ms"], "latency_num_threads": num_threads,
-                "path": evaluation["path"], "fallback_reason": evaluation["fallback_reason"], **(card_extra or {})}
+                "path": evaluation["path"], "fallback_reason": evaluation["fallback_reason"],
+                "keras_max_abs_diff": largest, "apis": figures["apis"], "compiled_model": on_compiled,
+                "operators": operators, **(card_extra or {})}
         card = write_exported_model(out_dir, model_bytes, card, labels if labels is not None else
                                     [str(i) for i in range(int(graph.model_output_shape(model)[-1]))])
         figures["gzip_size_bytes"] = card["gzip_size_bytes"]
@@ -112,4 +171,5 @@ def variant_columns(figures):
     return {prefix + key: value for key, value in figures.items() if key != "variant"}
 
 
-__all__ = ["export_variant", "input_normalization", "variant_columns", "write_exported_model"]
+__all__ = ["FLOAT_MAX_ABS_DIFF", "QUANTIZED_MEAN_ABS_DIFF", "check_outputs", "export_variant", "input_normalization",
+           "variant_columns", "write_exported_model"]

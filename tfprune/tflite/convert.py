@@ -15,6 +15,7 @@ import contextlib
 import re
 
 import numpy as np
+from ai_edge_litert.interpreter import Interpreter
 
 from tfprune import graph
 from tfprune import pruning
@@ -181,15 +182,24 @@ def to_tflite(model, quantization="none", sparse_encoding=False, representative_
     return _reencode_blocks(converter, model_bytes) if sparse_encoding else model_bytes
 
 
+def _needs_reencoding(model_bytes):
+    """True when the file has a block-encoded tensor or an int8 sparse one (``tflite_sparse`` rewrites those)."""
+    for details in Interpreter(model_content=model_bytes).get_tensor_details():
+        sparsity = details.get("sparsity_parameters") or {}
+        if sparsity and (len(np.ravel(sparsity.get("block_map", ()))) or np.dtype(details["dtype"]) == np.int8):
+            return True
+    return False
+
+
 def _reencode_blocks(converter, model_bytes):
-    """``model_bytes`` with the converter's block-sparse weights as CSR + DENSIFY (``tflite_sparse``)."""
-    csr_bytes, report = tflite_sparse.reencode_csr(model_bytes)
-    if not any(entry["truncated"] for entry in report):
-        return csr_bytes
-    # The converter dropped the weights past its last whole block: take them from a conversion without sparsity.
+    """``model_bytes`` with the converter's block-sparse weights as CSR + DENSIFY (``tflite_sparse``), but for
+    those LiteRT's sparse block kernels compute right. The same conversion without sparsity supplies the weights
+    the converter dropped past its last whole block and the operator versions of weights no longer sparse."""
+    if not _needs_reencoding(model_bytes):
+        return model_bytes  # nothing block-encoded and no int8 CSR: the converter's file as it is
     converter.optimizations = [o for o in converter.optimizations if o != tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-    csr_bytes, report = tflite_sparse.reencode_csr(model_bytes, _convert(converter))
-    lost = [f"{e['name']} ({e['reason']})" for e in report if e["truncated"] and not e["rewritten"]]
+    csr_bytes, report = tflite_sparse.reencode_csr(model_bytes, _convert(converter), keep_blocks=True)
+    lost = [f"{e['name']} ({e['reason']})" for e in report if e["truncated"] and not (e["rewritten"] or e["kept"])]
     if lost:  # such a model computes without some of its weights: never hand it out
         raise RuntimeError("the TFLite converter's sparse encoding dropped weights that tfprune could not restore "
                            f"from a conversion without sparsity: {'; '.join(lost)}; export without +sparse")

@@ -64,7 +64,7 @@ def load_interpreter(model_bytes, batch=1, num_threads=1, prefer_xnnpack=True):
     raise RuntimeError("the TFLite model runs on no LiteRT path: " + "; ".join(errors))
 
 
-def _quantize(x, details):
+def quantize(x, details):
     """Input -> the input tensor's dtype (int8: round(x / scale) + zero_point, saturated; an integer input that is
     not quantized, such as an Embedding's token ids, as it is)."""
     if np.issubdtype(details["dtype"], np.floating):
@@ -76,7 +76,7 @@ def _quantize(x, details):
     return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(details["dtype"])
 
 
-def _dequantize(q, details):
+def dequantize(q, details):
     if np.issubdtype(details["dtype"], np.floating):
         return q.astype(np.float32)
     scale, zero_point = details["quantization"]
@@ -100,9 +100,9 @@ def predict_tflite(interpreter, x):
         chunk = x[start:start + batch]
         padded = np.zeros((batch,) + chunk.shape[1:], x.dtype)
         padded[:len(chunk)] = chunk
-        interpreter.set_tensor(inp["index"], _quantize(padded, inp))
+        interpreter.set_tensor(inp["index"], quantize(padded, inp))
         interpreter.invoke()
-        probs[start:start + len(chunk)] = _dequantize(interpreter.get_tensor(out["index"]), out)[:len(chunk)]
+        probs[start:start + len(chunk)] = dequantize(interpreter.get_tensor(out["index"]), out)[:len(chunk)]
     return probs
 
 
@@ -114,7 +114,7 @@ def cross_entropy(probs, y):
     return float(-np.log(probs[np.arange(len(y)), y]).mean())
 
 
-def evaluate_tflite(model_bytes, x, y, batch_size=256, num_threads=1, prefer_xnnpack=True):
+def evaluate_tflite(model_bytes, x, y, batch_size=256, num_threads=1, prefer_xnnpack=True, return_probs=False):
     """Accuracy and loss of a TFLite classifier in the LiteRT interpreter.
 
     Args:
@@ -122,6 +122,7 @@ def evaluate_tflite(model_bytes, x, y, batch_size=256, num_threads=1, prefer_xnn
       x: float32 images (N, *input shape) normalized as for the Keras model (here [0, 1]).
       y: int labels (N,).
       batch_size: images per invoke (the input is resized to it once).
+      return_probs: also return the probabilities (N, classes) as ``probs``.
 
     Returns:
       dict with ``accuracy`` (fraction 0..1), ``loss`` (mean cross-entropy), ``images``, ``path``
@@ -139,7 +140,8 @@ def evaluate_tflite(model_bytes, x, y, batch_size=256, num_threads=1, prefer_xnn
     if y.min() < 0 or y.max() >= probs.shape[1]:
         raise ValueError(f"labels span [{y.min()}, {y.max()}], the model has {probs.shape[1]} classes")
     accuracy = float(np.mean(probs.argmax(axis=1) == y))
-    return {"accuracy": accuracy, "loss": cross_entropy(probs, y), "images": len(x), **info}
+    result = {"accuracy": accuracy, "loss": cross_entropy(probs, y), "images": len(x), **info}
+    return dict(result, probs=probs) if return_probs else result
 
 
 def benchmark_tflite(model_bytes, num_threads=1, runs=100, warmup=10, prefer_xnnpack=True, seed=0):
@@ -159,7 +161,7 @@ def benchmark_tflite(model_bytes, num_threads=1, runs=100, warmup=10, prefer_xnn
     interpreter, info = load_interpreter(model_bytes, 1, num_threads, prefer_xnnpack)
     inp = interpreter.get_input_details()[0]
     image = np.random.default_rng(seed).random(inp["shape"], dtype=np.float32)
-    interpreter.set_tensor(inp["index"], _quantize(image, inp))
+    interpreter.set_tensor(inp["index"], quantize(image, inp))
     for _ in range(warmup):
         interpreter.invoke()
     times = np.empty(runs)
@@ -172,5 +174,5 @@ def benchmark_tflite(model_bytes, num_threads=1, runs=100, warmup=10, prefer_xnn
             "num_threads": num_threads, **info}
 
 
-__all__ = ["LOSS_EPSILON", "PATHS", "benchmark_tflite", "cross_entropy", "evaluate_tflite", "load_interpreter",
-           "predict_tflite"]
+__all__ = ["LOSS_EPSILON", "PATHS", "benchmark_tflite", "cross_entropy", "dequantize", "evaluate_tflite",
+           "load_interpreter", "predict_tflite", "quantize"]

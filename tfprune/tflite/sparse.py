@@ -15,7 +15,30 @@ The block form is also wrong in places (TF 2.21 converter, LiteRT 2.3.0, measure
 * XNNPACK takes the FULLY_CONNECTED nodes of a dynamic-range model whose weights are block-sparse and misreads
   them: wrong outputs (NaN for a float weight).
 
-``reencode_csr`` therefore rewrites every block-encoded tensor into exactly the converter's own 1x1 form: values in
+The block form is also what makes a FULLY_CONNECTED layer fast: LiteRT's builtin kernels compute a float weight in
+1x4 blocks and a full-integer int8 weight in 1x16 blocks sparsely (``fully_connected.cc``; measured on fc_1000 at
+95 % block sparsity: 9x faster than dense float, 2x faster than dense int8 on XNNPACK), and XNNPACK leaves those
+nodes to them. ``reencode_csr(keep_blocks=True)`` therefore keeps a block tensor as it is where that kernel runs it
+right: read by FULLY_CONNECTED only, float32 weights with float32 input in 1x4 blocks or int8 weights in 1x16
+blocks, no weight dropped (a ragged tail that is all zero is dropped harmlessly), at least half the stored values
+nonzero (the weights were pruned in blocks: blocks that are mostly zero padding, from unstructured sparsity passing
+the converter's test by chance, are slower in the sparse kernel than the dense one), and the block form no larger
+than the alternative. In a dynamic-range model a float block weight is not kept (XNNPACK takes it and computes NaN).
+
+Two LiteRT 2.3.0 failures shape the int8 cases, both measured in the Interpreter, CompiledModel and
+``litert-benchmark``:
+
+* an int8 weight read through DENSIFY (CSR) makes XNNPACK fail to prepare the graph: the Interpreter falls back to
+  builtin kernels, CompiledModel does not load the file at all ("Failed to allocate tensors"). An int8 weight is
+  therefore never CSR under ``keep_blocks``: it keeps its 1x16 blocks or is stored dense.
+* XNNPACK takes a dynamic-range FULLY_CONNECTED (int8 weight, float input) whatever its weight's sparsity and reads
+  the sparse buffer as dense (wrong outputs, reads past the buffer); it does not take a UINT8 weight, while the
+  builtin sparse hybrid kernel reads the weight bytes as int8 whatever their declared type. Such a 1x16 block weight
+  is kept with its type relabelled UINT8 (bytes, scales and zero points unchanged), so XNNPACK leaves the node to
+  the sparse kernel in both APIs. This is a workaround of this runtime's behaviour, not a documented format:
+  ``tfprune.tflite.export_variant`` checks every file's outputs against Keras in both APIs before writing it.
+
+``reencode_csr`` rewrites every other block-encoded tensor into exactly the converter's own 1x1 form: values in
 row-major order, ``traversal_order = [0, .., rank-1]``, an empty block map, leading dims DENSE, the last
 SPARSE_CSR (the smallest index vector types that fit), and a builtin ``DENSIFY`` op producing a dense tensor of
 the same shape, type and quantization that the consumer reads instead. Dropped weights are taken from the same
@@ -33,169 +56,11 @@ from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.python import schema_util
 from tensorflow.lite.tools import flatbuffer_utils
 
-DENSE, CSR = schema.DimensionType.DENSE, schema.DimensionType.SPARSE_CSR
-# Element types the builtin DENSIFY kernel handles.
-DTYPES = {schema.TensorType.FLOAT32: np.float32, schema.TensorType.FLOAT16: np.float16,
-          schema.TensorType.INT8: np.int8}
-# (union type, dtype, object class), smallest first: the converter's choice for index vectors.
-_INDEX_VECTORS = ((schema.SparseIndexVector.Uint8Vector, np.uint8, schema.Uint8VectorT),
-                  (schema.SparseIndexVector.Uint16Vector, np.uint16, schema.Uint16VectorT),
-                  (schema.SparseIndexVector.Int32Vector, np.int32, schema.Int32VectorT))
-_INDEX_DTYPES = {kind: dtype for kind, dtype, _ in _INDEX_VECTORS}
+from tfprune.tflite.sparse_format import (DTYPES, UnsupportedSparsity, block_shape, csr_encoding, index_bytes,
+                                          stored_region, to_dense)
+
 # Operators a weight may pass through before the operator that computes with it.
 _PASS_THROUGH = (schema.BuiltinOperator.DENSIFY, schema.BuiltinOperator.DEQUANTIZE)
-
-
-class UnsupportedSparsity(ValueError):
-    """A sparse tensor layout that ``to_dense`` does not decode (the tensor is then left as it is)."""
-
-
-def _index_array(kind, vector):
-    if kind not in _INDEX_DTYPES or vector is None or vector.values is None:
-        raise UnsupportedSparsity(f"index vector of union type {kind} is missing or unknown")
-    return np.asarray(vector.values, np.int64)
-
-
-def _index_bytes(sparsity):
-    return sum(np.dtype(_INDEX_DTYPES[kind]).itemsize * len(vector.values)
-               for meta in sparsity.dimMetadata
-               for kind, vector in ((meta.arraySegmentsType, meta.arraySegments),
-                                    (meta.arrayIndicesType, meta.arrayIndices)) if kind in _INDEX_DTYPES)
-
-
-def _expanded_sizes(shape, sparsity):
-    """(traversal order, block map, sizes of d0..dn-1 counted in blocks then of the block dims), as the runtime's
-    ``FormatConverter`` takes them: a block that does not divide its dimension covers ``floor(size / block)``
-    blocks, the rest of the dimension is not stored."""
-    order, rank = [int(d) for d in sparsity.traversalOrder], len(shape)
-    block_map = [int(d) for d in (sparsity.blockMap if sparsity.blockMap is not None else [])]
-    metadata = sparsity.dimMetadata or []
-    if (sorted(order[:rank]) != list(range(rank)) or sorted(order[rank:]) != list(range(rank, len(order)))
-            or len(block_map) != len(order) - rank or len(metadata) != len(order)
-            or len(set(block_map)) != len(block_map) or any(not 0 <= d < rank for d in block_map)):
-        raise UnsupportedSparsity(f"traversal order {order} with block map {block_map} and {len(metadata)} dim "
-                                  f"metadata for a rank-{rank} tensor")
-    sizes = [int(d) for d in shape] + [0] * len(block_map)
-    for level, dim in enumerate(order):
-        if dim >= rank:
-            if metadata[level].format != DENSE or metadata[level].denseSize < 1:
-                raise UnsupportedSparsity("a block dimension that is not DENSE with a positive size")
-            sizes[block_map[dim - rank]] //= metadata[level].denseSize
-            sizes[dim] = metadata[level].denseSize
-    return order, block_map, sizes
-
-
-def block_shape(shape, sparsity):
-    """The block of a sparse tensor per dimension, e.g. ``(1, 16)``; all ones without a block map.
-
-    Raises:
-      UnsupportedSparsity: inconsistent traversal order, block map or dim metadata.
-    """
-    order, block_map, sizes = _expanded_sizes(shape, sparsity)
-    block = [1] * len(shape)
-    for k, dim in enumerate(block_map):
-        block[dim] = sizes[len(shape) + k]
-    return tuple(block)
-
-
-def _stored_region(shape, block):
-    """The slices of a tensor that a block encoding can hold: whole blocks only."""
-    return tuple(slice(0, size // b * b) for size, b in zip(shape, block))
-
-
-def _sparse_level(positions, coords, level, meta, size):
-    """Descends one SPARSE_CSR level: every stored child of each parent position, in storage order."""
-    segments = _index_array(meta.arraySegmentsType, meta.arraySegments)
-    indices = _index_array(meta.arrayIndicesType, meta.arrayIndices)
-    if len(positions) and positions.max() + 1 >= len(segments):
-        raise UnsupportedSparsity("array_segments is shorter than its parent level")
-    starts, counts = segments[positions], segments[positions + 1] - segments[positions]
-    if (counts < 0).any() or (len(counts) and starts.min() < 0):
-        raise UnsupportedSparsity("array_segments is not non-decreasing")
-    owner = np.repeat(np.arange(len(positions)), counts)
-    children = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + starts[owner]
-    if len(children) and (children.max() >= len(indices) or indices[children].max() >= size
-                          or indices[children].min() < 0):
-        raise UnsupportedSparsity("array_indices is too short or indexes past the dimension")
-    coords = coords[:, owner]
-    coords[level] = indices[children]
-    return children, coords
-
-
-def to_dense(values, shape, sparsity):
-    """Decodes TFLite's sparse tensor format (any rank, with or without blocks) to the dense array, as the runtime
-    does: where a block does not divide its dimension, the positions past the last whole block are zero.
-
-    Args:
-      values: 1-D array of the stored values, in traversal order (the tensor's buffer, typed).
-      shape: the dense shape (the tensor's ``shape``).
-      sparsity: ``SparsityParametersT`` (traversal_order, block_map, dim_metadata with DENSE or SPARSE_CSR levels
-        and Int32/Uint16/Uint8 index vectors).
-
-    Returns:
-      ndarray of ``shape`` and ``values.dtype``, zeros where nothing is stored.
-
-    Raises:
-      UnsupportedSparsity (a ValueError): a layout this decoder does not handle or that is inconsistent (index out
-        of range, value count not matching the stored positions).
-    """
-    order, block_map, sizes = _expanded_sizes(shape, sparsity)
-    rank = len(shape)
-    positions, coords = np.zeros(1, np.int64), np.zeros((len(order), 1), np.int64)
-    for level, dim in enumerate(order):
-        meta, size = sparsity.dimMetadata[level], sizes[dim]
-        if meta.format == DENSE:
-            if meta.denseSize != size:
-                raise UnsupportedSparsity(f"DENSE level {level} of size {meta.denseSize}, expected {size}")
-            parents = len(positions)
-            positions = (positions[:, None] * size + np.arange(size)).ravel()
-            coords = np.repeat(coords, size, axis=1)
-            coords[level] = np.tile(np.arange(size), parents)
-        elif meta.format == CSR:
-            positions, coords = _sparse_level(positions, coords, level, meta, size)
-        else:
-            raise UnsupportedSparsity(f"dimension format {meta.format}")
-    if len(positions) != len(values):
-        raise UnsupportedSparsity(f"{len(values)} values stored for {len(positions)} positions")
-    original = np.zeros((rank, len(positions)), np.int64)
-    for level, dim in enumerate(order):
-        if dim < rank:
-            original[dim] = coords[level]
-        else:
-            block = sizes[dim]
-            original[block_map[dim - rank]] = original[block_map[dim - rank]] * block + coords[level]
-    dense = np.zeros(shape, values.dtype)
-    dense[tuple(original)] = values
-    return dense
-
-
-def _index_vector(array):
-    """The smallest (union type, vector object) holding the non-negative ints ``array``."""
-    top = int(array.max()) if len(array) else 0
-    for kind, dtype, vector_class in _INDEX_VECTORS:
-        if top <= np.iinfo(dtype).max:
-            return kind, vector_class(values=array.astype(dtype))
-    raise UnsupportedSparsity(f"index {top} does not fit an int32 index vector")
-
-
-def csr_encoding(dense):
-    """Plain CSR of ``dense`` (rank >= 1) as the converter writes it for unstructured sparsity.
-
-    Returns:
-      ``(values, sparsity)``: the nonzero values (1-D, row-major, ``dense.dtype``) and ``SparsityParametersT``
-      with ``traversal_order [0..rank-1]``, an empty block map, dims 0..rank-2 DENSE and the last SPARSE_CSR.
-    """
-    rows = dense.reshape(-1, dense.shape[-1])
-    row, column = np.nonzero(rows)
-    segments = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=len(rows)))])
-    segments_type, segments_vector = _index_vector(segments)
-    indices_type, indices_vector = _index_vector(column)
-    metadata = [schema.DimensionMetadataT(format=DENSE, denseSize=int(size)) for size in dense.shape[:-1]]
-    metadata.append(schema.DimensionMetadataT(format=CSR, arraySegmentsType=segments_type,
-                                              arraySegments=segments_vector, arrayIndicesType=indices_type,
-                                              arrayIndices=indices_vector))
-    sparsity = schema.SparsityParametersT(traversalOrder=list(range(dense.ndim)), blockMap=[], dimMetadata=metadata)
-    return rows[row, column], sparsity
 
 
 def _densify_opcode(model):
@@ -284,22 +149,64 @@ def _reference_values(reference, key, tensor, block_values):
     if dense.size != block_values.size:
         raise UnsupportedSparsity("the reference model's tensor has the wrong number of values")
     dense = dense.reshape(block_values.shape)
-    region = _stored_region(dense.shape, block_shape(dense.shape, tensor.sparsity))
+    region = stored_region(dense.shape, block_shape(dense.shape, tensor.sparsity))
     if not np.array_equal(dense[region], block_values[region]):
         raise UnsupportedSparsity("the reference model's values differ in the stored blocks")
     return dense
 
 
-def _reencode_tensor(model, subgraph, index, buffer_users, reference, key):
-    """Re-encodes one sparse tensor unless ``_refusal`` or the decoding says no; returns its report entry."""
+# (weight type, FULLY_CONNECTED input type) -> the block LiteRT's builtin sparse kernel computes.
+_BLOCK_KERNELS = {(schema.TensorType.FLOAT32, schema.TensorType.FLOAT32): (1, 4),
+                  (schema.TensorType.INT8, schema.TensorType.INT8): (1, 16),
+                  (schema.TensorType.INT8, schema.TensorType.FLOAT32): (1, 16)}  # hybrid: relabelled UINT8
+
+
+MIN_BLOCK_FILL = 0.5  # fraction of a kept block tensor's stored values that are nonzero
+
+
+def _is_hybrid(subgraph, op):
+    """A dynamic-range operator: integer weights (int8, or uint8 once relabelled here), float input."""
+    return subgraph.tensors[int(op.inputs[1])].type in (schema.TensorType.INT8, schema.TensorType.UINT8) and \
+        subgraph.tensors[int(op.inputs[0])].type == schema.TensorType.FLOAT32
+
+
+def _block_kernel_refusal(model, subgraph, index, consumers, block):
+    """Why LiteRT's sparse block kernel would not compute tensor ``index`` right ("" when it would)."""
+    codes = {schema_util.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex]) for op in consumers}
+    if codes != {schema.BuiltinOperator.FULLY_CONNECTED} or any(int(op.inputs[1]) != index for op in consumers):
+        return "not the weight of FULLY_CONNECTED operators only"
+    tensor = subgraph.tensors[index]
+    inputs = {subgraph.tensors[int(op.inputs[0])].type for op in consumers}
+    kernels = {_BLOCK_KERNELS.get((tensor.type, t)) for t in inputs}
+    if kernels != {block}:
+        return (f"no sparse kernel computes {flatbuffer_utils.type_to_name(tensor.type)} weights in {block} blocks "
+                f"with {', '.join(sorted(flatbuffer_utils.type_to_name(t) for t in inputs))} input")
+    fc = schema.BuiltinOperator.FULLY_CONNECTED
+    if tensor.type == schema.TensorType.FLOAT32 and any(
+            _is_hybrid(subgraph, op) for op in subgraph.operators
+            if schema_util.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex]) == fc):
+        return "a float block weight in a dynamic-range model (XNNPACK computes NaN)"
+    values = model.buffers[tensor.buffer].data
+    fill = np.count_nonzero(np.asarray(values, np.uint8).reshape(-1, np.dtype(DTYPES[tensor.type]).itemsize).any(1))
+    if fill < MIN_BLOCK_FILL * max(1, len(values) // np.dtype(DTYPES[tensor.type]).itemsize):
+        return f"{fill} of its stored values are nonzero (unstructured sparsity in blocks of zero padding)"
+    return ""
+
+
+def _reencode_tensor(model, subgraph, index, buffer_users, reference, key, keep_blocks=False):
+    """Re-encodes one sparse tensor unless ``_refusal`` or the decoding says no, or it is kept for the block kernel
+    (``keep_blocks``); returns its report entry."""
     tensor = subgraph.tensors[index]
     buffer = model.buffers[tensor.buffer]
-    before = (0 if buffer.data is None else len(buffer.data)) + _index_bytes(tensor.sparsity)
+    before = (0 if buffer.data is None else len(buffer.data)) + index_bytes(tensor.sparsity)
     entry = {"name": tensor.name.decode(errors="replace"), "shape": tuple(int(d) for d in tensor.shape),
              "dtype": flatbuffer_utils.type_to_name(tensor.type), "block": None, "nonzeros": None,
              "bytes_before": before, "bytes_after": before, "truncated": False,
-             "restored_nonzeros": 0, "rewritten": False}
+             "restored_nonzeros": 0, "rewritten": False, "kept": False}
     reason, consumers = _refusal(model, subgraph, index, buffer_users)
+    if reason and keep_blocks and tensor.type == schema.TensorType.INT8 and tensor.sparsity.blockMap is not None \
+            and len(tensor.sparsity.blockMap) == 0:
+        return _densify_int8_csr(model, subgraph, index, consumers, entry)
     if reason:
         return dict(entry, reason=reason)
     dtype = np.dtype(DTYPES[tensor.type]).newbyteorder("<")
@@ -318,14 +225,84 @@ def _reencode_tensor(model, subgraph, index, buffer_users, reference, key):
         values, sparsity = csr_encoding(dense)
     except UnsupportedSparsity as e:
         return dict(entry, reason=f"left as it is: {e}")
-    entry.update(nonzeros=len(values), bytes_after=values.nbytes + _index_bytes(sparsity))
+    csr_bytes = values.nbytes + index_bytes(sparsity)
+    if keep_blocks:
+        int8 = tensor.type == schema.TensorType.INT8
+        other, other_bytes = ("dense", dense.nbytes) if int8 else ("CSR", csr_bytes)
+        why = (_block_kernel_refusal(model, subgraph, index, consumers, entry["block"]) or
+               (f"{entry['restored_nonzeros']} weights past the last whole block" if entry["restored_nonzeros"]
+                else "") or (f"its blocks take {before} bytes, {other} {other_bytes}" if before > other_bytes else ""))
+        if not why:
+            hybrid = _is_hybrid(subgraph, consumers[0])
+            if hybrid:
+                tensor.type = schema.TensorType.UINT8
+            return dict(entry, nonzeros=len(values), kept=True, rewritten=hybrid, relabelled_uint8=hybrid,
+                        reason="kept for LiteRT's sparse block kernel")
+        entry["keep_refusal"] = why
+        if int8:  # CSR + DENSIFY of an int8 weight does not load in CompiledModel: store it dense
+            buffer.data = np.frombuffer(dense.astype(dtype).tobytes(), np.uint8)
+            tensor.sparsity = None
+            return dict(entry, nonzeros=len(values), bytes_after=dense.nbytes, rewritten=True, stored_dense=True,
+                        reason="")
+    entry.update(nonzeros=len(values), bytes_after=csr_bytes)
     buffer.data = np.frombuffer(values.astype(dtype).tobytes(), np.uint8)
     tensor.sparsity = sparsity
     _add_densify(model, subgraph, index, consumers)
     return dict(entry, rewritten=True, reason="")
 
 
-def reencode_csr(model_bytes, reference_bytes=None):
+def _densify_int8_csr(model, subgraph, index, consumers, entry):
+    """Stores the converter's CSR int8 weight ``index`` dense in the tensor its DENSIFY op wrote, and drops the op
+    (XNNPACK fails on int8 DENSIFY: module docstring)."""
+    tensor, buffer = subgraph.tensors[index], model.buffers[subgraph.tensors[index].buffer]
+    codes = [schema_util.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex]) for op in consumers]
+    if not consumers or any(code != schema.BuiltinOperator.DENSIFY for code in codes) or buffer.data is None:
+        return dict(entry, reason="an int8 CSR weight not read by DENSIFY alone")
+    try:
+        dense = to_dense(np.frombuffer(np.asarray(buffer.data, np.uint8).tobytes(), np.int8), entry["shape"],
+                         tensor.sparsity)
+    except UnsupportedSparsity as e:
+        return dict(entry, reason=f"left as it is: {e}")
+    for op in consumers:
+        model.buffers[subgraph.tensors[int(op.outputs[0])].buffer].data = np.frombuffer(dense.tobytes(), np.uint8)
+        subgraph.operators.remove(op)
+    buffer.data, tensor.sparsity = None, None  # the tensor is read no more: nothing of it stays in the file
+    return dict(entry, nonzeros=int(np.count_nonzero(dense)), bytes_after=dense.nbytes, rewritten=True,
+                stored_dense=True, reason="")
+
+
+def _opcode(model, code, version):
+    """Index of the operator code ``(code, version)`` in ``model``, added when missing."""
+    for index, entry in enumerate(model.operatorCodes):
+        if schema_util.get_builtin_code_from_operator_code(entry) == code and entry.version == version:
+            return index
+    model.operatorCodes.append(schema.OperatorCodeT(deprecatedBuiltinCode=min(code, 127), builtinCode=code,
+                                                    version=version))
+    return len(model.operatorCodes) - 1
+
+
+def _compute_ops(model, subgraph):
+    codes = [schema_util.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex])
+             for op in subgraph.operators]
+    return [(op, code) for op, code in zip(subgraph.operators, codes) if code not in _PASS_THROUGH]
+
+
+def _plain_versions(model, reference_model):
+    """Gives every operator that no longer reads a sparse weight directly the version the same operator has in the
+    conversion without sparsity: the converter marks a sparse FULLY_CONNECTED with a version (8) that XNNPACK does
+    not take, which would keep a weight stored dense (or expanded by DENSIFY) off XNNPACK."""
+    for subgraph, twin in zip(model.subgraphs, reference_model.subgraphs):
+        ours, theirs = _compute_ops(model, subgraph), _compute_ops(reference_model, twin)
+        if len(ours) != len(theirs):
+            continue
+        for (op, code), (their_op, their_code) in zip(ours, theirs):
+            sparse_input = any(int(t) >= 0 and subgraph.tensors[int(t)].sparsity is not None for t in op.inputs)
+            version = reference_model.operatorCodes[their_op.opcodeIndex].version
+            if code == their_code and not sparse_input and model.operatorCodes[op.opcodeIndex].version != version:
+                op.opcodeIndex = _opcode(model, code, version)
+
+
+def reencode_csr(model_bytes, reference_bytes=None, keep_blocks=False):
     """Rewrites the block-encoded sparse constants of a ``.tflite`` file as plain CSR read through DENSIFY.
 
     Every constant with sparsity parameters and a non-empty block map is decoded (``to_dense``), re-encoded as
@@ -342,13 +319,20 @@ def reencode_csr(model_bytes, reference_bytes=None):
     Args:
       model_bytes: ``.tflite`` file contents (bytes), e.g. from ``TFLiteConverter.convert()``.
       reference_bytes: optional ``.tflite`` contents of the same conversion without sparse encoding.
+      keep_blocks: keep the block tensors LiteRT's sparse block kernels compute right, when not larger than the
+        alternative, and store int8 weights dense rather than CSR (module docstring): a file that runs right in
+        both LiteRT APIs. With ``reference_bytes``, an operator that no longer reads a sparse weight gets the
+        reference's operator version (XNNPACK refuses the converter's sparse version). False rewrites every block
+        tensor as CSR.
 
     Returns:
       ``(new_bytes, report)``: the file (``model_bytes`` itself when nothing was rewritten) and one dict per
       sparse tensor: ``name``, ``shape``, ``dtype``, ``block`` (e.g. ``(1, 16)``, None when not decoded),
       ``nonzeros`` (None when not decoded), ``bytes_before`` and ``bytes_after`` (stored values plus index vectors,
       in bytes), ``truncated`` (blocks do not divide the shape), ``restored_nonzeros`` (dropped nonzero weights
-      taken from the reference), ``rewritten`` and ``reason`` (why not, else "").
+      taken from the reference), ``rewritten``, ``kept`` (left in block form for the sparse kernel), ``reason``
+      (why not rewritten, else "") and, under ``keep_blocks``, ``keep_refusal`` (why a block tensor was not kept),
+      ``relabelled_uint8`` and ``stored_dense`` where they apply.
 
     Raises:
       ValueError: ``model_bytes`` or ``reference_bytes`` is not a TFLite flatbuffer (no ``TFL3`` identifier).
@@ -360,11 +344,13 @@ def reencode_csr(model_bytes, reference_bytes=None):
         reference = (reference_model, _weight_keys(reference_model))
     keys = {(key[0], index): key for key, index in _weight_keys(model).items()}
     buffer_users = np.bincount([t.buffer for sg in model.subgraphs for t in sg.tensors], minlength=len(model.buffers))
-    report = [_reencode_tensor(model, subgraph, index, buffer_users, reference, keys.get((s, index)))
+    report = [_reencode_tensor(model, subgraph, index, buffer_users, reference, keys.get((s, index)), keep_blocks)
               for s, subgraph in enumerate(model.subgraphs) for index in range(len(subgraph.tensors))
               if subgraph.tensors[index].sparsity is not None]
     if not any(entry["rewritten"] for entry in report):
         return model_bytes, report
+    if keep_blocks and reference is not None:
+        _plain_versions(model, reference[0])
     return flatbuffer_utils.convert_object_to_bytearray(model), report
 
 
