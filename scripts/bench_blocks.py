@@ -5,7 +5,7 @@
 For each --models network (a baseline trained --epochs on --dataset, cached like the sweeps'), each --methods
 (``weight``: unstructured |w|; ``block_1x4``/``block_1x16``: blocks of 4/16 consecutive inputs of one unit, TFLite's
 float and int8 sparse-kernel layouts) and each --sparsities k %, the model is pruned on TF-MOT's PolynomialDecay
-ramp over --finetune_epochs of fine-tuning (every layer, the classifier included) and exported in every --variants
+ramp over --finetune_epochs of fine-tuning (--layers: the hidden layers by default) and exported in every --variants
 by ``tfprune.tflite.export_variant``: converted, checked against the Keras model in both LiteRT APIs on
 --eval_images real test images, and timed. Latency is the median of --bench_runs single-image runs after
 --bench_warmup, for each --threads, in the Interpreter, in CompiledModel, and by LiteRT's own ``litert-benchmark``
@@ -31,6 +31,7 @@ from absl import logging
 
 import tfprune
 from tfprune import io_utils
+from tfprune import pruning
 from tfprune import tflite as export
 from tfprune.cli import app as cli
 from tfprune.experiments import config, data
@@ -45,6 +46,10 @@ flags.DEFINE_integer("epochs", 10, "Training epochs of the cached baselines.", l
 flags.DEFINE_integer("finetune_epochs", 2, "Fine-tune epochs of each pruned model while its sparsity ramps up.",
                      lower_bound=0)
 flags.DEFINE_list("methods", ["weight", "block_1x4", "block_1x16"], "Pruning methods.")
+flags.DEFINE_float("end_fraction", 0.7, "The PolynomialDecay ramp reaches k at this fraction of the fine-tune steps "
+                   "(the sweeps' default 0.7).", lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_list("layers", None, "Layers to prune (default: every layer but the classifier, as TF-MOT's guide and "
+                  "the comparison presets do: a 10-unit classifier in 16-input blocks keeps too few blocks per class).")
 flags.DEFINE_list("sparsities", ["80", "90", "95", "97", "99"], "Percents k.")
 flags.DEFINE_list("variants", ["float+sparse", "int8+sparse", "dynamic+sparse"], "TFLite variants of pruned models.")
 flags.DEFINE_list("threads", ["1", "4"], "LiteRT thread counts timed.")
@@ -121,10 +126,13 @@ def run_network(network, datasets, x_eval, y_eval, representative):
     print(f"{network}: {FLAGS.epochs} epoch(s), test accuracy {100 * base.test_accuracy:.2f} %", flush=True)
     rows = [measure_row(network, "dense", 0.0, base.model, variant, x_eval, y_eval, representative,
                         base.test_accuracy) for variant in REFERENCES]
-    finetune = config.FineTune(epochs=FLAGS.finetune_epochs, schedule="polynomial", verbose=0)
+    finetune = config.FineTune(epochs=FLAGS.finetune_epochs, schedule="polynomial", verbose=0,
+                               end_fraction=FLAGS.end_fraction)
+    layers = FLAGS.layers or pruning.default_layers(pruning.make_prunable(base.model), "unit")  # not the outputs
     for method in FLAGS.methods:
         for k in config.check_percents(FLAGS.sparsities, "--sparsities"):
-            model = experiment.pruned_copy(base.model, method, k, x_train, y_train, finetune, seed=FLAGS.seed)
+            model = experiment.pruned_copy(base.model, method, k, x_train, y_train, finetune, layers=list(layers),
+                                           seed=FLAGS.seed)
             accuracy = keras_accuracy(model, x_test, y_test)
             rows += [measure_row(network, method, k, model, variant, x_eval, y_eval, representative, accuracy)
                      for variant in FLAGS.variants]
@@ -203,8 +211,10 @@ def main(argv):
         rows += run_network(network, datasets, x_eval, y_eval, representative)
     goal_lines = targets(rows)
     setup = (f"{FLAGS.dataset}; baselines {FLAGS.epochs} epochs; each pruned model fine-tuned {FLAGS.finetune_epochs} "
-             "epoch(s) while its sparsity ramps up (PolynomialDecay to k at 70 % of the steps, batch 128, Adam 1e-3), "
-             "every layer pruned; Keras accuracy on all 10,000 test images, TFLite accuracy on "
+             f"epoch(s) while its sparsity ramps up (PolynomialDecay to k at {100 * FLAGS.end_fraction:g} % of the "
+             "steps, batch 128, Adam 1e-3), "
+             f"layers pruned: {', '.join(FLAGS.layers) if FLAGS.layers else 'all but the classifier'}; Keras "
+             "accuracy on all 10,000 test images, TFLite accuracy on "
              f"{len(x_eval)} of them (Interpreter); latency: single image, median of {FLAGS.bench_runs} runs after "
              f"{FLAGS.bench_warmup}, on {os.cpu_count()} CPU core(s) (the 4-thread figures on a 2-core machine are "
              f"bounded by the cores); tfprune {tfprune.__version__}")

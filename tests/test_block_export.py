@@ -84,8 +84,39 @@ def test_block_sweep_with_export_and_a_bad_block(tmp_path):
     (figures,) = record["exports"]
     assert figures["apis"] == "interpreter,compiled_model" and figures["kernels"] == "builtin sparse (blocks 1x16) x3"
     assert "LiteRT APIs" in open(os.path.join(out, "results.md")).read()
+    assert open(os.path.join(out, "frontier.png"), "rb").read(4) == b"\x89PNG"
+    assert "| block_1x16 k=90 int8+sparse |" in open(os.path.join(out, "frontier.md")).read()
     # A usage error (absl exits 2 with it), before any training.
     with pytest.raises(app.UsageError, match=r"^--methods=block_1x400: block 1x400 .* layer 'fc2' kernel of shape "
                        r"\(300, 100\)"):
         run_smoke_sweep(str(tmp_path / "bad"), "--methods=block_1x400", "--sparsities=50")
     assert not os.path.exists(tmp_path / "bad" / "sweep_config.json")
+
+
+def test_frontier_table_and_plot_agree(tmp_path):
+    from tfprune.experiments import frontier, plots  # pylint: disable=g-import-not-at-top
+    items = [frontier.Candidate("weight k=0 float", "weight", 0.0, "float", "pruned", 0.89, 9_000_000, 0.30),
+             frontier.Candidate("weight k=0 int8", "weight", 0.0, "int8", "pruned", 0.888, 2_300_000, 0.07),
+             frontier.Candidate("block_1x4 k=90 float+sparse", "block_1x4", 90.0, "float+sparse", "pruned", 0.885,
+                                1_000_000, 0.05),
+             frontier.Candidate("weight k=90 float+sparse", "weight", 90.0, "float+sparse", "pruned", 0.884,
+                                1_400_000, 0.28),  # dominated in both
+             frontier.Candidate("unit k=90 shrunk int8", "unit", 90.0, "int8", "shrunk", 0.86, 60_000, 0.01)]
+    assert frontier.pareto(items, frontier.size) == {"weight k=0 float", "weight k=0 int8",
+                                                     "block_1x4 k=90 float+sparse", "unit k=90 shrunk int8"}
+    assert frontier.pareto(items, frontier.latency) == {"weight k=0 float", "weight k=0 int8",
+                                                        "block_1x4 k=90 float+sparse", "unit k=90 shrunk int8"}
+    slower = items + [frontier.Candidate("block_1x4 k=80 float+sparse", "block_1x4", 80.0, "float+sparse", "pruned",
+                                         0.885, 1_900_000, 0.11)]  # as accurate as k=90 but larger and slower
+    assert "block_1x4 k=80 float+sparse" not in frontier.pareto(slower, frontier.latency) | frontier.pareto(
+        slower, frontier.size)
+    assert set(frontier.references(items)) == {"dense float", "dense int8"}
+    path, plotted = plots.frontier(items, str(tmp_path / "frontier.png"))
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    rows = [line.split(" | ") for line in frontier.table(items).splitlines()[2:]]
+    table = {r[0].lstrip("| "): (float(r[1]), float(r[2].replace(",", "")), float(r[3])) for r in rows}
+    for name, kib, accuracy in plotted["size"]:
+        assert table[name][0] == pytest.approx(accuracy, abs=0.005) and table[name][1] == pytest.approx(kib, abs=0.05)
+    for name, ms, _ in plotted["latency"]:
+        assert table[name][2] == pytest.approx(ms, abs=5e-5)
+    assert [r[4] for r in rows].count("yes") == 4 and rows[-1][0].lstrip("| ") == "unit k=90 shrunk int8"

@@ -142,3 +142,13 @@ def test_public_api_takes_block_methods():
     tfprune.prune(model, 0.5, method="block_1x16")
     report = {r.name: r for r in tfprune.sparsity_report(model)}
     assert report["fc1"].zeros == 16 * masks.prune_count(0.5, 49 * 300)
+
+
+def test_sensitivity_scan_takes_a_block_method(trained_lenet):
+    from tfprune.experiments import sensitivity  # pylint: disable=g-import-not-at-top
+    model, x, y, _ = trained_lenet
+    curves = sensitivity.scan(model, x[:500], y[:500], [0, 95], method="block_1x16", layers=["fc1"])
+    (k0, dense, _), (k95, pruned, _) = curves["fc1"]
+    assert (k0, k95) == (0.0, 95.0)
+    assert dense == pytest.approx(float((model.predict(x[:500], verbose=0).argmax(1) == y[:500]).mean()), abs=1e-6)
+    assert pruned < dense

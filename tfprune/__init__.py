@@ -4,7 +4,8 @@ Sparsity is a fraction in [0, 1) everywhere in this API; the command-line tools 
 
 Layers of the package (imports point one way: cli -> experiments -> tflite -> library):
 
-- the pruning library, here: ``masks`` (pure selection), ``scoring`` (methods), ``registry`` (layer types),
+- the pruning library, here: ``masks`` (pure selection), ``scoring`` (methods), ``blocks`` (block pruning's
+  arithmetic), ``registry`` (layer types),
   ``graph`` (Keras graphs), ``layers`` (``layers_rnn``, ``recurrent``: SimpleRNN/GRU/LSTM),
   ``pruning``, ``in_place`` (subclassed models), ``callbacks``, ``surgery``/``costs`` (shrinking),
   ``coupling``/``groups`` (coupled channel groups), ``group_pruning``/``group_shrink`` (pruning and shrinking
@@ -40,14 +41,17 @@ from tfprune.pruning import (LayerSparsity, format_report, make_prunable, overal
 from tfprune.registry import custom_objects
 from tfprune.registry import is_prunable as is_prunable_layer
 from tfprune.surgery import ShrinkReport, ShrinkResult, format_shrink_report, shrink
+from tfprune.scoring import block_scorer
 from tfprune.tflite import benchmark_tflite, evaluate_tflite, to_tflite
+from tfprune.tflite.compiled import benchmark_compiled, evaluate_compiled
 from tfprune.user_model import load_user_model
 
 __all__ = [
     "ArraySplit", "Baseline", "ChannelGroup", "Dataset", "DatasetError", "LayerSparsity", "PrunableConv1D",
     "PrunableConv2D", "PrunableConv3D", "PrunableDense", "PrunableDepthwiseConv2D", "PrunableEinsumDense",
     "PrunableEmbedding", "PrunableGRU", "PrunableLSTM", "PrunableLayer", "PrunableMultiHeadAttention",
-    "PrunableSimpleRNN", "ShrinkReport", "ShrinkResult", "StreamedSplit", "benchmark_tflite", "callbacks",
+    "PrunableSimpleRNN", "ShrinkReport", "ShrinkResult", "StreamedSplit", "benchmark_compiled", "benchmark_tflite",
+    "block_scorer", "callbacks", "evaluate_compiled",
     "channel_groups", "count_params_and_macs", "custom_objects", "distribute", "evaluate_tflite", "format_groups",
     "format_report", "format_shrink_report", "global_unit_keeps", "global_weight_masks", "is_prunable_layer",
     "load_data", "load_dataset", "load_user_model", "make_prunable", "models", "overall_sparsity", "prune",

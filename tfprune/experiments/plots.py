@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
 
 from tfprune import io_utils  # noqa: E402
+from tfprune.experiments import frontier as frontier_lib  # noqa: E402
 from tfprune.experiments import histograms as hist_lib  # noqa: E402
 from tfprune.experiments import records  # noqa: E402
 from tfprune.experiments import tables  # noqa: E402
@@ -102,6 +103,44 @@ def sensitivity(curves, path, baseline=None):
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, path)
+
+
+def frontier(items, path, title="Which model to ship"):
+    """Accuracy against TFLite file size and against LiteRT latency (log scales), one marker per candidate
+    (``frontier.Candidate``) coloured by method, the Pareto-optimal ones joined and named, the dense float and
+    dense int8 files drawn as references. Returns ``(path, plotted)``: ``plotted`` lists per panel the
+    ``(name, x, accuracy %)`` of every marker drawn, so callers can check the picture against the table."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    plotted = {}
+    refs = frontier_lib.references(items)
+    for ax, (panel, cost, scale, xlabel) in zip(axes, (
+            ("size", frontier_lib.size, 1 / 1024, "TFLite file size, KiB (log)"),
+            ("latency", frontier_lib.latency, 1.0, "LiteRT latency, ms per image, 1 thread (log)"))):
+        front = frontier_lib.pareto(items, cost)
+        plotted[panel] = [(c.name, cost(c) * scale, 100 * c.accuracy) for c in items]
+        for method in dict.fromkeys(c.method for c in items):
+            mine = [c for c in items if c.method == method]
+            style = STYLE.get(method, {})
+            ax.scatter([cost(c) * scale for c in mine], [100 * c.accuracy for c in mine], s=22, alpha=0.55,
+                       marker=style.get("marker", "o"), color=style.get("color"),
+                       label=tables.METHOD_LABELS.get(method, method))
+        best = sorted((c for c in items if c.name in front), key=cost)
+        ax.plot([cost(c) * scale for c in best], [100 * c.accuracy for c in best], color="black", linewidth=1,
+                marker="o", markerfacecolor="none", markersize=9, label="Pareto frontier")
+        for c in best:
+            ax.annotate(c.name, (cost(c) * scale, 100 * c.accuracy), textcoords="offset points", xytext=(4, -9),
+                        fontsize=6.5)
+        for label, ref in refs.items():
+            ax.axvline(cost(ref) * scale, color="gray", linestyle=":" if "int8" in label else "--", linewidth=1,
+                       label=f"{label}: {cost(ref) * scale:,.3g} {'KiB' if panel == 'size' else 'ms'}, "
+                             f"{100 * ref.accuracy:.2f} %")
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy % (LiteRT, test images)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(title)
+    return _save(fig, path), plotted
 
 
 def _float_file_size(point):

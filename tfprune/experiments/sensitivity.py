@@ -31,7 +31,7 @@ def scan(model, x, y, ks, method="weight", layers=None, progress=None):
       model: trained plain or prunable model (not modified).
       x, y: evaluation images and labels.
       ks: percents in [0, 100).
-      method: ``weight`` or ``unit``.
+      method: ``weight``, ``unit`` or a block method (``block_1x4``...).
       layers: names to scan (default: ``tfprune.pruning.default_layers``).
       progress: optional callable(layer, k, accuracy) called after each evaluation.
 

@@ -29,6 +29,7 @@ from tfprune import user_model
 from tfprune.experiments import baseline as baseline_lib
 from tfprune.experiments import config as config_lib
 from tfprune.experiments import data_sources
+from tfprune.experiments import frontier as frontier_lib
 from tfprune.experiments import histograms as hist_lib
 from tfprune.experiments import plots
 from tfprune.experiments import point as point_lib
@@ -87,7 +88,23 @@ def finish(output_dir, title, command, baseline_info, mode=SWEEP):
     markdown = tables.write_tables(points, output_dir, title, command, acc, prefix=mode.prefix, summary=summary)
     plots.sweep_plots(points, output_dir, acc, baseline_info.get("test_loss"), baseline_info.get("histograms"),
                       prefix=mode.plot_prefix)
+    write_frontier(points, output_dir, mode.plot_prefix)
     return markdown
+
+
+def write_frontier(points, output_dir, prefix=""):
+    """``<prefix>frontier.md`` (every exported file, the Pareto-optimal ones marked) and ``<prefix>frontier.png``
+    when the points exported TFLite files; returns the PNG's path or None."""
+    items = frontier_lib.candidates(points)
+    if not items:
+        return None
+    path, _ = plots.frontier(items, os.path.join(output_dir, prefix + "frontier.png"))
+    io_utils.write_text_atomic(os.path.join(output_dir, prefix + "frontier.md"), "\n".join([
+        "# Which model to ship: accuracy against file size and latency", "",
+        "Every exported TFLite file of this sweep, as LiteRT measured it (accuracy on the export's test images, "
+        "single-image latency in the Interpreter). On a frontier: no other file is at least as accurate and at "
+        "most as large (or as slow). Plot: frontier.png.", "", frontier_lib.table(items), ""]))
+    return path
 
 
 def point_line(record):

@@ -6,7 +6,10 @@
   ``evaluate_tflite``, ``benchmark_tflite``;
 - ``artifacts``: ``export_variant`` (convert + verify + time one variant) and ``write_exported_model``
   (``model.tflite``, ``labels.txt``, ``model_card.json``);
-- ``sparse``: re-encoding of the converter's block-sparse weights as CSR + DENSIFY.
+- ``compiled``: the same in LiteRT's CompiledModel API (``evaluate_compiled``, ``benchmark_compiled``);
+- ``kernels``: which kernel runs each weighted operator (``model_kernels``, ``summary``);
+- ``sparse``, ``sparse_format``: each sparse weight's encoding settled (block format for LiteRT's sparse kernels,
+  CSR + DENSIFY, or dense), and TFLite's sparse format decoded and encoded.
 
 Depends on the pruning library only (``tfprune.pruning``, ``tfprune.registry``), never on the experiments.
 """

@@ -3,11 +3,10 @@
 Variants are named ``<quantization>[+sparse]``: ``float`` (float32 weights), ``float16`` (float16 weights),
 ``dynamic`` (int8 weights, float activations), ``int8`` (full integer, int8 input and output, calibrated on a
 representative dataset); ``+sparse`` also stores pruned weight matrices in TFLite's sparse format
-(``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``). The converter picks its 1x4 (float) or 1x16 (int8) block format
-whenever block sparsity is close enough to element sparsity, which unstructured sparsity above ~96.5 % (float) or
-~98.5 % (int8) passes by chance: about one 16-value block per nonzero weight. Such weights are then re-encoded as
-plain CSR read through a builtin DENSIFY op (``tfprune.tflite.sparse.reencode_csr``), the form the converter itself
-uses below those sparsities; DENSIFY is a TFLite builtin that the stock runtimes (Android included) have. Only
+(``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``), then settles each weight's encoding with
+``tfprune.tflite.sparse.reencode_csr(keep_blocks=True)``: block-pruned Dense weights keep the converter's 1x4 (float)
+or 1x16 (int8) block format, which LiteRT's sparse kernels compute; other float weights become plain CSR read
+through a builtin DENSIFY op; other int8 weights are stored dense (CompiledModel cannot load an int8 DENSIFY). Only
 TFLite builtin ops are allowed: a model that would need TF (Flex/Select) or custom ops is rejected.
 """
 
@@ -126,13 +125,15 @@ def to_tflite(model, quantization="none", sparse_encoding=False, representative_
         wrapped models are stripped first (``plain_model``).
       quantization: ``none`` (float32), ``dynamic`` (int8 weights), ``float16`` (float16 weights) or ``int8``
         (full integer with int8 input and output).
-      sparse_encoding: also store sparse weight tensors in TFLite's sparse format (the converter re-encodes only
-        tensors at least 30 % zero, so a dense model's file is unchanged). Weights the converter stores in its
-        block format are rewritten as plain CSR + builtin DENSIFY (``tflite_sparse.reencode_csr``): ~3 bytes per
-        nonzero int8 weight instead of ~16 at 99 % unstructured sparsity, and computed right where LiteRT 2.3.0
-        misreads the block form (float16, XNNPACK with dynamic range, blocks not dividing the input width, whose
-        dropped weights are restored from a second conversion without sparse encoding). The file is smaller; at
-        run time DENSIFY expands each such weight once to a dense tensor in memory and the dense kernels run.
+      sparse_encoding: also store sparse weight tensors in TFLite's sparse format (the converter encodes only
+        tensors at least 30 % zero, so a dense model's file is unchanged). Block-pruned FULLY_CONNECTED weights
+        (``method="block_1x4"`` for float, ``"block_1x16"`` for int8 and dynamic range) keep the block format and
+        run LiteRT's sparse kernels: smaller and faster. Other sparse float weights are stored as plain CSR +
+        builtin DENSIFY (smaller file; DENSIFY expands them once at load and the dense kernels run); other int8
+        weights are stored dense, as an int8 weight behind DENSIFY does not load in CompiledModel. Weights the
+        converter dropped past its last whole block are restored from a second conversion without sparse
+        encoding, which also gives operators no longer reading a sparse weight their plain version (see
+        ``tflite_sparse.reencode_csr`` for every LiteRT 2.3.0 failure this avoids).
       representative_data: float32 array (N, *input shape) of training images for int8 calibration (a few
         hundred is enough); required for ``int8``, ignored otherwise.
 

@@ -290,7 +290,9 @@ def _compute_ops(model, subgraph):
 def _plain_versions(model, reference_model):
     """Gives every operator that no longer reads a sparse weight directly the version the same operator has in the
     conversion without sparsity: the converter marks a sparse FULLY_CONNECTED with a version (8) that XNNPACK does
-    not take, which would keep a weight stored dense (or expanded by DENSIFY) off XNNPACK."""
+    not take, which would keep a weight stored dense (or expanded by DENSIFY), or a dense layer sharing the sparse
+    one's operator code, off XNNPACK. Returns True when an operator changed."""
+    changed = False
     for subgraph, twin in zip(model.subgraphs, reference_model.subgraphs):
         ours, theirs = _compute_ops(model, subgraph), _compute_ops(reference_model, twin)
         if len(ours) != len(theirs):
@@ -299,7 +301,8 @@ def _plain_versions(model, reference_model):
             sparse_input = any(int(t) >= 0 and subgraph.tensors[int(t)].sparsity is not None for t in op.inputs)
             version = reference_model.operatorCodes[their_op.opcodeIndex].version
             if code == their_code and not sparse_input and model.operatorCodes[op.opcodeIndex].version != version:
-                op.opcodeIndex = _opcode(model, code, version)
+                op.opcodeIndex, changed = _opcode(model, code, version), True
+    return changed
 
 
 def reencode_csr(model_bytes, reference_bytes=None, keep_blocks=False):
@@ -347,10 +350,9 @@ def reencode_csr(model_bytes, reference_bytes=None, keep_blocks=False):
     report = [_reencode_tensor(model, subgraph, index, buffer_users, reference, keys.get((s, index)), keep_blocks)
               for s, subgraph in enumerate(model.subgraphs) for index in range(len(subgraph.tensors))
               if subgraph.tensors[index].sparsity is not None]
-    if not any(entry["rewritten"] for entry in report):
+    versions = keep_blocks and reference is not None and _plain_versions(model, reference[0])
+    if not versions and not any(entry["rewritten"] for entry in report):
         return model_bytes, report
-    if keep_blocks and reference is not None:
-        _plain_versions(model, reference[0])
     return flatbuffer_utils.convert_object_to_bytearray(model), report
 
 
