@@ -132,7 +132,8 @@ def frontier(items, path, title="Which model to ship"):
                         fontsize=6.5)
         for label, ref in refs.items():
             ax.axvline(cost(ref) * scale, color="gray", linestyle=":" if "int8" in label else "--", linewidth=1,
-                       label=f"{label}: {cost(ref) * scale:,.3g} {'KiB' if panel == 'size' else 'ms'}, "
+                       label=f"{label}: " + (f"{cost(ref) * scale:,.0f} KiB" if panel == "size" else
+                                             f"{cost(ref) * scale:.3g} ms") + ", "
                              f"{100 * ref.accuracy:.2f} %")
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
