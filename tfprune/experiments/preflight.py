@@ -38,6 +38,17 @@ def _groups(scorer, layer):
     return int(scorer.alive(np.ones(registry.kernel_shape(layer), bool)).size)
 
 
+def _check_kernels(scorer, method, layers):
+    """A ``ConfigError`` naming ``--methods`` when ``scorer`` cannot cut a layer's kernel (a block wider than it)."""
+    if scorer.check is None:
+        return
+    try:
+        for layer in layers:
+            scorer.check(registry.kernel_shape(layer), f"layer {layer.name!r} kernel")
+    except ValueError as e:
+        raise ConfigError(f"--methods={method}: {e}") from None
+
+
 def check_sweep(config, model):
     """Raises ``ConfigError`` unless every method's layer selection and every k of ``config`` can run on ``model``.
 
@@ -60,15 +71,10 @@ def check_sweep(config, model):
                 sizes = {name: groups[name].size for name in selected}
             else:
                 selected = pruning.resolve_plan(prunable, 0.0, rank, layers)
-                sizes = None
         except ValueError as e:
             raise ConfigError(f"{what}: {e}") from None
-        if sizes is None:
-            try:
-                for name in selected if scorer.check is not None else ():
-                    scorer.check(registry.kernel_shape(prunable.get_layer(name)), f"layer {name!r} kernel")
-            except ValueError as e:
-                raise ConfigError(f"--methods={method}: {e}") from None
+        if not scorer.couples_channels:
+            _check_kernels(scorer, method, [prunable.get_layer(name) for name in selected])
             sizes = {name: _groups(scorer, prunable.get_layer(name)) for name in selected}
         if config_lib.is_tfmot(method) or config.scope != "layer":
             continue  # TF-MOT keeps at least one weight per kernel; global scope ranks across layers

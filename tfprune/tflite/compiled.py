@@ -6,8 +6,6 @@ default does. CompiledModel's tensor details carry no quantization, so an int8 m
 are read from the file through the Interpreter (``runtime``'s quantize/dequantize are shared).
 """
 
-import time
-
 import numpy as np
 from ai_edge_litert.compiled_model import CompiledModel
 from ai_edge_litert.hardware_accelerator import HardwareAccelerator
@@ -72,12 +70,7 @@ class Compiled:
 
     def predict(self, x):
         """Class probabilities (N, classes) float32 for inputs ``x`` (N, *input shape), one image per run."""
-        x = np.asarray(x)
-        shape = tuple(self.input_details["shape"][1:])
-        if x.shape[1:] != shape:
-            raise ValueError(f"images have shape {x.shape[1:]}, the TFLite model takes {shape}")
-        x = x if x.dtype.kind in "iu" and np.issubdtype(self.input_details["dtype"], np.integer) else \
-            x.astype(np.float32)
+        x = runtime.model_inputs(x, self.input_details)
         probs = np.empty((len(x), int(self.output_info["shape"][-1])), np.float32)
         for i in range(len(x)):
             raw = self.run(runtime.quantize(x[i:i + 1], self.input_details))
@@ -95,15 +88,11 @@ def evaluate_compiled(model_bytes, x, y, num_threads=1):
       ValueError: empty or mismatched ``x``/``y``, wrong image shape, labels past the classes.
       RuntimeError: LiteRT cannot load or run the model.
     """
-    y = np.asarray(y).astype(np.int64)
-    if len(x) == 0 or len(x) != len(y):
-        raise ValueError(f"x has {len(x)} images and y {len(y)} labels; need the same positive number")
+    y = runtime.check_labeled(x, y)
     compiled = Compiled(model_bytes, num_threads)
     probs = compiled.predict(x)
-    if y.min() < 0 or y.max() >= probs.shape[1]:
-        raise ValueError(f"labels span [{y.min()}, {y.max()}], the model has {probs.shape[1]} classes")
-    return {"accuracy": float(np.mean(probs.argmax(axis=1) == y)), "loss": runtime.cross_entropy(probs, y),
-            "images": len(x), "fully_accelerated": compiled.fully_accelerated, "probs": probs}
+    return {**runtime.classification_figures(probs, y), "fully_accelerated": compiled.fully_accelerated,
+            "probs": probs}
 
 
 def benchmark_compiled(model_bytes, num_threads=1, runs=100, warmup=10, seed=0):
@@ -117,22 +106,13 @@ def benchmark_compiled(model_bytes, num_threads=1, runs=100, warmup=10, seed=0):
       ValueError: runs < 1, warmup < 0 or num_threads < 1.
       RuntimeError: LiteRT cannot load or run the model.
     """
-    if runs < 1 or warmup < 0:
-        raise ValueError(f"runs {runs} must be at least 1 and warmup {warmup} at least 0")
+    runtime.check_runs(runs, warmup)
     compiled = Compiled(model_bytes, num_threads)
     image = np.random.default_rng(seed).random(compiled.input_details["shape"], dtype=np.float32)
     compiled.input_buffer.write(np.ascontiguousarray(runtime.quantize(image, compiled.input_details)))
     inputs, outputs = {compiled.input_name: compiled.input_buffer}, {compiled.output_name: compiled.output_buffer}
-    for _ in range(warmup):
-        compiled.model.run_by_name(compiled.signature, inputs, outputs)
-    times = np.empty(runs)
-    for i in range(runs):
-        start = time.perf_counter_ns()
-        compiled.model.run_by_name(compiled.signature, inputs, outputs)
-        times[i] = (time.perf_counter_ns() - start) / 1e6
-    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
-            "mean_ms": float(times.mean()), "min_ms": float(times.min()), "runs": runs, "warmup": warmup,
-            "num_threads": num_threads, "fully_accelerated": compiled.fully_accelerated}
+    figures = runtime.time_runs(lambda: compiled.model.run_by_name(compiled.signature, inputs, outputs), runs, warmup)
+    return {**figures, "num_threads": num_threads, "fully_accelerated": compiled.fully_accelerated}
 
 
 __all__ = ["API", "Compiled", "benchmark_compiled", "evaluate_compiled"]

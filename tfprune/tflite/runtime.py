@@ -83,6 +83,60 @@ def dequantize(q, details):
     return (q.astype(np.float32) - zero_point) * scale
 
 
+def model_inputs(x, details):
+    """``x`` (N, *input shape) as the input tensor ``details`` takes it: integer token ids stay integers for an
+    integer input, anything else becomes float32 (``quantize`` then scales it for an int8 input).
+
+    Raises:
+      ValueError: the image shape is not the model's.
+    """
+    x = np.asarray(x)
+    x = x if x.dtype.kind in "iu" and np.issubdtype(details["dtype"], np.integer) else x.astype(np.float32)
+    if x.shape[1:] != tuple(details["shape"][1:]):
+        raise ValueError(f"images have shape {x.shape[1:]}, the TFLite model takes {tuple(details['shape'][1:])}")
+    return x
+
+
+def check_labeled(x, y):
+    """``y`` as int64 after checking ``x`` and ``y`` hold the same positive number of examples (ValueError)."""
+    y = np.asarray(y).astype(np.int64)
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(f"x has {len(x)} images and y {len(y)} labels; need the same positive number")
+    return y
+
+
+def classification_figures(probs, y):
+    """``{"accuracy": fraction, "loss": cross-entropy, "images": N}`` of probabilities (N, classes) for labels y.
+
+    Raises:
+      ValueError: labels outside the model's classes.
+    """
+    if y.min() < 0 or y.max() >= probs.shape[1]:
+        raise ValueError(f"labels span [{y.min()}, {y.max()}], the model has {probs.shape[1]} classes")
+    return {"accuracy": float(np.mean(probs.argmax(axis=1) == y)), "loss": cross_entropy(probs, y),
+            "images": len(y)}
+
+
+def check_runs(runs, warmup):
+    """ValueError unless runs >= 1 and warmup >= 0."""
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"runs {runs} must be at least 1 and warmup {warmup} at least 0")
+
+
+def time_runs(run, runs, warmup):
+    """Calls ``run()`` ``warmup`` times untimed, then ``runs`` times timed; returns ``median_ms``, ``p90_ms``,
+    ``mean_ms``, ``min_ms``, ``runs`` and ``warmup``."""
+    for _ in range(warmup):
+        run()
+    times = np.empty(runs)
+    for i in range(runs):
+        start = time.perf_counter_ns()
+        run()
+        times[i] = (time.perf_counter_ns() - start) / 1e6
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
+            "mean_ms": float(times.mean()), "min_ms": float(times.min()), "runs": runs, "warmup": warmup}
+
+
 def predict_tflite(interpreter, x):
     """Class probabilities (N, classes) float32 for inputs ``x`` (N, *input shape): float images, or integer token
     ids for a model that takes them; in interpreter batches.
@@ -91,10 +145,7 @@ def predict_tflite(interpreter, x):
     """
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     batch = int(inp["shape"][0])
-    x = np.asarray(x)
-    x = x if x.dtype.kind in "iu" and np.issubdtype(inp["dtype"], np.integer) else x.astype(np.float32)
-    if x.shape[1:] != tuple(inp["shape"][1:]):
-        raise ValueError(f"images have shape {x.shape[1:]}, the TFLite model takes {tuple(inp['shape'][1:])}")
+    x = model_inputs(x, inp)
     probs = np.empty((len(x), int(out["shape"][-1])), np.float32)
     for start in range(0, len(x), batch):
         chunk = x[start:start + batch]
@@ -132,15 +183,10 @@ def evaluate_tflite(model_bytes, x, y, batch_size=256, num_threads=1, prefer_xnn
       ValueError: empty or mismatched ``x``/``y``, wrong image shape, bad batch size.
       RuntimeError: the model runs on no path.
     """
-    y = np.asarray(y).astype(np.int64)
-    if len(x) == 0 or len(x) != len(y):
-        raise ValueError(f"x has {len(x)} images and y {len(y)} labels; need the same positive number")
+    y = check_labeled(x, y)
     interpreter, info = load_interpreter(model_bytes, min(batch_size, len(x)), num_threads, prefer_xnnpack)
     probs = predict_tflite(interpreter, x)
-    if y.min() < 0 or y.max() >= probs.shape[1]:
-        raise ValueError(f"labels span [{y.min()}, {y.max()}], the model has {probs.shape[1]} classes")
-    accuracy = float(np.mean(probs.argmax(axis=1) == y))
-    result = {"accuracy": accuracy, "loss": cross_entropy(probs, y), "images": len(x), **info}
+    result = {**classification_figures(probs, y), **info}
     return dict(result, probs=probs) if return_probs else result
 
 
@@ -156,23 +202,14 @@ def benchmark_tflite(model_bytes, num_threads=1, runs=100, warmup=10, prefer_xnn
     Raises:
       ValueError: runs < 1, warmup < 0 or num_threads < 1.
     """
-    if runs < 1 or warmup < 0:
-        raise ValueError(f"runs {runs} must be at least 1 and warmup {warmup} at least 0")
+    check_runs(runs, warmup)
     interpreter, info = load_interpreter(model_bytes, 1, num_threads, prefer_xnnpack)
     inp = interpreter.get_input_details()[0]
     image = np.random.default_rng(seed).random(inp["shape"], dtype=np.float32)
     interpreter.set_tensor(inp["index"], quantize(image, inp))
-    for _ in range(warmup):
-        interpreter.invoke()
-    times = np.empty(runs)
-    for i in range(runs):
-        start = time.perf_counter_ns()
-        interpreter.invoke()
-        times[i] = (time.perf_counter_ns() - start) / 1e6
-    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
-            "mean_ms": float(times.mean()), "min_ms": float(times.min()), "runs": runs, "warmup": warmup,
-            "num_threads": num_threads, **info}
+    return {**time_runs(interpreter.invoke, runs, warmup), "num_threads": num_threads, **info}
 
 
-__all__ = ["LOSS_EPSILON", "PATHS", "benchmark_tflite", "cross_entropy", "dequantize", "evaluate_tflite",
-           "load_interpreter", "predict_tflite", "quantize"]
+__all__ = ["LOSS_EPSILON", "PATHS", "benchmark_tflite", "check_labeled", "check_runs", "classification_figures",
+           "cross_entropy", "dequantize", "evaluate_tflite", "load_interpreter", "model_inputs", "predict_tflite",
+           "quantize", "time_runs"]

@@ -73,11 +73,16 @@ def _densify_opcode(model):
     return len(model.operatorCodes) - 1
 
 
+def _is_block_encoded(tensor):
+    """True for a sparse tensor stored in blocks (a non-empty block map); False for plain CSR."""
+    return tensor.sparsity.blockMap is not None and len(tensor.sparsity.blockMap) > 0
+
+
 def _refusal(model, subgraph, index, buffer_users):
     """Why tensor ``index`` is left as it is ("" when it can be rewritten), and its consumer operators."""
     tensor = subgraph.tensors[index]
     consumers = [op for op in subgraph.operators if op.inputs is not None and index in op.inputs]
-    if tensor.sparsity.blockMap is None or len(tensor.sparsity.blockMap) == 0:
+    if not _is_block_encoded(tensor):
         return "not block-encoded (already plain CSR)", consumers
     if tensor.type not in DTYPES:
         return f"element type {flatbuffer_utils.type_to_name(tensor.type)} has no DENSIFY kernel", consumers
@@ -204,8 +209,7 @@ def _reencode_tensor(model, subgraph, index, buffer_users, reference, key, keep_
              "bytes_before": before, "bytes_after": before, "truncated": False,
              "restored_nonzeros": 0, "rewritten": False, "kept": False}
     reason, consumers = _refusal(model, subgraph, index, buffer_users)
-    if reason and keep_blocks and tensor.type == schema.TensorType.INT8 and tensor.sparsity.blockMap is not None \
-            and len(tensor.sparsity.blockMap) == 0:
+    if reason and keep_blocks and tensor.type == schema.TensorType.INT8 and not _is_block_encoded(tensor):
         return _densify_int8_csr(model, subgraph, index, consumers, entry)
     if reason:
         return dict(entry, reason=reason)
