@@ -30,6 +30,7 @@ from tfprune.experiments.data import DatasetError, load_dataset
 from tfprune.experiments.data_sources import load as load_data
 from tfprune.experiments.dataset import ArraySplit, Dataset, StreamedSplit
 from tfprune.groups import ChannelGroup, channel_groups, format_groups
+from tfprune.jax_masks import hold_masks_in_optimizer
 from tfprune.layers import PrunableConv1D, PrunableConv2D, PrunableConv3D, PrunableDense, PrunableDepthwiseConv2D
 from tfprune.layers import PrunableEinsumDense, PrunableEmbedding
 from tfprune.layers_attention import PrunableMultiHeadAttention
@@ -53,7 +54,8 @@ __all__ = [
     "PrunableSimpleRNN", "ShrinkReport", "ShrinkResult", "StreamedSplit", "benchmark_compiled", "benchmark_tflite",
     "block_scorer", "callbacks", "evaluate_compiled",
     "channel_groups", "count_params_and_macs", "custom_objects", "distribute", "evaluate_tflite", "format_groups",
-    "format_report", "format_shrink_report", "global_unit_keeps", "global_weight_masks", "is_prunable_layer",
+    "format_report", "format_shrink_report", "global_unit_keeps", "global_weight_masks", "hold_masks_in_optimizer",
+    "is_prunable_layer",
     "load_data", "load_dataset", "load_user_model", "make_prunable", "models", "overall_sparsity", "prune",
     "prune_count", "shrink", "sparsity_report", "strip", "surgery", "tflite", "to_tflite", "train_baseline",
     "unit_keep", "unit_mask", "weight_mask", "__version__",

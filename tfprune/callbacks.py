@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from tfprune import jax_masks
 from tfprune import masks as masks_lib
 from tfprune import pruning
 from tfprune import scoring
@@ -75,6 +76,9 @@ class RankPruning(keras.callbacks.Callback):
             sync()
         pruning.prune(self.model, sparsity, self.method, self.scope, self.layers)
         self.history.append((self.step, sparsity))
+
+    def set_model(self, model):
+        super().set_model(jax_masks.hold_masks_in_optimizer(model))  # fit makes its train function after this
 
     def on_train_begin(self, logs=None):
         pruning.resolve_plan(self.model, 0.0 if self.schedule is None or not self.one_shot else self.schedule,

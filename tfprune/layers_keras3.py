@@ -10,10 +10,13 @@ exactly 0 in one of two ways, chosen by measurement (``scripts/bench_keras3.py``
   entries, and a constraint on the variables (Keras' optimizers apply it after every update) multiplies them by the
   masks again, so the forward and backward passes are the plain layer's: no kernel-sized multiply per step. (On
   fc_1000 the multiply cost ~6-11 % per epoch on TensorFlow; the constraint costs nothing measurable.)
-- **JAX backend, and any layer with LoRA enabled**: the properties return the masked tensors (``kernel`` is
-  ``super().kernel * kernel_mask``, ``bias`` is ``bias * bias_mask``), so the gradient of a masked entry is zero.
-  JAX's optimizer step cannot read the mask variables (its stateless update sees only the trainable and optimizer
-  state), and LoRA adds a delta that only the property can mask.
+- **JAX backend**: the same constraints, applied inside the training step that ``make_prunable`` and
+  ``RankPruning`` give the model (``tfprune.jax_masks``: JAX's stateless optimizer update cannot read the mask
+  variables by itself). Outside such a step (evaluation, or a model loaded from a file and trained without
+  ``RankPruning``) the properties return the masked tensors (``kernel`` is ``super().kernel * kernel_mask``,
+  ``bias`` is ``bias * bias_mask``), so the gradient of a masked entry is zero.
+- **Any layer with LoRA enabled**: the properties return the masked tensors, since LoRA adds a delta that only the
+  property can mask.
 
 Either way the layer computes with exact zeros at the pruned entries through any training.
 
@@ -26,7 +29,7 @@ tfprune is imported. The same methods as the tf_keras twins (``tfprune.layers``)
 import numpy as np
 
 from tfprune._env import keras3
-from tfprune.stored_masks import add_masks, to_numpy
+from tfprune.stored_masks import add_masks, masks_in_forward, to_numpy
 
 ops = keras3.ops
 
@@ -67,7 +70,7 @@ class _MaskOps:
         return [m for m in (self.kernel_mask, self.bias_mask) if m is not None]
 
     def _masks_in_forward(self):
-        return keras3.backend.backend() == "jax" or bool(getattr(self, "lora_enabled", False))
+        return masks_in_forward() or bool(getattr(self, "lora_enabled", False))
 
     def _own_variables(self):
         return [v for v in (*self._variables(), self.kernel_mask, self.bias_mask) if v is not None]
@@ -86,7 +89,7 @@ class _MaskOps:
             variable.assign(store[str(i)])
 
     def _add_masks(self):
-        """Adds ``kernel_mask`` and ``bias_mask`` (ones); off JAX, constraints that keep masked entries at 0."""
+        """Adds ``kernel_mask`` and ``bias_mask`` (ones) and the constraints that keep masked entries at 0."""
         add_masks(self, dict(zip(("kernel", "bias"), self._variables())), attr="{}_mask")
 
     def set_masks(self, kernel_keep, bias_keep=None):
@@ -171,13 +174,14 @@ class PrunableDepthwiseConv2D(_MaskOps, keras3.layers.DepthwiseConv2D):
     """Keras 3 ``DepthwiseConv2D`` whose kernel (kh, kw, in, multiplier) and bias are multiplied by 0/1 masks
     (weight pruning only: its channels follow its input). Its kernel and bias are plain variable attributes (no
     property to mask through), so the masks are kept the same two ways as ``_MaskedMixin``'s by other means:
-    variable constraints on TensorFlow/PyTorch, and on JAX a ``call`` that computes with the masked tensors."""
+    variable constraints, and on JAX outside ``jax_masks``' train step a ``call`` that computes with the masked
+    tensors."""
 
     def _variables(self):
         return self.kernel, self.bias
 
     def call(self, inputs):
-        if keras3.backend.backend() != "jax":
+        if not masks_in_forward():
             return super().call(inputs)  # the variables hold the zeros (constraints)
         # Keras 3's BaseDepthwiseConv.call (channels-last or first) with the masked kernel and bias.
         outputs = ops.depthwise_conv(inputs, self.masked_kernel(), strides=self.strides, padding=self.padding,

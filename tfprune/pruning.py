@@ -10,6 +10,7 @@ import numpy as np
 from tfprune import graph
 from tfprune import group_pruning
 from tfprune import in_place as in_place_lib
+from tfprune import jax_masks
 from tfprune import layers_separable as prunable_separable
 from tfprune import masks as masks_lib
 from tfprune import registry
@@ -52,7 +53,7 @@ def make_prunable(model, in_place=False, pruned_kernels=None):
                          f"{', '.join(kinds)})")
     if in_place:
         in_place_lib.make_prunable(model, options)
-        return model
+        return jax_masks.hold_masks_in_optimizer(model)
     new_model = graph.clone(model, lambda layer: registry.to_prunable(layer, options))
 
     def copy(old, new):
@@ -61,7 +62,7 @@ def make_prunable(model, in_place=False, pruned_kernels=None):
         else:
             new.set_weights(old.get_weights())
     graph.copy_weights(model, new_model, copy)
-    return new_model
+    return jax_masks.hold_masks_in_optimizer(new_model)
 
 
 def strip(model, in_place=False):

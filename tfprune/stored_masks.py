@@ -5,7 +5,8 @@ cannot take the mask into their forward pass without copying their code. Instead
 ``set_masks`` zeroes the pruned entries, and each variable carries a constraint that multiplies it by its mask after
 every optimizer update (every tf_keras and Keras 3 optimizer applies constraints), so the layer computes with exact
 zeros at the pruned entries and pays nothing in the forward pass. On Keras 3's JAX backend the stateless optimizer
-step cannot read the mask variables, so there the layer's properties return the masked tensors (``masked_property``).
+step reads the masks only inside the train step ``tfprune.jax_masks`` installs; outside it the layer's properties
+return the masked tensors (``masked_property``, ``masks_in_forward``).
 
 ``StoredMaskMethods`` gives the methods the pruning library calls (``mask_variables``, ``kernel_mask``,
 ``masked_weights``, ``masked_kernel``, ``copy_plain``, ``set_masks``) over five hooks each layer family writes once:
@@ -19,6 +20,7 @@ import contextlib
 
 import numpy as np
 
+from tfprune import jax_masks
 from tfprune._env import keras, keras3, tf
 
 ops = keras3.ops
@@ -37,7 +39,12 @@ class MaskedConstraint(keras3.constraints.Constraint):
 
     def __call__(self, w):
         w = self.inner(w) if self.inner is not None else w
-        return ops.multiply(w, ops.cast(self.mask, w.dtype))
+        mask = self.mask
+        if jax_masks.on_jax():  # only the train step's traced mask is current (see tfprune.jax_masks)
+            mask = jax_masks.step_value(self.mask)
+            if mask is None:
+                return w  # the layer applies the mask in its forward pass
+        return ops.multiply(w, ops.cast(mask, w.dtype))
 
 
 class MaskedThenInner:
@@ -164,8 +171,9 @@ class TfKerasKernelBias(TfKerasOps, StoredMaskMethods):
 
 def add_masks(layer, variables, attr="{}_mask_variable"):
     """Adds one non-trainable mask of ones to ``layer`` per variable, as ``attr.format(name)`` (``None`` for an
-    absent variable). On Keras 3 off JAX the variable's constraint becomes ``MaskedConstraint`` (mask after the
-    user's constraint); tf_keras' constraints are given at build (``masking_constraints``).
+    absent variable). On Keras 3 the variable's constraint becomes ``MaskedConstraint`` (mask after the user's
+    constraint; on JAX it acts inside ``jax_masks``' train step only); tf_keras' constraints are given at build
+    (``masking_constraints``).
 
     Args:
       layer: a tf_keras or Keras 3 layer, being built.
@@ -178,20 +186,26 @@ def add_masks(layer, variables, attr="{}_mask_variable"):
             initializer = "ones" if is_keras3 else keras.initializers.Ones()
             mask = layer.add_weight(name=f"{name}_mask", shape=variable.shape, dtype=variable.dtype,
                                     initializer=initializer, trainable=False)
-            if is_keras3 and keras3.backend.backend() != "jax":
+            if is_keras3:
                 variable.constraint = MaskedConstraint(mask, variable.constraint)
         setattr(layer, attr.format(name), mask)
 
 
+def masks_in_forward():
+    """True when a Keras 3 layer must multiply its weights by the masks in its forward pass: on JAX, outside a
+    ``jax_masks.hold_masks_in_optimizer`` train step (there the constraints hold the zeros)."""
+    return jax_masks.on_jax() and not jax_masks.in_masked_step()
+
+
 def masked_property(name, mask_attr=None):
-    """A Keras 3 property over the variable stored as ``_<name>_variable``: on JAX, once the mask (the attribute
-    ``mask_attr``, default ``<name>_mask``) exists, the variable times the mask; else the variable."""
+    """A Keras 3 property over the variable stored as ``_<name>_variable``: when ``masks_in_forward()`` and the mask
+    (the attribute ``mask_attr``, default ``<name>_mask``) exists, the variable times the mask; else the variable."""
     mask_attr = mask_attr or f"{name}_mask"
 
     def get(self):
         variable = self.__dict__.get(f"_{name}_variable")
         mask = self.__dict__.get(mask_attr)
-        if variable is None or mask is None or keras3.backend.backend() != "jax":
+        if variable is None or mask is None or not masks_in_forward():
             return variable
         return ops.multiply(variable, ops.cast(mask, variable.dtype))
 
@@ -224,4 +238,4 @@ def prunable_classes(mixins, names, what, module):
 
 
 __all__ = ["Keras3Ops", "MaskedConstraint", "MaskedThenInner", "StoredMaskMethods", "TfKerasKernelBias", "TfKerasOps",
-           "add_masks", "masked_property", "masking_constraints", "prunable_classes", "to_numpy"]
+           "add_masks", "masked_property", "masking_constraints", "masks_in_forward", "prunable_classes", "to_numpy"]
