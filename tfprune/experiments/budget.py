@@ -124,12 +124,8 @@ def choose(candidates, budget):
 
 
 def closest(candidates, budget):
-    """The candidate nearest to fitting (smallest ``Budget.shortfall``; ties: the better one), or None."""
-    best = None
-    for c in candidates:
-        if best is None or (budget.shortfall(c), 0) < (budget.shortfall(best), 0 if better(c, best, budget) else 1):
-            best = c
-    return best
+    """The candidate nearest to fitting (smallest ``Budget.shortfall``), or None."""
+    return min(candidates, key=budget.shortfall, default=None)
 
 
 def probe_ok(candidates, budget):

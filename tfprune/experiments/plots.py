@@ -105,17 +105,21 @@ def sensitivity(curves, path, baseline=None):
     return _save(fig, path)
 
 
-def frontier(items, path, title="Which model to ship"):
+def frontier(items, path, title="Which model to ship", limits=None, chosen=None, num_threads=1):
     """Accuracy against TFLite file size and against LiteRT latency (log scales), one marker per candidate
     (``frontier.Candidate``) coloured by method, the Pareto-optimal ones joined and named, the dense float and
     dense int8 files drawn as references. Returns ``(path, plotted)``: ``plotted`` lists per panel the
-    ``(name, x, accuracy %)`` of every marker drawn, so callers can check the picture against the table."""
+    ``(name, x, accuracy %)`` of every marker drawn, so callers can check the picture against the table.
+
+    ``limits``: a budget search's {"size": KiB, "latency": ms, "accuracy": percent} (None = no limit), drawn as red
+    lines; ``chosen``: the name of the candidate it ships, ringed in red; ``num_threads``: the latency's threads."""
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
     plotted = {}
     refs = frontier_lib.references(items)
     for ax, (panel, cost, scale, xlabel) in zip(axes, (
             ("size", frontier_lib.size, 1 / 1024, "TFLite file size, KiB (log)"),
-            ("latency", frontier_lib.latency, 1.0, "LiteRT latency, ms per image, 1 thread (log)"))):
+            ("latency", frontier_lib.latency, 1.0, f"LiteRT latency, ms per image, {num_threads} thread"
+                                                   f"{'s' if num_threads > 1 else ''} (log)"))):
         front = frontier_lib.pareto(items, cost)
         plotted[panel] = [(c.name, cost(c) * scale, 100 * c.accuracy) for c in items]
         for method in dict.fromkeys(c.method for c in items):
@@ -135,6 +139,17 @@ def frontier(items, path, title="Which model to ship"):
                        label=f"{label}: " + (f"{cost(ref) * scale:,.0f} KiB" if panel == "size" else
                                              f"{cost(ref) * scale:.3g} ms") + ", "
                              f"{100 * ref.accuracy:.2f} %")
+        limits = limits or {}
+        if limits.get(panel) is not None:
+            ax.axvline(limits[panel], color="red", linewidth=1.2,
+                       label=f"budget: {limits[panel]:g} {'KiB' if panel == 'size' else 'ms'}")
+        if limits.get("accuracy") is not None:
+            ax.axhline(limits["accuracy"], color="red", linestyle="--", linewidth=1,
+                       label=f"budget: >= {limits['accuracy']:g} %")
+        for c in items:
+            if c.name == chosen:
+                ax.scatter([cost(c) * scale], [100 * c.accuracy], s=160, facecolors="none", edgecolors="red",
+                           linewidths=1.8, label=f"chosen: {c.name}")
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy % (LiteRT, test images)")

@@ -72,19 +72,28 @@ class PointExporter:
             unshrunk ones by more than ``SHRINK_TOLERANCE``. Nothing is exported for the point then.
         """
         folder = os.path.join(self.out_dir, records.point_key(method, k))
-        shrink, targets = None, [(stripped_model, records.PRUNED)]
-        if scoring.removes_units(method):
-            shrunk, shrink = self._shrink(stripped_model)
-            targets.append((shrunk, records.SHRUNK))
+        shrink, targets = self._targets(stripped_model, method)
         exports = []
         for model, which in targets:
-            for variant in self.variants:
+            for variant in self._variants(method, k):
                 out_dir = os.path.join(folder, variant + ("-shrunk" if which == records.SHRUNK else ""))
                 figures = tflite.export_variant(model, variant, self.x_eval, self.y_eval, self.representative_data,
                                                 out_dir=out_dir, labels=self.labels, card_extra=self.card_extra,
                                                 **self.bench)
                 exports.append(records.VariantFigures(model=which, **figures))
         return shrink, exports
+
+    def _targets(self, stripped_model, method):
+        """``(ShrinkFigures or None, [(model, records.PRUNED | records.SHRUNK)])``: what a point exports."""
+        shrink, targets = None, [(stripped_model, records.PRUNED)]
+        if scoring.removes_units(method):
+            shrunk, shrink = self._shrink(stripped_model)
+            targets.append((shrunk, records.SHRUNK))
+        return shrink, targets
+
+    def _variants(self, method, k):  # pylint: disable=unused-argument
+        """The variants a point of ``method`` at ``k`` exports (subclasses choose per point)."""
+        return self.variants
 
     def _shrink(self, model):
         result, diff = checked_shrink(model, self.x_eval)
