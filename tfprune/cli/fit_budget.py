@@ -47,11 +47,12 @@ FINETUNE_EPOCHS = flags.DEFINE_integer("finetune_epochs", 2, "Fine-tune epochs o
                                        "PolynomialDecay.", lower_bound=1)
 END_FRACTION = flags.DEFINE_float("end_fraction", 0.7, "The ramp reaches k at this fraction of the fine-tune steps.",
                                   lower_bound=0.0, upper_bound=1.0)
-SHRUNK_EPOCHS = flags.DEFINE_integer("shrunk_epochs", 4, "Further epochs of a unit probe's shrunk model.",
+SHRUNK_EPOCHS = flags.DEFINE_integer("shrunk_epochs", 10, "Further epochs of a unit probe's shrunk model (Adam, "
+                                     "cosine decay).",
                                      lower_bound=0)
 EVAL_SIZE = flags.DEFINE_integer("eval_size", 10000, "Test images every file is measured on.", lower_bound=1)
 MAX_DROP = flags.DEFINE_float("max_drop", 2.0, "Sensitivity: a layer whose one-shot 50 or 90 % pruning alone costs "
-                              "more accuracy points than this stays dense, if it holds under 5 % of the weights "
+                              "more accuracy points than this stays dense, if it holds under 2 % of the weights "
                               "(unless --layers names the layers).", lower_bound=0.0)
 RESUME = flags.DEFINE_bool("resume", False, "Reuse the probes already in --output_dir (a killed search, or another "
                            "budget on the same model and settings).")

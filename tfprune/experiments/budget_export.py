@@ -8,9 +8,9 @@ pruned shapes (unit: the shrunk model's exact parameter and MAC counts), only to
 """
 
 from tfprune import pruning
+from tfprune import stacks
 from tfprune import surgery
 from tfprune.experiments import budget as budget_lib
-from tfprune.experiments import models
 from tfprune.experiments import point_export
 from tfprune.experiments import records
 
@@ -24,9 +24,9 @@ _SPARSE_LATENCY = 3.0
 class BudgetExporter(point_export.PointExporter):
     """``PointExporter`` exporting ``budget.FAMILIES[method]``'s variants (``DENSE_VARIANTS`` at k = 0); unit probes
     export their shrunk model only, first fine-tuned ``shrunk_epochs`` epochs on ``train`` (a ``dataset`` split)
-    with Adam at ``learning_rate``, batch ``batch_size``, seeded by ``seed``."""
+    with Adam from ``learning_rate`` on a cosine decay to 0, batch ``batch_size``, seeded by ``seed``."""
 
-    def __init__(self, x_eval, y_eval, representative_data, out_dir, train, shrunk_epochs=4, batch_size=128,
+    def __init__(self, x_eval, y_eval, representative_data, out_dir, train, shrunk_epochs=10, batch_size=128,
                  learning_rate=1e-3, seed=0, **kwargs):
         super().__init__(list(budget_lib.DENSE_VARIANTS), x_eval, y_eval, representative_data, out_dir, **kwargs)
         self.train, self.shrunk_epochs = train, shrunk_epochs
@@ -40,8 +40,12 @@ class BudgetExporter(point_export.PointExporter):
             return None, [(stripped_model, records.PRUNED)]
         shrunk, shrink = self._shrink(stripped_model)
         if self.shrunk_epochs:
-            models.compile_model(shrunk, self.learning_rate)
-            shrunk.fit(epochs=self.shrunk_epochs, verbose=0, **self.train.fit_inputs(self.batch_size, self.seed))
+            inputs = self.train.fit_inputs(self.batch_size, self.seed)
+            steps = self.shrunk_epochs * -(-len(self.train) // self.batch_size)
+            k = stacks.of(shrunk).keras  # Adam on a cosine decay to 0: the small model trains to convergence
+            shrunk.compile(optimizer=k.optimizers.Adam(k.optimizers.schedules.CosineDecay(self.learning_rate, steps)),
+                           loss=k.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+            shrunk.fit(epochs=self.shrunk_epochs, verbose=0, **inputs)
         return shrink, [(shrunk, records.SHRUNK)]
 
 

@@ -51,7 +51,7 @@ from tfprune.experiments.config import BaselineConfig, ConfigError, FineTune
 CANDIDATES = "candidates"
 CHOSEN = "chosen"
 SENSITIVITY_KS = (50.0, 90.0)
-MIN_SHARE = 0.05  # a layer holding this share of the weights is pruned however sensitive: budgets need its bytes
+MIN_SHARE = 0.02  # a layer holding this share of the weights is pruned however sensitive: budgets need its bytes
 
 
 class BudgetError(RuntimeError):
@@ -76,7 +76,7 @@ class FitBudgetConfig:
     ladder: tuple = budget_lib.LADDER
     layers: Optional[tuple] = None
     finetune: FineTune = FineTune(epochs=2, verbose=0)
-    shrunk_epochs: int = 4
+    shrunk_epochs: int = 10
     num_threads: int = 1
     eval_size: int = 10000
     max_drop: float = 2.0
