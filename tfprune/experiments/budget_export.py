@@ -11,6 +11,7 @@ from tfprune import pruning
 from tfprune import stacks
 from tfprune import surgery
 from tfprune.experiments import budget as budget_lib
+from tfprune.experiments import models
 from tfprune.experiments import point_export
 from tfprune.experiments import records
 
@@ -42,19 +43,17 @@ class BudgetExporter(point_export.PointExporter):
         if self.shrunk_epochs:
             inputs = self.train.fit_inputs(self.batch_size, self.seed)
             steps = self.shrunk_epochs * -(-len(self.train) // self.batch_size)
-            k = stacks.of(shrunk).keras  # Adam on a cosine decay to 0: the small model trains to convergence
-            shrunk.compile(optimizer=k.optimizers.Adam(k.optimizers.schedules.CosineDecay(self.learning_rate, steps)),
-                           loss=k.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+            decay = stacks.of(shrunk).keras.optimizers.schedules.CosineDecay(self.learning_rate, steps)
+            models.compile_model(shrunk, decay)  # Adam on a cosine decay to 0: the small model trains to convergence
             shrunk.fit(epochs=self.shrunk_epochs, verbose=0, **inputs)
         return shrink, [(shrunk, records.SHRUNK)]
 
 
-def _kept_fraction(model, layers, k):
-    """Fraction of the model's kernel weights left when ``layers`` lose ``k`` percent of theirs."""
+def weight_shares(model):
+    """{layer: its share of the model's kernel weights} of every prunable layer (fractions summing to 1)."""
     report = pruning.sparsity_report(model)
     total = sum(r.weights for r in report)
-    pruned = sum(r.weights for r in report if r.name in layers)
-    return (total - pruned * k / 100.0) / total
+    return {r.name: r.weights / total for r in report}
 
 
 def unit_ratios(model, layers, ks):
@@ -76,6 +75,7 @@ def predictor(model, dense_candidates, family, layers, ladder=budget_lib.LADDER)
     dense = {c.variant: c for c in dense_candidates}
     method, variants = budget_lib.FAMILIES[family]
     ratios = unit_ratios(model, layers, ladder) if method == "unit" else None
+    pruned_share = sum(share for name, share in weight_shares(model).items() if name in layers)
 
     def base(variant):  # the dense file a variant scales from (float16 is the float file at half the bytes)
         name = variant.replace("+sparse", "")
@@ -89,7 +89,7 @@ def predictor(model, dense_candidates, family, layers, ladder=budget_lib.LADDER)
                 params, macs = ratios[k]
                 out.append((variant, ref.size_bytes * params * size_scale, ref.latency_ms * macs))
             else:
-                kept = _kept_fraction(model, layers, k)
+                kept = 1.0 - pruned_share * k / 100.0  # the kernel weights left
                 out.append((variant, ref.size_bytes * size_scale * kept * _SPARSE_SIZE[variant],
                             ref.latency_ms * min(1.0, kept * _SPARSE_LATENCY)))
         return out
@@ -110,4 +110,4 @@ def describe_prediction(predict, k):
     return ", ".join(f"{v} ~{s / 1024:,.0f} KiB ~{lat:.3g} ms" for v, s, lat in predict(k))
 
 
-__all__ = ["BudgetExporter", "describe_prediction", "predicted_fit", "predictor", "unit_ratios"]
+__all__ = ["BudgetExporter", "describe_prediction", "predicted_fit", "predictor", "unit_ratios", "weight_shares"]

@@ -33,7 +33,6 @@ import time
 from typing import Optional
 
 from tfprune import io_utils
-from tfprune import pruning
 from tfprune.experiments import budget as budget_lib
 from tfprune.experiments import budget_export
 from tfprune.experiments import config as config_lib
@@ -144,14 +143,14 @@ def _pruned_layers(config, model, data, report):
     saved = store_lib.read_json(path) if os.path.isfile(path) else {}
     x, y = (data.val or data.train).take(2000, config.baseline.seed)
     base_accuracy = None
-    out = {}
+    out, shares = {}, budget_export.weight_shares(model)
     for method in methods:
         if method not in saved:
             base_accuracy = base_accuracy if base_accuracy is not None else _accuracy(model, x, y)
             curves = sensitivity.scan(model, x, y, SENSITIVITY_KS, method)
             saved[method] = {name: [100 * (base_accuracy - a) for _, a, _ in points] for name, points in curves.items()}
             io_utils.write_json_atomic(path, saved)
-        drops, shares = saved[method], _weight_shares(model)
+        drops = saved[method]
         out[method] = [n for n, d in drops.items() if max(d) <= config.max_drop or shares[n] >= MIN_SHARE]
         dense = [n for n in drops if n not in out[method]]
         report(f"sensitivity, {method} (each layer alone, one-shot at {'/'.join(f'{k:g}' for k in SENSITIVITY_KS)} "
@@ -160,12 +159,6 @@ def _pruned_layers(config, model, data, report):
                + f"; pruned: {', '.join(out[method])}"
                + (f"; dense (sensitive and < {MIN_SHARE:.0%} of the weights): {', '.join(dense)}" if dense else ""))
     return out
-
-
-def _weight_shares(model):
-    report = pruning.sparsity_report(model)
-    total = sum(r.weights for r in report)
-    return {r.name: r.weights / total for r in report}
 
 
 def _accuracy(model, x, y):
@@ -196,10 +189,7 @@ class _Prober:
             record = self._probe(method, k)
         items = frontier_lib.candidates([record])
         self.count += 1
-        for c in items:
-            if self.config.budget.fits(c) and (self.best is None or budget_lib.better(c, self.best,
-                                                                                        self.config.budget)):
-                self.best = c
+        self.best = budget_lib.choose(([self.best] if self.best else []) + items, self.config.budget)
         self.report(f"[probe {self.count}] {records.point_key(method, k)}{'' if not finished else ' (done before)'}: "
                     + "; ".join(_figures(c, self.config.budget) for c in items)
                     + f" | best so far: {_figures(self.best, self.config.budget) if self.best else 'none fits'}")
