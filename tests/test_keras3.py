@@ -22,7 +22,7 @@ L = keras.layers
 ATOL = 1e-5
 
 
-def _functional():
+def _functional(activation="softmax"):
     """Conv2D -> BatchNorm -> a residual Add -> pooling -> Dense: every kind of layer the issue names."""
     inputs = keras.Input((28, 28), name="image")
     x = L.Reshape((28, 28, 1), name="channel")(inputs)
@@ -34,7 +34,7 @@ def _functional():
     x = L.Conv2D(16, 3, padding="same", activation="relu", name="conv3")(x)
     x = L.GlobalAveragePooling2D(name="gap")(x)
     x = L.Dense(32, activation="relu", name="fc1")(x)
-    return keras.Model(inputs, L.Dense(10, activation="softmax", name="logits")(x), name="residual")
+    return keras.Model(inputs, L.Dense(10, activation=activation, name="logits")(x), name="residual")
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +83,7 @@ def test_prune_is_exact_and_strip_bakes_the_zeros_in(trained, data, method, scop
     assert [r.zeros for r in tfprune.sparsity_report(plain)] == [r.zeros for r in report.values()]
 
 
+@pytest.mark.slow
 def test_rank_pruning_on_a_tfmot_schedule_holds_the_masks_through_fit(trained, data, tmp_path):
     x, y, _, _ = data
     model = models.compile_model(tfprune.make_prunable(trained))
@@ -110,6 +111,7 @@ def test_shrink_keeps_the_outputs_and_the_residual_join_safe(trained, data):
         assert any("skip (Add) joins several inputs" in note for note in result.report.kept)
 
 
+@pytest.mark.slow
 def test_save_and_load_keep_the_masks_in_a_fresh_process(trained, data, tmp_path):
     _, _, x, _ = data
     prunable = tfprune.prune(tfprune.make_prunable(trained), 0.7, method="weight")
@@ -232,10 +234,11 @@ def test_prune_fine_tune_shrink_save_on_another_backend_then_export_from_tensorf
 
 @pytest.fixture(scope="module")
 def keras3_file(fashion, tmp_path_factory):
-    """A Keras 3 functional model file trained one epoch on 1,000 real Fashion-MNIST images."""
+    """A Keras 3 functional model file trained one epoch on 1,000 real Fashion-MNIST images; it outputs logits (no
+    softmax: the form the Keras tutorials teach)."""
     (x, y), _ = fashion
     keras.utils.set_random_seed(0)
-    model = models.compile_model(_functional())
+    model = models.compile_model(_functional(activation=None))
     model.fit(x[:1000], y[:1000], epochs=1, batch_size=100, verbose=0)
     path = str(tmp_path_factory.mktemp("k3") / "residual.keras")
     model.save(path)
@@ -249,11 +252,16 @@ def test_sweep_runs_on_a_keras3_file(keras3_file, tmp_path, capsys):
                     "--export=float", "--export_eval_size=200")
     printed = capsys.readouterr().out
     assert f"{keras3_file}: a Keras 3" in printed and "(written by Keras 3." in printed
+    assert "that outputs logits" in printed
     points = store.load_points([out])
     assert sorted(p.key for p in points) == ["unit-k0", "unit-k50", "weight-k0", "weight-k50"]
     assert all(p.keras.startswith("Keras 3.") for p in points)
     unit50 = next(p for p in points if p.key == "unit-k50")
     assert unit50.shrink.max_abs_diff <= 1e-4 and unit50.shrink.shrunk_params < unit50.shrink.dense_params
+    card = json.load(open(os.path.join(out, "tflite", "unit-k0", "float", "model_card.json")))
+    assert (card["outputs"], card["softmax_appended"]) == ("logits", False)  # exported as the model is
+    k0 = next(p for p in points if p.key == "unit-k0")
+    assert card["loss"] == pytest.approx(k0.test_loss, rel=0.25)  # a cross-entropy of logits, not of raw values
     assert "Keras: Weight pruning, Unit pruning on Keras 3." in open(os.path.join(out, "results.md")).read()
 
 
@@ -304,6 +312,7 @@ def test_a_subclassed_keras3_model_gets_the_same_message_as_a_tf_keras_one():
             check(Sub())
 
 
+@pytest.mark.slow
 def test_a_file_of_another_keras_version_is_one_line_exit_2(tmp_path, keras3_file):
     path = str(tmp_path / "future.keras")
     with zipfile.ZipFile(keras3_file) as src, zipfile.ZipFile(path, "w") as dst:

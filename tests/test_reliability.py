@@ -100,10 +100,10 @@ def test_read_only_output_dir_is_a_flag_error(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # Models: safe loading of user files, corrupt files named, models tfprune cannot prune refused before work.
 
-def _lenet(name="lenet"):
+def _lenet(name="lenet", activation="softmax"):
     return keras.Sequential([L.Flatten(input_shape=(28, 28), name="flatten"),
                              L.Dense(32, activation="relu", name="fc1"),
-                             L.Dense(10, activation="softmax", name="logits")], name=name)
+                             L.Dense(10, activation=activation, name="logits")], name=name)
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
@@ -323,7 +323,7 @@ def test_check_prunable_skips_layers_it_does_not_prune():
 
 def test_check_compatible(small_fashion):
     x = small_fashion[1][0]
-    user_model.check_compatible(_lenet(), x, 10)
+    assert user_model.check_compatible(_lenet(), x, 10) == "probabilities"
     colour = keras.Sequential([L.Flatten(input_shape=(32, 32, 3)), L.Dense(10, activation="softmax")], name="c")
     with pytest.raises(ValueError, match=r"model 'c' takes inputs of shape \(None, 32, 32, 3\), but the data's "
                                          r"inputs are \(28, 28\)"):
@@ -332,10 +332,10 @@ def test_check_compatible(small_fashion):
     with pytest.raises(ValueError, match="model 'five' has 5 outputs, but the dataset has 10 classes"):
         user_model.check_compatible(five, x, 10)
     logits = keras.Sequential([L.Flatten(input_shape=(28, 28)), L.Dense(10, name="out")], name="logits")
-    with pytest.raises(ValueError, match="model 'logits' does not output probabilities.*end it in a softmax"):
-        user_model.check_compatible(logits, x, 10)
+    assert user_model.check_compatible(logits, x, 10) == "logits"  # accepted: the loss takes from_logits
 
 
+@pytest.mark.slow
 def test_file_baseline_evaluates_on_the_test_set(tmp_path, small_fashion):
     model = models.compile_model(_lenet())
     model.fit(*small_fashion[0], epochs=1, verbose=0)
@@ -356,7 +356,9 @@ _run_in_process = run_smoke_sweep
 
 @pytest.mark.slow
 def test_sweep_prunes_a_user_model_file(tmp_path, fashion, capsys):
-    model = models.compile_model(_lenet("mine"))
+    # Outputs logits, trained with from_logits=True as the Keras tutorials teach: the sweep takes it as it is.
+    model = _lenet("mine", activation=None)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     model.fit(*fashion[0], epochs=1, verbose=0, batch_size=256)
     path = str(tmp_path / "mine.keras")
     model.save(path)
@@ -366,11 +368,14 @@ def test_sweep_prunes_a_user_model_file(tmp_path, fashion, capsys):
     assert not (tmp_path / "cache").exists()  # nothing trained
     info = json.load(open(os.path.join(out, "baseline.json")))
     assert info["model"] == path
-    assert info["test_accuracy"] == pytest.approx(model.evaluate(*fashion[1], verbose=0)[1], abs=1e-6)
+    loss, accuracy = model.evaluate(*fashion[1], verbose=0)
+    assert info["test_accuracy"] == pytest.approx(accuracy, abs=1e-6) and accuracy > 0.7
+    assert info["test_loss"] == pytest.approx(loss, rel=1e-4)  # cross-entropy from logits, as the model was trained
     records = {r.k: r for r in store.load_points([out])}
     assert records[0.0].test_accuracy == pytest.approx(info["test_accuracy"], abs=1e-6)
     assert records[90.0].layer_sparsity["fc1"] == pytest.approx(0.9, abs=1e-3)
-    assert f"baseline {path} on fashion_mnist" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"baseline {path} on fashion_mnist" in printed and "that outputs logits; its losses are" in printed
     model.get_layer("fc1").bias.assign(model.get_layer("fc1").bias + 1e-3)
     model.save(path)  # another model under the same name: resuming into ``out`` must refuse to mix them
     with pytest.raises(app.UsageError, match=r"--model_sha256: '[0-9a-f]{64}' there, '[0-9a-f]{64}' now"):
@@ -390,7 +395,7 @@ def test_sweep_refuses_an_unsafe_model_file_before_work(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Interruption: SIGINT / SIGKILL at seeded random moments, then --resume; the result equals an uninterrupted run.
+# Interruption: SIGINT / SIGKILL at moments a pause hook fixes, then --resume; the result equals an uninterrupted run.
 
 def _point_records(out):
     """{point key: record as JSON without its timing fields} of every point file (a half-written one fails here)."""
@@ -446,28 +451,37 @@ def _phase(stdout):
     return f"{done} points finished, last write begun: {os.path.basename(writing[-1]) if writing else None}"
 
 
-# The sweep's own main with observation hooks that print a line as training starts, at each atomic write, each TFLite
-# conversion and each point, so that a kill can be aimed at those moments; nothing else changes. With SWEEP_PAUSE
-# set to one of those lines ("@@ converting", "@@ point 3"), the child stops there (sleeps, up to 120 s) after
-# printing "<line> (paused)": a signal sent once that line is read lands at that moment whatever the machine's
-# speed, so no test races it.
+# The sweep's own main with observation hooks that print a line as training starts, at each atomic write (as it is
+# asked for, and again once its temp file is open, before the first byte), each TFLite conversion and each point, so
+# that a kill can be aimed at those moments; nothing else changes. With SWEEP_PAUSE set to one of those lines
+# ("@@ converting", "@@ point 3", "@@ temp file open for /abs/out/weight_histograms.png"), the child stops there
+# (sleeps, up to 120 s) after printing "<line> (paused)": a signal sent once that line is read lands at that moment
+# whatever the machine's speed, so no test races it.
 INSTRUMENTED_SWEEP = """
-import functools, itertools, os, time
+import contextlib, functools, itertools, os, time
 from tfprune import io_utils
 from tfprune.experiments import point
 from tfprune.tflite import convert
 from tfprune._env import keras
 PAUSE = os.environ.get("SWEEP_PAUSE")
+def say(text):
+    print(text + (" (paused)" if text == PAUSE else ""), flush=True)
+    if text == PAUSE:
+        time.sleep(120)
 def announce(owner, name, line):
     original = getattr(owner, name)
     @functools.wraps(original)
     def announced(*args, **kwargs):
-        text = line(*args, **kwargs)
-        print(text + (" (paused)" if text == PAUSE else ""), flush=True)
-        if text == PAUSE:
-            time.sleep(120)
+        say(line(*args, **kwargs))
         return original(*args, **kwargs)
     setattr(owner, name, announced)
+real_atomic_open = io_utils.atomic_open
+@contextlib.contextmanager
+def atomic_open(path, *args, **kwargs):
+    with real_atomic_open(path, *args, **kwargs) as f:
+        say(f"@@ temp file open for {path}")
+        yield f
+io_utils.atomic_open = atomic_open
 points = itertools.count(1)
 announce(keras.Model, "fit", lambda *args, **kwargs: "@@ training starts")
 announce(io_utils, "atomic_open", lambda path, *args, **kwargs: f"@@ writing {path}")
@@ -498,11 +512,13 @@ def _kill_at(cmd, env, marker, delay, sig):
 def _interrupt_and_resume(tmp, cache, kills, reference, pause=None):
     """For each (marker, delay, signal) of ``kills`` runs the sweep (resuming after the first) and kills it
     ``delay`` s after ``marker`` appears on stdout (``pause``: the hook line the killed runs stop at, see
-    ``INSTRUMENTED_SWEEP``); then resumes to the end and compares with ``reference``."""
+    ``INSTRUMENTED_SWEEP``, or a list of them, one per kill); then resumes to the end and compares with
+    ``reference``."""
     out = tmp / "out"
-    env = dict(_env(tmp), **({"SWEEP_PAUSE": pause} if pause else {}))
+    pauses = pause if isinstance(pause, list) else [pause] * len(kills)
     phases = []
-    for i, (marker, delay, sig) in enumerate(kills):
+    for i, ((marker, delay, sig), stop) in enumerate(zip(kills, pauses, strict=True)):
+        env = dict(_env(tmp), **({"SWEEP_PAUSE": stop} if stop else {}))
         cmd = [sys.executable, "-c", INSTRUMENTED_SWEEP] + _sweep_cmd(
             out, f"--cache_dir={cache}", *(["--resume"] if i else []))[3:]
         rc, stdout, stderr = _kill_at(cmd, env, marker, delay, sig)
@@ -533,16 +549,20 @@ def test_sigint_then_resume_equals_uninterrupted_run(reference, tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_twice_then_resume_with_a_fresh_cache(reference, tmp_path):
-    # A fresh cache: the first kill lands in baseline training, the second while a plot is being written; the
-    # finished run, whose baseline was trained again in another process and cache, must still equal the reference.
-    rng = np.random.default_rng(90)
-    kills = [("@@ training starts", rng.uniform(0.0, 0.6), signal.SIGKILL),
-             ("weight_histograms.png", rng.uniform(0.0, 0.05), signal.SIGKILL)]
-    out, _ = _interrupt_and_resume(tmp_path, str(tmp_path / "cache"), kills, reference)
-    # SIGKILL can leave the temp file of the write in flight: never read as a result (load_points globs *.json).
-    print("temp files left by SIGKILL:", _temp_files(out))
-    for name in _temp_files(out):
-        assert not name.endswith(".json") and os.path.basename(name).startswith(".")
+    # A fresh cache: the first run is killed as its baseline training starts (holding the cache's lock), the second
+    # (which trains the baseline again) with the first point finished and the temp file of its weight histograms
+    # open; the pause hook stops each child at that moment, so both kills land there on any machine. The finished
+    # run, whose baseline was trained again in another process and cache, must still equal the reference.
+    plot = os.path.join(str(tmp_path / "out"), "weight_histograms.png")
+    kills = [("@@ training starts (paused)", 0.0, signal.SIGKILL),
+             (f"@@ temp file open for {plot} (paused)", 0.0, signal.SIGKILL)]
+    out, phases = _interrupt_and_resume(tmp_path, str(tmp_path / "cache"), kills, reference,
+                                        pause=["@@ training starts", f"@@ temp file open for {plot}"])
+    assert phases[0].endswith(": baseline training (exit -9)"), phases
+    assert phases[1].endswith(": 1 points finished, last write begun: weight_histograms.png (exit -9)"), phases
+    # SIGKILL leaves the temp file of the write in flight: never read as a result (load_points globs *.json).
+    leftovers = _temp_files(out)
+    assert len(leftovers) == 1 and re.fullmatch(r"\.weight_histograms\.png\..+\.tmp", leftovers[0]), leftovers
     assert sorted(r.key for r in store.load_points([out])) == SMOKE_KEYS
     leftovers = glob.glob(os.path.join(tmp_path, "cache", "baselines", "*"))
     # The entry, its metadata, and its lock file (a lock held by a killed process is released by the kernel).
@@ -659,6 +679,7 @@ def test_disk_full_mid_run_names_the_file_and_keeps_finished_points(tmp_path, mo
     assert {k: after[k] for k in finished} == finished and len(_csv_rows(out)) == 3
 
 
+@pytest.mark.slow
 def test_cli_prints_an_os_error_as_one_line_exit_1(tmp_path):
     target = str(tmp_path / "points" / "unit-k0.json")
     child = ("import errno, os, sys\n"

@@ -277,13 +277,7 @@ def test_a_flagfile_that_is_not_text_is_one_line_exit_2(tmp_path, capsys):
     assert lines[0].startswith(f"sweep: error: --flagfile {binary}: not a text file of flags") and len(lines) == 2
 
 
-def _logits_lenet():
-    return keras.Sequential([L.Flatten(input_shape=(28, 28)), L.Dense(32, activation="relu", name="fc1"),
-                             L.Dense(10, name="logits")])
-
-
 @pytest.mark.parametrize("build, message", [
-    (_logits_lenet, "does not output probabilities"),
     (lambda: keras.Sequential([L.Flatten(input_shape=(28, 28)), L.Dense(5, activation="softmax")]),
      "has 5 outputs, but the dataset has 10 classes"),
     (lambda: keras.Sequential([L.Flatten(input_shape=(32, 32)), L.Dense(10, activation="softmax")]),

@@ -166,6 +166,18 @@ def _probe_input(model):
     return np.zeros((1,) + tuple(2 if d is None else d for d in shape[1:]), "float32")
 
 
+def zero_batch(model, size=1):
+    """A zero batch of ``size`` shaped like a model's single input (an unknown length becomes 2): a graph model's
+    declared input, a subclassed model's build shape; None when there is no single input of known shape."""
+    if is_built_graph(model):
+        if len(model.inputs) != 1:
+            return None
+        shape = model_input_shape(model)[1:]
+        return np.zeros((size,) + tuple(2 if d is None else d for d in shape), "float32")
+    sample = _probe_input(model)
+    return None if sample is None else np.zeros((size,) + sample.shape[1:], sample.dtype)
+
+
 def called_output_layer_names(model, layers):
     """Names of the ``layers`` that give a subclassed ``model``'s outputs, found by running the model once on a zero
     batch of one: those whose call returned one of the outputs; when none did (the model's code applies an

@@ -27,6 +27,7 @@ import numpy as np
 
 from tfprune import graph
 from tfprune import io_utils
+from tfprune import outputs
 from tfprune import registry
 from tfprune import stacks
 from tfprune._env import keras
@@ -318,11 +319,15 @@ def check_prunable(model):
 
 
 def check_compatible(model, x, num_classes):
-    """Checks that ``model`` takes images shaped like ``x`` (N, ...) and returns ``num_classes`` probabilities.
+    """Checks that ``model`` takes images shaped like ``x`` (N, ...) and returns one output per class of
+    ``num_classes``, and tells what those outputs are.
+
+    Returns:
+      ``"probabilities"`` or ``"logits"`` (``tfprune.outputs.output_kind`` on ``x``): both are accepted; losses and
+      accuracies are computed for what the model gives.
 
     Raises:
-      ValueError: several inputs/outputs, another input shape, another number of classes, or outputs that are not
-        probabilities (the sweep's loss is cross-entropy on probabilities: end the model in a softmax).
+      ValueError: several inputs/outputs, another input shape, another number of classes.
     """
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(f"model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
@@ -334,7 +339,4 @@ def check_compatible(model, x, num_classes):
     classes = graph.model_output_shape(model)[-1]
     if classes != num_classes:
         raise ValueError(f"model {model.name!r} has {classes} outputs, but the dataset has {num_classes} classes")
-    probs = stacks.of(model).to_numpy(model(x[:16], training=False))
-    if not (np.all(probs >= -1e-6) and np.allclose(probs.sum(axis=-1), 1.0, atol=1e-3)):
-        raise ValueError(f"model {model.name!r} does not output probabilities (a row sums to "
-                         f"{float(probs.sum(axis=-1)[0]):.3g}); end it in a softmax")
+    return outputs.output_kind(model, x[:16])

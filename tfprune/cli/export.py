@@ -14,14 +14,16 @@ from absl import app
 from absl import flags
 
 from tfprune import io_utils
+from tfprune import outputs
 from tfprune import tflite
 from tfprune import user_model
 from tfprune.cli import app as cli_app
 from tfprune.cli import data_flags
+from tfprune.cli import export_flags
 from tfprune.cli import model_path_flags
 from tfprune.experiments import data_sources
 
-for _module in (data_flags, model_path_flags):
+for _module in (data_flags, model_path_flags, export_flags):
     flags.adopt_module_key_flags(_module)
 
 VARIANTS = flags.DEFINE_list("variants", ["float", "float16", "dynamic", "int8"],
@@ -89,19 +91,23 @@ def main(argv):
     data = data_sources.load(dataset, data_flags.DATA_DIR.value, memory_bytes=data_flags.DATA_MEMORY_MIB.value << 20)
     x_eval, y_eval = data.test.take(EVAL_IMAGES.value, seed)
     representative = data.train.take(REPRESENTATIVE_SIZE.value, seed)[0]
-    try:  # the same rule as the sweep's: the data's input shape and classes, probabilities out
-        user_model.check_compatible(model, x_eval, data.num_classes)
+    try:  # the same rule as the sweep's: the data's input shape and classes
+        kind = user_model.check_compatible(model, x_eval, data.num_classes)
     except ValueError as e:
         raise app.UsageError(f"--model_path: {model_path}: {e}") from None
     if export_dir:
         _check_writable(export_dir)  # fail before the work, not after it
+    appended = kind == outputs.LOGITS and export_flags.EXPORT_SOFTMAX.value
+    print(f"{model_path} outputs {kind}; " + ("its files end in an appended softmax (probabilities)" if appended else
+                                              f"its files output {kind} as the model does"))
     rows = []
     for variant in VARIANTS.value:
         out_dir = os.path.join(export_dir, variant) if export_dir else None
         rows.append(tflite.export_variant(model, variant, x_eval, y_eval, representative,
                                           num_threads=NUM_THREADS.value, bench_runs=BENCH_RUNS.value,
                                           bench_warmup=20, out_dir=out_dir, labels=list(data.class_names),
-                                          card_extra={"data": data.card()}))
+                                          card_extra={"data": data.card()},
+                                          append_softmax=export_flags.EXPORT_SOFTMAX.value))
     print(f"{model_path} on {len(x_eval)} {dataset} test examples, {NUM_THREADS.value} thread(s):")
     print(format_table(rows))
     for r in rows:

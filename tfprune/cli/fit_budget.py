@@ -24,6 +24,7 @@ from absl import logging
 from tfprune.cli import app as cli_app
 from tfprune.cli import baseline_flags
 from tfprune.cli import data_flags
+from tfprune.cli import export_flags
 from tfprune.cli import model_path_flags
 from tfprune.cli import pruning_flags
 from tfprune.experiments import budget as budget_lib
@@ -31,7 +32,7 @@ from tfprune.experiments import config as config_lib
 from tfprune.experiments import fit_budget
 
 FLAGS = flags.FLAGS
-for _module in (data_flags, baseline_flags, model_path_flags, pruning_flags):
+for _module in (data_flags, baseline_flags, model_path_flags, pruning_flags, export_flags):
     flags.adopt_module_key_flags(_module)
 
 MAX_SIZE_KIB = flags.DEFINE_float("max_size_kib", None, "Largest .tflite file, KiB.", lower_bound=0.0)
@@ -75,7 +76,8 @@ def search_config():
     return fit_budget.FitBudgetConfig(
         output_dir=pruning_flags.OUTPUT_DIR.value, budget=budget, baseline=baseline, families=tuple(FAMILIES.value),
         ladder=ladder, layers=pruning_flags.LAYERS.value, finetune=finetune, shrunk_epochs=SHRUNK_EPOCHS.value,
-        num_threads=NUM_THREADS.value, eval_size=EVAL_SIZE.value, max_drop=MAX_DROP.value, resume=RESUME.value)
+        num_threads=NUM_THREADS.value, eval_size=EVAL_SIZE.value, max_drop=MAX_DROP.value,
+        export_softmax=export_flags.EXPORT_SOFTMAX.value, resume=RESUME.value)
 
 
 def main(argv):

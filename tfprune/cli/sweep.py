@@ -28,6 +28,7 @@ from tfprune.cli import app as cli_app
 from tfprune.cli import baseline_flags
 from tfprune.cli import data_flags
 from tfprune.cli import distribute_flags
+from tfprune.cli import export_flags
 from tfprune.cli import model_path_flags
 from tfprune.cli import pruning_flags
 from tfprune.experiments import config as config_lib
@@ -36,7 +37,8 @@ from tfprune.experiments import sweep
 from tfprune.tflite import convert
 
 FLAGS = flags.FLAGS
-for _module in (data_flags, baseline_flags, model_path_flags, pruning_flags, distribute_flags):
+for _module in (data_flags, baseline_flags, model_path_flags, pruning_flags, distribute_flags,
+                export_flags):
     flags.adopt_module_key_flags(_module)
 
 METHODS = flags.DEFINE_list(
@@ -121,7 +123,8 @@ def sweep_config(output_dir):
         output_dir=output_dir, baseline=baseline, methods=tuple(METHODS.value),
         sparsities=tuple(pruning_flags.SPARSITIES.value), layers=pruning_flags.LAYERS.value, layer_sparsity=plan,
         scope=SCOPE.value, finetune=finetune, export=tuple(EXPORT.value), export_eval_size=EXPORT_EVAL_SIZE.value,
-        resume=RESUME.value, num_shards=NUM_SHARDS.value, shard_index=SHARD_INDEX.value)
+        export_softmax=export_flags.EXPORT_SOFTMAX.value, resume=RESUME.value, num_shards=NUM_SHARDS.value,
+        shard_index=SHARD_INDEX.value)
 
 
 def command_line(command):

@@ -181,7 +181,7 @@ def file_baseline(path, datasets, allow_unsafe=False):
     Args:
       path: ``.keras``/``.h5`` file (or SavedModel folder with ``allow_unsafe``).
       datasets: a ``Dataset`` (or ``((x_train, y_train), (x_test, y_test))`` arrays): the model must take its
-        inputs and output one probability per class.
+        inputs and output one value per class: probabilities (it ends in a softmax) or logits.
 
     Returns:
       ``(Baseline, tfprune.user_model.PrunableCheck)``: the compiled model with its test accuracy (fraction) and loss
@@ -195,9 +195,9 @@ def file_baseline(path, datasets, allow_unsafe=False):
     data = dataset_lib.as_dataset(datasets)
     try:
         check = user_model.check_prunable(model)
-        user_model.check_compatible(model, data.test.take(64)[0], data.num_classes)
+        kind = user_model.check_compatible(model, data.test.take(64)[0], data.num_classes)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
-    models.compile_model(model)
+    models.compile_model(model, kind=kind)
     loss, accuracy = model.evaluate(verbose=0, **data.test.eval_inputs())
     return Baseline(model, float(accuracy), float(loss), 0.0, path, True), check

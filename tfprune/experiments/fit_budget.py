@@ -66,7 +66,8 @@ class FitBudgetConfig:
     defaults, dropping small layers whose one-shot 50 or 90 % pruning costs more than ``max_drop`` points).
     finetune: the pruning-while-fine-tuning recipe of every probe; shrunk_epochs: further epochs of a unit probe's
     shrunk model. num_threads: LiteRT threads of every latency. eval_size: test images every file is measured on.
-    resume: reuse the probes already in ``output_dir`` (else they are an error).
+    export_softmax: a logits model's files end in a softmax (probabilities out). resume: reuse the probes already in
+    ``output_dir`` (else they are an error).
     """
     output_dir: str
     budget: Budget
@@ -79,6 +80,7 @@ class FitBudgetConfig:
     num_threads: int = 1
     eval_size: int = 10000
     max_drop: float = 2.0
+    export_softmax: bool = False
     resume: bool = False
 
     def __post_init__(self):
@@ -110,7 +112,8 @@ class FitBudgetConfig:
                 "schedule": f.schedule, "begin_fraction": f.begin_fraction, "end_fraction": f.end_fraction,
                 "pruning_frequency": f.frequency, "shrunk_epochs": self.shrunk_epochs,
                 "num_threads": self.num_threads, "eval_size": self.eval_size, "max_drop": self.max_drop,
-                "layers": None if self.layers is None else list(self.layers), "gzip_level": records.GZIP_LEVEL}
+                "layers": None if self.layers is None else list(self.layers), "gzip_level": records.GZIP_LEVEL,
+                **({"export_softmax": True} if self.export_softmax else {})}  # absent when False: older folders resume
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,7 +268,8 @@ def _run_locked(config, data, start_model, report, on_probe, command):
     exporter = budget_export.BudgetExporter(
         x_eval, y_eval, data.train.take(300, b.seed)[0], os.path.join(config.output_dir, CANDIDATES), data.train,
         config.shrunk_epochs, config.finetune.batch_size, config.finetune.learning_rate, b.seed,
-        labels=list(data.class_names), data_card=data.card(), num_threads=config.num_threads)
+        labels=list(data.class_names), data_card=data.card(), num_threads=config.num_threads,
+        append_softmax=config.export_softmax)
     prober = _Prober(config, base.model, data, None, exporter, store_lib.config_digest(fields), report, on_probe)
     dense = prober.candidates("weight", 0.0)
     prober.layers = _pruned_layers(config, base.model, data, report)

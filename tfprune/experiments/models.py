@@ -6,6 +6,7 @@ is built in either Keras (``keras="2"``: tf_keras, ``"3"``: Keras 3),
 and names its layers so that flags and per-layer plans can refer to them (``fc1``..``fc4``, ``logits``...).
 """
 
+from tfprune import outputs
 from tfprune import stacks
 
 
@@ -98,12 +99,17 @@ def build(name, input_shape=(28, 28), num_classes=10, keras="2"):
     return k.Sequential(BUILDERS[name](k.layers, input_shape, int(num_classes), keras3_input), name=name)
 
 
-def compile_model(model, learning_rate=1e-3):
-    """Compiles with Adam and sparse softmax cross-entropy on the model's probabilities, tracking accuracy (with
-    the model's own Keras stack)."""
+def compile_model(model, learning_rate=1e-3, kind=None):
+    """Compiles with Adam and sparse softmax cross-entropy, tracking accuracy (with the model's own Keras stack).
+
+    The loss takes the model's outputs as they are: probabilities or logits (``from_logits``), as ``kind`` says
+    (``tfprune.outputs.PROBABILITIES``/``LOGITS``; default ``tfprune.outputs.output_kind(model)``). Returns the
+    model."""
+    kind = kind or outputs.output_kind(model)
+    outputs.check_kind(kind)
     k = stacks.of(model).keras
-    model.compile(optimizer=k.optimizers.Adam(learning_rate), loss=k.losses.SparseCategoricalCrossentropy(),
-                  metrics=["accuracy"])
+    loss = k.losses.SparseCategoricalCrossentropy(from_logits=kind == outputs.LOGITS)
+    model.compile(optimizer=k.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
     return model
 
 

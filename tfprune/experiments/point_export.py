@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 
+from tfprune import outputs
 from tfprune import scoring
 from tfprune import surgery
 from tfprune import tflite
@@ -32,13 +33,14 @@ class PointExporter:
       data_card: the data's entry of every model card (``Dataset.card()``: name, digest, input shape, preprocessing).
       num_threads: LiteRT threads for evaluation and latency.
       bench_runs, bench_warmup: timed and untimed single-image invokes per exported model.
+      append_softmax: the files of a model that outputs logits end in a softmax (``tflite.export_variant``).
 
     Raises:
       ValueError: an unknown variant or none at all (here, before any point runs).
     """
 
     def __init__(self, variants, x_eval, y_eval, representative_data, out_dir, labels=None, num_threads=1,
-                 bench_runs=100, bench_warmup=10, data_card=None):
+                 bench_runs=100, bench_warmup=10, data_card=None, append_softmax=False):
         if not variants:
             raise ValueError(f"no TFLite variant given; choose from {', '.join(tflite.VARIANTS)}")
         for variant in variants:
@@ -50,6 +52,7 @@ class PointExporter:
         self.labels = labels
         self.card_extra = {"data": dict(data_card)} if data_card else None
         self.bench = {"num_threads": num_threads, "bench_runs": bench_runs, "bench_warmup": bench_warmup}
+        self.append_softmax = append_softmax
 
     def __call__(self, stripped_model, method, k):
         """Exports one point's model (and, for a unit or group method, its shrunk copy) in every variant.
@@ -79,7 +82,7 @@ class PointExporter:
                 out_dir = os.path.join(folder, variant + ("-shrunk" if which == records.SHRUNK else ""))
                 figures = tflite.export_variant(model, variant, self.x_eval, self.y_eval, self.representative_data,
                                                 out_dir=out_dir, labels=self.labels, card_extra=self.card_extra,
-                                                **self.bench)
+                                                append_softmax=self.append_softmax, **self.bench)
                 exports.append(records.VariantFigures(model=which, **figures))
         return shrink, exports
 
@@ -111,7 +114,8 @@ def checked_shrink(model, x):
       x: float32 images (N, *input shape) both models are run on.
 
     Returns:
-      ``(surgery.ShrinkResult, max_abs_diff)``: the largest absolute difference of the two models' outputs on ``x``.
+      ``(surgery.ShrinkResult, max_abs_diff)``: the largest absolute difference of the two models' output
+      probabilities on ``x`` (a logits model's after a softmax).
 
     Raises:
       ValueError: from ``surgery.shrink`` (a subclassed or unbuilt model).
@@ -119,8 +123,9 @@ def checked_shrink(model, x):
         else, and no figure of it may be reported.
     """
     result = surgery.shrink(model)
-    diff = float(np.max(np.abs(result.model.predict(x, batch_size=1024, verbose=0)
-                               - model.predict(x, batch_size=1024, verbose=0))))
+    kind = outputs.output_kind(model, x[:16])  # logits are compared as probabilities, under the same tolerance
+    diff = float(np.max(np.abs(outputs.as_probabilities(result.model.predict(x, batch_size=1024, verbose=0), kind)
+                               - outputs.as_probabilities(model.predict(x, batch_size=1024, verbose=0), kind))))
     if not diff <= SHRINK_TOLERANCE:  # also catches NaN
         raise RuntimeError(f"the shrunk model's outputs differ from the unshrunk model's by up to {diff:.3g} "
                            f"(> {SHRINK_TOLERANCE:g}) on {len(x)} images; not exporting it")

@@ -22,6 +22,7 @@ import numpy as np
 
 from tfprune import distribute
 from tfprune import io_utils
+from tfprune import outputs
 from tfprune import registry
 from tfprune import stacks
 from tfprune import twin
@@ -198,8 +199,10 @@ def load_start_model(baseline, datasets, strategy=None, report=print, data_diges
         base, check = baseline_lib.file_baseline(baseline.model_path, datasets, baseline.allow_unsafe)
     except ValueError as e:
         raise ConfigError(f"--model_path: {e}") from None
+    kind = outputs.output_kind(base.model)
     report(f"{baseline.model_path}: a {stacks.of(base.model).label} model "
-           f"(written by Keras {user_model.keras_version(baseline.model_path) or 'of unknown version'})")
+           f"(written by Keras {user_model.keras_version(baseline.model_path) or 'of unknown version'}) that outputs "
+           f"{kind}" + ("; its losses are cross-entropy from logits" if kind == outputs.LOGITS else ""))
     for name, reason in check.skipped.items():
         report(f"{baseline.model_path}: layer {name!r} is not pruned: {reason}")
     return base, user_model.file_digest(baseline.model_path)
@@ -250,7 +253,7 @@ def _make_exporter(config, data):
     representative = data.train.take(300, seed)[0]  # int8 calibration: training inputs, preprocessed alike
     return point_export.PointExporter(config.export, x_eval, y_eval, representative,
                                       os.path.join(config.output_dir, "tflite"), labels=list(data.class_names),
-                                      data_card=data.card())
+                                      data_card=data.card(), append_softmax=config.export_softmax)
 
 
 def run_sweep(config, mode=SWEEP, strategy=None, command=None, report=print):

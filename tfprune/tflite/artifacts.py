@@ -10,6 +10,7 @@ from ai_edge_litert.interpreter import Interpreter
 from tfprune import _version
 from tfprune import graph
 from tfprune import io_utils
+from tfprune import outputs
 from tfprune import pruning
 from tfprune.tflite import compiled
 from tfprune.tflite import convert
@@ -65,15 +66,17 @@ def write_exported_model(out_dir, model_bytes, card, labels):
     return card
 
 
-def check_outputs(probs, keras_probs, quantization, api):
-    """The largest and mean absolute difference of LiteRT's probabilities to Keras' on the same images.
+def check_outputs(probs, keras_probs, quantization, api, kind=outputs.PROBABILITIES):
+    """The largest and mean absolute difference of LiteRT's probabilities to Keras' on the same images (``kind``
+    ``"logits"``: both are outputs of a logits model, compared after a softmax so that one tolerance serves both).
 
     Raises:
       RuntimeError: NaN outputs, or a difference beyond ``FLOAT_MAX_ABS_DIFF`` (float32 files: the largest) or
         ``QUANTIZED_MEAN_ABS_DIFF`` (quantized and float16 files: the mean), naming ``api``: the file computes
         something other than the model, and no figure of it may be reported.
     """
-    diff = np.abs(np.asarray(probs, np.float64) - np.asarray(keras_probs, np.float64))
+    diff = np.abs(outputs.as_probabilities(np.asarray(probs, np.float64), kind)
+                  - outputs.as_probabilities(np.asarray(keras_probs, np.float64), kind))
     largest, mean = float(np.max(diff)), float(np.mean(diff))
     ok = largest <= FLOAT_MAX_ABS_DIFF if quantization == "none" else mean <= QUANTIZED_MEAN_ABS_DIFF
     if not ok:  # also NaN
@@ -84,26 +87,31 @@ def check_outputs(probs, keras_probs, quantization, api):
     return largest, mean
 
 
-def _run_compiled(model_bytes, x_eval, y_eval, keras_probs, quantization, num_threads, bench_runs, bench_warmup):
+def _run_compiled(model_bytes, x_eval, y_eval, keras_probs, quantization, kind, num_threads, bench_runs,
+                  bench_warmup):
     """CompiledModel's figures of the file, checked against Keras; ``{"error": ...}`` when LiteRT cannot load it."""
     try:
-        evaluation = compiled.evaluate_compiled(model_bytes, x_eval, y_eval, num_threads)
+        evaluation = compiled.evaluate_compiled(model_bytes, x_eval, y_eval, num_threads, kind == outputs.LOGITS)
         latency = compiled.benchmark_compiled(model_bytes, num_threads, bench_runs, bench_warmup)
     except RuntimeError as e:
         return {"error": str(e)}
-    largest, _ = check_outputs(evaluation["probs"], keras_probs, quantization, compiled.API)
+    largest, _ = check_outputs(evaluation["probs"], keras_probs, quantization, compiled.API, kind)
     return {"accuracy": evaluation["accuracy"], "latency_ms": latency["median_ms"],
             "fully_accelerated": evaluation["fully_accelerated"], "keras_max_abs_diff": largest}
 
 
 def export_variant(model, variant, x_eval, y_eval, representative_data=None, batch_size=256, num_threads=1,
-                   bench_runs=100, bench_warmup=10, out_dir=None, labels=None, card_extra=None):
+                   bench_runs=100, bench_warmup=10, out_dir=None, labels=None, card_extra=None,
+                   append_softmax=False):
     """Converts ``model`` to one variant, verifies it in both LiteRT APIs on real images, times it; optionally
     writes it.
 
     The file runs in the Interpreter (XNNPACK first, builtin kernels when it fails) and in CompiledModel (CPU
     accelerator); each one's probabilities on ``x_eval`` are checked against the Keras model's (``check_outputs``).
     A file CompiledModel cannot load is still exported, with ``apis`` saying so and the card giving LiteRT's error.
+    A model that outputs logits is exported as it is (its loss taken on their softmax), or with ``append_softmax``
+    ending in a softmax; the card's ``outputs`` says which the file gives and ``softmax_appended`` whether tfprune
+    added it.
 
     Args:
       model: tf_keras model (plain, tfprune prunable, or TF-MOT wrapped).
@@ -111,6 +119,8 @@ def export_variant(model, variant, x_eval, y_eval, representative_data=None, bat
       x_eval, y_eval: evaluation images (N, *input shape) in [0, 1] and labels (N,).
       representative_data: calibration images, needed by ``int8`` variants.
       out_dir, labels: when ``out_dir`` is given, ``write_exported_model`` writes the model there.
+      append_softmax: a logits model's file ends in a softmax (probabilities out); no effect on one that already
+        outputs probabilities.
       card_extra: more entries for the model card, e.g. ``{"data": Dataset.card()}`` (the data's name, digest,
         input shape and preprocessing: what an app must do to an image before it calls the model).
 
@@ -129,15 +139,20 @@ def export_variant(model, variant, x_eval, y_eval, representative_data=None, bat
     """
     quantization, sparse = convert.parse_variant(variant)
     model = convert.plain_model(model)
+    kind = outputs.output_kind(model, x_eval[:16])
+    appended = append_softmax and kind == outputs.LOGITS
+    if appended:
+        model, kind = outputs.with_softmax(model), outputs.PROBABILITIES
     start = time.perf_counter()
     model_bytes = convert.to_tflite(model, quantization, sparse, representative_data)
     convert_seconds = time.perf_counter() - start
     keras_probs = model.predict(x_eval, batch_size=batch_size, verbose=0)
-    evaluation = runtime.evaluate_tflite(model_bytes, x_eval, y_eval, batch_size, num_threads, return_probs=True)
-    largest, _ = check_outputs(evaluation["probs"], keras_probs, quantization, "Interpreter")
+    evaluation = runtime.evaluate_tflite(model_bytes, x_eval, y_eval, batch_size, num_threads, return_probs=True,
+                                         from_logits=kind == outputs.LOGITS)
+    largest, _ = check_outputs(evaluation["probs"], keras_probs, quantization, "Interpreter", kind)
     latency = runtime.benchmark_tflite(model_bytes, num_threads, bench_runs, bench_warmup)
-    on_compiled = _run_compiled(model_bytes, x_eval, y_eval, keras_probs, quantization, num_threads, bench_runs,
-                                bench_warmup)
+    on_compiled = _run_compiled(model_bytes, x_eval, y_eval, keras_probs, quantization, kind, num_threads,
+                                bench_runs, bench_warmup)
     operators = kernels.model_kernels(model_bytes, evaluation["path"])
     figures = {
         "variant": variant, "size_bytes": len(model_bytes), "accuracy": evaluation["accuracy"],
@@ -158,7 +173,7 @@ def export_variant(model, variant, x_eval, y_eval, representative_data=None, bat
                 "latency_p90_ms": latency["p90_ms"], "latency_num_threads": num_threads,
                 "path": evaluation["path"], "fallback_reason": evaluation["fallback_reason"],
                 "keras_max_abs_diff": largest, "apis": figures["apis"], "compiled_model": on_compiled,
-                "operators": operators, **(card_extra or {})}
+                "operators": operators, "outputs": kind, "softmax_appended": appended, **(card_extra or {})}
         card = write_exported_model(out_dir, model_bytes, card, labels if labels is not None else
                                     [str(i) for i in range(int(graph.model_output_shape(model)[-1]))])
         figures["gzip_size_bytes"] = card["gzip_size_bytes"]

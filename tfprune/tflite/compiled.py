@@ -78,11 +78,13 @@ class Compiled:
         return probs
 
 
-def evaluate_compiled(model_bytes, x, y, num_threads=1):
-    """Accuracy, loss and probabilities of a TFLite classifier in CompiledModel (CPU accelerator).
+def evaluate_compiled(model_bytes, x, y, num_threads=1, from_logits=False):
+    """Accuracy, loss and outputs of a TFLite classifier in CompiledModel (CPU accelerator); ``from_logits``: the
+    file outputs logits (the loss is taken on their softmax).
 
     Returns:
-      dict with ``accuracy`` (0..1), ``loss``, ``images``, ``fully_accelerated``, ``probs`` (N, classes).
+      dict with ``accuracy`` (0..1), ``loss``, ``images``, ``fully_accelerated``, ``probs`` (N, classes: the file's
+      outputs).
 
     Raises:
       ValueError: empty or mismatched ``x``/``y``, wrong image shape, labels past the classes.
@@ -91,7 +93,7 @@ def evaluate_compiled(model_bytes, x, y, num_threads=1):
     y = runtime.check_labeled(x, y)
     compiled = Compiled(model_bytes, num_threads)
     probs = compiled.predict(x)
-    return {**runtime.classification_figures(probs, y), "fully_accelerated": compiled.fully_accelerated,
+    return {**runtime.classification_figures(probs, y, from_logits), "fully_accelerated": compiled.fully_accelerated,
             "probs": probs}
 
 

@@ -10,6 +10,8 @@ import time
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+from tfprune import outputs
+
 PATHS = ("xnnpack", "builtin")
 LOSS_EPSILON = 1e-7  # Keras' epsilon: probabilities are clipped to [eps, 1 - eps] as in its cross-entropy
 
@@ -105,16 +107,18 @@ def check_labeled(x, y):
     return y
 
 
-def classification_figures(probs, y):
-    """``{"accuracy": fraction, "loss": cross-entropy, "images": N}`` of probabilities (N, classes) for labels y.
+def classification_figures(probs, y, from_logits=False):
+    """``{"accuracy": fraction, "loss": cross-entropy, "images": N}`` of a classifier's outputs (N, classes) for
+    labels y: probabilities, or logits with ``from_logits`` (the loss is then taken on their softmax, as Keras'
+    ``from_logits=True`` does).
 
     Raises:
       ValueError: labels outside the model's classes.
     """
     if y.min() < 0 or y.max() >= probs.shape[1]:
         raise ValueError(f"labels span [{y.min()}, {y.max()}], the model has {probs.shape[1]} classes")
-    return {"accuracy": float(np.mean(probs.argmax(axis=1) == y)), "loss": cross_entropy(probs, y),
-            "images": len(y)}
+    loss = float(-outputs.log_softmax(probs)[np.arange(len(y)), y].mean()) if from_logits else cross_entropy(probs, y)
+    return {"accuracy": float(np.mean(probs.argmax(axis=1) == y)), "loss": loss, "images": len(y)}
 
 
 def check_runs(runs, warmup):
@@ -165,15 +169,17 @@ def cross_entropy(probs, y):
     return float(-np.log(probs[np.arange(len(y)), y]).mean())
 
 
-def evaluate_tflite(model_bytes, x, y, batch_size=256, num_threads=1, prefer_xnnpack=True, return_probs=False):
+def evaluate_tflite(model_bytes, x, y, batch_size=256, num_threads=1, prefer_xnnpack=True, return_probs=False,
+                    from_logits=False):
     """Accuracy and loss of a TFLite classifier in the LiteRT interpreter.
 
     Args:
-      model_bytes: ``.tflite`` contents whose output is softmax probabilities (float or int8 quantized).
+      model_bytes: ``.tflite`` contents whose output is softmax probabilities, or logits with ``from_logits``
+        (float or int8 quantized).
       x: float32 images (N, *input shape) normalized as for the Keras model (here [0, 1]).
       y: int labels (N,).
       batch_size: images per invoke (the input is resized to it once).
-      return_probs: also return the probabilities (N, classes) as ``probs``.
+      return_probs: also return the outputs (N, classes: probabilities or logits, as the file gives) as ``probs``.
 
     Returns:
       dict with ``accuracy`` (fraction 0..1), ``loss`` (mean cross-entropy), ``images``, ``path``
@@ -186,7 +192,7 @@ def evaluate_tflite(model_bytes, x, y, batch_size=256, num_threads=1, prefer_xnn
     y = check_labeled(x, y)
     interpreter, info = load_interpreter(model_bytes, min(batch_size, len(x)), num_threads, prefer_xnnpack)
     probs = predict_tflite(interpreter, x)
-    result = {**classification_figures(probs, y), **info}
+    result = {**classification_figures(probs, y, from_logits), **info}
     return dict(result, probs=probs) if return_probs else result
 
 
