@@ -31,9 +31,9 @@ def _keys(output_dir):
 
 def test_smoke_sweep_writes_tables_and_plots(tmp_path, capsys):
     out = str(tmp_path / "out")
-    _run(out)
+    _run(out, "--gzip_size")
     printed = capsys.readouterr().out
-    assert "[6/6]" in printed and "| k % | Weight pruning accuracy % | Unit pruning accuracy % |" in printed
+    assert ", gzip " in next(line for line in printed.splitlines() if line.startswith("[6/6]")) and "| k % | Weight pruning accuracy % | Unit pruning accuracy % |" in printed
     assert _keys(out) == ["unit-k0", "unit-k50", "unit-k90", "weight-k0", "weight-k50", "weight-k90"]
     with open(os.path.join(out, "results.csv")) as f:
         rows = list(csv.DictReader(f))

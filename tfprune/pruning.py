@@ -65,7 +65,7 @@ def make_prunable(model, in_place=False, pruned_kernels=None):
     return jax_masks.hold_masks_in_optimizer(new_model)
 
 
-def strip(model, in_place=False):
+def strip(model, in_place=False, into=None):
     """Returns a plain model of the same Keras stack (Dense/Conv2D) with the masks baked in: pruned weights are
     stored zeros.
 
@@ -74,15 +74,18 @@ def strip(model, in_place=False):
     Args:
       in_place: turn the layers of ``model`` itself back into plain layers and return it (how a subclassed model,
         made prunable in place, is stripped; it then saves as the user's own model does).
+      into: a plain model of the same graph (an earlier ``strip`` of a model of this architecture, its layers named
+        alike) that takes the weights instead of a new clone, and is returned: no graph is rebuilt, and a compiled
+        ``into`` keeps its traced functions.
 
     Raises:
-      ValueError: subclassed model without ``in_place``.
+      ValueError: subclassed model without ``in_place``; ``into`` with other weight shapes.
     """
     if in_place:
         in_place_lib.strip(model)
         return model
     graph.check_graph_model(model, "rewrites", hint="strip(model, in_place=True) strips its layers in place")
-    new_model = graph.clone(model, registry.to_plain)
+    new_model = graph.clone(model, registry.to_plain) if into is None else into
 
     def copy(old, new):
         if registry.is_prunable(old):

@@ -69,6 +69,9 @@ EXPORT = flags.DEFINE_list(
     "physically shrunk model.")
 EXPORT_EVAL_SIZE = flags.DEFINE_integer("export_eval_size", 2000, "Test images used to verify exported TFLite models.",
                                         lower_bound=1)
+GZIP_SIZE = flags.DEFINE_bool(
+    "gzip_size", False, "Also measure every point's weights as an HDF5 file and gzipped (a 'gzip size KiB' column "
+    "and size_vs_k.png of it): about half a test evaluation per fc_1000 point, so only when asked.")
 RESUME = flags.DEFINE_bool("resume", False, "Skip points already finished in --output_dir (else existing points are "
                            "an error).")
 NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "Split the points into this many independent jobs.", lower_bound=1)
@@ -123,8 +126,8 @@ def sweep_config(output_dir):
         output_dir=output_dir, baseline=baseline, methods=tuple(METHODS.value),
         sparsities=tuple(pruning_flags.SPARSITIES.value), layers=pruning_flags.LAYERS.value, layer_sparsity=plan,
         scope=SCOPE.value, finetune=finetune, export=tuple(EXPORT.value), export_eval_size=EXPORT_EVAL_SIZE.value,
-        export_softmax=export_flags.EXPORT_SOFTMAX.value, resume=RESUME.value, num_shards=NUM_SHARDS.value,
-        shard_index=SHARD_INDEX.value)
+        export_softmax=export_flags.EXPORT_SOFTMAX.value, gzip_size=GZIP_SIZE.value, resume=RESUME.value,
+        num_shards=NUM_SHARDS.value, shard_index=SHARD_INDEX.value)
 
 
 def command_line(command):

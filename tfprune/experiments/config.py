@@ -184,7 +184,8 @@ class SweepConfig:
     layers: layer names to prune (None: the method's defaults). layer_sparsity: a per-layer plan
     {layer: fraction} instead of ``sparsities``. scope: ``layer`` or ``global``. finetune: the ``FineTune``
     recipe. export: TFLite variants to export per point; export_eval_size: test images verifying them;
-    export_softmax: a logits model's files end in a softmax (probabilities out). resume:
+    export_softmax: a logits model's files end in a softmax (probabilities out). gzip_size: measure each point's
+    weights gzipped (``records.GZIP_LEVEL``). resume:
     skip points already in ``output_dir``. num_shards, shard_index: run every num_shards-th point only.
     """
     output_dir: str
@@ -198,6 +199,7 @@ class SweepConfig:
     export: tuple = ()
     export_eval_size: int = 2000
     export_softmax: bool = False
+    gzip_size: bool = False
     resume: bool = False
     num_shards: int = 1
     shard_index: int = 0
@@ -236,7 +238,8 @@ class SweepConfig:
                 "finetune_epochs": f.epochs, "schedule": f.schedule, "begin_fraction": f.begin_fraction,
                 "end_fraction": f.end_fraction, "pruning_frequency": f.frequency, "export": list(self.export),
                 "export_eval_size": self.export_eval_size, "layer_sparsity": self.layer_sparsity,
-                "keras": None if b.model_path else stacks.by_version(b.keras).label, "gzip_level": records.GZIP_LEVEL,
+                "keras": None if b.model_path else stacks.by_version(b.keras).label,
+                "gzip_level": records.GZIP_LEVEL if self.gzip_size else None,
                 **({"export_softmax": True} if self.export_softmax else {})}  # absent when False: older folders resume
 
 

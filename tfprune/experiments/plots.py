@@ -171,9 +171,13 @@ def sweep_plots(points, output_dir, baseline_accuracy=None, baseline_loss=None, 
                     os.path.join(output_dir, prefix + "accuracy_vs_k.png"), baseline_accuracy, scale=100),
         metric_vs_k(points, lambda r: r.test_loss, "test loss (cross-entropy)", "Loss vs sparsity",
                     os.path.join(output_dir, prefix + "loss_vs_k.png"), baseline_loss, logy=True),
-        metric_vs_k(points, lambda r: r.gzip_size_bytes, "gzipped weights, KiB", "Model size vs sparsity",
-                    os.path.join(output_dir, prefix + "size_vs_k.png"), scale=1 / 1024),
     ]
+    if any(r.gzip_size_bytes is not None for r in points):  # measured with gzip_size
+        paths.append(metric_vs_k(points, lambda r: r.gzip_size_bytes, "gzipped weights, KiB", "Model size vs sparsity",
+                                 os.path.join(output_dir, prefix + "size_vs_k.png"), scale=1 / 1024))
+    else:
+        paths.append(metric_vs_k(points, lambda r: r.remaining_weights, "nonzero kernel weights",
+                                 "Model size vs sparsity", os.path.join(output_dir, prefix + "size_vs_k.png")))
     if any(_float_file_size(r) is not None for r in points):
         paths.append(metric_vs_k(points, _float_file_size, "TFLite float file, KiB", "TFLite size vs sparsity",
                                  os.path.join(output_dir, prefix + "tflite_size_vs_k.png"), scale=1 / 1024))

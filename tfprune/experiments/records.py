@@ -98,7 +98,8 @@ class PointRecord:
     k: percent; target_sparsity, achieved_sparsity: fractions (achieved over every kernel); layer_sparsity:
     {layer: fraction}; units_kept: {layer: units with a nonzero weight}; test_accuracy (0..1), test_loss: on the
     whole test set; remaining_weights, total_weights: kernel weights; dense_size_bytes, gzip_size_bytes: the
-    weights as an HDF5 file, raw and gzipped; finetune_epochs, schedule (``oneshot`` when not fine-tuned);
+    weights as an HDF5 file, raw and gzipped (None unless the sweep was asked for them: ``gzip_size``);
+    finetune_epochs, schedule (``oneshot`` when not fine-tuned);
     distribution_strategy, replicas; point_seconds: wall time of the point; finetune_seconds_per_epoch (median),
     time_ratio_to_dense: when fine-tuned (the ratio in a comparison); histograms: per layer {"zeros", "counts"}
     of log10 |w|; shrink: ``ShrinkFigures`` of unit points with export; exports: ``VariantFigures``.
@@ -118,8 +119,8 @@ class PointRecord:
     test_loss: float
     remaining_weights: int
     total_weights: int
-    dense_size_bytes: int
-    gzip_size_bytes: int
+    dense_size_bytes: Optional[int]
+    gzip_size_bytes: Optional[int]
     finetune_epochs: int
     schedule: str
     distribution_strategy: str

@@ -112,6 +112,9 @@ def _difference(name, old, new):
     if name == "data_sha256":
         return (f"the data: digest {old!r} there, {new!r} now (another dataset file, --data_dir or --train_size "
                 "subset)" if old else "the data: not recorded there (a folder written before tfprune named its data)")
+    if name == "gzip_level" and (old is None) != (new is None):
+        return ("gzip sizes: measured there (resume with --gzip_size)" if old is not None else
+                "gzip sizes: not measured there (resume without --gzip_size)")
     return f"--{name}: {old!r} there, {new!r} now"
 
 

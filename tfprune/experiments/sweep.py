@@ -111,6 +111,7 @@ def write_frontier(points, output_dir, prefix=""):
 def point_line(record):
     """One progress line for a finished point."""
     extra = "" if record.finetune_seconds_per_epoch is None else f", {record.finetune_seconds_per_epoch:.1f} s/epoch"
+    gzipped = "" if record.gzip_size_bytes is None else f", gzip {record.gzip_size_bytes / 1024:,.0f} KiB"
     float_figures, shrunk_float = record.export("float"), record.export("float", records.SHRUNK)
     tfl = "" if float_figures is None else f", tflite float {float_figures.accuracy * 100:.2f} %"
     if record.shrink is not None:
@@ -119,8 +120,7 @@ def point_line(record):
         tfl += f", float {float_figures.latency_ms:.3f} -> {shrunk_float.latency_ms:.3f} ms"
     return (f"{record.method:>6} k={records.format_k(record.k):>5}%: accuracy {100 * record.test_accuracy:6.2f} %, "
             f"loss {record.test_loss:.4f}, sparsity {100 * record.achieved_sparsity:6.2f} %, "
-            f"{record.remaining_weights:,} weights left, gzip {record.gzip_size_bytes / 1024:,.0f} KiB"
-            f"{extra}{tfl} ({record.point_seconds:.1f} s)")
+            f"{record.remaining_weights:,} weights left{gzipped}{extra}{tfl} ({record.point_seconds:.1f} s)")
 
 
 def _check_mergeable(folders):
@@ -344,7 +344,8 @@ def _run_locked(config, mode, strategy, command, report, datasets, data_digest, 
     start = time.perf_counter()
     for i, (method, k) in enumerate(todo, 1):
         record = point_lib.run_point(base.model, datasets, method, k, config.scope, layers, config.finetune,
-                                     exporter, seed=b.seed, strategy=strategy, tfmot_baseline=tfmot_baseline)
+                                     exporter, seed=b.seed, strategy=strategy, tfmot_baseline=tfmot_baseline,
+                                     gzip_size=config.gzip_size)
         record = dataclasses.replace(record, data_digest=data_digest, config_digest=digest)
         if "dense_seconds_per_epoch" in info and record.finetune_seconds_per_epoch is not None:
             record = dataclasses.replace(

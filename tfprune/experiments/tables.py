@@ -61,7 +61,7 @@ def accuracy_table(points, baseline_accuracy=None):
 
 
 def _kib(value):
-    return f"{value / 1024:,.0f}"
+    return "" if value is None else f"{value / 1024:,.0f}"
 
 
 def _apis(value):
@@ -92,13 +92,14 @@ def details_table(points):
     """Per point: achieved sparsity, loss, remaining weights, sizes, and the fine-tune, shrink and TFLite figures
     (every exported variant) when present."""
     extra = _extra_columns(points)
-    head = ["method", "k %", "achieved sparsity %", "accuracy %", "loss", "remaining weights", "gzip size KiB"]
-    head += [header for header, _, _ in extra]
+    gzipped = any(r.gzip_size_bytes is not None for r in points)  # measured when the sweep asked (gzip_size)
+    head = ["method", "k %", "achieved sparsity %", "accuracy %", "loss", "remaining weights"]
+    head += ["gzip size KiB"] * gzipped + [header for header, _, _ in extra]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for r in points:
         cells = [r.method, records.format_k(r.k), _pct(r.achieved_sparsity), _pct(r.test_accuracy),
                  f"{r.test_loss:.4f}",
-                 f"{r.remaining_weights:,}", _kib(r.gzip_size_bytes)]
+                 f"{r.remaining_weights:,}"] + [_kib(r.gzip_size_bytes)] * gzipped
         cells += ["" if get(r) is None else fmt(get(r)) for _, get, fmt in extra]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
