@@ -81,12 +81,24 @@ class GetStrategyTest(parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, f"num_gpus {visible + 1} .* {visible} visible"):
             distribute.get_strategy("mirrored", num_gpus=visible + 1)
 
-    @parameterized.named_parameters(("not_json", "{worker"), ("no_task", '{"cluster": {"worker": ["a:1"]}}'))
-    def test_malformed_tf_config_raises_before_any_cluster_setup(self, tf_config):
+    @parameterized.named_parameters(
+        ("not_json", "{worker", "TF_CONFIG '{worker' is not valid JSON"),
+        ("no_task", '{"cluster": {"worker": ["a:1"]}}', "must be a JSON object with 'cluster' and 'task' keys"),
+        ("empty", "", "TF_CONFIG is set but empty; it must hold the cluster and this worker's task as JSON, e.g. "
+                      'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}'),
+        ("blank", " \n", "TF_CONFIG is set but empty"),
+        ("no_hosts", '{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}',
+         "must map each job (worker, chief) to a non-empty list of 'host:port' addresses"),
+        ("other_job", '{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}',
+         "its type 'ps' is not a job of the cluster ('worker')"),
+        ("index_past_end", '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}',
+         "task index 2 is not in [0, 2)"))
+    def test_malformed_tf_config_raises_before_any_cluster_setup(self, tf_config, message):
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("TF_CONFIG", tf_config)
-            with self.assertRaisesRegex(ValueError, "TF_CONFIG"):
+            with self.assertRaises(ValueError) as e:
                 distribute.get_strategy("multi_worker_mirrored")
+        self.assertIn(message, str(e.exception))
 
 
     @parameterized.named_parameters(("off", "off"), ("one_device", "one_device"), ("mirrored", "mirrored"))

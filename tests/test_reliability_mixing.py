@@ -216,6 +216,7 @@ PLAN_CASES = [
     ("empty", "{}", "the plan names no layer"),
     ("unknown_layer", '{"fc9": 0.5}', "layer 'fc9' does not exist in model 'lenet_300_100'"),
     ("not_json", "fc1: 0.5", "cannot read plan (JSONDecodeError"),
+    ("repeated_layer", '{"layer_sparsity": {"fc1": 0.9, "fc1": 0.1}}', "layer 'fc1' appears twice (fc1=0.9, fc1=0.1)"),
 ]
 
 
@@ -235,10 +236,10 @@ def test_a_bad_plan_file_is_one_error_naming_flag_and_file_before_work(tmp_path,
 @pytest.mark.parametrize("extra, message", [
     (["--layers=fc9"], "--layers: layer 'fc9' does not exist in model 'lenet_300_100'; prunable layers: fc1"),
     (["--layers="], "--layers: no layer selected to prune"),
-    (["--layers=fc1,fc1"], "--layers: layer(s) 'fc1' named more than once"),
     (["--methods=unit", "--layer_sparsity=logits=50"], "--layer_sparsity: layer 'logits' is a model output"),
     (["--layer_sparsity=fc1"], "--layer_sparsity entry 'fc1' is not name=percent"),
     (["--layer_sparsity=fc1=100"], "--layer_sparsity fc1: 100 is outside [0, 100)"),
+    (["--layer_sparsity=fc1=90,fc2=50,fc1=10"], "--layer_sparsity: layer 'fc1' appears twice (fc1=90, fc1=10)"),
 ])
 def test_bad_layer_selections_are_refused_before_training(tmp_path, extra, message):
     out, cache = tmp_path / "out", tmp_path / "cache"

@@ -60,16 +60,39 @@ def _collective_options(all_reduce_alg):
     return tf.distribute.experimental.CommunicationOptions(implementation=implementations[all_reduce_alg])
 
 
+TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                     '"task": {"type": "worker", "index": 0}}')
+
+
 def _check_tf_config():
+    """ValueError naming TF_CONFIG and what it must hold, unless it is unset (one local worker) or a cluster and
+    this worker's task in it (``TF_CONFIG_EXAMPLE``)."""
     raw = os.environ.get("TF_CONFIG")
-    if not raw:
+    if raw is None:
         return
+    want = (f"it must hold the cluster and this worker's task as JSON, e.g. TF_CONFIG='{TF_CONFIG_EXAMPLE}' "
+            "(unset it to run one local worker)")
+    if not raw.strip():
+        raise ValueError(f"TF_CONFIG is set but empty; {want}")
     try:
         config = json.loads(raw)
     except ValueError as e:
-        raise ValueError(f"TF_CONFIG {raw!r} is not valid JSON ({e})") from None
+        raise ValueError(f"TF_CONFIG {raw!r} is not valid JSON ({e}); {want}") from None
     if not isinstance(config, dict) or "cluster" not in config or "task" not in config:
-        raise ValueError(f"TF_CONFIG {raw!r} must be a JSON object with 'cluster' and 'task' keys")
+        raise ValueError(f"TF_CONFIG {raw!r} must be a JSON object with 'cluster' and 'task' keys; {want}")
+    cluster, task = config["cluster"], config["task"]
+    if not isinstance(cluster, dict) or not cluster or not all(
+            isinstance(hosts, list) and hosts and all(isinstance(h, str) for h in hosts) for hosts in cluster.values()):
+        raise ValueError(f"TF_CONFIG cluster {cluster!r} must map each job (worker, chief) to a non-empty list of "
+                         f"'host:port' addresses; {want}")
+    kind = task.get("type") if isinstance(task, dict) else None
+    if kind not in cluster:
+        raise ValueError(f"TF_CONFIG task {task!r}: its type {kind!r} is not a job of the cluster "
+                         f"({', '.join(map(repr, cluster))}); {want}")
+    index = task.get("index", 0)
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
+        raise ValueError(f"TF_CONFIG task index {index!r} is not in [0, {len(cluster[kind])}) (the cluster's "
+                         f"{kind!r} job has {len(cluster[kind])} addresses); {want}")
 
 
 def get_strategy(name="off", num_gpus=0, all_reduce_alg=None):

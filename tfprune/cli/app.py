@@ -2,6 +2,7 @@
 
 import contextlib
 import math
+import os
 import signal
 import sys
 
@@ -28,8 +29,46 @@ def _raise_terminated(signum, frame):  # pylint: disable=unused-argument
     raise Terminated()
 
 
+def _flagfile_names(args):
+    """The file names of the ``--flagfile`` directives in ``args`` (``--flagfile=F``, ``--flagfile F``, one dash too,
+    as absl reads them)."""
+    names = []
+    for i, arg in enumerate(args):
+        if arg in ("--flagfile", "-flagfile") and i + 1 < len(args):
+            names.append(args[i + 1])
+        elif arg.startswith(("--flagfile=", "-flagfile=")):
+            names.append(arg.split("=", 1)[1])
+    return [n for n in names if n]
+
+
+def flagfile_cycle(args, chain=()):
+    """The chain of flagfile names ``[a, b, a]`` in which a flagfile of ``args`` includes itself, or None.
+
+    Files are opened as absl opens them (relative to the working directory, ``~`` expanded) and compared by their
+    real path; one that cannot be read is left to absl's own error."""
+    for name in _flagfile_names(args):
+        path = os.path.expanduser(name)
+        if os.path.realpath(path) in [os.path.realpath(os.path.expanduser(n)) for n in chain]:
+            return list(chain) + [name]
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = [line.strip() for line in f]
+        except (OSError, UnicodeDecodeError):
+            continue
+        found = flagfile_cycle([l for l in lines if l and not l.startswith(("#", "//"))], chain + (name,))
+        if found:
+            return found
+    return None
+
+
 def _parse_flags_or_exit(argv):
-    """absl's parser, but a bad flag is one line naming flag and value on stderr and exit status 2 (usage error)."""
+    """absl's parser, but a bad flag is one line naming flag and value on stderr and exit status 2 (usage error);
+    so is a flagfile that includes itself (absl only warns, then runs without it)."""
+    cycle = flagfile_cycle(argv[1:])
+    if cycle:
+        sys.stderr.write(f"{argv[0]}: error: --flagfile: {' -> '.join(cycle)}: a flagfile includes itself\n"
+                         "Try --helpfull for the list of flags.\n")
+        sys.exit(USAGE_EXIT)
     try:
         return FLAGS(argv)
     except flags.Error as e:

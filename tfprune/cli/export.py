@@ -21,6 +21,7 @@ from tfprune.cli import app as cli_app
 from tfprune.cli import data_flags
 from tfprune.cli import export_flags
 from tfprune.cli import model_path_flags
+from tfprune.experiments import config as config_lib
 from tfprune.experiments import data_sources
 
 for _module in (data_flags, model_path_flags, export_flags):
@@ -62,10 +63,7 @@ def parse_variants(values):
         raise ValueError(f"--variants is empty; give at least one of {', '.join(tflite.VARIANTS)}")
     for value in values:
         tflite.parse_variant(value)
-    repeated = sorted({v for v in values if values.count(v) > 1})
-    if repeated:
-        raise ValueError(f"--variants: {', '.join(repeated)} given more than once")
-    return list(values)
+    return config_lib.check_unique(values, "--variants", noun="variant")
 
 
 def format_table(rows):

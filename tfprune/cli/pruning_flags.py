@@ -15,6 +15,7 @@ LAYERS = flags.DEFINE_list(
     "layers", None, "Layer names to prune (default: every Dense, Conv1D/2D/3D (transposed too), DepthwiseConv2D, "
     "Embedding, SimpleRNN, GRU and LSTM for weight pruning; for unit pruning all but the classifier and the "
     "depthwise layers).")
+app.register_list_validator("layers", lambda values: config.check_unique(values, "--layers", noun="layer"))
 OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Folder for the results (tables, JSON, PNG plots).")
 flags.mark_flag_as_required("output_dir")
 

@@ -84,10 +84,7 @@ cli_app.register_finite("begin_fraction", "end_fraction")
 flags.register_multi_flags_validator(
     ["begin_fraction", "end_fraction"], lambda f: f["begin_fraction"] <= f["end_fraction"],
     message="--begin_fraction must be <= --end_fraction (pruning must begin before its ramp ends)")
-flags.register_validator("methods", lambda v: bool(v) and all(config_lib.is_sweep_method(m) for m in v) and
-                         len(set(v)) == len(v),
-                         message=f"--methods must be a non-empty list without repeats of {config_lib.SWEEP_METHODS} "
-                         "(or other block shapes, block_<units>x<inputs>)")
+cli_app.register_list_validator("methods", config_lib.check_methods)
 flags.register_multi_flags_validator(["num_shards", "shard_index"], lambda f: f["shard_index"] < f["num_shards"],
                                      message="--shard_index must be < --num_shards")
 flags.register_multi_flags_validator(
@@ -99,14 +96,8 @@ flags.register_multi_flags_validator(
     message="--methods=tfmot supports --scope=layer only")
 
 
-def _check_export(values):
-    bad = [v for v in values or [] if v not in convert.VARIANTS]
-    if bad:
-        raise flags.ValidationError(f"--export: unknown variant(s) {bad}; known: {', '.join(convert.VARIANTS)}")
-    return True
-
-
-flags.register_validator("export", _check_export)
+cli_app.register_list_validator("export", config_lib.check_variants)
+cli_app.register_list_validator("merge", lambda values: config_lib.check_unique(values, "--merge", noun="folder"))
 
 
 def sweep_config(output_dir):

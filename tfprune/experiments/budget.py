@@ -13,7 +13,7 @@ import dataclasses
 import math
 from typing import Optional
 
-from tfprune.experiments.config import ConfigError
+from tfprune.experiments.config import ConfigError, check_unique
 
 # Family -> (pruning method, TFLite variants its probes export). Unit pruning ships the physically shrunk model
 # (fine-tuned again after shrinking, cheaply: it is small); weight and block pruning ship sparse encodings that
@@ -96,11 +96,11 @@ def check_families(families):
     Raises:
       ConfigError: empty, repeated or unknown names (the message lists the known ones).
     """
-    families = tuple(families)
+    families = tuple(check_unique(families, "--families", noun="family"))
     bad = [f for f in families if f not in FAMILIES]
-    if not families or bad or len(set(families)) != len(families):
-        raise ConfigError(f"families {list(families)} must be a non-empty list without repeats of "
-                          f"{', '.join(FAMILIES)}")
+    if not families or bad:
+        raise ConfigError(f"--families: {'unknown ' + ', '.join(map(repr, bad)) if bad else 'empty'}; give one or "
+                          f"more of {', '.join(FAMILIES)}")
     return families
 
 

@@ -39,6 +39,50 @@ class ConfigError(ValueError):
     """A setting that cannot work, found before any work (the command line reports it as a usage error, exit 2)."""
 
 
+def check_unique(values, what, key=None, noun=""):
+    """``values`` as a list, once no entry repeats (two entries repeat when ``key`` of them, default the entries
+    themselves, is equal: ``key=float`` makes ``50`` and ``50.0`` one percent).
+
+    Raises:
+      ConfigError: ``"<what>: <noun> 'fc1' appears twice (fc1=90, fc1=10)"``: the first repeated entry (its key when
+        that is a name, else the entry as given) and, when they differ, the entries that share it.
+    """
+    values = list(values)
+    keys = [v if key is None else key(v) for v in values]
+    for i, k in enumerate(keys):
+        if k in keys[:i]:
+            entries = [str(v) for v, other in zip(values, keys) if other == k]
+            name = repr(k) if isinstance(k, str) else str(values[i])
+            shown = f" ({', '.join(entries)})" if len(set(entries)) > 1 else ""
+            raise ConfigError(f"{what}: {noun + ' ' if noun else ''}{name} appears twice{shown}")
+    return values
+
+
+def check_methods(methods, what="--methods"):
+    """The sweep methods as a tuple: non-empty, each known (``is_sweep_method``), none repeated.
+
+    Raises:
+      ConfigError: naming the empty list, the unknown method (with the known ones) or the repeated one.
+    """
+    methods = tuple(check_unique(methods, what, noun="method"))
+    if not methods:
+        raise ConfigError(f"{what} is empty; give at least one of {', '.join(SWEEP_METHODS)}")
+    for method in methods:
+        if not is_sweep_method(method):
+            raise ConfigError(f"{what}: unknown method {method!r}; known: {', '.join(SWEEP_METHODS)} (or other block "
+                              "shapes, block_<units>x<inputs>)")
+    return methods
+
+
+def check_variants(variants, what="--export"):
+    """TFLite variant names as a tuple: each known (``convert.VARIANTS``), none repeated (ConfigError naming it)."""
+    variants = tuple(check_unique(variants, what, noun="variant"))
+    bad = [v for v in variants if v not in convert.VARIANTS]
+    if bad:
+        raise ConfigError(f"{what}: unknown variant(s) {bad}; known: {', '.join(convert.VARIANTS)}")
+    return variants
+
+
 def check_percents(values, what="sparsities"):
     """Parses a list of percents into floats in [0, 100), in the given order.
 
@@ -55,9 +99,8 @@ def check_percents(values, what="sparsities"):
             raise ConfigError(f"{what}: {value!r} is not a number (percent in [0, 100))") from None
         if not 0.0 <= k < 100.0:
             raise ConfigError(f"{what}: {value} is outside [0, 100) (a percent: 100 would delete every weight)")
-        if k in out:
-            raise ConfigError(f"{what}: {value} appears twice")
         out.append(k)
+    check_unique(values, what, key=float)
     return out
 
 
@@ -206,14 +249,11 @@ class SweepConfig:
 
     def __post_init__(self):
         _check(bool(self.output_dir), f"output_dir {self.output_dir!r} is empty; name a folder for the results")
-        methods = tuple(self.methods)
-        _check(bool(methods) and all(is_sweep_method(m) for m in methods) and len(set(methods)) == len(methods),
-               f"methods {list(methods)} must be a non-empty list without repeats of {SWEEP_METHODS} (or other "
-               "block shapes, block_<units>x<inputs>)")
+        methods = check_methods(self.methods, "methods")
         object.__setattr__(self, "methods", methods)
         object.__setattr__(self, "sparsities", tuple(check_percents(self.sparsities)))
         if self.layers is not None:
-            object.__setattr__(self, "layers", tuple(self.layers))
+            object.__setattr__(self, "layers", tuple(check_unique(self.layers, "layers", noun="layer")))
         _library(scoring.check_scope, self.scope)
         tfmot = [m for m in methods if is_tfmot(m)]
         _check(not (tfmot and self.finetune.epochs < 1),
@@ -224,9 +264,7 @@ class SweepConfig:
         _positive_int(self.export_eval_size, "export_eval_size")
         _positive_int(self.num_shards, "num_shards")
         _check(0 <= self.shard_index < self.num_shards, "--shard_index must be < --num_shards")
-        bad = [v for v in self.export if v not in convert.VARIANTS]
-        _check(not bad, f"--export: unknown variant(s) {bad}; known: {', '.join(convert.VARIANTS)}")
-        object.__setattr__(self, "export", tuple(self.export))
+        object.__setattr__(self, "export", check_variants(self.export, "export"))
 
     def result_fields(self):
         """The settings that change a point's figures, under the names of their flags (sweep_config.json): a

@@ -21,7 +21,7 @@ from tfprune.experiments import preflight
 from tfprune.experiments import records
 from tfprune.experiments import store
 from tfprune.experiments import sweep
-from tfprune.experiments.config import ConfigError, check_percents
+from tfprune.experiments.config import ConfigError, check_percents, check_unique
 
 
 def scan(model, x, y, ks, method="weight", layers=None, progress=None):
@@ -71,19 +71,28 @@ def suggest_plan(curves, baseline_accuracy, max_drop):
     return plan
 
 
+def _unique_keys(pairs, where):
+    """A JSON object's ``(key, value)`` pairs as a dict, once no key repeats (``json`` keeps the last silently)."""
+    check_unique([f"{k}={v}" for k, v in pairs], where, key=lambda item: item.split("=", 1)[0], noun="layer")
+    return dict(pairs)
+
+
 def load_plan(value):
     """A per-layer plan {layer: fraction} from a ``plan.json`` (as ``run_sensitivity`` writes it: fractions in
     [0, 1)) or from ``name=percent,...`` text (percents in [0, 100)).
 
     Raises:
       ConfigError: naming the flag, the file and the bad entry: unreadable or non-JSON file, a plan that is not an
-        object {layer: number}, an empty plan, a value that is not a number or out of range, a missing '='.
+        object {layer: number}, an empty plan, a value that is not a number or out of range, a missing '=', a layer
+        named twice (inline or as a repeated JSON key).
     """
     if value.endswith(".json"):
         where = f"--layer_sparsity {value!r}"
         try:
             with open(value, encoding="utf-8") as f:
-                loaded = json.load(f)
+                loaded = json.load(f, object_pairs_hook=lambda pairs: _unique_keys(pairs, where))
+        except ConfigError:
+            raise
         except (OSError, ValueError) as e:
             raise ConfigError(f"{where}: cannot read plan ({type(e).__name__}: {e})") from None
         plan = loaded.get("layer_sparsity", loaded) if isinstance(loaded, dict) else loaded
@@ -100,11 +109,13 @@ def load_plan(value):
                 raise ConfigError(f"{where}: {e}") from None
     else:
         out = {}
-        for item in value.split(","):
+        items = value.split(",")
+        for item in items:
             name, sep, percent = item.partition("=")
             if not sep or not name.strip():
                 raise ConfigError(f"--layer_sparsity entry {item!r} is not name=percent")
             out[name.strip()] = check_percents([percent], f"--layer_sparsity {name.strip()}")[0] / 100.0
+        check_unique(items, "--layer_sparsity", key=lambda item: item.partition("=")[0].strip(), noun="layer")
         where = "--layer_sparsity"
     if not out:
         raise ConfigError(f"{where}: the plan names no layer")
