@@ -88,6 +88,7 @@ def test_head_pruning_zeroes_whole_heads_in_every_projection(case):
         prune(make_prunable(model), 0.5, "unit", layers=["pool"])
 
 
+@pytest.mark.slow
 def test_masks_hold_through_fit_and_strip_bakes_them_in(case):
     model, (x, y), (xt, _) = case
     prunable = models.compile_model(make_prunable(model))

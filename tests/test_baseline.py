@@ -6,6 +6,7 @@ import pytest
 from tfprune.experiments import baseline
 
 
+@pytest.mark.slow
 def test_second_call_loads_from_cache(small_fashion, tmp_path):
     kwargs = dict(epochs=1, batch_size=64, seed=1, cache_dir=str(tmp_path), datasets=small_fashion,
                   train_size=1000, verbose=0)
@@ -20,6 +21,7 @@ def test_second_call_loads_from_cache(small_fashion, tmp_path):
     assert not other.from_cache
 
 
+@pytest.mark.slow
 def test_same_seed_same_result(small_fashion, tmp_path):
     kwargs = dict(epochs=1, batch_size=64, seed=5, datasets=small_fashion, train_size=500, verbose=0)
     a = baseline.train_baseline("lenet_300_100", "fashion_mnist", cache_dir=str(tmp_path / "a"), **kwargs)

@@ -60,6 +60,7 @@ def test_weight_and_unit_pruning_cover_both_directions(case):
                 assert not stacks.of(layer).to_numpy(w)[..., columns].any(), name
 
 
+@pytest.mark.slow
 def test_masks_hold_through_fit_and_strip_bakes_them_in(case):
     _, model, (x, y), xt = case
     prunable = models.compile_model(make_prunable(model))
@@ -77,6 +78,7 @@ def test_masks_hold_through_fit_and_strip_bakes_them_in(case):
     np.testing.assert_allclose(stack.to_numpy(plain(xt[:64])), stack.to_numpy(prunable(xt[:64])), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_save_and_load_keep_the_masks(case, tmp_path):
     _, model, _, xt = case
     pruned = prune(make_prunable(model), 0.6, "unit")
@@ -89,6 +91,7 @@ def test_save_and_load_keep_the_masks(case, tmp_path):
         np.testing.assert_allclose(stack.to_numpy(loaded(xt[:64])), stack.to_numpy(pruned(xt[:64])), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_unit_pruned_model_shrinks_both_directions(case):
     kind, model, _, xt = case
     plain = strip(prune(make_prunable(model), 0.5, "unit"))
@@ -104,6 +107,7 @@ def test_unit_pruned_model_shrinks_both_directions(case):
     np.testing.assert_allclose(stack.to_numpy(result.model(xt)), stack.to_numpy(plain(xt)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_shrunk_model_exports_to_tflite_with_the_same_outputs(case):
     _, model, _, xt = case
     plain = strip(prune(make_prunable(model), 0.5, "unit"))

@@ -76,6 +76,7 @@ def test_a_file_that_computes_something_else_is_never_written(lenet, tmp_path, m
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_block_sweep_with_export_and_a_bad_block(tmp_path):
     out = str(tmp_path / "sweep")
     run_smoke_sweep(out, "--methods=block_1x16", "--sparsities=90", "--export=int8+sparse",

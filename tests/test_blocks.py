@@ -121,6 +121,7 @@ def test_block_masks_held_through_scheduled_fit(small_fashion):
         assert not kernel[~mask].any() and np.count_nonzero(kernel[mask]) == mask.sum()
 
 
+@pytest.mark.slow
 def test_tfmot_block_size_prunes_the_same_blocks_of_the_keras_kernel(small_fashion):
     from tfprune.experiments import tfmot_method  # pylint: disable=g-import-not-at-top
     (x, y), _ = small_fashion

@@ -4,6 +4,7 @@ import glob
 import os
 
 import numpy as np
+import pytest
 import tensorflow_model_optimization as tfmot
 from absl.testing import parameterized
 
@@ -50,6 +51,7 @@ SCHEDULES = (
 class RankPruningTest(parameterized.TestCase):
 
     @parameterized.named_parameters(*SCHEDULES)
+    @pytest.mark.slow
     def test_same_sparsity_as_tfmot_at_every_step(self, make_schedule):
         x, y = _data()
         keras.utils.set_random_seed(1)

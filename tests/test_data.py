@@ -391,6 +391,7 @@ def test_digest_is_by_content_across_folders_and_layouts(tmp_path, small_sizes):
     assert data_lib.data_digest(changed) not in digests
 
 
+@pytest.mark.slow
 def test_digest_of_real_data_changes_with_one_label_or_pixel(fashion):
     (x_train, y_train), (x_test, y_test) = fashion
     digest = data_lib.data_digest(fashion)

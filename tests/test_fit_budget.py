@@ -163,6 +163,7 @@ def test_an_impossible_budget_is_one_line_naming_the_closest_candidate(searched,
     assert os.path.isfile(os.path.join(folder, "model.tflite"))
 
 
+@pytest.mark.slow
 def test_the_command_line_refuses_a_search_without_a_budget(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tfprune.fit_budget", f"--output_dir={tmp_path / 'x'}"],
                           capture_output=True, text=True, timeout=120, cwd=REPO,

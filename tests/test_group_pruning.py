@@ -103,6 +103,7 @@ def test_global_scope_prunes_the_count_over_all_groups(trained):
     assert dead == prune_count(0.5, sum(sizes.values()))
 
 
+@pytest.mark.slow
 def test_masks_hold_through_fit_on_a_schedule_and_shrinking_keeps_the_outputs(trained):
     copy, (x, y), xt = trained
     schedule = lambda step: (True, min(0.5, 0.1 * step))  # pylint: disable=unnecessary-lambda-assignment
@@ -145,6 +146,7 @@ APPLICATIONS = [("keras3", "ResNet50"), ("keras3", "MobileNetV2"), ("keras3", "E
 
 
 @pytest.mark.parametrize("stack,name", APPLICATIONS, ids=[f"{s}-{n}" for s, n in APPLICATIONS])
+@pytest.mark.slow
 def test_applications_shrink_by_groups_with_the_same_logits(stack, name, small_fashion):
     k = STACKS[stack]
     options = {"alpha": 0.35} if name == "MobileNetV2" else {}
@@ -187,6 +189,7 @@ def _command(main_module, path, out, *extra):
     return {p.key: p for p in store.load_points([out])}
 
 
+@pytest.mark.slow
 def test_compare_runs_group_pruning_on_a_residual_model_file_and_exports_it_shrunk(residual_file, tmp_path, capsys):
     points = _command(compare_main, residual_file, str(tmp_path / "cmp"), "--methods=group,tfmot",
                       "--sparsities=50", "--finetune_epochs=1", "--export=float", "--export_eval_size=500")

@@ -115,6 +115,7 @@ def test_what_keeps_a_group_is_named(stack):
 
 
 @pytest.mark.parametrize("stack", list(STACKS))
+@pytest.mark.slow
 def test_resnet50_stages_are_one_group_each_and_mobilenet_depthwise_layers_follow(stack):
     k = STACKS[stack]
     model = k.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=10)
@@ -135,6 +136,7 @@ def test_resnet50_stages_are_one_group_each_and_mobilenet_depthwise_layers_follo
     assert [g.name for g in groups if not g.prunable] == ["predictions"]
 
 
+@pytest.mark.slow
 def test_efficientnet_excitations_join_their_blocks_and_densenet_concatenations_stay_apart():
     k = keras3
     efficientnet = channel_groups(k.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3), classes=10))

@@ -128,6 +128,7 @@ def test_in_place_keeps_every_layer_object_and_output_and_prunes_exact_counts(ca
         assert r.zeros == prune_count(0.6, r.weights) or r.kind == "Bidirectional", r
 
 
+@pytest.mark.slow
 def test_unit_pruned_masks_hold_through_fit_save_weights_and_strip(case, tmp_path):
     stack, fresh, x, y, xt = case
     model = make_prunable(fresh(), in_place=True)
@@ -259,6 +260,7 @@ print(json.dumps({"backend": keras.backend.backend(), "units": report, "held": b
 """
 
 
+@pytest.mark.slow
 def test_in_place_pruning_on_the_jax_backend(tmp_path):
     out = run_on_jax(JAX_SCRIPT, tmp_path)
     assert out["backend"] == "jax"

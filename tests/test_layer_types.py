@@ -243,6 +243,7 @@ def test_masks_hold_on_the_jax_backend(tmp_path):
         assert max(figures["diffs"]) <= 1e-5, kind
 
 
+@pytest.mark.slow
 def test_token_id_models_export_to_tflite_with_the_same_outputs(small_fashion):
     (x, y), (xt, yt) = small_fashion
     keras.utils.set_random_seed(0)
@@ -258,6 +259,7 @@ def test_token_id_models_export_to_tflite_with_the_same_outputs(small_fashion):
 
 
 @pytest.mark.parametrize("kind", ["separable", "separable1d"])
+@pytest.mark.slow
 def test_shrunk_separable_models_export_to_tflite_with_the_same_outputs(kind, small_fashion):
     (x, y), (xt, _) = small_fashion
     keras.utils.set_random_seed(0)

@@ -124,6 +124,7 @@ def test_lines_stay_within_120_characters(module):
     assert not long_lines, f"{module}: lines {long_lines} are longer than 120 characters"
 
 
+@pytest.mark.slow
 def test_importing_everything_outside_the_command_line_defines_no_flag():
     names = sorted(m for m in MODULES if layer(m) not in ("cli", "shim"))
     child = ("import importlib\nfrom absl import flags\n"

@@ -166,6 +166,7 @@ def _documented(call):
 
 @FUZZ
 @given(kernel=ANY_ARRAYS, sparsity=BAD_SPARSITIES)
+@pytest.mark.slow
 def test_any_input_returns_or_raises_value_error_only(kernel, sparsity):
     for function in (masks.weight_mask, masks.unit_mask):
         ok = _documented(lambda: function(kernel, sparsity))

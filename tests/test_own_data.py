@@ -230,6 +230,7 @@ def _sorted_rows(x):
     return flat[np.lexsort(flat.T[::-1])]
 
 
+@pytest.mark.slow
 def test_tfds_dataset_prepared_locally(tfds_dir, own_npz):
     data = data_sources.load("tfds:fm5_own", tfds_dir)
     npz = data_sources.load(f"npz:{own_npz}")
@@ -262,6 +263,7 @@ def test_tfds_never_downloads(tfds_dir):
         data_sources.load("tfds:fm5_own?image=pixels", tfds_dir)
 
 
+@pytest.mark.slow
 def test_a_sweep_fine_tunes_on_a_streamed_tfds_dataset(tfds_dir, tmp_path):
     base = BaselineConfig(dataset="tfds:fm5_own", data_dir=tfds_dir, data_memory_mib=1, model="lenet_300_100",
                           train_epochs=1, train_size=600, verbose=0)

@@ -39,6 +39,7 @@ def test_a_folder_does_not_mix_points_with_and_without_gzip_sizes(tmp_path, ther
     assert refusal and message in refusal
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stack", ["tf_keras", "keras3"])
 def test_a_point_evaluated_on_the_reused_copy_has_the_figures_of_a_fresh_one(stack, small_fashion):
     k = tf_keras if stack == "tf_keras" else keras3

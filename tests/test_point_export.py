@@ -41,6 +41,7 @@ def _columns(exported):
     return records.flat_columns(shrink, exports)
 
 
+@pytest.mark.slow
 def test_unit_point_exports_unshrunk_and_shrunk_models(trained_lenet, tmp_path):
     model, x, y, _ = trained_lenet
     stripped = _pruned(model, "unit", 0.5)

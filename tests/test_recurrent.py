@@ -75,6 +75,7 @@ def test_weight_and_unit_pruning_are_exact_over_every_gate(case):
     assert not np.any(np.all(registry.effective_kernel(units.get_layer("logits")) == 0, axis=0))
 
 
+@pytest.mark.slow
 def test_masks_hold_through_fit_in_the_variables_and_strip_bakes_them_in(case):
     kind, model, (x, y), xt = case
     prunable = models.compile_model(make_prunable(model))
@@ -140,6 +141,7 @@ def test_dead_units_with_a_non_zero_candidate_bias_are_kept(small_fashion):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.slow
 def test_shrunk_models_export_to_tflite_unrolled_and_stateless(small_fashion, kind):
     (x, y), (xt, yt) = small_fashion
     keras.utils.set_random_seed(0)

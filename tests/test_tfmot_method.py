@@ -131,6 +131,7 @@ class FineTuneTest(parameterized.TestCase):
         keras.utils.set_random_seed(seed)
         return models.build("lenet_300_100")
 
+    @pytest.mark.slow
     def test_first_batch_is_step_one_and_its_forward_pass_sees_the_mask(self):
         # The semantics the module docstring states, on TF-MOT itself: batch 0 -> pruning_step 1, masked forward.
         model = self._lenet()
@@ -155,6 +156,7 @@ class FineTuneTest(parameterized.TestCase):
         ("constant", dict(kind="constant", begin_step=2, end_step=-1, frequency=4)),
         ("oneshot", dict(kind="oneshot")),
     )
+    @pytest.mark.slow
     def test_reaches_target_per_layer_and_leaves_caller_model_alone(self, schedule_args):
         model = self._lenet()
         before = [w.copy() for w in model.get_weights()]
@@ -210,6 +212,7 @@ class FineTuneTest(parameterized.TestCase):
             tb.prune_and_finetune(pruning.make_prunable(self._lenet()), self.x[:BATCH], self.y[:BATCH],
                                   tb.make_schedule("oneshot", 0.5), epochs=1, batch_size=BATCH)
 
+    @pytest.mark.slow
     def test_pruning_summaries_write_events(self):
         log_dir = self.create_tempdir().full_path
         schedule = tb.make_schedule("constant", 0.5, 1, -1, frequency=5)
@@ -220,6 +223,7 @@ class FineTuneTest(parameterized.TestCase):
         tags = {v.tag for path in events for e in tf.compat.v1.train.summary_iterator(path) for v in e.summary.value}
         self.assertTrue(any(t.endswith("/sparsity") and "fc1" in t for t in tags), tags)
 
+    @pytest.mark.slow
     def test_runs_under_a_distribution_strategy(self):
         strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
         schedule = tb.make_schedule("polynomial", 0.7, 0, 10, frequency=5)

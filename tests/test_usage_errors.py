@@ -66,6 +66,7 @@ def test_circular_flagfiles_are_found_through_any_spelling(tmp_path, monkeypatch
     assert cli_app.flagfile_cycle(["--flagfile=missing.flags"]) is None  # absl's own error names it
 
 
+@pytest.mark.slow
 def test_a_circular_flagfile_is_one_line_exit_2_before_work(tmp_path):
     flagfile = tmp_path / "self.flags"
     flagfile.write_text(f"--output_dir={tmp_path / 'out'}\n--flagfile={flagfile}\n")
