@@ -131,6 +131,9 @@ def test_cifar_layout_in_the_keras_cache(own_splits, tmp_path, monkeypatch):
     ("images:x?zoom=2", r"unknown option 'zoom=2'; images: takes size=\.\.\., color=\.\.\."),
     ("npz:x.npz?range=1,0", r"range='1,0' needs LO < HI"),
     ("npz:x.npz?scale=10", r"scale='10' is not auto, 255 or none"),
+    # Was silently resolved to the last value (adversarial pass, round three).
+    ("images:x?size=28x28&size=32x32", r"option 'size' is given twice \(size=28x28 and size=32x32\); give it once"),
+    ("npz:x.npz?scale=none&scale=255", r"option 'scale' is given twice"),
 ])
 def test_bad_dataset_names_are_one_error(spec, message):
     with pytest.raises(DatasetError, match=message):

@@ -57,3 +57,17 @@ def test_a_point_evaluated_on_the_reused_copy_has_the_figures_of_a_fresh_one(sta
     again = point.run_point(model, small_fashion, "weight", 90.0, histograms=False)
     assert (again.test_accuracy, again.test_loss) == (first.test_accuracy, first.test_loss)
     assert fresh.test_accuracy != first.test_accuracy  # the copy took each point's own weights
+
+
+@pytest.mark.parametrize("there, now, message", [
+    (None, "fit_budget", "holds a sweep made with other settings (a sweep there, a budget search (fit_budget) now)"),
+    ("fit_budget", None, "holds a budget search (fit_budget) made with other settings (a budget search (fit_budget) "
+                         "there, a sweep now)"),
+])
+def test_a_refusal_names_what_wrote_the_folder(tmp_path, there, now, message):
+    # Was "holds a sweep ... (--search: None there, 'fit_budget' now)" whatever had written it.
+    out = str(tmp_path)
+    assert store.check_same_config(out, {"search": there}) is None
+    os.makedirs(os.path.join(out, store.POINTS))
+    open(os.path.join(out, store.POINTS, "weight-k0.json"), "w").write("{}")
+    assert message in store.check_same_config(out, {"search": now})

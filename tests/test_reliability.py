@@ -333,6 +333,12 @@ def test_check_compatible(small_fashion):
         user_model.check_compatible(five, x, 10)
     logits = keras.Sequential([L.Flatten(input_shape=(28, 28)), L.Dense(10, name="out")], name="logits")
     assert user_model.check_compatible(logits, x, 10) == "logits"  # accepted: the loss takes from_logits
+    # A multi-label head was taken for logits, and Keras warned at every loss (adversarial pass, round three).
+    for head in ([L.Dense(10, activation="sigmoid")], [L.Dense(10), L.Activation("sigmoid")]):
+        scores = keras.Sequential([L.Flatten(input_shape=(28, 28))] + head, name="scores")
+        with pytest.raises(ValueError, match=r"model 'scores' ends in a sigmoid over its 10 outputs: independent "
+                                             r"per-class scores \(multi-label\).*end it in a softmax"):
+            user_model.check_compatible(scores, x, 10)
 
 
 @pytest.mark.slow
@@ -509,13 +515,15 @@ def _kill_at(cmd, env, marker, delay, sig):
     return proc.returncode, "".join(seen) + stdout, stderr
 
 
-def _interrupt_and_resume(tmp, cache, kills, reference, pause=None):
+def _interrupt_and_resume(tmp, cache, kills, reference, pause):
     """For each (marker, delay, signal) of ``kills`` runs the sweep (resuming after the first) and kills it
     ``delay`` s after ``marker`` appears on stdout (``pause``: the hook line the killed runs stop at, see
-    ``INSTRUMENTED_SWEEP``, or a list of them, one per kill); then resumes to the end and compares with
-    ``reference``."""
+    ``INSTRUMENTED_SWEEP``, or a list of them, one per kill, so every signal lands while the child waits there);
+    then resumes to the end and compares with ``reference``. A run that ends before its signal fails the test:
+    each kill is tested, never skipped."""
     out = tmp / "out"
     pauses = pause if isinstance(pause, list) else [pause] * len(kills)
+    assert all(pauses), "every kill is aimed with the pause hook"
     phases = []
     for i, ((marker, delay, sig), stop) in enumerate(zip(kills, pauses, strict=True)):
         env = dict(_env(tmp), **({"SWEEP_PAUSE": stop} if stop else {}))
@@ -523,10 +531,9 @@ def _interrupt_and_resume(tmp, cache, kills, reference, pause=None):
             out, f"--cache_dir={cache}", *(["--resume"] if i else []))[3:]
         rc, stdout, stderr = _kill_at(cmd, env, marker, delay, sig)
         phases.append(f"{signal.Signals(sig).name} {delay:.2f} s after {marker!r}: {_phase(stdout)} (exit {rc})")
-        if rc == 0:
-            continue  # finished before the signal: nothing to recover, still a valid run
+        assert rc == (130 if sig == signal.SIGINT else -sig), phases  # the signal landed, the run did not finish
         if sig == signal.SIGINT:
-            assert rc == 130 and "interrupted" in error_lines(stderr)[-1]
+            assert "interrupted" in error_lines(stderr)[-1]
         _point_records(out)  # every point file that exists parses
         if sig == signal.SIGINT:  # KeyboardInterrupt runs atomic_open's cleanup: no temp file is left behind
             assert _temp_files(out) == [], phases

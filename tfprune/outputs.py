@@ -66,6 +66,16 @@ def _activation_name(layer):
     return getattr(activation, "__name__", None) if callable(activation) else None
 
 
+def last_activation(model):
+    """The name of the activation that ends ``model``'s output (``"softmax"``, ``"linear"``, ``"sigmoid"``, ...):
+    its output layer's ``activation`` or a ``Softmax`` layer, a TF-MOT wrapper looked through. None when it cannot
+    be read without a run (not a built graph model, several outputs, a layer without an ``activation``)."""
+    if not graph.is_built_graph(model) or len(model.outputs) != 1:
+        return None
+    (name,) = graph.output_layer_names(model)
+    return _activation_name(model.get_layer(name))
+
+
 def output_kind(model, sample=None):
     """``"probabilities"`` when ``model``'s output rows are class probabilities, ``"logits"`` otherwise.
 
@@ -78,11 +88,9 @@ def output_kind(model, sample=None):
     Raises:
       ValueError: a model that must be run but has neither ``sample`` nor a single input of known shape.
     """
-    if graph.is_built_graph(model) and len(model.outputs) == 1:
-        (name,) = graph.output_layer_names(model)
-        activation = _activation_name(model.get_layer(name))
-        if activation in ("softmax", "linear"):
-            return PROBABILITIES if activation == "softmax" else LOGITS
+    activation = last_activation(model)
+    if activation in ("softmax", "linear"):
+        return PROBABILITIES if activation == "softmax" else LOGITS
     if sample is None:
         sample = graph.zero_batch(model, 2)
     if sample is None:
@@ -109,4 +117,4 @@ def with_softmax(model):
 
 
 __all__ = ["KINDS", "LOGITS", "PROBABILITIES", "are_probabilities", "as_probabilities", "check_kind",
-           "log_softmax", "output_kind", "softmax", "with_softmax"]
+           "last_activation", "log_softmax", "output_kind", "softmax", "with_softmax"]

@@ -327,7 +327,8 @@ def check_compatible(model, x, num_classes):
       accuracies are computed for what the model gives.
 
     Raises:
-      ValueError: several inputs/outputs, another input shape, another number of classes.
+      ValueError: several inputs/outputs, another input shape, another number of classes, a multi-label (sigmoid)
+        head over several classes.
     """
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(f"model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
@@ -339,4 +340,8 @@ def check_compatible(model, x, num_classes):
     classes = graph.model_output_shape(model)[-1]
     if classes != num_classes:
         raise ValueError(f"model {model.name!r} has {classes} outputs, but the dataset has {num_classes} classes")
+    if classes > 1 and outputs.last_activation(model) == "sigmoid":
+        raise ValueError(f"model {model.name!r} ends in a sigmoid over its {classes} outputs: independent per-class "
+                         "scores (multi-label), not one class per image, so no loss tfprune trains with fits them; "
+                         "end it in a softmax, or drop the activation (its outputs are then logits)")
     return outputs.output_kind(model, x[:16])

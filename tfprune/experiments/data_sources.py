@@ -77,7 +77,7 @@ def parse(spec):
     """Parses a dataset name (see the module docstring) into a ``DataSource``, checking kind and options.
 
     Raises:
-      DatasetError: an unknown name or kind, an empty path, an unknown or malformed option (all named).
+      DatasetError: an unknown name or kind, an empty path, an unknown, malformed or repeated option (all named).
     """
     spec = str(spec or "").strip()
     if spec in BUILTIN:
@@ -100,6 +100,9 @@ def parse(spec):
         if not eq or key not in OPTIONS[kind]:
             raise DatasetError(f"--dataset {spec!r}: unknown option {item!r}; {kind}: takes "
                                + ", ".join(f"{o}=..." for o in OPTIONS[kind]))
+        if key in dict(options):
+            raise DatasetError(f"--dataset {spec!r}: option {key!r} is given twice ({key}={dict(options)[key]} and "
+                               f"{item}); give it once")
         options.append((key, value))
     source = DataSource(spec, kind, path, tuple(options))
     if source.option("size") is not None:

@@ -115,7 +115,14 @@ def _difference(name, old, new):
     if name == "gzip_level" and (old is None) != (new is None):
         return ("gzip sizes: measured there (resume with --gzip_size)" if old is not None else
                 "gzip sizes: not measured there (resume without --gzip_size)")
+    if name == "search":
+        return f"{_run_kind(old)} there, {_run_kind(new)} now"
     return f"--{name}: {old!r} there, {new!r} now"
+
+
+def _run_kind(search):
+    """What wrote a folder, from its ``search`` setting: a budget search (fit_budget) or a sweep."""
+    return "a budget search (fit_budget)" if search == "fit_budget" else "a sweep"
 
 
 def check_same_config(output_dir, fields):
@@ -140,7 +147,8 @@ def check_same_config(output_dir, fields):
         old = read_json(path)
         changed = [_difference(n, old.get(n), v) for n, v in fields.items() if old.get(n) != v]
         if changed:
-            return (f"--output_dir {output_dir!r} holds a sweep made with other settings (" + "; ".join(changed)
+            return (f"--output_dir {output_dir!r} holds {_run_kind(old.get('search'))} made with other settings ("
+                    + "; ".join(changed)
                     + "); use another folder")
     elif not os.path.isfile(path) or read_json_or_none(path) != fields:
         io_utils.write_json_atomic(path, fields)
