@@ -16,19 +16,14 @@ Layers of the package (imports point one way: cli -> experiments -> tflite -> li
 - ``tfprune.cli``: flags and mains (the only code that reads absl flags).
 """
 
+import importlib
+
 from tfprune import _startup  # noqa: F401  (first: Ctrl-C while a command starts is one line, not a traceback)
 from tfprune import _env  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 from tfprune import callbacks
-from tfprune import distribute
 from tfprune import surgery
-from tfprune import tflite
 from tfprune._version import __version__
 from tfprune.costs import count_params_and_macs
-from tfprune.experiments import models
-from tfprune.experiments.baseline import Baseline, train_baseline
-from tfprune.experiments.data import DatasetError, load_dataset
-from tfprune.experiments.data_sources import load as load_data
-from tfprune.experiments.dataset import ArraySplit, Dataset, StreamedSplit
 from tfprune.groups import ChannelGroup, channel_groups, format_groups
 from tfprune.jax_masks import hold_masks_in_optimizer
 from tfprune.layers import PrunableConv1D, PrunableConv2D, PrunableConv3D, PrunableDense, PrunableDepthwiseConv2D
@@ -43,9 +38,44 @@ from tfprune.registry import custom_objects
 from tfprune.registry import is_prunable as is_prunable_layer
 from tfprune.surgery import ShrinkReport, ShrinkResult, format_shrink_report, shrink
 from tfprune.scoring import block_scorer
-from tfprune.tflite import benchmark_tflite, evaluate_tflite, to_tflite
-from tfprune.tflite.compiled import benchmark_compiled, evaluate_compiled
 from tfprune.user_model import load_user_model
+
+# Loaded on first use (PEP 562), so that ``import tfprune`` brings in neither LiteRT, matplotlib, TFDS nor the
+# experiments harness: public name -> (module, attribute; None for the module itself).
+_LAZY = {
+    "distribute": ("tfprune.distribute", None),
+    "tflite": ("tfprune.tflite", None),
+    "models": ("tfprune.experiments.models", None),
+    "benchmark_tflite": ("tfprune.tflite", "benchmark_tflite"),
+    "evaluate_tflite": ("tfprune.tflite", "evaluate_tflite"),
+    "to_tflite": ("tfprune.tflite", "to_tflite"),
+    "benchmark_compiled": ("tfprune.tflite.compiled", "benchmark_compiled"),
+    "evaluate_compiled": ("tfprune.tflite.compiled", "evaluate_compiled"),
+    "Baseline": ("tfprune.experiments.baseline", "Baseline"),
+    "train_baseline": ("tfprune.experiments.baseline", "train_baseline"),
+    "DatasetError": ("tfprune.experiments.data", "DatasetError"),
+    "load_dataset": ("tfprune.experiments.data", "load_dataset"),
+    "load_data": ("tfprune.experiments.data_sources", "load"),
+    "ArraySplit": ("tfprune.experiments.dataset", "ArraySplit"),
+    "Dataset": ("tfprune.experiments.dataset", "Dataset"),
+    "StreamedSplit": ("tfprune.experiments.dataset", "StreamedSplit"),
+}
+
+
+def __getattr__(name):
+    """Imports a lazily exported name (``_LAZY``) on first access and keeps it as a module attribute."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'tfprune' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "ArraySplit", "Baseline", "ChannelGroup", "Dataset", "DatasetError", "LayerSparsity", "PrunableConv1D",

@@ -17,8 +17,43 @@ elif os.environ.get("TF_USE_LEGACY_KERAS") != "1":
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import importlib  # noqa: E402
+
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
-import keras as keras3  # noqa: E402  (Keras 3, whatever TF_USE_LEGACY_KERAS says; its backend: KERAS_BACKEND)
+
+
+class _DeferredModule:
+    """Stands in for a module that is imported on first attribute access (then looked up there every time)."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def __getattr__(self, attribute):
+        return getattr(importlib.import_module(self._name), attribute)
+
+
+def _import_keras3():
+    """``import keras`` (Keras 3) without importing matplotlib: Keras 3 imports ``matplotlib.pyplot`` as it
+    starts (0.4 s, and a plotting backend chosen) only for ``keras.visualization.plot_image_gallery``. While Keras
+    loads, matplotlib is hidden (its try-import fails); that module then gets a stand-in that imports pyplot when
+    the gallery is first drawn, so it still works. Nothing changes when matplotlib or Keras is already loaded."""
+    if "keras" in sys.modules or "matplotlib" in sys.modules:
+        return importlib.import_module("keras")
+    hidden = ("matplotlib", "matplotlib.pyplot")
+    for name in hidden:
+        sys.modules[name] = None  # an import of it raises ImportError
+    try:
+        module = importlib.import_module("keras")
+    finally:
+        for name in hidden:
+            del sys.modules[name]
+    gallery = sys.modules.get("keras.src.visualization.plot_image_gallery")
+    if gallery is not None and getattr(gallery, "plt", None) is None:
+        gallery.plt = _DeferredModule("matplotlib.pyplot")
+    return module
+
+
+keras3 = _import_keras3()  # Keras 3, whatever TF_USE_LEGACY_KERAS says; its backend: KERAS_BACKEND
 
 __all__ = ["tf", "keras", "keras3"]
