@@ -30,7 +30,7 @@ from absl import flags
 from absl import logging
 
 import tfprune
-from tfprune import io_utils
+from tfprune.files import io_utils
 from tfprune import pruning
 from tfprune import tflite as export
 from tfprune.cli import app as cli

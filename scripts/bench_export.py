@@ -6,7 +6,7 @@ Models, from the cached fc_1000 baseline trained --epochs on --dataset (the cach
 weight-pruned at each --weight_sparsities k % of the --weight_layers (default the hidden layers fc1..fc4: the
 200x10 classifier stays dense, as in the comparison presets and TF-MOT's guide; overall sparsity is then 0.08 points
 lower); unit-pruned at each --unit_sparsities k % (all but the classifier) and then physically shrunk
-(``tfprune.surgery.shrink``, checked to compute the same outputs). Each pruned model is fine-tuned --finetune_epochs
+(``tfprune.shrinking.surgery.shrink``, checked to compute the same outputs). Each pruned model is fine-tuned --finetune_epochs
 while its sparsity ramps up on TF-MOT's PolynomialDecay (the recipe of the sweep presets; 0 = one-shot), so the
 accuracy column is that of a model one would ship. Every model is exported in every --variants by
 ``tfprune.tflite.export_variant``:
@@ -29,7 +29,8 @@ from absl import flags
 from absl import logging
 
 import tfprune
-from tfprune import costs, io_utils
+from tfprune.shrinking import costs
+from tfprune.files import io_utils
 from tfprune import tflite as export
 from tfprune.cli import app as cli
 from tfprune.experiments import config, data, point_export

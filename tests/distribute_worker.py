@@ -18,7 +18,9 @@ import time
 
 import numpy as np
 
-from tfprune import callbacks, distribute, masks, pruning, registry
+from tfprune import callbacks, distribute, pruning
+from tfprune.select import masks
+from tfprune.layers import registry
 from tfprune.experiments import data as data_lib
 from tfprune.experiments import models
 from tfprune.experiments import tfmot_method as tb

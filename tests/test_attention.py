@@ -15,15 +15,15 @@ from absl import flags
 from absl.testing import flagsaver
 
 from conftest import FASHION_DIR, require, run_on_jax
-from tfprune import (make_prunable, prune, prune_count, registry, shrink, sparsity_report, stacks,
-                     strip, tflite)
+from tfprune import make_prunable, prune, prune_count, shrink, sparsity_report, stacks, strip, tflite
+from tfprune.layers import registry
 from tfprune._env import keras, keras3
 from tfprune.callbacks import RankPruning
 from tfprune.cli import compare as compare_main
 from tfprune.cli import export as export_main
 from tfprune.cli import sensitivity as sensitivity_main
 from tfprune.experiments import models, store
-from tfprune.user_model import check_prunable
+from tfprune.files.user_model import check_prunable
 
 STACKS = {"tf_keras": keras, "keras3": keras3}
 HEADS, KEY_DIM, WIDTH = 4, 8, 32

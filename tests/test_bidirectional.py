@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 
 from conftest import reloaded_copies, run_on_jax, trained_case
-from tfprune import make_prunable, prune, prune_count, recurrent, registry, shrink, stacks, strip, tflite
+from tfprune import make_prunable, prune, prune_count, shrink, stacks, strip, tflite
+from tfprune.layers import recurrent
+from tfprune.layers import registry
 from tfprune._env import keras, keras3
 from tfprune.callbacks import RankPruning
 from tfprune.experiments import models
-from tfprune.user_model import check_prunable
+from tfprune.files.user_model import check_prunable
 
 STACKS = {"tf_keras": keras, "keras3": keras3}
 UNITS = (8, 6)

@@ -1,12 +1,16 @@
-"""Block pruning (tfprune.blocks, the block_* methods): exact block counts, ragged tails, scopes, masks held through
-fit, bad block shapes, and TF-MOT's block_size on the same kernels."""
+"""Block pruning (tfprune.select.blocks, the block_* methods): exact block counts, ragged tails, scopes, masks held
+through fit, bad block shapes, and TF-MOT's block_size on the same kernels."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import tfprune
-from tfprune import blocks, callbacks, masks, pruning, registry, scoring
+from tfprune import callbacks, pruning
+from tfprune.select import blocks
+from tfprune.select import masks
+from tfprune.layers import registry
+from tfprune.select import scoring
 from tfprune.experiments import models
 from tfprune._env import keras
 

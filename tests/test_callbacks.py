@@ -8,7 +8,8 @@ import pytest
 import tensorflow_model_optimization as tfmot
 from absl.testing import parameterized
 
-from tfprune import callbacks, pruning, registry
+from tfprune import callbacks, pruning
+from tfprune.layers import registry
 from tfprune.experiments import models
 from tfprune._env import keras, tf
 

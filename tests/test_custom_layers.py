@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from conftest import custom_dense
-from tfprune import (custom_objects, make_prunable, prune, prune_count, registry, sparsity_report,
-                     stacks, strip)
+from tfprune import custom_objects, make_prunable, prune, prune_count, sparsity_report, stacks, strip
+from tfprune.layers import registry
 from tfprune._env import keras, keras3
 from tfprune.callbacks import RankPruning
 from tfprune.experiments import models
-from tfprune.user_model import check_prunable
+from tfprune.files.user_model import check_prunable
 
 
 STACKS = {"tf_keras": keras, "keras3": keras3}

@@ -14,7 +14,9 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver, parameterized
 
-from tfprune import distribute, masks, pruning, registry
+from tfprune import distribute, pruning
+from tfprune.select import masks
+from tfprune.layers import registry
 from tfprune.experiments import models
 from tfprune._env import keras, tf
 

@@ -17,7 +17,7 @@ from absl import flags
 from absl.testing import flagsaver
 
 from conftest import FASHION_DIR, REPO, cluster_envs, error_lines, log_tails, require, run_processes, worker_env
-from tfprune import masks
+from tfprune.select import masks
 from tfprune.cli import sweep  # noqa: F401  (defines the flags parsed below)
 from tfprune.experiments import store
 

@@ -10,7 +10,8 @@ from absl.testing import flagsaver
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from conftest import FASHION_DIR
-from tfprune import pruning, registry
+from tfprune import pruning
+from tfprune.layers import registry
 from tfprune import tflite as export
 from tfprune.experiments import data as data_lib_for_labels
 from tfprune.tflite import compiled

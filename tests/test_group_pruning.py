@@ -14,13 +14,14 @@ from absl import flags
 from absl.testing import flagsaver
 
 from conftest import FASHION_DIR, require
-from tfprune import make_prunable, prune, prune_count, registry, shrink, stacks, strip
+from tfprune import make_prunable, prune, prune_count, shrink, stacks, strip
+from tfprune.layers import registry
 from tfprune._env import keras, keras3
 from tfprune.callbacks import RankPruning
 from tfprune.cli import compare as compare_main
 from tfprune.experiments import models, store
-from tfprune.group_pruning import channel_scores
-from tfprune.groups import channel_groups
+from tfprune.select.group_pruning import channel_scores
+from tfprune.select.groups import channel_groups
 
 STACKS = {"tf_keras": keras, "keras3": keras3}
 

@@ -1,5 +1,5 @@
-"""Coupled channel groups (``tfprune.groups``) on both Keras stacks: synthetic graphs whose groups are known by hand
-(a residual join, a depthwise follower, a concatenation, squeeze-and-excite, Flatten), the cases that keep a group
+"""Coupled channel groups (``tfprune.select.groups``) on both Keras stacks: synthetic graphs whose groups are known by
+hand (a residual join, a depthwise follower, a concatenation, squeeze-and-excite, Flatten), the cases that keep a group
 (LayerNormalization, a softmax, a model input in a join, the model output; not a sigmoid, whose readers lose the
 channel too), and the
 groups of keras.applications ResNet50, MobileNetV2, EfficientNetB0 and DenseNet121.
@@ -10,8 +10,8 @@ import pytest
 
 from tfprune import make_prunable, prune, stacks
 from tfprune._env import keras, keras3
-from tfprune.group_pruning import channels_kept
-from tfprune.groups import channel_groups, format_groups
+from tfprune.select.group_pruning import channels_kept
+from tfprune.select.groups import channel_groups, format_groups
 
 STACKS = {"tf_keras": keras, "keras3": keras3}
 

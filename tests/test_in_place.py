@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import custom_dense, run_on_jax
-from tfprune import (make_prunable, prune, prune_count, registry, shrink, sparsity_report, stacks,
-                     strip)
+from tfprune import make_prunable, prune, prune_count, shrink, sparsity_report, stacks, strip
+from tfprune.layers import registry
 from tfprune._env import keras, keras3
 from tfprune.callbacks import RankPruning
 from tfprune.pruning import default_layers, output_layer_names
@@ -226,7 +226,7 @@ import numpy as np
 sys.path.insert(0, sys.argv[2])
 import keras
 import tfprune
-from tfprune import registry
+from tfprune.layers import registry
 from tfprune.experiments import data
 
 (x, y), _ = data.load_dataset("fashion_mnist", sys.argv[3], download=False)

@@ -1,4 +1,4 @@
-"""Keras 3 on JAX (issue 14's speed target): the optimizer step holds the masks (``tfprune.jax_masks``), so the
+"""Keras 3 on JAX (issue 14's speed target): the optimizer step holds the masks (``tfprune.layers.jax_masks``), so the
 forward pass computes with the variables as they are; a model without the hook keeps the masks in its forward pass.
 Both must train to the same weights and keep every pruned weight at exactly 0."""
 
@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 import tfprune
 import tfprune.callbacks
-from tfprune import jax_masks
+from tfprune.layers import jax_masks
 from tfprune._env import keras3 as keras
 from tfprune.experiments import data
 

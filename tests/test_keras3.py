@@ -14,7 +14,9 @@ import tensorflow_model_optimization as tfmot
 
 import tfprune
 from conftest import FASHION_DIR, REPO, error_lines, require, run_smoke_sweep
-from tfprune import stacks, tflite, twin, user_model
+from tfprune import stacks, tflite
+from tfprune.experiments import twin
+from tfprune.files import user_model
 from tfprune.experiments import models, store
 from tfprune._env import keras3 as keras
 
@@ -60,7 +62,8 @@ def test_the_stack_is_decided_from_the_model(trained):
     assert stacks.of(trained) is stacks.KERAS3 and stacks.of(models.build("lenet_300_100")) is stacks.TF_KERAS
     prunable = tfprune.make_prunable(trained)
     assert stacks.of(prunable) is stacks.KERAS3
-    assert {type(l).__module__ for l in prunable.layers if tfprune.is_prunable_layer(l)} == {"tfprune.layers_keras3"}
+    assert ({type(l).__module__ for l in prunable.layers if tfprune.is_prunable_layer(l)}
+            == {"tfprune.layers.kernels_keras3"})
 
 
 @pytest.mark.parametrize("method, scope", [("weight", "layer"), ("weight", "global"), ("unit", "layer"),

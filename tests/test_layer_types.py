@@ -12,7 +12,8 @@ from absl import flags
 from absl.testing import flagsaver
 
 from conftest import FASHION_DIR, require, run_on_jax
-from tfprune import make_prunable, prune, prune_count, registry, shrink, stacks, strip, tflite
+from tfprune import make_prunable, prune, prune_count, shrink, stacks, strip, tflite
+from tfprune.layers import registry
 from tfprune._env import keras, keras3
 from tfprune.callbacks import RankPruning
 from tfprune.cli import compare as compare_main

@@ -1,11 +1,13 @@
-"""tfprune.layers: masks survive training and saving; configs round-trip."""
+"""tfprune.layers.kernels_tf_keras: masks survive training and saving; configs round-trip."""
 
 import os
 
 import numpy as np
 from absl.testing import parameterized
 
-from tfprune import layers, pruning, registry
+from tfprune import pruning
+from tfprune.layers import kernels_tf_keras as layers
+from tfprune.layers import registry
 from tfprune.experiments import models
 from tfprune._env import keras
 

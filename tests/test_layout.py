@@ -23,6 +23,17 @@ ALLOWED = {
     "shim": {"cli"},
 }
 MAX_LINES = 400
+MAX_TOP_LEVEL_MODULES = 16
+# The pruning library's own tiers (docs/ARCHITECTURE.md): a unit (a sub-package, or a module at the top of the package)
+# imports only units of its own tier or a lower one, so each tier can be read knowing only those below it.
+LIBRARY_TIERS = [
+    {"tfprune._env", "tfprune._version", "tfprune._startup", "tfprune.stacks"},  # the two Keras stacks
+    {"tfprune.structure"},  # Keras graphs, knowing nothing of pruning
+    {"tfprune.layers"},  # prunable layers and the registry
+    {"tfprune.select", "tfprune.outputs", "tfprune.distribute"},  # methods, masks, groups; logits; strategies
+    {"tfprune.pruning", "tfprune.files"},  # make_prunable/prune/strip/report; model files, atomic writes, locks
+    {"tfprune.shrinking", "tfprune.callbacks"},  # shrinking; schedules
+]
 
 
 def _modules():
@@ -47,8 +58,8 @@ def layer(module):
         return "shim"
     if module == "tfprune":
         return "facade"
-    parts = module.split(".")
-    return parts[1] if len(parts) > 2 or parts[1] in ("cli", "experiments", "tflite") else "library"
+    part = module.split(".")[1]
+    return part if part in ("cli", "experiments", "tflite") else "library"
 
 
 def _imports(path):
@@ -70,7 +81,8 @@ IMPORTS = {m: _imports(p) - {m} for m, p in MODULES.items()}
 
 def test_every_module_belongs_to_a_layer():
     assert {layer(m) for m in MODULES} == set(ALLOWED)
-    assert {m for m in MODULES if layer(m) == "library"} >= {"tfprune.registry", "tfprune.graph", "tfprune.scoring"}
+    assert {m for m in MODULES if layer(m) == "library"} >= {"tfprune.layers.registry", "tfprune.structure.graph",
+                                                             "tfprune.select.scoring"}
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
@@ -79,6 +91,37 @@ def test_imports_point_one_way(module):
     # every layer below the CLI: only the CLI may.
     wrong = sorted(i for i in IMPORTS[module] if layer(i) not in ALLOWED[layer(module)])
     assert not wrong, f"{module} ({layer(module)}) imports {wrong}"
+
+
+def unit(module):
+    """The library unit of a module: its sub-package (``tfprune.layers``) or, at the top, the module itself."""
+    return ".".join(module.split(".")[:2])
+
+
+def tier(module):
+    return next(i for i, units in enumerate(LIBRARY_TIERS) if unit(module) in units)
+
+
+def test_every_library_module_has_a_tier():
+    library = {unit(m) for m in MODULES if layer(m) == "library"}
+    assert library == set().union(*LIBRARY_TIERS)
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if layer(m) == "library"))
+def test_library_tiers_point_down(module):
+    up = sorted(i for i in IMPORTS[module] if layer(i) == "library" and tier(i) > tier(module))
+    assert not up, f"{module} (tier {tier(module)}) imports {up} of a higher tier"
+
+
+def test_the_top_level_stays_small_and_every_sub_package_says_what_it_owns():
+    top = sorted(n for n in os.listdir(PACKAGE) if n.endswith(".py"))
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, f"{len(top)} modules at the top of tfprune/: {top}"
+    packages = sorted(m for m, p in MODULES.items() if p.endswith("__init__.py") and m != "tfprune")
+    assert len(packages) >= 8
+    for name in packages:
+        tree = ast.parse(open(MODULES[name], encoding="utf-8").read())
+        doc = ast.get_docstring(tree) or ""
+        assert len(doc.split()) >= 15, f"{name} has no docstring saying what it owns"
 
 
 def test_no_import_cycle():

@@ -20,7 +20,7 @@ from conftest import FASHION_DIR, require
 from tfprune import outputs
 from tfprune import tflite
 from tfprune.tflite import runtime
-from tfprune import user_model
+from tfprune.files import user_model
 from tfprune.experiments import models
 from tfprune.experiments.config import BaselineConfig, FineTune
 from tfprune.experiments import budget as budget_lib

@@ -1,9 +1,9 @@
-"""tfprune.masks: exact counts, ties, the kept entries are the largest ones (checked against a full sort)."""
+"""tfprune.select.masks: exact counts, ties, the kept entries are the largest ones (checked against a full sort)."""
 
 import numpy as np
 from absl.testing import parameterized
 
-from tfprune import masks
+from tfprune.select import masks
 
 
 def reference_pruned(scores, count):

@@ -1,4 +1,4 @@
-"""Property tests of tfprune.masks over random shapes, dtypes, sparsities and tie patterns (hypothesis).
+"""Property tests of tfprune.select.masks over random shapes, dtypes, sparsities and tie patterns (hypothesis).
 
 For every input the functions either return masks with the exact documented counts, keeping the largest
 magnitudes (norms), or raise the documented ValueError: never another exception. Examples are derandomized and
@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tfprune import masks
+from tfprune.select import masks
 
 # float64 weights above ~1e154 overflow the unit norm to inf (ties, broken by index): a documented limit.
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in square:RuntimeWarning")

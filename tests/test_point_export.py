@@ -11,7 +11,8 @@ from absl import flags
 from absl.testing import flagsaver
 
 from conftest import FASHION_DIR, REPO, require
-from tfprune import pruning, surgery
+from tfprune import pruning
+from tfprune.shrinking import surgery
 from tfprune.cli import sweep
 from tfprune.experiments import data, point_export, records, store
 

@@ -3,7 +3,9 @@
 import numpy as np
 from absl.testing import parameterized
 
-from tfprune import layers, pruning, registry
+from tfprune import pruning
+from tfprune.layers import kernels_tf_keras as layers
+from tfprune.layers import registry
 from tfprune.experiments import models
 from tfprune._env import keras
 

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import FASHION_DIR, require, reloaded_copies, run_on_jax, trained_case
-from tfprune import make_prunable, prune, prune_count, recurrent, registry, shrink, stacks, strip, tflite
+from tfprune import make_prunable, prune, prune_count, shrink, stacks, strip, tflite
+from tfprune.layers import recurrent
+from tfprune.layers import registry
 from tfprune._env import keras, keras3
 from tfprune.callbacks import RankPruning
 from tfprune.experiments import models
@@ -206,7 +208,7 @@ def test_masks_hold_on_the_jax_backend(tmp_path):
 
 
 def test_recurrent_layers_inside_other_wrappers_are_listed_with_the_reason():
-    from tfprune import user_model
+    from tfprune.files import user_model
     for k in STACKS.values():
         L = k.layers
         model = k.Sequential([k.Input((28, 28)), L.Bidirectional(L.LSTM(8, return_sequences=True), name="bi"),

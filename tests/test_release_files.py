@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from tfprune import load_user_model, registry, sparsity_report, stacks, strip
+from tfprune import load_user_model, sparsity_report, stacks, strip
+from tfprune.layers import registry
 
 RELEASES = sorted(glob.glob(os.path.join(REPO, "tests", "fixtures", "release-*")))
 CASES = [(folder, file) for folder in RELEASES

@@ -22,11 +22,13 @@ from absl import flags
 from absl.testing import flagsaver
 
 from conftest import run_smoke_sweep, FASHION_DIR, REPO, error_lines, require
-from tfprune import io_utils, masks, user_model
+from tfprune.files import io_utils
+from tfprune.select import masks
+from tfprune.files import user_model
 from tfprune.cli import sweep
 from tfprune.experiments import baseline, models, store
 from tfprune._env import keras, tf
-from tfprune.user_model import ModelFileError, UnsafeModelError
+from tfprune.files.user_model import ModelFileError, UnsafeModelError
 
 FLAGS = flags.FLAGS
 SMOKE = os.path.join(REPO, "flags", "smoke.flags")
@@ -180,7 +182,7 @@ def test_unsafe_entries_of_configs():
         layer("Lambda", "named", function="my_fn", function_type="function"),
         layer("Dense", "d", kernel_initializer={"class_name": "X", "module": "os.path", "config": {}}),
         layer("Dense", "ok", kernel_initializer={"class_name": "GlorotUniform", "module": "keras.initializers"}),
-        {"class_name": "tfprune>PrunableDense", "module": "tfprune.layers", "config": {"name": "p"}},
+        {"class_name": "tfprune>PrunableDense", "module": "tfprune.layers.kernels_tf_keras", "config": {"name": "p"}},
     ]}, "compile_config": {"loss": {"module": "__main__", "class_name": "function", "config": "my_loss"}}}
     assert user_model.unsafe_entries(config) == [
         "layer 'io' calls TensorFlow function tf.io.write_file, not a math/nn/shape op",
@@ -465,7 +467,7 @@ def _phase(stdout):
 # whatever the machine's speed, so no test races it.
 INSTRUMENTED_SWEEP = """
 import contextlib, functools, itertools, os, time
-from tfprune import io_utils
+from tfprune.files import io_utils
 from tfprune.experiments import point
 from tfprune.tflite import convert
 from tfprune._env import keras

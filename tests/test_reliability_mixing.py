@@ -19,7 +19,7 @@ from absl import flags
 from absl.testing import flagsaver
 
 from conftest import run_smoke_sweep, FASHION_DIR, REPO, error_lines, require
-from tfprune import locks
+from tfprune.files import locks
 from tfprune.cli import app as cli_app
 from tfprune.cli import export as export_main
 from tfprune.cli import sensitivity as sensitivity_main  # noqa: F401  (defines --max_drop, parsed below)
@@ -361,7 +361,7 @@ def test_sigterm_is_one_line_exit_143():
 
 HOLD_LOCK = """
 import sys
-from tfprune import locks
+from tfprune.files import locks
 with locks.exclusive(sys.argv[1]):
     print("locked", flush=True)
     sys.stdin.readline()

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import reloaded_copies
-from tfprune import make_prunable, prune, prune_count, registry, sparsity_report, stacks, strip
+from tfprune import make_prunable, prune, prune_count, sparsity_report, stacks, strip
+from tfprune.layers import registry
 from tfprune._env import keras, keras3
 from tfprune.experiments import models
 

@@ -1,9 +1,12 @@
-"""Tests for tfprune/surgery.py: shrunk models compute the same outputs with fewer units, and unsafe units stay."""
+"""Tests for tfprune/shrinking/surgery.py: shrunk models compute the same outputs with fewer units, and unsafe units
+stay."""
 
 import numpy as np
 import pytest
 
-from tfprune import costs, pruning, surgery
+from tfprune import pruning
+from tfprune.shrinking import costs
+from tfprune.shrinking import surgery
 from tfprune.experiments import models
 from tfprune._env import keras
 

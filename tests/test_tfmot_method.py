@@ -8,7 +8,9 @@ import pytest
 import tensorflow_model_optimization as tfmot
 from absl.testing import parameterized
 
-from tfprune import masks, pruning, registry
+from tfprune import pruning
+from tfprune.select import masks
+from tfprune.layers import registry
 from tfprune.experiments import models
 from tfprune.experiments import tfmot_method as tb
 from tfprune._env import keras, tf

@@ -4,13 +4,11 @@ Sparsity is a fraction in [0, 1) everywhere in this API; the command-line tools 
 
 Layers of the package (imports point one way: cli -> experiments -> tflite -> library):
 
-- the pruning library, here: ``masks`` (pure selection), ``scoring`` (methods), ``blocks`` (block pruning's
-  arithmetic), ``registry`` (layer types),
-  ``graph`` (Keras graphs), ``layers`` (``layers_rnn``, ``recurrent``: SimpleRNN/GRU/LSTM),
-  ``pruning``, ``in_place`` (subclassed models), ``callbacks``, ``surgery``/``costs`` (shrinking),
-  ``coupling``/``groups`` (coupled channel groups), ``group_pruning``/``group_shrink`` (pruning and shrinking
-  them),
-  ``distribute``, ``user_model``, ``io_utils``;
+- the pruning library, in tiers (each imports only the ones before it; docs/ARCHITECTURE.md): ``stacks`` (the two
+  Keras stacks); ``structure`` (Keras graphs); ``layers`` (the prunable layers and the registry of layer types);
+  ``select`` (masks, methods, blocks, coupled channel groups), ``outputs``, ``distribute``; ``pruning``
+  (``make_prunable``, ``prune``, ``strip``, the report), ``files`` (model files, atomic writes, locks);
+  ``shrinking`` (``shrink``, costs), ``callbacks`` (schedules);
 - ``tfprune.tflite``: conversion, LiteRT verification and artifacts;
 - ``tfprune.experiments``: data, reference models, baselines, sweeps, comparisons and sensitivity scans;
 - ``tfprune.cli``: flags and mains (the only code that reads absl flags).
@@ -21,24 +19,25 @@ import importlib
 from tfprune import _startup  # noqa: F401  (first: Ctrl-C while a command starts is one line, not a traceback)
 from tfprune import _env  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 from tfprune import callbacks
-from tfprune import surgery
+from tfprune.shrinking import surgery
 from tfprune._version import __version__
-from tfprune.costs import count_params_and_macs
-from tfprune.groups import ChannelGroup, channel_groups, format_groups
-from tfprune.jax_masks import hold_masks_in_optimizer
-from tfprune.layers import PrunableConv1D, PrunableConv2D, PrunableConv3D, PrunableDense, PrunableDepthwiseConv2D
-from tfprune.layers import PrunableEinsumDense, PrunableEmbedding
-from tfprune.layers_attention import PrunableMultiHeadAttention
-from tfprune.layers_custom import PrunableLayer
-from tfprune.layers_rnn import PrunableGRU, PrunableLSTM, PrunableSimpleRNN
-from tfprune.masks import global_unit_keeps, global_weight_masks, prune_count, unit_keep, unit_mask, weight_mask
+from tfprune.shrinking.costs import count_params_and_macs
+from tfprune.select.groups import ChannelGroup, channel_groups, format_groups
+from tfprune.layers.jax_masks import hold_masks_in_optimizer
+from tfprune.layers.kernels_tf_keras import (PrunableConv1D, PrunableConv2D, PrunableConv3D, PrunableDense,
+                                             PrunableDepthwiseConv2D)
+from tfprune.layers.kernels_tf_keras import PrunableEinsumDense, PrunableEmbedding
+from tfprune.layers.attention import PrunableMultiHeadAttention
+from tfprune.layers.custom import PrunableLayer
+from tfprune.layers.rnn import PrunableGRU, PrunableLSTM, PrunableSimpleRNN
+from tfprune.select.masks import global_unit_keeps, global_weight_masks, prune_count, unit_keep, unit_mask, weight_mask
 from tfprune.pruning import (LayerSparsity, format_report, make_prunable, overall_sparsity, prune, sparsity_report,
                              strip)
-from tfprune.registry import custom_objects
-from tfprune.registry import is_prunable as is_prunable_layer
-from tfprune.surgery import ShrinkReport, ShrinkResult, format_shrink_report, shrink
-from tfprune.scoring import block_scorer
-from tfprune.user_model import load_user_model
+from tfprune.layers.registry import custom_objects
+from tfprune.layers.registry import is_prunable as is_prunable_layer
+from tfprune.shrinking.surgery import ShrinkReport, ShrinkResult, format_shrink_report, shrink
+from tfprune.select.scoring import block_scorer
+from tfprune.files.user_model import load_user_model
 
 # Loaded on first use (PEP 562), so that ``import tfprune`` brings in neither LiteRT, matplotlib, TFDS nor the
 # experiments harness: public name -> (module, attribute; None for the module itself).

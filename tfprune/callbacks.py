@@ -9,10 +9,10 @@ import time
 
 import numpy as np
 
-from tfprune import jax_masks
-from tfprune import masks as masks_lib
+from tfprune.layers import jax_masks
+from tfprune.select import masks as masks_lib
 from tfprune import pruning
-from tfprune import scoring
+from tfprune.select import scoring
 from tfprune._env import keras, tf
 
 

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from tfprune import registry
+from tfprune.layers import registry
 from tfprune._env import tf
 
 STRATEGY_NAMES = ("off", "one_device", "mirrored", "multi_worker_mirrored")

@@ -8,8 +8,8 @@ either way, and outputs are compared with ``as_probabilities`` (a softmax of log
 
 import numpy as np
 
-from tfprune import graph
-from tfprune import registry
+from tfprune.structure import graph
+from tfprune.layers import registry
 from tfprune import stacks
 
 PROBABILITIES = "probabilities"

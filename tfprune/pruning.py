@@ -7,27 +7,27 @@ import dataclasses
 
 import numpy as np
 
-from tfprune import graph
-from tfprune import group_pruning
-from tfprune import in_place as in_place_lib
-from tfprune import jax_masks
-from tfprune import layers_separable as prunable_separable
-from tfprune import masks as masks_lib
-from tfprune import registry
-from tfprune import scoring
-from tfprune.selection import select_layers
+from tfprune.structure import graph
+from tfprune.select import group_pruning
+from tfprune.layers import in_place as in_place_lib
+from tfprune.layers import jax_masks
+from tfprune.layers import separable as prunable_separable
+from tfprune.select import masks as masks_lib
+from tfprune.layers import registry
+from tfprune.select import scoring
+from tfprune.select.selection import select_layers
 
 
 def make_prunable(model, in_place=False, pruned_kernels=None):
-    """Returns an equivalent model whose prunable layers (``tfprune.registry.KINDS``: Dense, Conv2D...) are replaced
-    by their masked twins (PrunableDense, PrunableConv2D...) with masks all ones.
+    """Returns an equivalent model whose prunable layers (``tfprune.layers.registry.KINDS``: Dense, Conv2D...) are
+    replaced by their masked twins (PrunableDense, PrunableConv2D...) with masks all ones.
 
     Works on Sequential and functional models of either Keras stack (tf_keras or Keras 3, any backend; the result
     is of the model's own stack); other layers are cloned unchanged and all weights are copied, so
     outputs are identical. Layers that already are prunable keep their masks. The result is not compiled.
 
     Args:
-      in_place: convert the layers of ``model`` itself and return it (``tfprune.in_place``). This is how a
+      in_place: convert the layers of ``model`` itself and return it (``tfprune.layers.in_place``). This is how a
         **subclassed** model is pruned (it cannot be cloned): its layers of registered kinds, found through its
         attributes recursively, become prunable, keeping their identity, weights and outputs. Their variables are
         new, so compile the model (again) before training it. ``prune``, the callbacks, ``sparsity_report`` and
@@ -182,19 +182,19 @@ def _new_masks(model, plan, method, scope):
 
 
 def prune(model, sparsity=None, method="weight", scope="layer", layers=None):
-    """Sets the masks of a prunable model in place (see ``tfprune.masks`` for the exact definitions).
+    """Sets the masks of a prunable model in place (see ``tfprune.select.masks`` for the exact definitions).
 
     Args:
       model: a model from ``make_prunable`` (or holding PrunableDense/PrunableConv2D layers).
       sparsity: fraction in [0, 1) of weights (``method="weight"``), output units (``"unit"``) or blocks to zero.
       method: ``"weight"`` ranks single weights by |w|; ``"unit"`` ranks output units by L2 norm and also zeroes
         their biases; ``"block_1x4"`` (``"block_1x16"``, any ``"block_<units>x<inputs>"``; ``"block_l1_1x4"`` by
-        mean |w|) ranks blocks of consecutive inputs of one unit by RMS (``tfprune.blocks``: TFLite's sparse kernels
-        compute 1x4 float and 1x16 int8 blocks; a block wider than a kernel is a ValueError naming the layer and its
-        shape); ``"group"`` (``"group_mean"``, ``"group_max"``) ranks the channels of each coupled channel
-        group (``tfprune.groups``: the convolutions joined by a residual ``Add``, their BatchNorm and depthwise
+        mean |w|) ranks blocks of consecutive inputs of one unit by RMS (``tfprune.select.blocks``: TFLite's sparse
+        kernels compute 1x4 float and 1x16 int8 blocks; a block wider than a kernel is a ValueError naming the layer and
+        its shape); ``"group"`` (``"group_mean"``, ``"group_max"``) ranks the channels of each coupled channel
+        group (``tfprune.select.groups``: the convolutions joined by a residual ``Add``, their BatchNorm and depthwise
         followers, the layers reading them) and zeroes every weight of a removed channel in all of them
-        (``tfprune.group_pruning``), so ``shrink`` removes it everywhere.
+        (``tfprune.select.group_pruning``), so ``shrink`` removes it everywhere.
       scope: ``"layer"`` ranks within each layer (group); ``"global"`` ranks all selected layers (groups) together.
       layers: None (weight: every prunable layer; unit: all but the output layers; group: every prunable group), a
         list of names (group methods: group or source layer names), or a dict name -> sparsity (a per-layer plan;

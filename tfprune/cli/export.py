@@ -13,10 +13,10 @@ import tempfile
 from absl import app
 from absl import flags
 
-from tfprune import io_utils
+from tfprune.files import io_utils
 from tfprune import outputs
 from tfprune import tflite
-from tfprune import user_model
+from tfprune.files import user_model
 from tfprune.cli import app as cli_app
 from tfprune.cli import data_flags
 from tfprune.cli import export_flags
@@ -43,7 +43,8 @@ EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Folder for the exported mo
 
 
 def load_model(path, allow_unsafe=False):
-    """Loads a .keras/.h5 model safely (``tfprune.user_model.load_user_model``): a file holding code is refused."""
+    """Loads a .keras/.h5 model safely (``tfprune.files.user_model.load_user_model``): a file holding code is
+    refused."""
     return user_model.load_user_model(path, allow_unsafe)
 
 

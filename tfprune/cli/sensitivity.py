@@ -14,7 +14,7 @@ import shlex
 from absl import flags
 from absl import logging
 
-from tfprune import scoring
+from tfprune.select import scoring
 from tfprune.cli import app as cli_app
 from tfprune.cli import baseline_flags
 from tfprune.cli import data_flags

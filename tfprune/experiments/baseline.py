@@ -14,10 +14,10 @@ import zipfile
 from absl import logging
 
 from tfprune import distribute
-from tfprune import io_utils
-from tfprune import locks
+from tfprune.files import io_utils
+from tfprune.files import locks
 from tfprune import stacks
-from tfprune import user_model
+from tfprune.files import user_model
 from tfprune.experiments import data_sources
 from tfprune.experiments import dataset as dataset_lib
 from tfprune.experiments import models
@@ -184,11 +184,11 @@ def file_baseline(path, datasets, allow_unsafe=False):
         inputs and output one value per class: probabilities (it ends in a softmax) or logits.
 
     Returns:
-      ``(Baseline, tfprune.user_model.PrunableCheck)``: the compiled model with its test accuracy (fraction) and loss
-      (``train_seconds`` 0, ``from_cache`` True: nothing was trained), and what will be pruned.
+      ``(Baseline, tfprune.files.user_model.PrunableCheck)``: the compiled model with its test accuracy (fraction) and
+      loss (``train_seconds`` 0, ``from_cache`` True: nothing was trained), and what will be pruned.
 
     Raises:
-      ModelFileError, UnsafeModelError, ValueError: see ``tfprune.user_model``'s ``load_user_model``,
+      ModelFileError, UnsafeModelError, ValueError: see ``tfprune.files.user_model``'s ``load_user_model``,
       ``check_prunable``, ``check_compatible``; every message names the file.
     """
     model = user_model.load_user_model(path, allow_unsafe)

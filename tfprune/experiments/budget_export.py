@@ -9,7 +9,7 @@ pruned shapes (unit: the shrunk model's exact parameter and MAC counts), only to
 
 from tfprune import pruning
 from tfprune import stacks
-from tfprune import surgery
+from tfprune.shrinking import surgery
 from tfprune.experiments import budget as budget_lib
 from tfprune.experiments import models
 from tfprune.experiments import point_export

@@ -11,7 +11,7 @@ import math
 import os
 from typing import Optional
 
-from tfprune import scoring
+from tfprune.select import scoring
 from tfprune import stacks
 from tfprune.experiments import data_sources
 from tfprune.experiments import records

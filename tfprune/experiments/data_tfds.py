@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from tfprune import io_utils
+from tfprune.files import io_utils
 from tfprune.experiments import dataset as dataset_lib
 from tfprune.experiments.data_files import DatasetError, one_line
 

@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from tfprune import io_utils
+from tfprune.files import io_utils
 
 
 def subset_indices(n_total, n, seed):

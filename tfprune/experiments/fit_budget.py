@@ -32,7 +32,7 @@ import shutil
 import time
 from typing import Optional
 
-from tfprune import io_utils
+from tfprune.files import io_utils
 from tfprune.experiments import budget as budget_lib
 from tfprune.experiments import budget_export
 from tfprune.experiments import config as config_lib

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from tfprune import registry
+from tfprune.layers import registry
 
 HIST_EDGES = np.linspace(-5.0, 0.5, 56)  # log10 |w| bins of the magnitude histograms
 

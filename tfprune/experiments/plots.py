@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
 
-from tfprune import io_utils  # noqa: E402
+from tfprune.files import io_utils  # noqa: E402
 from tfprune.experiments import frontier as frontier_lib  # noqa: E402
 from tfprune.experiments import histograms as hist_lib  # noqa: E402
 from tfprune.experiments import records  # noqa: E402

@@ -16,9 +16,9 @@ import numpy as np
 from tfprune import callbacks
 from tfprune import distribute
 from tfprune import pruning
-from tfprune import registry
+from tfprune.layers import registry
 from tfprune import stacks
-from tfprune import twin
+from tfprune.experiments import twin
 from tfprune.experiments import config as config_lib
 from tfprune.experiments import dataset as dataset_lib
 from tfprune.experiments import histograms as hist_lib

@@ -10,8 +10,8 @@ import os
 import numpy as np
 
 from tfprune import outputs
-from tfprune import scoring
-from tfprune import surgery
+from tfprune.select import scoring
+from tfprune.shrinking import surgery
 from tfprune import tflite
 from tfprune.experiments import records
 

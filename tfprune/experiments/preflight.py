@@ -7,11 +7,11 @@ every weight of a layer is one ``ConfigError`` at start-up, not a traceback afte
 
 import numpy as np
 
-from tfprune import group_pruning
-from tfprune import masks
+from tfprune.select import group_pruning
+from tfprune.select import masks
 from tfprune import pruning
-from tfprune import registry
-from tfprune import scoring
+from tfprune.layers import registry
+from tfprune.select import scoring
 from tfprune.experiments import dataset as dataset_lib
 from tfprune.experiments import models
 from tfprune.experiments import records

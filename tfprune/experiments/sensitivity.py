@@ -11,8 +11,8 @@ import dataclasses
 import json
 import os
 
-from tfprune import io_utils
-from tfprune import masks
+from tfprune.files import io_utils
+from tfprune.select import masks
 from tfprune import pruning
 from tfprune.experiments import dataset as dataset_lib
 from tfprune.experiments import models

@@ -16,8 +16,8 @@ import hashlib
 import json
 import os
 
-from tfprune import io_utils
-from tfprune import locks
+from tfprune.files import io_utils
+from tfprune.files import locks
 from tfprune.experiments import records
 from tfprune.experiments.config import ConfigError
 

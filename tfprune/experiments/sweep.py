@@ -21,12 +21,12 @@ from typing import Callable, Optional
 import numpy as np
 
 from tfprune import distribute
-from tfprune import io_utils
+from tfprune.files import io_utils
 from tfprune import outputs
-from tfprune import registry
+from tfprune.layers import registry
 from tfprune import stacks
-from tfprune import twin
-from tfprune import user_model
+from tfprune.experiments import twin
+from tfprune.files import user_model
 from tfprune.experiments import baseline as baseline_lib
 from tfprune.experiments import config as config_lib
 from tfprune.experiments import data_sources

@@ -4,7 +4,7 @@ import csv
 import io
 import os
 
-from tfprune import io_utils
+from tfprune.files import io_utils
 from tfprune.experiments import records
 from tfprune.experiments import store
 

@@ -30,9 +30,9 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wra
 
 from tfprune import callbacks
 from tfprune import distribute
-from tfprune import masks as masks_lib
+from tfprune.select import masks as masks_lib
 from tfprune import pruning
-from tfprune import registry
+from tfprune.layers import registry
 from tfprune._env import keras, tf
 from tfprune.experiments import models
 

@@ -11,7 +11,7 @@
 - ``sparse``, ``sparse_format``: each sparse weight's encoding settled (block format for LiteRT's sparse kernels,
   CSR + DENSIFY, or dense), and TFLite's sparse format decoded and encoded.
 
-Depends on the pruning library only (``tfprune.pruning``, ``tfprune.registry``), never on the experiments.
+Depends on the pruning library only (``tfprune.pruning``, ``tfprune.layers.registry``), never on the experiments.
 """
 
 from tfprune.tflite.artifacts import export_variant, input_normalization, variant_columns, write_exported_model

@@ -8,8 +8,8 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from tfprune import _version
-from tfprune import graph
-from tfprune import io_utils
+from tfprune.structure import graph
+from tfprune.files import io_utils
 from tfprune import outputs
 from tfprune import pruning
 from tfprune.tflite import compiled

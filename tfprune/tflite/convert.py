@@ -16,9 +16,9 @@ import re
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from tfprune import graph
+from tfprune.structure import graph
 from tfprune import pruning
-from tfprune import registry
+from tfprune.layers import registry
 from tfprune import stacks
 from tfprune._env import keras3, tf
 from tfprune.tflite import sparse as tflite_sparse

@@ -16,11 +16,11 @@ import dataclasses
 
 import numpy as np
 
-from tfprune import costs
-from tfprune import graph as graph_lib
-from tfprune import group_shrink
+from tfprune.shrinking import costs
+from tfprune.structure import graph as graph_lib
+from tfprune.shrinking import group_shrink
 from tfprune import pruning
-from tfprune import registry
+from tfprune.layers import registry
 from tfprune import stacks
 
 

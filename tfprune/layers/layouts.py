@@ -6,14 +6,15 @@ axis) and how they are sliced when units or input channels are removed, as pure 
 - ``SeparableLayout``: a separable convolution's depthwise kernel, pointwise kernel (the unit kernel) and bias.
 - ``HeadLayout``: a MultiHeadAttention's query, key, value and output projections, one column per head.
 - ``BidirectionalLayout``: a Bidirectional's two recurrent layers, their unit kernels stacked (units coupled).
-- ``GatedLayout``: a recurrent layer's kernel, recurrent kernel and bias, stacked by gate (``tfprune.recurrent``).
+- ``GatedLayout``: a recurrent layer's kernel, recurrent kernel and bias, stacked by gate
+(``tfprune.layers.recurrent``).
 """
 
 import dataclasses
 
 import numpy as np
 
-from tfprune import recurrent
+from tfprune.layers import recurrent
 
 
 def multiplied(channels, multiplier):
@@ -73,7 +74,7 @@ class DepthwiseLayout(KernelLayout):
 @dataclasses.dataclass(frozen=True)
 class TransposedLayout:
     """A transposed convolution's kernel (k..., units, in) and bias (units,): the unit kernel swaps the last two
-    axes, so the units are last (``tfprune.layers_transposed``)."""
+    axes, so the units are last (``tfprune.layers.transposed``)."""
 
     def unit_kernel(self, weights):
         return np.swapaxes(np.asarray(weights[0]), -1, -2)
@@ -188,7 +189,7 @@ class HeadLayout:
 
 @dataclasses.dataclass(frozen=True)
 class GatedLayout:
-    """A recurrent layer's ``[kernel, recurrent_kernel, bias?]`` with ``gates`` gates (``tfprune.recurrent``)."""
+    """A recurrent layer's ``[kernel, recurrent_kernel, bias?]`` with ``gates`` gates (``tfprune.layers.recurrent``)."""
     gates: int
 
     def unit_kernel(self, weights):

@@ -1,7 +1,7 @@
 """Prunable Bidirectional wrappers (tf_keras and Keras 3) around SimpleRNN, GRU and LSTM.
 
 A ``Bidirectional`` runs a forward and a backward copy of its recurrent layer. The prunable wrapper makes both
-copies tfprune's prunable recurrent layers (``tfprune.layers_rnn``, ``layers_rnn_keras3``: masks held in the
+copies tfprune's prunable recurrent layers (``tfprune.layers.rnn``, ``rnn_keras3``: masks held in the
 variables), and offers the library the usual methods over a **unit kernel that couples the two directions**: hidden
 unit ``j`` is unit ``j`` of the forward layer *and* of the backward layer, so the unit kernel is the two layers' unit
 kernels stacked, (in + u, gates, 2, u) (``layouts.BidirectionalLayout``). Weight pruning ranks every weight of both
@@ -12,8 +12,8 @@ together. The saved config holds the plain inner layers; the wrapper makes them 
 
 import numpy as np
 
-from tfprune import layers_rnn as prunable_rnn
-from tfprune import layers_rnn_keras3 as prunable_rnn3
+from tfprune.layers import rnn as prunable_rnn
+from tfprune.layers import rnn_keras3 as prunable_rnn3
 from tfprune import stacks
 from tfprune._env import keras, keras3
 
@@ -105,12 +105,12 @@ class _Keras3Config(_PrunableInner):
 PrunableBidirectional = keras.utils.register_keras_serializable(package="tfprune")(type(
     "PrunableBidirectional", (_TfKerasConfig, _CoupledDirections, keras.layers.Bidirectional), {
         "__doc__": "tf_keras ``Bidirectional`` whose forward and backward SimpleRNN/GRU/LSTM are tfprune's prunable "
-                   "recurrent layers, pruned as one (see ``tfprune.layers_bidirectional``).",
+                   "recurrent layers, pruned as one (see ``tfprune.layers.bidirectional``).",
         "__module__": __name__}))
 PrunableBidirectional3 = keras3.saving.register_keras_serializable(package="tfprune")(type(
     "PrunableBidirectional", (_Keras3Config, _CoupledDirections, keras3.layers.Bidirectional), {
         "__doc__": "Keras 3 ``Bidirectional`` whose forward and backward SimpleRNN/GRU/LSTM are tfprune's prunable "
-                   "recurrent layers, pruned as one (see ``tfprune.layers_bidirectional``).",
+                   "recurrent layers, pruned as one (see ``tfprune.layers.bidirectional``).",
         "__module__": __name__}))
 
 

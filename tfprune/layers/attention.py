@@ -1,22 +1,23 @@
 """Prunable MultiHeadAttention for tf_keras and Keras 3 (any backend): masks on its four projections.
 
 A MultiHeadAttention computes with four EinsumDense sublayers (query, key, value, output), which it makes in its
-build. The prunable layer builds them as ``PrunableEinsumDense`` (``tfprune.layers`` / ``layers_keras3``: kernel and
-bias times their masks in the forward pass), so the masks live in the sublayers and are saved and loaded with
-them. It offers the library the same methods as every prunable layer over its **unit kernel**, one column per head
-(``layouts.HeadLayout``): weight pruning ranks every projection weight together, unit pruning ranks **heads** by
-the L2 norm of all their weights in the four projections and zeroes a pruned head everywhere (its query, key and
-value biases too), and shrinking lowers ``num_heads``. Gated attention (Keras 3's ``use_gate``) is not supported.
+build. The prunable layer builds them as ``PrunableEinsumDense`` (``tfprune.layers.kernels_tf_keras`` /
+``kernels_keras3``: kernel and bias times their masks in the forward pass), so the masks live in the sublayers and are
+saved and loaded with them. It offers the library the same methods as every prunable layer over its **unit kernel**, one
+column per head (``layouts.HeadLayout``): weight pruning ranks every projection weight together, unit pruning ranks
+**heads** by the L2 norm of all their weights in the four projections and zeroes a pruned head everywhere (its query,
+key and value biases too), and shrinking lowers ``num_heads``. Gated attention (Keras 3's ``use_gate``) is not
+supported.
 """
 
 import contextlib
 
 import numpy as np
 
-from tfprune import layers as prunable_layers
-from tfprune import layers_keras3 as prunable_layers3
+from tfprune.layers import kernels_tf_keras as prunable_layers
+from tfprune.layers import kernels_keras3 as prunable_layers3
 from tfprune import stacks
-from tfprune.layouts import HeadLayout
+from tfprune.layers.layouts import HeadLayout
 from tfprune._env import keras, keras3, tf
 
 LAYOUT = HeadLayout()

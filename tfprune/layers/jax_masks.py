@@ -11,7 +11,7 @@ fc_1000 step (``scripts/bench_keras3.py``).
 non-trainable state (the masks among it) in scope: inside it, ``step_value(mask)`` is the mask's traced value, the
 constraints multiply by it after the update (XLA fuses that into the optimizer's elementwise update), and
 ``in_masked_step()`` tells the layers to compute with their variables as they are (``stored_masks`` and
-``layers_keras3`` ask it). Anything else on JAX (evaluation, predict, a model trained without the hook) keeps the
+``kernels_keras3`` ask it). Anything else on JAX (evaluation, predict, a model trained without the hook) keeps the
 masks in the forward pass, so a pruned weight is exactly 0 either way.
 """
 

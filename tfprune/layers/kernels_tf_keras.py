@@ -2,7 +2,7 @@
 
 The masks are non-trainable weights of the layer, so they are saved and loaded with the model (``.keras`` and
 ``.h5``) and copied to every replica under ``tf.distribute``. Which Keras class each one replaces, and how it is
-unit-indexed and sliced, is written in ``tfprune.registry``. Because the forward pass multiplies by the mask, the
+unit-indexed and sliced, is written in ``tfprune.layers.registry``. Because the forward pass multiplies by the mask, the
 gradient of a pruned weight is exactly zero and its effective value stays exactly 0 through any amount of training,
 whatever the optimizer does to the underlying variable.
 """
@@ -10,7 +10,7 @@ whatever the optimizer does to the underlying variable.
 import numpy as np
 
 from tfprune._env import keras, tf
-from tfprune.stored_masks import TfKerasKernelBias
+from tfprune.layers.stored_masks import TfKerasKernelBias
 
 
 class _MaskedKernelMixin:
@@ -186,7 +186,7 @@ class PrunableEinsumDense(TfKerasKernelBias, keras.layers.EinsumDense):
     """``tf_keras.layers.EinsumDense`` whose kernel (any shape its equation gives) and bias are multiplied by 0/1
     masks (weight pruning; the projections of ``PrunableMultiHeadAttention`` are these).
 
-    Unlike the layers above, the masks are held in the variables (``tfprune.stored_masks``: constraints re-apply
+    Unlike the layers above, the masks are held in the variables (``tfprune.layers.stored_masks``: constraints re-apply
     them after every update), so the forward pass is the plain layer's: a masked ``call`` cost 29 % per epoch on a
     small EinsumDense model and 10 % on an attention block (``scripts/bench.sh layer_types``)."""
 

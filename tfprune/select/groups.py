@@ -1,8 +1,8 @@
 """Coupled channel groups: the channels of a Keras graph model that must be pruned together, with every weight
 they touch (a dependency graph in the manner of DepGraph, Fang et al., CVPR 2023).
 
-``channel_groups(model)`` turns the classes of ``tfprune.coupling`` into groups. A **group** holds the classes that
-share their source layers; channel ``i`` of a group is one class, made by unit ``sources[k].index[i]`` of each of
+``channel_groups(model)`` turns the classes of ``tfprune.select.coupling`` into groups. A **group** holds the classes
+that share their source layers; channel ``i`` of a group is one class, made by unit ``sources[k].index[i]`` of each of
 its source layers (a residual stage of a ResNet is one group: every convolution feeding its ``Add`` joins). Its
 members are the **sources** (units), the **followers** (per-channel weights on the way: BatchNormalization,
 DepthwiseConv2D; or a channel count: a Reshape) and the **consumers** (layers reading the channels: their input rows
@@ -17,8 +17,8 @@ import dataclasses
 
 import numpy as np
 
-from tfprune import coupling
-from tfprune import registry
+from tfprune.select import coupling
+from tfprune.layers import registry
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,8 +26,8 @@ import dataclasses
 
 import numpy as np
 
-from tfprune import graph as graph_lib
-from tfprune import registry
+from tfprune.structure import graph as graph_lib
+from tfprune.layers import registry
 from tfprune._env import keras, keras3
 
 _MERGES = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")

@@ -19,8 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from tfprune import blocks
-from tfprune import masks
+from tfprune.select import blocks
+from tfprune.select import masks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +37,8 @@ class Scorer:
     ranks_units: whether its groups are the kernel's output units (last axis): such a method cannot prune a layer
       without units of its own (``LayerKind.has_units`` False, e.g. DepthwiseConv2D).
     couples_channels: a group method: it ranks the coupled channel groups of the whole model
-      (``tfprune.group_pruning``), not one kernel at a time; its ``layers`` are group names.
-    block: a block method's block ``(units, inputs)`` in TFLite's weight layout (``tfprune.blocks``), else None.
+      (``tfprune.select.group_pruning``), not one kernel at a time; its ``layers`` are group names.
+    block: a block method's block ``(units, inputs)`` in TFLite's weight layout (``tfprune.select.blocks``), else None.
     check: optional ``(kernel shape, layer name) -> None`` raising a ValueError for a kernel it cannot cut.
     """
     name: str
@@ -75,7 +75,7 @@ UNIT = Scorer(
 
 
 def _whole_model(kernel):
-    raise ValueError("a group method ranks a model's channel groups, not one kernel (tfprune.group_pruning)")
+    raise ValueError("a group method ranks a model's channel groups, not one kernel (tfprune.select.group_pruning)")
 
 
 GROUPS = tuple(Scorer(name=name, scores=_whole_model, global_scores=_whole_model, alive=_whole_model,
@@ -88,7 +88,7 @@ _BLOCK_NAME = re.compile(r"block(?:_(l1|l2))?_([1-9][0-9]*)x([1-9][0-9]*)")
 def block_scorer(units, inputs, norm="l2"):
     """The ``Scorer`` of block pruning in ``units x inputs`` blocks (TFLite's layout: ``1x4`` = four consecutive
     inputs of one unit) ranked by ``norm`` (``l2``: RMS of the block, ``l1``: mean |w|); named ``block_1x4``
-    (``block_l1_1x4`` for L1); one object per shape and norm. See ``tfprune.blocks`` for ragged tails."""
+    (``block_l1_1x4`` for L1); one object per shape and norm. See ``tfprune.select.blocks`` for ragged tails."""
     return _block_scorer(int(units), int(inputs), norm)
 
 

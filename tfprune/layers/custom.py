@@ -6,7 +6,7 @@ indexes its output units, e.g. -1 for a (in, units) kernel; the same size in eve
 ``PrunableLayer`` is optional; the methods are what count.
 
 ``make_prunable`` replaces such a layer with ``prunable_class(type(layer))``: a subclass (same config) whose masks
-are held in the variables (``tfprune.stored_masks``): every prunable weight gets a non-trainable mask and a
+are held in the variables (``tfprune.layers.stored_masks``): every prunable weight gets a non-trainable mask and a
 constraint that re-applies it after every optimizer update, so the layer's own ``call`` runs unchanged. The unit
 kernel is every prunable weight with its unit axis moved last, flattened to (weights, units) and stacked
 (``unit_kernel``); without a unit axis it is (all prunable weights, 1): weight pruning only. Shrinking never cuts a
@@ -22,7 +22,7 @@ import numpy as np
 
 from tfprune import stacks
 from tfprune._env import keras, keras3, tf
-from tfprune.stored_masks import MaskedConstraint
+from tfprune.layers.stored_masks import MaskedConstraint
 
 
 class PrunableLayer:
@@ -166,7 +166,7 @@ def prunable_class(cls):
         register = (keras3.saving.register_keras_serializable if issubclass(cls, keras3.layers.Layer)
                     else keras.utils.register_keras_serializable)
         _CLASSES[cls] = register(package="tfprune")(type(f"Prunable{cls.__name__}", (CustomMasks, cls), {
-            "__doc__": f"{cls.__name__} with its prunable weights masked (``tfprune.layers_custom``).",
+            "__doc__": f"{cls.__name__} with its prunable weights masked (``tfprune.layers.custom``).",
             "__module__": __name__}))
     return _CLASSES[cls]
 

@@ -13,13 +13,13 @@ and a bias (filters,). Which kernels are pruned is the layer's ``pruned_kernels`
 Every kernel keeps a mask (ones where it is not pruned), so the layer's weights and masks stay aligned.
 
 Both stacks' separable convolutions read their variables in ``call``; the masks are kept in the variables as
-``tfprune.stored_masks`` describes (constraints, and masked properties on Keras 3's JAX backend).
+``tfprune.layers.stored_masks`` describes (constraints, and masked properties on Keras 3's JAX backend).
 """
 
 import numpy as np
 
-from tfprune.stored_masks import (Keras3Ops, StoredMaskMethods, TfKerasOps, add_masks, masked_property,
-                                  masking_constraints, prunable_classes)
+from tfprune.layers.stored_masks import (Keras3Ops, StoredMaskMethods, TfKerasOps, add_masks, masked_property,
+                                         masking_constraints, prunable_classes)
 
 _WEIGHTS = ("depthwise_kernel", "pointwise_kernel", "bias")
 _CONSTRAINTS = {"depthwise_kernel": "depthwise_constraint", "pointwise_kernel": "pointwise_constraint",

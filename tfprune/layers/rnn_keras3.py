@@ -1,9 +1,10 @@
 """Prunable Keras 3 recurrent layers (any backend): SimpleRNN, GRU and LSTM with masks on the kernel, recurrent
 kernel and bias.
 
-The layout (gates, the unit kernel the pruning library ranks) is ``tfprune.recurrent``'s. Keras 3's recurrent layers
-compute in their cell, which reads ``self.kernel``, ``self.recurrent_kernel`` and ``self.bias``. The prunable layer
-builds a prunable cell (the same config) whose masks are kept the two ways ``tfprune.layers_keras3`` keeps them:
+The layout (gates, the unit kernel the pruning library ranks) is ``tfprune.layers.recurrent``'s. Keras 3's recurrent
+layers compute in their cell, which reads ``self.kernel``, ``self.recurrent_kernel`` and ``self.bias``. The prunable
+layer builds a prunable cell (the same config) whose masks are kept the two ways ``tfprune.layers.kernels_keras3`` keeps
+them:
 
 - TensorFlow and PyTorch backends: the variables hold the zeros (``set_masks`` zeroes them, and constraints the
   optimizer applies after every update multiply them by the masks again); the forward pass is the plain cell's.
@@ -15,10 +16,10 @@ The masks are non-trainable weights of the cell, saved and loaded with the model
 """
 
 
-from tfprune import recurrent
+from tfprune.layers import recurrent
 from tfprune._env import keras3
-from tfprune.layers_rnn import GatedMaskMethods
-from tfprune.stored_masks import Keras3Ops, add_masks, masked_property
+from tfprune.layers.rnn import GatedMaskMethods
+from tfprune.layers.stored_masks import Keras3Ops, add_masks, masked_property
 
 ops = keras3.ops
 _WEIGHTS = ("kernel", "recurrent_kernel", "bias")

@@ -1,17 +1,17 @@
-"""Which channels of the coupled groups (``tfprune.groups``) shrinking removes: those no layer reads any more.
+"""Which channels of the coupled groups (``tfprune.select.groups``) shrinking removes: those no layer reads any more.
 
 A channel of a prunable group is **unread** when every consumer's input rows for it are all zero (group pruning
-zeroes them, ``tfprune.group_pruning``). Its value then reaches no output, whatever it is, so it can be cut out of
-every member: its sources lose the unit, its followers (BatchNormalization, DepthwiseConv2D) the channel, its
+zeroes them, ``tfprune.select.group_pruning``). Its value then reaches no output, whatever it is, so it can be cut out
+of every member: its sources lose the unit, its followers (BatchNormalization, DepthwiseConv2D) the channel, its
 consumers the input rows, and the joins between (``Add``, ``Concatenate``...) simply get narrower. A group keeps at
 least one channel (a Keras layer needs a unit).
 """
 
 import numpy as np
 
-from tfprune import graph as graph_lib
-from tfprune import groups as groups_lib
-from tfprune import registry
+from tfprune.structure import graph as graph_lib
+from tfprune.select import groups as groups_lib
+from tfprune.layers import registry
 
 
 def unread_channels(group, layers):

@@ -258,7 +258,8 @@ def keras3_calls(model):
     """The calls of a functional Keras 3 model in execution order: ``[(layer, node), ...]`` (input layers left out).
 
     ``node.arguments.fill_in(tensors)`` gives a call's ``(args, kwargs)`` from ``{id(keras tensor): tensor}``, and
-    ``node.outputs`` its output keras tensors: enough to rebuild the graph with other layers (``tfprune.twin``).
+    ``node.outputs`` its output keras tensors: enough to rebuild the graph with other layers
+    (``tfprune.experiments.twin``).
     """
     functional = _keras3_functional(model)
     calls = []

@@ -6,15 +6,15 @@ kernel with those two axes swapped, (k..., in, filters), units last like every o
 ``TransposedLayout``); these layers take and give masks in that layout.
 
 Both stacks' transposed convolutions read ``self.kernel`` and ``self.bias`` in their ``call``. The masks are kept
-in the variables, as ``tfprune.stored_masks`` describes (constraints; on Keras 3's JAX backend ``kernel`` and
+in the variables, as ``tfprune.layers.stored_masks`` describes (constraints; on Keras 3's JAX backend ``kernel`` and
 ``bias`` are properties returning the masked tensors).
 """
 
 import numpy as np
 
 from tfprune._env import keras3, tf
-from tfprune.stored_masks import (Keras3Ops, StoredMaskMethods, TfKerasKernelBias, add_masks, masked_property,
-                                  prunable_classes)
+from tfprune.layers.stored_masks import (Keras3Ops, StoredMaskMethods, TfKerasKernelBias, add_masks, masked_property,
+                                         prunable_classes)
 
 ops = keras3.ops
 

@@ -1,5 +1,5 @@
-"""Group pruning: the channels of each coupled group (``tfprune.groups``) ranked as one, and every weight of a removed
-channel zeroed in all its members (DepGraph's group pruning, Fang et al., CVPR 2023).
+"""Group pruning: the channels of each coupled group (``tfprune.select.groups``) ranked as one, and every weight of a
+removed channel zeroed in all its members (DepGraph's group pruning, Fang et al., CVPR 2023).
 
 Importance of channel ``i`` of a group, by method:
 
@@ -20,12 +20,12 @@ sources' names.
 
 import numpy as np
 
-from tfprune import groups as groups_lib
-from tfprune import masks as masks_lib
-from tfprune import registry
+from tfprune.select import groups as groups_lib
+from tfprune.select import masks as masks_lib
+from tfprune.layers import registry
 from tfprune import stacks
-from tfprune.layouts import multiplied
-from tfprune.selection import select_layers
+from tfprune.layers.layouts import multiplied
+from tfprune.select.selection import select_layers
 
 AGGREGATES = {"group": "l2", "group_mean": "mean", "group_max": "max"}
 

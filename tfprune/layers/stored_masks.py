@@ -5,7 +5,7 @@ cannot take the mask into their forward pass without copying their code. Instead
 ``set_masks`` zeroes the pruned entries, and each variable carries a constraint that multiplies it by its mask after
 every optimizer update (every tf_keras and Keras 3 optimizer applies constraints), so the layer computes with exact
 zeros at the pruned entries and pays nothing in the forward pass. On Keras 3's JAX backend the stateless optimizer
-step reads the masks only inside the train step ``tfprune.jax_masks`` installs; outside it the layer's properties
+step reads the masks only inside the train step ``tfprune.layers.jax_masks`` installs; outside it the layer's properties
 return the masked tensors (``masked_property``, ``masks_in_forward``).
 
 ``StoredMaskMethods`` gives the methods the pruning library calls (``mask_variables``, ``kernel_mask``,
@@ -20,7 +20,7 @@ import contextlib
 
 import numpy as np
 
-from tfprune import jax_masks
+from tfprune.layers import jax_masks
 from tfprune._env import keras, keras3, tf
 
 ops = keras3.ops
@@ -40,7 +40,7 @@ class MaskedConstraint(keras3.constraints.Constraint):
     def __call__(self, w):
         w = self.inner(w) if self.inner is not None else w
         mask = self.mask
-        if jax_masks.on_jax():  # only the train step's traced mask is current (see tfprune.jax_masks)
+        if jax_masks.on_jax():  # only the train step's traced mask is current (see tfprune.layers.jax_masks)
             mask = jax_masks.step_value(self.mask)
             if mask is None:
                 return w  # the layer applies the mask in its forward pass

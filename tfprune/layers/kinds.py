@@ -1,10 +1,10 @@
 """``LayerKind``: the record the registry keeps per prunable Keras layer type (what it is, how it is pruned,
-counted, sliced and shrunk). The table of kinds is ``tfprune.registry.KINDS``."""
+counted, sliced and shrunk). The table of kinds is ``tfprune.layers.registry.KINDS``."""
 
 import dataclasses
 from typing import Callable, Optional
 
-from tfprune.layouts import BidirectionalLayout, GatedLayout, KernelLayout
+from tfprune.layers.layouts import BidirectionalLayout, GatedLayout, KernelLayout
 
 
 def _always(layer):  # pylint: disable=unused-argument

@@ -2,42 +2,42 @@
 
 This is the one table every other module asks (``make_prunable``, ``strip``, ``check_prunable``, the sparsity
 report, ``shrink`` and export). Adding a layer type is one ``LayerKind`` entry (plus its prunable layer class in
-``tfprune.layers``) and its tests.
+``tfprune.layers.kernels_tf_keras``) and its tests.
 
 Conventions of a kind's **unit kernel** (the prunable weights as the methods rank them): its **last axis is the
 output units** (Dense columns, Conv2D filters, recurrent hidden units), and it reads the **last axis of the layer's
 input**; the bias, when there is one, has one entry per unit (per unit and gate for recurrent layers). For most
 kinds the unit kernel is the kernel itself (``KernelLayout``); a recurrent layer's stacks its kernel and recurrent
-kernel by gate (``GatedLayout``, ``tfprune.recurrent``). Shrinking slices the weights with index arrays.
+kernel by gate (``GatedLayout``, ``tfprune.layers.recurrent``). Shrinking slices the weights with index arrays.
 
 Every prunable layer class offers the same methods to the library: ``masked_kernel()`` (the unit kernel as it
 computes), ``kernel_mask`` (its mask), ``masked_weights()`` (the plain twin's weights), ``mask_variables()``,
 ``set_masks(kernel_keep, bias_keep)`` and ``copy_plain(plain)``.
 
 Layers that pass channels through one to one (activations, dropout, pooling, BatchNormalization...) are listed in
-``tfprune.channels`` (re-exported here) so that shrinking can follow a dead unit from the layer that computes it to
-the next kernel.
+``tfprune.structure.channels`` (re-exported here) so that shrinking can follow a dead unit from the layer that computes
+it to the next kernel.
 """
 
 import numpy as np
 
-from tfprune import graph
-from tfprune import layers as prunable_layers
-from tfprune import layers_keras3 as prunable_layers3
-from tfprune import layers_attention as prunable_attention
-from tfprune import layers_bidirectional as prunable_bidirectional
-from tfprune import layers_custom
-from tfprune import layers_rnn as prunable_rnn
-from tfprune import layers_rnn_keras3 as prunable_rnn3
-from tfprune import layers_separable as prunable_separable
-from tfprune import layers_transposed as prunable_transposed
-from tfprune import recurrent
+from tfprune.structure import graph
+from tfprune.layers import kernels_tf_keras as prunable_layers
+from tfprune.layers import kernels_keras3 as prunable_layers3
+from tfprune.layers import attention as prunable_attention
+from tfprune.layers import bidirectional as prunable_bidirectional
+from tfprune.layers import custom as layers_custom
+from tfprune.layers import rnn as prunable_rnn
+from tfprune.layers import rnn_keras3 as prunable_rnn3
+from tfprune.layers import separable as prunable_separable
+from tfprune.layers import transposed as prunable_transposed
+from tfprune.layers import recurrent
 from tfprune import stacks
-from tfprune.channels import (CHANNELWISE_TYPES, ELEMENTWISE_ACTIVATIONS, activation_name, flatten_blocks,
-                              is_channelwise, is_elementwise)
-from tfprune.kinds import LayerKind
-from tfprune.layouts import (BidirectionalLayout, DepthwiseLayout, GatedLayout, HeadLayout, KernelLayout,
-                             SeparableLayout, TransposedLayout)
+from tfprune.structure.channels import (CHANNELWISE_TYPES, ELEMENTWISE_ACTIVATIONS, activation_name, flatten_blocks,
+                                        is_channelwise, is_elementwise)
+from tfprune.layers.kinds import LayerKind
+from tfprune.layers.layouts import (BidirectionalLayout, DepthwiseLayout, GatedLayout, HeadLayout, KernelLayout,
+                                    SeparableLayout, TransposedLayout)
 from tfprune._env import keras, keras3
 
 L, L3 = keras.layers, keras3.layers
@@ -113,7 +113,7 @@ def _attention_macs(layer, output_shape):
 
 
 def _recurrent_unit_shape(layer):
-    """(in + u, gates, u) of a built SimpleRNN/GRU/LSTM (``tfprune.recurrent``), or None."""
+    """(in + u, gates, u) of a built SimpleRNN/GRU/LSTM (``tfprune.layers.recurrent``), or None."""
     cell = layer.cell
     if not layer.built or getattr(cell, "recurrent_kernel", None) is None:
         return None
@@ -212,7 +212,7 @@ _CUSTOM_KINDS = {}
 
 
 def _custom_kind(cls):
-    """The kind of a custom layer class that opts in (``tfprune.layers_custom``), made once per class."""
+    """The kind of a custom layer class that opts in (``tfprune.layers.custom``), made once per class."""
     plain = layers_custom.plain_class(cls) if issubclass(cls, layers_custom.CustomMasks) else cls
     if plain not in _CUSTOM_KINDS:
         _CUSTOM_KINDS[plain] = LayerKind(
@@ -287,7 +287,7 @@ def kernel(layer):
 
 def kernel_shape(layer):
     """The shape of the unit kernel the methods rank (units last; a recurrent layer's (in + u, gates, u), see
-    ``tfprune.recurrent``; an attention layer's (weights, heads)), or None before the layer is built."""
+    ``tfprune.layers.recurrent``; an attention layer's (weights, heads)), or None before the layer is built."""
     kind = kind_of(layer)
     if kind.unit_shape is not None:
         return kind.unit_shape(layer)

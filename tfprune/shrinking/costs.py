@@ -4,8 +4,8 @@ import dataclasses
 
 import numpy as np
 
-from tfprune import graph
-from tfprune import registry
+from tfprune.structure import graph
+from tfprune.layers import registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +29,7 @@ class ModelCost:
 
 def layer_macs(model, layer):
     """Multiply-accumulates of ``layer`` per example, summed over its calls in ``model`` (0 for unregistered
-    layers: only the kernels of ``tfprune.registry`` kinds are counted)."""
+    layers: only the kernels of ``tfprune.layers.registry`` kinds are counted)."""
     kind = registry.kind_of(layer)
     if kind is None:
         return 0

@@ -11,7 +11,7 @@ exactly 0 in one of two ways, chosen by measurement (``scripts/bench_keras3.py``
   masks again, so the forward and backward passes are the plain layer's: no kernel-sized multiply per step. (On
   fc_1000 the multiply cost ~6-11 % per epoch on TensorFlow; the constraint costs nothing measurable.)
 - **JAX backend**: the same constraints, applied inside the training step that ``make_prunable`` and
-  ``RankPruning`` give the model (``tfprune.jax_masks``: JAX's stateless optimizer update cannot read the mask
+  ``RankPruning`` give the model (``tfprune.layers.jax_masks``: JAX's stateless optimizer update cannot read the mask
   variables by itself). Outside such a step (evaluation, or a model loaded from a file and trained without
   ``RankPruning``) the properties return the masked tensors (``kernel`` is ``super().kernel * kernel_mask``,
   ``bias`` is ``bias * bias_mask``), so the gradient of a masked entry is zero.
@@ -22,14 +22,14 @@ Either way the layer computes with exact zeros at the pruned entries through any
 
 The masks are non-trainable weights (``kernel_mask``, ``bias_mask``), saved and loaded with the model. The classes
 are registered (``tfprune>PrunableDense``), so ``keras.models.load_model`` rebuilds them without custom_objects once
-tfprune is imported. The same methods as the tf_keras twins (``tfprune.layers``) serve the pruning library:
-``masked_kernel``, ``masked_bias``, ``set_masks``, ``copy_plain``.
+tfprune is imported. The same methods as the tf_keras twins (``tfprune.layers.kernels_tf_keras``) serve the pruning
+library: ``masked_kernel``, ``masked_bias``, ``set_masks``, ``copy_plain``.
 """
 
 import numpy as np
 
 from tfprune._env import keras3
-from tfprune.stored_masks import add_masks, masks_in_forward, to_numpy
+from tfprune.layers.stored_masks import add_masks, masks_in_forward, to_numpy
 
 ops = keras3.ops
 

@@ -25,10 +25,10 @@ import zipfile
 
 import numpy as np
 
-from tfprune import graph
-from tfprune import io_utils
+from tfprune.structure import graph
+from tfprune.files import io_utils
 from tfprune import outputs
-from tfprune import registry
+from tfprune.layers import registry
 from tfprune import stacks
 from tfprune._env import keras
 

@@ -15,7 +15,7 @@ was built for the old variables), and the model's cached predict/train/test func
 
 import contextlib
 
-from tfprune import registry
+from tfprune.layers import registry
 from tfprune._env import keras3, tf
 
 # Attributes a layer keeps across a transplant: where it was called (graph nodes) and the shapes it was built with.

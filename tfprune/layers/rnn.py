@@ -1,6 +1,6 @@
 """Prunable tf_keras recurrent layers: SimpleRNN, GRU and LSTM with masks on the kernel, recurrent kernel and bias.
 
-The layout (gates, the unit kernel the pruning library ranks) is ``tfprune.recurrent``'s. tf_keras' recurrent
+The layout (gates, the unit kernel the pruning library ranks) is ``tfprune.layers.recurrent``'s. tf_keras' recurrent
 layers read their cell's variables directly (``standard_lstm(kernel=self.cell.kernel, ...)``), so the mask cannot
 enter the forward pass without rewriting it. Instead **the variables hold the zeros**: ``set_masks`` zeroes the
 pruned entries, and each variable carries a constraint that multiplies it by its mask after every optimizer update
@@ -8,13 +8,13 @@ pruned entries, and each variable carries a constraint that multiplies it by its
 computes with exact zeros at the pruned entries through any training, and costs nothing in the forward pass.
 
 The masks (``kernel_mask`` over the unit kernel, ``mask_variables()``) are non-trainable weights of the layer and are
-saved and loaded with it; the methods over them are ``tfprune.stored_masks``'. The user's own constraints still
+saved and loaded with it; the methods over them are ``tfprune.layers.stored_masks``'. The user's own constraints still
 apply, before the mask.
 """
 
-from tfprune import recurrent
+from tfprune.layers import recurrent
 from tfprune._env import keras, tf
-from tfprune.stored_masks import StoredMaskMethods, TfKerasOps, add_masks, masking_constraints
+from tfprune.layers.stored_masks import StoredMaskMethods, TfKerasOps, add_masks, masking_constraints
 
 _WEIGHTS = ("kernel", "recurrent_kernel", "bias")
 _CONSTRAINTS = {"kernel": "kernel_constraint", "recurrent_kernel": "recurrent_constraint", "bias": "bias_constraint"}

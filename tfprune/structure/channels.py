@@ -5,7 +5,7 @@ from typing import Optional
 
 import numpy as np
 
-from tfprune import graph
+from tfprune.structure import graph
 from tfprune._env import keras, keras3
 
 L, L3 = keras.layers, keras3.layers

@@ -13,8 +13,8 @@ import inspect
 
 import numpy as np
 
-from tfprune import graph
-from tfprune import registry
+from tfprune.structure import graph
+from tfprune.layers import registry
 from tfprune import stacks
 from tfprune._env import keras as tf_keras
 from tfprune._env import tf

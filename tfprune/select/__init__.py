@@ -1,0 +1,7 @@
+"""Which weights go: the selection arithmetic, the pruning methods and the coupled channel groups they rank.
+
+``masks`` (pure NumPy: exact counts, ties by position, masks only shrink), ``scoring`` (methods as data: how a kernel
+is cut into groups and scored, layer and global scope), ``blocks`` (block pruning's arithmetic), ``selection`` (which
+layers a call selects), ``coupling``/``groups`` (the layers that must lose the same channels, joined by residual
+merges) and ``group_pruning`` (ranking and zeroing those channels). Nothing here clones or rebuilds a model.
+"""
