@@ -34,7 +34,8 @@ from tfprune.files import io_utils
 from tfprune import pruning
 from tfprune import tflite as export
 from tfprune.cli import app as cli
-from tfprune.experiments import config, data
+from tfprune.experiments import config
+from tfprune.experiments.data import builtin as data
 from tfprune.experiments import point as experiment
 from tfprune.tflite import compiled
 

@@ -33,7 +33,8 @@ from tfprune.shrinking import costs
 from tfprune.files import io_utils
 from tfprune import tflite as export
 from tfprune.cli import app as cli
-from tfprune.experiments import config, data, point_export
+from tfprune.experiments import config, point_export
+from tfprune.experiments.data import builtin as data
 from tfprune.experiments import point as experiment
 
 FLAGS = flags.FLAGS

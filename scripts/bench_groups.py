@@ -32,7 +32,8 @@ import numpy as np
 import tfprune
 from tfprune import stacks
 from tfprune import tflite as export
-from tfprune.experiments import data, models
+from tfprune.experiments import models
+from tfprune.experiments.data import builtin as data
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["ResNet50", "MobileNetV2", "EfficientNetB0", "DenseNet121"],

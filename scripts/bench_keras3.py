@@ -43,7 +43,8 @@ def _speed_child():
     """Times plain vs prunable Keras 3 epochs in this process (its backend is ``KERAS_BACKEND``); prints JSON."""
     import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
     from tfprune import callbacks, distribute, pruning  # pylint: disable=g-import-not-at-top
-    from tfprune.experiments import data, models  # pylint: disable=g-import-not-at-top
+    from tfprune.experiments import models  # pylint: disable=g-import-not-at-top
+    from tfprune.experiments.data import builtin as data
     from tfprune._env import keras3  # pylint: disable=g-import-not-at-top
     distribute.set_threads(1)
     (x, y), _ = data.load_dataset("fashion_mnist", FLAGS.data_dir)

@@ -25,7 +25,8 @@ from absl import flags
 
 import tfprune  # noqa: F401
 from tfprune import callbacks, distribute, pruning
-from tfprune.experiments import data, models
+from tfprune.experiments import models
+from tfprune.experiments.data import builtin as data
 from tfprune._env import keras
 import tensorflow_model_optimization as tfmot
 

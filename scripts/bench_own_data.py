@@ -78,7 +78,8 @@ def _trained_mobilenet(npz, alpha=1.0):
     model_path = os.path.join(FLAGS.work_dir, f"mobilenetv2{suffix}_e{FLAGS.train_epochs}.keras")
     if not os.path.exists(model_path):
         from tfprune._env import keras  # pylint: disable=g-import-not-at-top
-        from tfprune.experiments import data_sources, models  # pylint: disable=g-import-not-at-top
+        from tfprune.experiments import models  # pylint: disable=g-import-not-at-top
+        from tfprune.experiments.data import sources as data_sources
         keras.utils.set_random_seed(0)
         data = data_sources.load(f"npz:{npz}")
         model = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=data.num_classes,

@@ -18,9 +18,10 @@ from absl import app
 from absl import flags
 
 import tfprune  # noqa: F401
-from tfprune.experiments import data, point
+from tfprune.experiments import point
+from tfprune.experiments.data import builtin as data
 from tfprune.experiments.baseline import train_baseline
-from tfprune.experiments.dataset import as_dataset
+from tfprune.experiments.data.dataset import as_dataset
 
 flags.DEFINE_integer("rounds", 7, "Interleaved timed rounds (after one untimed warm-up round).", lower_bound=1)
 flags.DEFINE_float("k", 90.0, "The point's percent of weights pruned.", lower_bound=0.0, upper_bound=99.99)

@@ -57,7 +57,8 @@ def train(name):
     if os.path.exists(path):
         return path
     from tfprune._env import keras  # pylint: disable=g-import-not-at-top
-    from tfprune.experiments import data, models  # pylint: disable=g-import-not-at-top
+    from tfprune.experiments import models  # pylint: disable=g-import-not-at-top
+    from tfprune.experiments.data import builtin as data
     keras.utils.set_random_seed(0)
     (x, y), (xt, yt) = data.load_dataset("fashion_mnist", FLAGS.data_dir)
     model = models.compile_model(build(name, keras))

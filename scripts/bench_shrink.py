@@ -22,7 +22,8 @@ import numpy as np
 import tfprune  # noqa: F401
 from tfprune import pruning
 from tfprune import tflite as export
-from tfprune.experiments import data, point_export
+from tfprune.experiments import point_export
+from tfprune.experiments.data import builtin as data
 from tfprune.experiments.baseline import train_baseline
 
 FLAGS = flags.FLAGS

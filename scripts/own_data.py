@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tfprune.experiments import data as data_lib  # noqa: E402  pylint: disable=wrong-import-position
+from tfprune.experiments.data import builtin as data_lib  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def padded_rgb(x):

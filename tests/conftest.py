@@ -16,7 +16,7 @@ from absl import flags
 
 import tfprune  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 from tfprune import stacks
-from tfprune.experiments import data as data_lib
+from tfprune.experiments.data import builtin as data_lib
 from tfprune.experiments import models
 from tfprune._env import keras
 

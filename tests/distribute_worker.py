@@ -21,7 +21,7 @@ import numpy as np
 from tfprune import callbacks, distribute, pruning
 from tfprune.select import masks
 from tfprune.layers import registry
-from tfprune.experiments import data as data_lib
+from tfprune.experiments.data import builtin as data_lib
 from tfprune.experiments import models
 from tfprune.experiments import tfmot_method as tb
 from tfprune._env import keras, tf

@@ -22,7 +22,8 @@ from tfprune.callbacks import RankPruning
 from tfprune.cli import compare as compare_main
 from tfprune.cli import export as export_main
 from tfprune.cli import sensitivity as sensitivity_main
-from tfprune.experiments import models, store
+from tfprune.experiments import models
+from tfprune.experiments.results import store
 from tfprune.files.user_model import check_prunable
 
 STACKS = {"tf_keras": keras, "keras3": keras3}
@@ -157,7 +158,8 @@ def test_gated_attention_is_listed_with_its_reason():
 JAX_RUN = """
 import json, sys
 import numpy as np, keras, tfprune
-from tfprune.experiments import data, models
+from tfprune.experiments import models
+from tfprune.experiments.data import builtin as data
 sys.path.insert(0, sys.argv[2])
 import test_attention as t
 (x, y), _ = data.load_dataset("fashion_mnist", sys.argv[3], download=False)

@@ -132,7 +132,8 @@ def test_bidirectional_layers_tfprune_cannot_prune_are_listed():
 JAX_RUN = """
 import json, sys
 import numpy as np, keras, tfprune
-from tfprune.experiments import data, models
+from tfprune.experiments import models
+from tfprune.experiments.data import builtin as data
 sys.path.insert(0, sys.argv[2])
 import test_bidirectional as t
 (x, y), _ = data.load_dataset("fashion_mnist", sys.argv[3], download=False)

@@ -95,7 +95,8 @@ def test_block_sweep_with_export_and_a_bad_block(tmp_path):
 
 
 def test_frontier_table_and_plot_agree(tmp_path):
-    from tfprune.experiments import frontier, plots  # pylint: disable=g-import-not-at-top
+    from tfprune.experiments.budget import frontier  # pylint: disable=g-import-not-at-top
+    from tfprune.experiments.results import plots
     items = [frontier.Candidate("weight k=0 float", "weight", 0.0, "float", "pruned", 0.89, 9_000_000, 0.30),
              frontier.Candidate("weight k=0 int8", "weight", 0.0, "int8", "pruned", 0.888, 2_300_000, 0.07),
              frontier.Candidate("block_1x4 k=90 float+sparse", "block_1x4", 90.0, "float+sparse", "pruned", 0.885,

@@ -9,7 +9,7 @@ from absl.testing import flagsaver
 
 from conftest import FASHION_DIR, require
 from tfprune.cli import compare
-from tfprune.experiments import store
+from tfprune.experiments.results import store
 
 FLAGS = flags.FLAGS
 pytestmark = pytest.mark.slow

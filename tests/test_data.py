@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import FASHION_DIR, MNIST_DIR, require
-from tfprune.experiments import data as data_lib
-from tfprune.experiments import data_files
-from tfprune.experiments.data import DatasetError
+from tfprune.experiments.data import builtin as data_lib
+from tfprune.experiments.data import files as data_files
+from tfprune.experiments.data.builtin import DatasetError
 
 
 def _check_dataset(ds):

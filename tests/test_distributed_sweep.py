@@ -19,7 +19,7 @@ from absl.testing import flagsaver
 from conftest import FASHION_DIR, REPO, cluster_envs, error_lines, log_tails, require, run_processes, worker_env
 from tfprune.select import masks
 from tfprune.cli import sweep  # noqa: F401  (defines the flags parsed below)
-from tfprune.experiments import store
+from tfprune.experiments.results import store
 
 FLAGS = flags.FLAGS
 SMOKE = os.path.join(REPO, "flags", "smoke.flags")

@@ -13,7 +13,7 @@ from conftest import FASHION_DIR
 from tfprune import pruning
 from tfprune.layers import registry
 from tfprune import tflite as export
-from tfprune.experiments import data as data_lib_for_labels
+from tfprune.experiments.data import builtin as data_lib_for_labels
 from tfprune.tflite import compiled
 from tfprune.cli import export as export_main
 from tfprune._env import keras, tf

@@ -45,7 +45,8 @@ def test_import_tfprune_loads_no_heavy_module_until_a_name_needs_it(tmp_path):
 
 def test_every_public_name_resolves_and_lazy_names_are_the_modules_objects():
     from tfprune import tflite  # pylint: disable=g-import-not-at-top
-    from tfprune.experiments import data_sources, models  # pylint: disable=g-import-not-at-top
+    from tfprune.experiments import models  # pylint: disable=g-import-not-at-top
+    from tfprune.experiments.data import sources as data_sources
     for name in tfprune.__all__:
         assert getattr(tfprune, name) is not None, name
     assert tfprune.to_tflite is tflite.to_tflite and tfprune.load_data is data_sources.load

@@ -12,11 +12,11 @@ import pytest
 
 from conftest import FASHION_DIR, REPO, error_lines, require
 from tfprune import tflite
-from tfprune.experiments import budget as budget_lib
-from tfprune.experiments import frontier as frontier_lib
-from tfprune.experiments import store
+from tfprune.experiments.budget import search as budget_lib
+from tfprune.experiments.budget import frontier as frontier_lib
+from tfprune.experiments.results import store
 from tfprune.experiments.config import BaselineConfig, ConfigError, FineTune
-from tfprune.experiments.fit_budget import BudgetError, FitBudgetConfig, run_fit_budget
+from tfprune.experiments.budget.fit import BudgetError, FitBudgetConfig, run_fit_budget
 
 
 def _candidate(name, accuracy, kib, ms):
@@ -109,9 +109,9 @@ def test_a_tiny_search_ships_the_most_accurate_file_that_fits(searched):
 
 
 def _eval_images(n):
-    from tfprune.experiments import data  # pylint: disable=g-import-not-at-top
+    from tfprune.experiments.data import builtin as data  # pylint: disable=g-import-not-at-top
     (_, _), (x_test, y_test) = data.load_dataset("fashion_mnist", FASHION_DIR, download=False)
-    from tfprune.experiments.dataset import ArraySplit  # pylint: disable=g-import-not-at-top
+    from tfprune.experiments.data.dataset import ArraySplit  # pylint: disable=g-import-not-at-top
     return ArraySplit(x_test, y_test).take(n, 0)
 
 

@@ -19,7 +19,8 @@ from tfprune.layers import registry
 from tfprune._env import keras, keras3
 from tfprune.callbacks import RankPruning
 from tfprune.cli import compare as compare_main
-from tfprune.experiments import models, store
+from tfprune.experiments import models
+from tfprune.experiments.results import store
 from tfprune.select.group_pruning import channel_scores
 from tfprune.select.groups import channel_groups
 

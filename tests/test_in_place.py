@@ -227,7 +227,7 @@ sys.path.insert(0, sys.argv[2])
 import keras
 import tfprune
 from tfprune.layers import registry
-from tfprune.experiments import data
+from tfprune.experiments.data import builtin as data
 
 (x, y), _ = data.load_dataset("fashion_mnist", sys.argv[3], download=False)
 x, y = x[:512], y[:512]

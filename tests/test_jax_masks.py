@@ -14,7 +14,7 @@ import tfprune
 import tfprune.callbacks
 from tfprune.layers import jax_masks
 from tfprune._env import keras3 as keras
-from tfprune.experiments import data
+from tfprune.experiments.data import builtin as data
 
 out, _, fashion_dir = sys.argv[1:4]
 (x, y), _ = data.load_dataset("fashion_mnist", fashion_dir, download=False)

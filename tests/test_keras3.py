@@ -17,7 +17,8 @@ from conftest import FASHION_DIR, REPO, error_lines, require, run_smoke_sweep
 from tfprune import stacks, tflite
 from tfprune.experiments import twin
 from tfprune.files import user_model
-from tfprune.experiments import models, store
+from tfprune.experiments import models
+from tfprune.experiments.results import store
 from tfprune._env import keras3 as keras
 
 L = keras.layers

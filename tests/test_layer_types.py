@@ -17,7 +17,8 @@ from tfprune.layers import registry
 from tfprune._env import keras, keras3
 from tfprune.callbacks import RankPruning
 from tfprune.cli import compare as compare_main
-from tfprune.experiments import models, store
+from tfprune.experiments import models
+from tfprune.experiments.results import store
 
 STACKS = {"tf_keras": keras, "keras3": keras3}
 
@@ -210,7 +211,8 @@ def test_depthwise_layers_have_no_units_and_shrinking_keeps_what_feeds_them(smal
 JAX_RUN = """
 import json, sys
 import numpy as np, keras, tfprune
-from tfprune.experiments import data, models
+from tfprune.experiments import models
+from tfprune.experiments.data import builtin as data
 sys.path.insert(0, sys.argv[2])
 import test_layer_types as t
 (x, y), _ = data.load_dataset("fashion_mnist", sys.argv[3], download=False)

@@ -23,8 +23,8 @@ from tfprune.tflite import runtime
 from tfprune.files import user_model
 from tfprune.experiments import models
 from tfprune.experiments.config import BaselineConfig, FineTune
-from tfprune.experiments import budget as budget_lib
-from tfprune.experiments.fit_budget import FitBudgetConfig, run_fit_budget
+from tfprune.experiments.budget import search as budget_lib
+from tfprune.experiments.budget.fit import FitBudgetConfig, run_fit_budget
 
 STACKS = {"tf_keras": tf_keras, "keras3": keras3}
 

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from tfprune._env import keras
-from tfprune.experiments import BaselineConfig, FineTune, SweepConfig, data_sources, dataset, models, run_sweep
-from tfprune.experiments.data_files import DatasetError
+from tfprune.experiments import BaselineConfig, FineTune, SweepConfig, models, run_sweep
+from tfprune.experiments.data import sources as data_sources
+from tfprune.experiments.data import dataset
+from tfprune.experiments.data.files import DatasetError
 
 import own_data  # noqa: E402  (scripts/, on the path from conftest)
 

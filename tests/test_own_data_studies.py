@@ -13,7 +13,9 @@ from tfprune.cli import compare as compare_main
 from tfprune.cli import export as export_main
 from tfprune.cli import sensitivity as sensitivity_main
 from tfprune.cli import sweep as sweep_main
-from tfprune.experiments import BaselineConfig, SweepConfig, data_sources, models, run_sweep, store
+from tfprune.experiments import BaselineConfig, SweepConfig, models, run_sweep
+from tfprune.experiments.data import sources as data_sources
+from tfprune.experiments.results import store
 from tfprune.experiments.config import ConfigError
 
 pytestmark = pytest.mark.slow

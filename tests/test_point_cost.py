@@ -9,7 +9,9 @@ import pytest
 import tf_keras
 
 from tfprune import pruning
-from tfprune.experiments import models, point, records, store
+from tfprune.experiments import models, point
+from tfprune.experiments.results import records
+from tfprune.experiments.results import store
 
 
 def test_gzip_sizes_are_measured_only_when_asked_and_equal_a_direct_gzip(trained_lenet, small_fashion, tmp_path):

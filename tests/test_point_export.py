@@ -14,7 +14,10 @@ from conftest import FASHION_DIR, REPO, require
 from tfprune import pruning
 from tfprune.shrinking import surgery
 from tfprune.cli import sweep
-from tfprune.experiments import data, point_export, records, store
+from tfprune.experiments import point_export
+from tfprune.experiments.data import builtin as data
+from tfprune.experiments.results import records
+from tfprune.experiments.results import store
 
 FLAGS = flags.FLAGS
 SMOKE = os.path.join(REPO, "flags", "smoke.flags")

@@ -174,7 +174,8 @@ def test_export_of_sequences_without_a_fixed_length_is_refused():
 JAX_RUN = """
 import json, sys
 import numpy as np, keras, tfprune
-from tfprune.experiments import data, models
+from tfprune.experiments import models
+from tfprune.experiments.data import builtin as data
 sys.path.insert(0, sys.argv[2])
 import test_recurrent as t
 (x, y), _ = data.load_dataset("fashion_mnist", sys.argv[3], download=False)

@@ -26,7 +26,8 @@ from tfprune.files import io_utils
 from tfprune.select import masks
 from tfprune.files import user_model
 from tfprune.cli import sweep
-from tfprune.experiments import baseline, models, store
+from tfprune.experiments import baseline, models
+from tfprune.experiments.results import store
 from tfprune._env import keras, tf
 from tfprune.files.user_model import ModelFileError, UnsafeModelError
 

@@ -24,9 +24,10 @@ from tfprune.cli import app as cli_app
 from tfprune.cli import export as export_main
 from tfprune.cli import sensitivity as sensitivity_main  # noqa: F401  (defines --max_drop, parsed below)
 from tfprune.cli import sweep
-from tfprune.experiments import baseline, models, store
-from tfprune.experiments import data as data_lib
-from tfprune.experiments.records import RecordError
+from tfprune.experiments import baseline, models
+from tfprune.experiments.results import store
+from tfprune.experiments.data import builtin as data_lib
+from tfprune.experiments.results.records import RecordError
 from tfprune._env import keras
 
 FLAGS = flags.FLAGS
@@ -311,8 +312,8 @@ def test_export_refuses_an_unwritable_export_dir_before_converting(tmp_path, mon
 def test_data_and_record_errors_end_as_one_line_exit_1(tmp_path):
     for error in ("DatasetError('/data/train-images-idx3-ubyte.gz: empty file (0 bytes)')",
                   "RecordError('/out/sweep_config.json: unreadable')"):
-        child = ("from tfprune.cli import app as cli\nfrom tfprune.experiments.data import DatasetError\n"
-                 "from tfprune.experiments.records import RecordError\n"
+        child = ("from tfprune.cli import app as cli\nfrom tfprune.experiments.data.builtin import DatasetError\n"
+                 "from tfprune.experiments.results.records import RecordError\n"
                  f"def main(argv):\n    raise {error}\ncli.run(main)\n")
         proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120,
                               env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))

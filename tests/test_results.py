@@ -7,8 +7,10 @@ import re
 
 import pytest
 
-from tfprune.experiments import records, store, tables
-from tfprune.experiments.records import PointRecord, RecordError, ShrinkFigures, VariantFigures
+from tfprune.experiments.results import records
+from tfprune.experiments.results import store
+from tfprune.experiments.results import tables
+from tfprune.experiments.results.records import PointRecord, RecordError, ShrinkFigures, VariantFigures
 
 
 def _record(method, k, **extra):

@@ -12,7 +12,8 @@ from conftest import REPO
 from tfprune import pruning
 from tfprune.cli import sensitivity as sensitivity_main
 from tfprune.cli import sweep
-from tfprune.experiments import baseline, models, sensitivity, store
+from tfprune.experiments import baseline, models, sensitivity
+from tfprune.experiments.results import store
 
 FLAGS = flags.FLAGS
 

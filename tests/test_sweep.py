@@ -13,7 +13,8 @@ from absl.testing import flagsaver
 from conftest import run_smoke_sweep, FASHION_DIR, REPO, require
 from tfprune.cli import sweep
 from tfprune.experiments import point as experiment
-from tfprune.experiments import records, store
+from tfprune.experiments.results import records
+from tfprune.experiments.results import store
 
 FLAGS = flags.FLAGS
 SMOKE = os.path.join(REPO, "flags", "smoke.flags")

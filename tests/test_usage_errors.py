@@ -9,7 +9,7 @@ import pytest
 
 from conftest import error_lines, worker_env
 from tfprune.cli import app as cli_app
-from tfprune.experiments import budget as budget_lib
+from tfprune.experiments.budget import search as budget_lib
 from tfprune.experiments import config as config_lib
 from tfprune.experiments import sensitivity
 from tfprune.experiments.config import ConfigError

@@ -52,12 +52,12 @@ _LAZY = {
     "evaluate_compiled": ("tfprune.tflite.compiled", "evaluate_compiled"),
     "Baseline": ("tfprune.experiments.baseline", "Baseline"),
     "train_baseline": ("tfprune.experiments.baseline", "train_baseline"),
-    "DatasetError": ("tfprune.experiments.data", "DatasetError"),
-    "load_dataset": ("tfprune.experiments.data", "load_dataset"),
-    "load_data": ("tfprune.experiments.data_sources", "load"),
-    "ArraySplit": ("tfprune.experiments.dataset", "ArraySplit"),
-    "Dataset": ("tfprune.experiments.dataset", "Dataset"),
-    "StreamedSplit": ("tfprune.experiments.dataset", "StreamedSplit"),
+    "DatasetError": ("tfprune.experiments.data.builtin", "DatasetError"),
+    "load_dataset": ("tfprune.experiments.data.builtin", "load_dataset"),
+    "load_data": ("tfprune.experiments.data.sources", "load"),
+    "ArraySplit": ("tfprune.experiments.data.dataset", "ArraySplit"),
+    "Dataset": ("tfprune.experiments.data.dataset", "Dataset"),
+    "StreamedSplit": ("tfprune.experiments.data.dataset", "StreamedSplit"),
 }
 
 

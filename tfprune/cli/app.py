@@ -11,8 +11,8 @@ from absl import flags
 
 from tfprune import _startup
 from tfprune.experiments.config import ConfigError
-from tfprune.experiments.data import DatasetError
-from tfprune.experiments.records import RecordError
+from tfprune.experiments.data.builtin import DatasetError
+from tfprune.experiments.results.records import RecordError
 
 FLAGS = flags.FLAGS
 USAGE_EXIT = 2

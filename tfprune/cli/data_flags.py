@@ -3,7 +3,7 @@ reads data imports this)."""
 
 from absl import flags
 
-from tfprune.experiments import data_sources
+from tfprune.experiments.data import sources as data_sources
 
 DATASET = flags.DEFINE_string(
     "dataset", "fashion_mnist",

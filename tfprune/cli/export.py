@@ -22,7 +22,7 @@ from tfprune.cli import data_flags
 from tfprune.cli import export_flags
 from tfprune.cli import model_path_flags
 from tfprune.experiments import config as config_lib
-from tfprune.experiments import data_sources
+from tfprune.experiments.data import sources as data_sources
 
 for _module in (data_flags, model_path_flags, export_flags):
     flags.adopt_module_key_flags(_module)

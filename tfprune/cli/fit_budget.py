@@ -27,9 +27,9 @@ from tfprune.cli import data_flags
 from tfprune.cli import export_flags
 from tfprune.cli import model_path_flags
 from tfprune.cli import pruning_flags
-from tfprune.experiments import budget as budget_lib
+from tfprune.experiments.budget import search as budget_lib
 from tfprune.experiments import config as config_lib
-from tfprune.experiments import fit_budget
+from tfprune.experiments.budget import fit as fit_budget
 
 FLAGS = flags.FLAGS
 for _module in (data_flags, baseline_flags, model_path_flags, pruning_flags, export_flags):

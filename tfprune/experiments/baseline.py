@@ -18,10 +18,10 @@ from tfprune.files import io_utils
 from tfprune.files import locks
 from tfprune import stacks
 from tfprune.files import user_model
-from tfprune.experiments import data_sources
-from tfprune.experiments import dataset as dataset_lib
+from tfprune.experiments.data import sources as data_sources
+from tfprune.experiments.data import dataset as dataset_lib
 from tfprune.experiments import models
-from tfprune.experiments import records
+from tfprune.experiments.results import records
 from tfprune.experiments.config import ConfigError
 
 

@@ -6,7 +6,7 @@ the same way (the dense reference), so every point gets its fine-tune time per e
 training, and it writes ``compare.{csv,json,md}`` (with the head-to-head table) and ``compare_*.png``.
 """
 
-from tfprune.experiments import records
+from tfprune.experiments.results import records
 from tfprune.experiments import sweep
 from tfprune.experiments.config import FineTune, SweepConfig
 

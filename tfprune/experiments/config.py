@@ -13,8 +13,8 @@ from typing import Optional
 
 from tfprune.select import scoring
 from tfprune import stacks
-from tfprune.experiments import data_sources
-from tfprune.experiments import records
+from tfprune.experiments.data import sources as data_sources
+from tfprune.experiments.results import records
 from tfprune.tflite import convert
 
 # TF-MOT's prune_low_magnitude: unstructured, and in blocks (block_size of the Keras kernel (inputs, units), i.e.

@@ -20,10 +20,10 @@ from tfprune.layers import registry
 from tfprune import stacks
 from tfprune.experiments import twin
 from tfprune.experiments import config as config_lib
-from tfprune.experiments import dataset as dataset_lib
-from tfprune.experiments import histograms as hist_lib
+from tfprune.experiments.data import dataset as dataset_lib
+from tfprune.experiments.results import histograms as hist_lib
 from tfprune.experiments import models
-from tfprune.experiments import records
+from tfprune.experiments.results import records
 from tfprune.experiments.config import FineTune
 
 

@@ -13,7 +13,7 @@ from tfprune import outputs
 from tfprune.select import scoring
 from tfprune.shrinking import surgery
 from tfprune import tflite
-from tfprune.experiments import records
+from tfprune.experiments.results import records
 
 # Max |probability difference| allowed between a shrunk model and its source: they differ only in float summation
 # order (~1e-7); anything larger is a shrink bug, and no figure of such a model is reported.

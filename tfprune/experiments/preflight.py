@@ -12,9 +12,9 @@ from tfprune.select import masks
 from tfprune import pruning
 from tfprune.layers import registry
 from tfprune.select import scoring
-from tfprune.experiments import dataset as dataset_lib
+from tfprune.experiments.data import dataset as dataset_lib
 from tfprune.experiments import models
-from tfprune.experiments import records
+from tfprune.experiments.results import records
 from tfprune.experiments import config as config_lib
 from tfprune.experiments.config import ConfigError
 

@@ -14,12 +14,12 @@ import os
 from tfprune.files import io_utils
 from tfprune.select import masks
 from tfprune import pruning
-from tfprune.experiments import dataset as dataset_lib
+from tfprune.experiments.data import dataset as dataset_lib
 from tfprune.experiments import models
-from tfprune.experiments import plots
+from tfprune.experiments.results import plots
 from tfprune.experiments import preflight
-from tfprune.experiments import records
-from tfprune.experiments import store
+from tfprune.experiments.results import records
+from tfprune.experiments.results import store
 from tfprune.experiments import sweep
 from tfprune.experiments.config import ConfigError, check_percents, check_unique
 

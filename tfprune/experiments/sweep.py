@@ -29,16 +29,16 @@ from tfprune.experiments import twin
 from tfprune.files import user_model
 from tfprune.experiments import baseline as baseline_lib
 from tfprune.experiments import config as config_lib
-from tfprune.experiments import data_sources
-from tfprune.experiments import frontier as frontier_lib
-from tfprune.experiments import histograms as hist_lib
-from tfprune.experiments import plots
+from tfprune.experiments.data import sources as data_sources
+from tfprune.experiments.budget import frontier as frontier_lib
+from tfprune.experiments.results import histograms as hist_lib
+from tfprune.experiments.results import plots
 from tfprune.experiments import point as point_lib
 from tfprune.experiments import point_export
 from tfprune.experiments import preflight
-from tfprune.experiments import records
-from tfprune.experiments import store as store_lib
-from tfprune.experiments import tables
+from tfprune.experiments.results import records
+from tfprune.experiments.results import store as store_lib
+from tfprune.experiments.results import tables
 from tfprune.experiments.config import ConfigError
 
 

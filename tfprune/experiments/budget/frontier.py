@@ -9,7 +9,7 @@ least as accurate and at most as costly with one of the two strictly better.
 
 import dataclasses
 
-from tfprune.experiments import records
+from tfprune.experiments.results import records
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,8 +14,8 @@ import os
 
 import numpy as np
 
-from tfprune.experiments import dataset as dataset_lib
-from tfprune.experiments.data_files import DatasetError, one_line, stat_file
+from tfprune.experiments.data import dataset as dataset_lib
+from tfprune.experiments.data.files import DatasetError, one_line, stat_file
 
 FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # keras.utils.image_dataset_from_directory's allow-list
 COLOR_CHANNELS = {"grayscale": 1, "rgb": 3, "rgba": 4}

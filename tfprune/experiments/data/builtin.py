@@ -23,9 +23,9 @@ import os
 import numpy as np
 from absl import logging
 
-from tfprune.experiments import data_files
-from tfprune.experiments import dataset as dataset_lib
-from tfprune.experiments.data_files import (IMAGE_SHAPE, NUM_CLASSES, SPLIT_SIZES, DatasetError,  # noqa: F401
+from tfprune.experiments.data import files as data_files
+from tfprune.experiments.data import dataset as dataset_lib
+from tfprune.experiments.data.files import (IMAGE_SHAPE, NUM_CLASSES, SPLIT_SIZES, DatasetError,  # noqa: F401
                                             load_idx_split, read_idx, read_npz)
 
 

@@ -10,10 +10,10 @@ pruned shapes (unit: the shrunk model's exact parameter and MAC counts), only to
 from tfprune import pruning
 from tfprune import stacks
 from tfprune.shrinking import surgery
-from tfprune.experiments import budget as budget_lib
+from tfprune.experiments.budget import search as budget_lib
 from tfprune.experiments import models
 from tfprune.experiments import point_export
-from tfprune.experiments import records
+from tfprune.experiments.results import records
 
 # Rough file-size and latency factors of a sparse encoding over the dense file times the kept fraction (block
 # indices, CSR indices, sparse kernels slower per weight than XNNPACK's dense ones): measured on fc_1000

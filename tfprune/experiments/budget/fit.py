@@ -33,18 +33,18 @@ import time
 from typing import Optional
 
 from tfprune.files import io_utils
-from tfprune.experiments import budget as budget_lib
-from tfprune.experiments import budget_export
+from tfprune.experiments.budget import search as budget_lib
+from tfprune.experiments.budget import export as budget_export
 from tfprune.experiments import config as config_lib
-from tfprune.experiments import frontier as frontier_lib
-from tfprune.experiments import plots
+from tfprune.experiments.budget import frontier as frontier_lib
+from tfprune.experiments.results import plots
 from tfprune.experiments import point as point_lib
 from tfprune.experiments import preflight
-from tfprune.experiments import records
+from tfprune.experiments.results import records
 from tfprune.experiments import sensitivity
-from tfprune.experiments import store as store_lib
+from tfprune.experiments.results import store as store_lib
 from tfprune.experiments import sweep as sweep_lib
-from tfprune.experiments.budget import Budget
+from tfprune.experiments.budget.search import Budget
 from tfprune.experiments.config import BaselineConfig, ConfigError, FineTune
 
 CANDIDATES = "candidates"

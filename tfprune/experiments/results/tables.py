@@ -5,8 +5,8 @@ import io
 import os
 
 from tfprune.files import io_utils
-from tfprune.experiments import records
-from tfprune.experiments import store
+from tfprune.experiments.results import records
+from tfprune.experiments.results import store
 
 METHOD_LABELS = {"weight": "Weight pruning", "unit": "Unit pruning", "group": "Group pruning",
                  "group_mean": "Group pruning (mean)", "group_max": "Group pruning (max)", "tfmot": "TF-MOT magnitude",

@@ -8,10 +8,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
 
 from tfprune.files import io_utils  # noqa: E402
-from tfprune.experiments import frontier as frontier_lib  # noqa: E402
-from tfprune.experiments import histograms as hist_lib  # noqa: E402
-from tfprune.experiments import records  # noqa: E402
-from tfprune.experiments import tables  # noqa: E402
+from tfprune.experiments.budget import frontier as frontier_lib  # noqa: E402
+from tfprune.experiments.results import histograms as hist_lib  # noqa: E402
+from tfprune.experiments.results import records  # noqa: E402
+from tfprune.experiments.results import tables  # noqa: E402
 
 STYLE = {"weight": dict(marker="o", color="tab:blue"), "unit": dict(marker="s", color="tab:orange"),
          "group": dict(marker="D", color="tab:red"), "group_mean": dict(marker="v", color="tab:purple"),

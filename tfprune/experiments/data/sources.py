@@ -25,14 +25,14 @@ import os
 import numpy as np
 from absl import logging
 
-from tfprune.experiments import data as data_lib
-from tfprune.experiments import data_cifar
-from tfprune.experiments import data_checks
-from tfprune.experiments import data_files
-from tfprune.experiments import data_images
-from tfprune.experiments import data_tfds
-from tfprune.experiments import dataset as dataset_lib
-from tfprune.experiments.data_files import DatasetError
+from tfprune.experiments.data import builtin as data_lib
+from tfprune.experiments.data import cifar as data_cifar
+from tfprune.experiments.data import checks as data_checks
+from tfprune.experiments.data import files as data_files
+from tfprune.experiments.data import images as data_images
+from tfprune.experiments.data import tfds as data_tfds
+from tfprune.experiments.data import dataset as dataset_lib
+from tfprune.experiments.data.files import DatasetError
 
 BUILTIN = ("cifar10", "cifar100", "fashion_mnist", "mnist")
 KINDS = ("images", "npz", "tfds")

@@ -5,7 +5,7 @@ and what is wrong; nothing is skipped or repaired silently.
 
 import numpy as np
 
-from tfprune.experiments.data_files import DatasetError, describe_values
+from tfprune.experiments.data.files import DatasetError, describe_values
 
 SPLITS = ("train", "val", "test")
 

@@ -9,7 +9,7 @@ import pickle
 
 import numpy as np
 
-from tfprune.experiments.data_files import DatasetError, one_line, require_file
+from tfprune.experiments.data.files import DatasetError, one_line, require_file
 
 
 class _Unpickler(pickle.Unpickler):

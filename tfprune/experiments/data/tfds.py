@@ -16,8 +16,8 @@ import os
 import numpy as np
 
 from tfprune.files import io_utils
-from tfprune.experiments import dataset as dataset_lib
-from tfprune.experiments.data_files import DatasetError, one_line
+from tfprune.experiments.data import dataset as dataset_lib
+from tfprune.experiments.data.files import DatasetError, one_line
 
 SHUFFLE_BUFFER = 10000
 

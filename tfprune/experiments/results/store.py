@@ -3,7 +3,7 @@
 Layout of an output dir::
 
     points/<method>-k<k>.json   one ``PointRecord`` per finished (method, k) point; the unit of resume and sharding
-    <prefix>.csv / .json / .md  the merged tables, rewritten after every point (``tfprune.experiments.tables``)
+    <prefix>.csv / .json / .md  the merged tables, rewritten after every point (``tfprune.experiments.results.tables``)
 
 A killed sweep loses at most the point in flight; resuming skips the points whose file holds a valid record of the
 same settings and data (``finished_point``), and computes the others again. Shards write disjoint
@@ -18,7 +18,7 @@ import os
 
 from tfprune.files import io_utils
 from tfprune.files import locks
-from tfprune.experiments import records
+from tfprune.experiments.results import records
 from tfprune.experiments.config import ConfigError
 
 POINTS = "points"
