@@ -35,7 +35,7 @@ class _DeferredModule:
 
 def _import_keras3():
     """``import keras`` (Keras 3) without importing matplotlib: Keras 3 imports ``matplotlib.pyplot`` as it
-    starts (0.4 s, and a plotting backend chosen) only for ``keras.visualization.plot_image_gallery``. While Keras
+    starts (a plotting backend chosen) only for ``keras.visualization.plot_image_gallery``. While Keras
     loads, matplotlib is hidden (its try-import fails); that module then gets a stand-in that imports pyplot when
     the gallery is first drawn, so it still works. Nothing changes when matplotlib or Keras is already loaded."""
     if "keras" in sys.modules or "matplotlib" in sys.modules:

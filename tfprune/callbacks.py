@@ -21,10 +21,11 @@ def _to_python(value):
 
 
 class RankPruning(keras.callbacks.Callback):
-    """Prunes a prunable model during ``fit`` by rank (|w| or unit L2 norm), on a fixed or scheduled sparsity.
+    """Prunes a prunable model during ``fit`` by rank, on a fixed or scheduled sparsity.
 
     Args:
-      method: ``"weight"`` or ``"unit"`` (see ``tfprune.prune``).
+      method: any method ``tfprune.prune`` takes (``"weight"``, ``"unit"``, ``"block_1x4"``..., ``"group"``...;
+        ``tfprune.select.scoring.SCORERS``).
       schedule: a float in [0, 1) — one-shot: prune once at train begin, then fine-tune with the masks fixed — or
         any TF-MOT ``PruningSchedule`` (``PolynomialDecay``, ``ConstantSparsity``...), evaluated exactly as TF-MOT
         evaluates it: the step counter is incremented before every training batch (so batch ``i`` of the first

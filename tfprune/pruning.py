@@ -66,8 +66,8 @@ def make_prunable(model, in_place=False, pruned_kernels=None):
 
 
 def strip(model, in_place=False, into=None):
-    """Returns a plain model of the same Keras stack (Dense/Conv2D) with the masks baked in: pruned weights are
-    stored zeros.
+    """Returns a plain model of the same Keras stack (every prunable layer back to its registered plain class:
+    Dense, Conv2D, LSTM, MultiHeadAttention...) with the masks baked in: pruned weights are stored zeros.
 
     This is what gets exported. A model without prunable layers is cloned unchanged.
 
@@ -185,7 +185,7 @@ def prune(model, sparsity=None, method="weight", scope="layer", layers=None):
     """Sets the masks of a prunable model in place (see ``tfprune.select.masks`` for the exact definitions).
 
     Args:
-      model: a model from ``make_prunable`` (or holding PrunableDense/PrunableConv2D layers).
+      model: a model from ``make_prunable`` (or any model holding tfprune's prunable layers).
       sparsity: fraction in [0, 1) of weights (``method="weight"``), output units (``"unit"``) or blocks to zero.
       method: ``"weight"`` ranks single weights by |w|; ``"unit"`` ranks output units by L2 norm and also zeroes
         their biases; ``"block_1x4"`` (``"block_1x16"``, any ``"block_<units>x<inputs>"``; ``"block_l1_1x4"`` by

@@ -43,7 +43,7 @@ def _weights_file(model):
             return f.read()
 
 
-# gzip of a point's weights (0.35 s for fc_1000's 15 MB) runs beside its evaluation: zlib releases the GIL.
+# gzip of a point's weights runs beside its evaluation: zlib releases the GIL.
 _GZIP = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfprune-gzip")
 
 
@@ -71,7 +71,7 @@ def _evaluate(model, split, strategy=None):
 
 
 # baseline model -> a compiled plain copy that evaluates its points: each point's weights are set into it, so its
-# traced test function serves every point (a new model's first evaluation traces it again: 0.14 s on fc_1000).
+# traced test function serves every point (a new model's first evaluation would trace it again).
 _EVALUATORS = weakref.WeakKeyDictionary()
 
 
@@ -85,7 +85,7 @@ def _plain_point_model(baseline_model, model):
     """The point's ``model`` (prunable, or plain from TF-MOT) as a plain compiled model, to evaluate, measure and
     export: ``baseline_model``'s evaluator, a plain copy made by the first point whose weights each later point of
     the same layout replaces (``strip(..., into=)``), so its traced test function serves every point (a new
-    model's first evaluation traces it again: 0.14 s on fc_1000). Valid until the next point."""
+    model's first evaluation would trace it again). Valid until the next point."""
     evaluator = _EVALUATORS.get(baseline_model)
     if evaluator is not None and _layout(evaluator) == _layout(model):
         if any(registry.is_prunable(l) for l in model.layers):
@@ -207,8 +207,8 @@ def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, f
         In a multi-worker cluster every worker must run the same points in the same order.
       tfmot_baseline: for ``tfmot``, the tf_keras model TF-MOT prunes when the caller has built it already
         (``tfmot_model``: a checked twin of a Keras 3 ``baseline_model``); built here when None.
-      gzip_size: also measure the weights as an HDF5 file and gzipped (``model_file_sizes``; 0.35 s for fc_1000,
-        half again a one-shot point's evaluation, so only when asked); else both sizes are None.
+      gzip_size: also measure the weights as an HDF5 file and gzipped (``model_file_sizes``; costly beside a
+        one-shot point's evaluation, docs/DESIGN_NOTES.md, so only when asked); else both sizes are None.
 
     Returns:
       a ``records.PointRecord`` (method, k, target/achieved sparsity, per-layer sparsity, test accuracy/loss,

@@ -1,5 +1,6 @@
-"""Prunable Keras 3 layers (any backend: TensorFlow, JAX, PyTorch): Dense and Conv1D/2D/3D whose kernel and bias are
-multiplied by 0/1 masks in every forward pass.
+"""Prunable Keras 3 layers with one kernel (any backend: TensorFlow, JAX, PyTorch): Dense, Conv1D/2D/3D,
+EinsumDense, DepthwiseConv2D and Embedding, whose kernel and bias compute as exact zeros wherever their 0/1 masks are
+0.
 
 Keras 3 reads a layer's kernel through the ``kernel`` property (``keras/src/layers/core/dense.py``,
 ``convolutional/base_conv.py``: the stored variable is ``_kernel``; the property adds LoRA), and ``call`` reads
@@ -8,8 +9,8 @@ exactly 0 in one of two ways, chosen by measurement (``scripts/bench_keras3.py``
 
 - **TensorFlow and PyTorch backends**: the variables themselves hold the zeros. ``set_masks`` zeroes the pruned
   entries, and a constraint on the variables (Keras' optimizers apply it after every update) multiplies them by the
-  masks again, so the forward and backward passes are the plain layer's: no kernel-sized multiply per step. (On
-  fc_1000 the multiply cost ~6-11 % per epoch on TensorFlow; the constraint costs nothing measurable.)
+  masks again, so the forward and backward passes are the plain layer's: no kernel-sized multiply per step
+  (docs/DESIGN_NOTES.md, "Keras 3 masks").
 - **JAX backend**: the same constraints, applied inside the training step that ``make_prunable`` and
   ``RankPruning`` give the model (``tfprune.layers.jax_masks``: JAX's stateless optimizer update cannot read the mask
   variables by itself). Outside such a step (evaluation, or a model loaded from a file and trained without

@@ -1,4 +1,6 @@
-"""Prunable Keras layers: Dense and Conv1D/2D/3D that compute with ``kernel * kernel_mask``.
+"""Prunable tf_keras layers with one kernel: Dense, Conv1D/2D/3D, DepthwiseConv2D and Embedding compute with
+``kernel * kernel_mask`` (and ``bias * bias_mask``); EinsumDense holds its masks in the variables
+(``tfprune.layers.stored_masks``).
 
 The masks are non-trainable weights of the layer, so they are saved and loaded with the model (``.keras`` and
 ``.h5``) and copied to every replica under ``tf.distribute``. Which Keras class each one replaces, and how it is

@@ -1,8 +1,8 @@
 """The layer registry: what tfprune can prune, and how each Keras layer type is masked, unit-indexed and sliced.
 
 This is the one table every other module asks (``make_prunable``, ``strip``, ``check_prunable``, the sparsity
-report, ``shrink`` and export). Adding a layer type is one ``LayerKind`` entry (plus its prunable layer class in
-``tfprune.layers.kernels_tf_keras``) and its tests.
+report, ``shrink`` and export). Adding a layer type is one ``LayerKind`` entry per stack (plus its prunable layer
+classes in its family module of ``tfprune.layers``) and its tests.
 
 Conventions of a kind's **unit kernel** (the prunable weights as the methods rank them): its **last axis is the
 output units** (Dense columns, Conv2D filters, recurrent hidden units), and it reads the **last axis of the layer's

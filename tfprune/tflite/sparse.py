@@ -7,17 +7,13 @@ encodes a weight in the op's block format (1x4 for float FULLY_CONNECTED, 1x16 f
 passes on chance alone (99 %: 0.99**16 / 0.99 ~= 0.86 > 0.8), so nearly every nonzero gets a block of its own:
 ~16 bytes per nonzero int8 weight instead of ~3 in CSR (1 value + a 2-byte column index).
 
-The block form is also wrong in places (TF 2.21 converter, LiteRT 2.3.0, measured on LeNet-300-100 at 99 %):
-
-* the converter stores whole blocks only: a 1x16 block on a 300-wide input drops the weights of the last 12
-  columns (``FormatConverter`` takes ``floor(300 / 16)`` blocks), and the runtime computes without them;
-* the builtin DEQUANTIZE kernel reads a block-sparse float16 weight as if it were dense: NaN outputs;
-* XNNPACK takes the FULLY_CONNECTED nodes of a dynamic-range model whose weights are block-sparse and misreads
-  them: wrong outputs (NaN for a float weight).
+The block form is also wrong in places with the pinned converter and runtime (whole blocks only, so the weights of
+a ragged tail are dropped; block-sparse float16 and dynamic-range weights misread): docs/DESIGN_NOTES.md, "TFLite
+block sparsity", lists what was measured.
 
 The block form is also what makes a FULLY_CONNECTED layer fast: LiteRT's builtin kernels compute a float weight in
-1x4 blocks and a full-integer int8 weight in 1x16 blocks sparsely (``fully_connected.cc``; measured on fc_1000 at
-95 % block sparsity: 9x faster than dense float, 2x faster than dense int8 on XNNPACK), and XNNPACK leaves those
+1x4 blocks and a full-integer int8 weight in 1x16 blocks sparsely (``fully_connected.cc``; faster than XNNPACK's
+dense kernels at high block sparsity, docs/DESIGN_NOTES.md), and XNNPACK leaves those
 nodes to them. ``reencode_csr(keep_blocks=True)`` therefore keeps a block tensor as it is where that kernel runs it
 right: read by FULLY_CONNECTED only, float32 weights with float32 input in 1x4 blocks or int8 weights in 1x16
 blocks, no weight dropped (a ragged tail that is all zero is dropped harmlessly), at least half the stored values
@@ -25,18 +21,11 @@ nonzero (the weights were pruned in blocks: blocks that are mostly zero padding,
 the converter's test by chance, are slower in the sparse kernel than the dense one), and the block form no larger
 than the alternative. In a dynamic-range model a float block weight is not kept (XNNPACK takes it and computes NaN).
 
-Two LiteRT 2.3.0 failures shape the int8 cases, both measured in the Interpreter, CompiledModel and
-``litert-benchmark``:
-
-* an int8 weight read through DENSIFY (CSR) makes XNNPACK fail to prepare the graph: the Interpreter falls back to
-  builtin kernels, CompiledModel does not load the file at all ("Failed to allocate tensors"). An int8 weight is
-  therefore never CSR under ``keep_blocks``: it keeps its 1x16 blocks or is stored dense.
-* XNNPACK takes a dynamic-range FULLY_CONNECTED (int8 weight, float input) whatever its weight's sparsity and reads
-  the sparse buffer as dense (wrong outputs, reads past the buffer); it does not take a UINT8 weight, while the
-  builtin sparse hybrid kernel reads the weight bytes as int8 whatever their declared type. Such a 1x16 block weight
-  is kept with its type relabelled UINT8 (bytes, scales and zero points unchanged), so XNNPACK leaves the node to
-  the sparse kernel in both APIs. This is a workaround of this runtime's behaviour, not a documented format:
-  ``tfprune.tflite.export_variant`` checks every file's outputs against Keras in both APIs before writing it.
+Two LiteRT failures shape the int8 cases (docs/DESIGN_NOTES.md): an int8 weight is never CSR under
+``keep_blocks`` (it keeps its 1x16 blocks or is stored dense), and a dynamic-range 1x16 block weight is kept with its
+type relabelled UINT8 (bytes, scales and zero points unchanged), so XNNPACK leaves the node to the builtin sparse
+kernel in both APIs. This is a workaround of the runtime's behaviour, not a documented format:
+``tfprune.tflite.export_variant`` checks every file's outputs against Keras in both APIs before writing it.
 
 ``reencode_csr`` rewrites every other block-encoded tensor into exactly the converter's own 1x1 form: values in
 row-major order, ``traversal_order = [0, .., rank-1]``, an empty block map, leading dims DENSE, the last

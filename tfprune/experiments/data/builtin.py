@@ -152,8 +152,7 @@ def data_digest(datasets):
     digest; any changed pixel or label, a different subset (``take``) or another order changes it. Raw uint8
     arrays give a different digest than their scaled form.
 
-    Cheap enough to compute once per run: 0.11 s for full Fashion-MNIST (220 MB; measured on a 2-core machine
-    with SHA extensions, about 2 GB/s), against 0.74 s for ``load_dataset`` itself.
+    Cheap enough to compute once per run (a fraction of ``load_dataset``'s own time: docs/DESIGN_NOTES.md).
 
     Args:
       datasets: a ``Dataset``, or ``((x_train, y_train), (x_test, y_test))`` NumPy arrays.

@@ -10,9 +10,8 @@ import dataclasses
 import numbers
 from typing import Optional
 
-# Level of the gzip size every point records (``gzip_size_bytes``): 6, gzip's own default. Level 9 took 4.6 s per
-# fc_1000 point (most of a one-shot point) for a figure 8 % smaller (1.60 vs 1.75 MB); level 6 takes 0.33 s. The
-# level is a result setting (``sweep_config.json``): folders written at level 9 are not resumed at level 6.
+# Level of the gzip size a point records (``gzip_size_bytes``): 6, gzip's own default (docs/DESIGN_NOTES.md, "gzip
+# level"). The level is a result setting (``sweep_config.json``): folders written at level 9 are not resumed at 6.
 GZIP_LEVEL = 6
 
 FORMAT_VERSION = 2
