@@ -10,6 +10,8 @@ import time
 import numpy as np
 
 from tfprune.layers import jax_masks
+from tfprune.layers import registry
+from tfprune.layers import schedule_step
 from tfprune.select import masks as masks_lib
 from tfprune import pruning
 from tfprune.select import scoring
@@ -30,7 +32,11 @@ class RankPruning(keras.callbacks.Callback):
         any TF-MOT ``PruningSchedule`` (``PolynomialDecay``, ``ConstantSparsity``...), evaluated exactly as TF-MOT
         evaluates it: the step counter is incremented before every training batch (so batch ``i`` of the first
         epoch, 0-based, is step ``i + 1``), ``schedule(step)`` says whether to prune and to which sparsity, and
-        pruning happens before that batch's forward pass. The counter persists across ``fit`` calls. May be None
+        pruning happens before that batch's forward pass. The counter lives in the model, as TF-MOT's
+        ``pruning_step`` does: it is written into every prunable layer before each batch (``pruning_step`` in the
+        layer's config) and read back when training begins, so it persists across ``fit`` calls and through a
+        model saved and loaded mid-fine-tune (``.keras``/``.h5``, either stack): a restored model resumes its
+        schedule where it was. A weights-only checkpoint (``save_weights``) does not hold it. May be None
         when ``layers`` is a dict (a one-shot per-layer plan).
       scope: ``"layer"`` or ``"global"``.
       layers: None, a list of layer names, or a dict name -> sparsity (one-shot only).
@@ -61,8 +67,9 @@ class RankPruning(keras.callbacks.Callback):
             raise ValueError("a per-layer plan (layers as a dict) is one-shot: pass schedule=None or a float")
         self.method, self.schedule, self.scope, self.layers = method, schedule, scope, layers
         self.update_every = int(update_every)
-        self.step = 0
+        self.step = 0  # the model's step, read at train begin (``schedule_step``)
         self.history = []  # (step, sparsity) of every mask update
+        self._step_layers = []
 
     def _prune(self, sparsity):
         if self.history and self.history[-1][1] == sparsity and not self.one_shot:
@@ -86,6 +93,8 @@ class RankPruning(keras.callbacks.Callback):
                              self.method, self.layers)
         if self.one_shot and not self.history:
             self._prune(self.schedule)
+        self._step_layers = [layer for layer in registry.kernel_layers(self.model) if registry.is_prunable(layer)]
+        self.step = max([schedule_step.step_of(layer) for layer in self._step_layers], default=self.step)
 
     def _cannot_prune_now(self):
         """True when a TF-MOT schedule surely says no at this step: outside [begin_step, end_step] or off its
@@ -99,6 +108,8 @@ class RankPruning(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         self.step += 1
+        for layer in self._step_layers:
+            schedule_step.set_step(layer, self.step)
         if self.one_shot or self.step % self.update_every or self._cannot_prune_now():
             return
         should_prune, sparsity = self.schedule(self.step)

@@ -18,6 +18,7 @@ from tfprune.layers import kernels_tf_keras as prunable_layers
 from tfprune.layers import kernels_keras3 as prunable_layers3
 from tfprune import stacks
 from tfprune.layers.layouts import HeadLayout
+from tfprune.layers.schedule_step import ScheduleStep
 from tfprune._env import keras, keras3, tf
 
 LAYOUT = HeadLayout()
@@ -39,7 +40,7 @@ def _einsum_class(module, cls):
         module.EinsumDense = original
 
 
-class _HeadMasks:
+class _HeadMasks(ScheduleStep):
     """The library's methods over the projections' masks (``projections(self)``)."""
 
     def mask_variables(self):

@@ -15,6 +15,7 @@ import numpy as np
 from tfprune.layers import rnn as prunable_rnn
 from tfprune.layers import rnn_keras3 as prunable_rnn3
 from tfprune import stacks
+from tfprune.layers.schedule_step import ScheduleStep, without_step
 from tfprune._env import keras, keras3
 
 _RECURRENT = ("SimpleRNN", "GRU", "LSTM")
@@ -24,12 +25,13 @@ PLAIN_INNER = {prunable: plain for plain, prunable in PRUNABLE_INNER.items()}
 
 
 def _recast(layer, classes):
-    """``layer`` re-made as ``classes[type(layer)]`` from its config (unbuilt), or ``layer`` when not listed."""
+    """``layer`` re-made as ``classes[type(layer)]`` from its config (unbuilt; the inner layers keep no schedule step:
+    the wrapper does), or ``layer`` when not listed."""
     cls = classes.get(type(layer))
-    return layer if cls is None else cls.from_config(layer.get_config())
+    return layer if cls is None else cls.from_config(without_step(layer.get_config()))
 
 
-class _CoupledDirections:
+class _CoupledDirections(ScheduleStep):
     """The library's methods over ``forward_layer`` and ``backward_layer`` (both prunable recurrent layers)."""
 
     def _directions(self):

@@ -21,6 +21,7 @@ only the user's own class.
 import numpy as np
 
 from tfprune import stacks
+from tfprune.layers.schedule_step import ScheduleStep
 from tfprune._env import keras, keras3, tf
 from tfprune.layers.stored_masks import MaskedConstraint
 
@@ -79,7 +80,7 @@ class _LateMask:
         return w if self.mask is None else w * tf.cast(self.mask, w.dtype)
 
 
-class CustomMasks:
+class CustomMasks(ScheduleStep):
     """The mixin of every prunable custom layer (see the module docstring)."""
 
     def add_weight(self, *args, **kwargs):

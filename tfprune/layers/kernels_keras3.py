@@ -30,12 +30,13 @@ library: ``masked_kernel``, ``masked_bias``, ``set_masks``, ``copy_plain``.
 import numpy as np
 
 from tfprune._env import keras3
+from tfprune.layers.schedule_step import ScheduleStep
 from tfprune.layers.stored_masks import add_masks, masks_in_forward, to_numpy
 
 ops = keras3.ops
 
 
-class _MaskOps:
+class _MaskOps(ScheduleStep):
     """Building the masks, ``masked_kernel``/``masked_bias``, ``set_masks``, ``copy_plain`` and saving, over the
     layer's stored kernel and bias variables (``_variables()``); ``_KERNEL`` names the attribute the layer's ``call``
     reads its kernel from, on this layer and on the plain one (``kernel``; ``embeddings`` for Embedding)."""

@@ -12,10 +12,11 @@ whatever the optimizer does to the underlying variable.
 import numpy as np
 
 from tfprune._env import keras, tf
+from tfprune.layers.schedule_step import ScheduleStep
 from tfprune.layers.stored_masks import TfKerasKernelBias
 
 
-class _MaskedKernelMixin:
+class _MaskedKernelMixin(ScheduleStep):
     """Adds ``kernel_mask`` (kernel shape) and ``bias_mask`` (units) to a layer with a kernel and ``bias``; the
     kernel is the attribute ``_KERNEL`` names (``kernel``; ``depthwise_kernel`` for DepthwiseConv2D)."""
 

@@ -32,6 +32,7 @@ from tfprune.layers import rnn_keras3 as prunable_rnn3
 from tfprune.layers import separable as prunable_separable
 from tfprune.layers import transposed as prunable_transposed
 from tfprune.layers import recurrent
+from tfprune.layers import schedule_step
 from tfprune import stacks
 from tfprune.structure.channels import (CHANNELWISE_TYPES, ELEMENTWISE_ACTIVATIONS, activation_name, flatten_blocks,
                                         is_channelwise, is_elementwise)
@@ -263,7 +264,8 @@ def to_plain(layer):
     kind = kind_of(layer)
     if kind is None or not is_prunable(layer):
         return type(layer).from_config(layer.get_config())
-    return kind.plain.from_config({k: v for k, v in layer.get_config().items() if k not in kind.options})
+    config = schedule_step.without_step(layer.get_config())
+    return kind.plain.from_config({k: v for k, v in config.items() if k not in kind.options})
 
 
 def with_width(layer, width):

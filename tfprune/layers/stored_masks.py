@@ -21,6 +21,7 @@ import contextlib
 import numpy as np
 
 from tfprune.layers import jax_masks
+from tfprune.layers.schedule_step import ScheduleStep
 from tfprune._env import keras, keras3, tf
 
 ops = keras3.ops
@@ -83,7 +84,7 @@ class Keras3Ops:
         return to_numpy(variable)
 
 
-class StoredMaskMethods:
+class StoredMaskMethods(ScheduleStep):
     """The methods the pruning library uses, over the hooks the module docstring lists."""
 
     def mask_variables(self):
