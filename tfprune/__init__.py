@@ -6,7 +6,7 @@ Layers of the package (imports point one way: cli -> experiments -> tflite -> li
 
 - the pruning library, in tiers (each imports only the ones before it; docs/ARCHITECTURE.md): ``stacks`` (the two
   Keras stacks); ``structure`` (Keras graphs); ``layers`` (the prunable layers and the registry of layer types);
-  ``select`` (masks, methods, blocks, coupled channel groups), ``outputs``, ``distribute``; ``pruning``
+  ``select`` (masks, methods, blocks, the channel rules, coupled channel groups), ``outputs``, ``distribute``; ``pruning``
   (``make_prunable``, ``prune``, ``strip``, the report), ``files`` (model files, atomic writes, locks);
   ``shrinking`` (``shrink``, costs), ``callbacks`` (schedules);
 - ``tfprune.tflite``: conversion, LiteRT verification and artifacts;
@@ -21,6 +21,7 @@ from tfprune import _env  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorF
 from tfprune import callbacks
 from tfprune.shrinking import surgery
 from tfprune._version import __version__
+from tfprune.select.channel_rules import ChannelRule, register_channel_rule
 from tfprune.shrinking.costs import count_params_and_macs
 from tfprune.select.groups import ChannelGroup, channel_groups, format_groups
 from tfprune.layers.jax_masks import hold_masks_in_optimizer
@@ -77,15 +78,14 @@ def __dir__():
 
 
 __all__ = [
-    "ArraySplit", "Baseline", "ChannelGroup", "Dataset", "DatasetError", "LayerSparsity", "PrunableConv1D",
-    "PrunableConv2D", "PrunableConv3D", "PrunableDense", "PrunableDepthwiseConv2D", "PrunableEinsumDense",
-    "PrunableEmbedding", "PrunableGRU", "PrunableLSTM", "PrunableLayer", "PrunableMultiHeadAttention",
-    "PrunableSimpleRNN", "ShrinkReport", "ShrinkResult", "StreamedSplit", "benchmark_compiled", "benchmark_tflite",
-    "block_scorer", "callbacks", "evaluate_compiled",
-    "channel_groups", "count_params_and_macs", "custom_objects", "distribute", "evaluate_tflite", "format_groups",
-    "format_report", "format_shrink_report", "global_unit_keeps", "global_weight_masks", "hold_masks_in_optimizer",
-    "is_prunable_layer",
+    "ArraySplit", "Baseline", "ChannelGroup", "ChannelRule", "Dataset", "DatasetError", "LayerSparsity",
+    "PrunableConv1D", "PrunableConv2D", "PrunableConv3D", "PrunableDense", "PrunableDepthwiseConv2D",
+    "PrunableEinsumDense", "PrunableEmbedding", "PrunableGRU", "PrunableLSTM", "PrunableLayer",
+    "PrunableMultiHeadAttention", "PrunableSimpleRNN", "ShrinkReport", "ShrinkResult", "StreamedSplit",
+    "benchmark_compiled", "benchmark_tflite", "block_scorer", "callbacks", "evaluate_compiled", "channel_groups",
+    "count_params_and_macs", "custom_objects", "distribute", "evaluate_tflite", "format_groups", "format_report",
+    "format_shrink_report", "global_unit_keeps", "global_weight_masks", "hold_masks_in_optimizer", "is_prunable_layer",
     "load_data", "load_dataset", "load_user_model", "make_prunable", "models", "overall_sparsity", "prune",
-    "prune_count", "shrink", "sparsity_report", "strip", "surgery", "tflite", "to_tflite", "train_baseline",
-    "unit_keep", "unit_mask", "weight_mask", "__version__",
+    "prune_count", "register_channel_rule", "shrink", "sparsity_report", "strip", "surgery", "tflite", "to_tflite",
+    "train_baseline", "unit_keep", "unit_mask", "weight_mask", "__version__",
 ]

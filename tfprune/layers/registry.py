@@ -14,9 +14,9 @@ Every prunable layer class offers the same methods to the library: ``masked_kern
 computes), ``kernel_mask`` (its mask), ``masked_weights()`` (the plain twin's weights), ``mask_variables()``,
 ``set_masks(kernel_keep, bias_keep)`` and ``copy_plain(plain)``.
 
-Layers that pass channels through one to one (activations, dropout, pooling, BatchNormalization...) are listed in
-``tfprune.structure.channels`` (re-exported here) so that shrinking can follow a dead unit from the layer that computes
-it to the next kernel.
+Layers without units of their own that pass channels through (activations, pooling, BatchNormalization,
+DepthwiseConv2D, Flatten, joins...) are the table of ``tfprune.select.channel_rules``, which grouping, group pruning and
+shrinking read.
 """
 
 import numpy as np
@@ -34,8 +34,7 @@ from tfprune.layers import transposed as prunable_transposed
 from tfprune.layers import recurrent
 from tfprune.layers import schedule_step
 from tfprune import stacks
-from tfprune.structure.channels import (CHANNELWISE_TYPES, ELEMENTWISE_ACTIVATIONS, activation_name, flatten_blocks,
-                                        is_channelwise, is_elementwise)
+from tfprune.structure.channels import ELEMENTWISE_ACTIVATIONS, activation_name, is_elementwise
 from tfprune.layers.kinds import LayerKind
 from tfprune.layers.layouts import (BidirectionalLayout, DepthwiseLayout, GatedLayout, HeadLayout, KernelLayout,
                                     SeparableLayout, TransposedLayout)
@@ -370,8 +369,8 @@ def custom_objects(*custom_layers):
     return out
 
 
-__all__ = ["CHANNELWISE_TYPES", "ELEMENTWISE_ACTIVATIONS", "GatedLayout", "KINDS", "KIND_NAMES", "KernelLayout",
+__all__ = ["ELEMENTWISE_ACTIVATIONS", "GatedLayout", "KINDS", "KIND_NAMES", "KernelLayout",
            "LayerKind", "PRUNABLE_CLASSES", "TransposedLayout", "activation_name", "convertible", "custom_objects",
-           "effective_kernel", "flatten_blocks", "is_channelwise", "is_elementwise", "is_prunable", "is_tfmot_wrapper",
+           "effective_kernel", "is_elementwise", "is_prunable", "is_tfmot_wrapper",
            "kernel", "kernel_layers", "kernel_mask", "kernel_shape", "kind_of", "mask_weight_ids", "masked_weights",
            "model_layers", "skip_reason", "to_plain", "to_prunable", "with_width"]

@@ -6,31 +6,30 @@ node id; channels that must be removed together end in one **class** (a union-fi
 - a layer with units of its own (a **source**: Dense, Conv1D/2D/3D, the filters of separable and transposed
   convolutions, recurrent layers, Embedding) makes new channels, one per unit; it **consumes** its input channels
   (its input rows);
-- a channel-wise layer (activations, pooling, padding, dropout, BatchNormalization over the last axis, a
-  ``Reshape`` that keeps the last axis) maps channel c to c; BatchNormalization and DepthwiseConv2D are
-  **followers** (per-channel weights), and so is such a Reshape (its target shape names the channel count); a
-  DepthwiseConv2D maps input channel c to its outputs c·m … c·m+m−1;
-- ``Flatten`` lays channel c of C out as every input s·C + c of the next layer;
-- the inputs of ``Add``, ``Subtract``, ``Multiply``, ``Average``, ``Maximum``, ``Minimum`` share each channel
-  (their classes are merged), and ``Concatenate`` on the last axis places its inputs' channels side by side.
+- every other layer passes channels by its rule in ``tfprune.select.channel_rules`` (one table, read by shrinking too):
+  one to one (activations, pooling, padding, dropout, BatchNormalization over the last axis, PReLU); a
+  DepthwiseConv2D maps input channel c to its outputs c·m … c·m+m−1; ``Flatten`` lays channel c of C out as every
+  input s·C + c of the next layer; the inputs of a merge (``Add``, ``Multiply``...) share each channel (their classes
+  are merged) and ``Concatenate`` on the last axis places them side by side; a GroupNormalization ties the channels
+  of each of its groups into one class (only whole groups can go). A layer with per-channel weights or a config
+  naming the channel count (BatchNormalization, DepthwiseConv2D, a ``Reshape`` keeping the last axis) is a
+  **follower**.
 
 Group pruning zeroes a removed channel's weights in every source **and every consumer** (its input rows), so no
 layer reads the channel any more and removing it keeps the outputs whatever value it holds (a BatchNormalization's
 shift, a sigmoid's 0.5). A class is **blocked**, with the reasons, when that is not so: a model input or output, a
-layer whose channel mapping tfprune does not know (a ``LayerNormalization`` mixes the channels it normalizes;
-attention; a shared layer), or a source whose activation mixes its units (softmax). ``couple(model)`` walks the
-model once, in order, and returns the ``Coupling``.
+layer without a rule that applies (a ``LayerNormalization`` mixes the channels it normalizes; attention; a
+user's layer until ``register_channel_rule``; a shared layer), or a source whose activation mixes its units
+(softmax). ``couple(model)`` walks the model once, in order, and returns the ``Coupling``.
 """
 
 import dataclasses
 
 import numpy as np
 
+from tfprune.select import channel_rules
 from tfprune.structure import graph as graph_lib
 from tfprune.layers import registry
-from tfprune._env import keras, keras3
-
-_MERGES = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
 
 
 class Classes:
@@ -94,10 +93,6 @@ def _width(model, layer):
     return int(graph_lib.output_shapes(model, layer)[0][-1])
 
 
-def _is(layer, *names):
-    return type(layer).__name__ in names and isinstance(layer, (keras.layers.Layer, keras3.layers.Layer))
-
-
 def _source_kind(layer):
     """The registry kind when ``layer`` makes channels tfprune can remove (units of its own), else None."""
     kind = registry.kind_of(layer)
@@ -159,33 +154,19 @@ class _Walk:
         kind = _source_kind(layer)
         if kind is not None and len(parents) == 1:
             return self._source(layer, kind, parents)
-        if len(parents) > 1:
-            if _is(layer, *_MERGES):
-                return self._merge(layer, parents)
-            if _is(layer, "Concatenate") and layer.axis in (-1, len(graph_lib.output_shapes(self.model, layer)[0]) - 1):
-                self.ids[name] = np.concatenate([self.ids[p] for p in parents])
-                return None
-            return self._unknown(layer, parents, "joins several inputs in a way tfprune does not map")
-        parent = parents[0]
-        kind = registry.kind_of(layer)
-        if kind is not None and kind.name == "DepthwiseConv2D" and kind.unsupported(layer) is None \
-                and getattr(layer, "data_format", "channels_last") == "channels_last":
-            self.uses.append(Use(name, "follower", self.ids[parent]))
-            self.ids[name] = np.repeat(self.ids[parent], int(layer.depth_multiplier))
-            return None
-        blocks = registry.flatten_blocks(layer)
-        if blocks is not None:
-            self.ids[name] = np.tile(self.ids[parent], blocks)
-            return None
-        reshape = _is(layer, "Reshape") and _width(self.model, layer) == len(self.ids[parent])
-        if registry.is_channelwise(layer) or reshape:
-            if layer.weights or reshape:  # per-channel weights, or a target shape naming the channel count
-                self.uses.append(Use(name, "follower", self.ids[parent]))
-            self.ids[name] = self.ids[parent]
-            return None
-        why = "normalizes across the channels" if _is(layer, "LayerNormalization") else \
-            "reads them in a way tfprune does not map"
-        return self._unknown(layer, parents, why)
+        rule, why = channel_rules.passes(layer, len(parents))
+        if rule is None:
+            return self._unknown(layer, parents, why)
+        if rule.kind == channel_rules.MERGE:
+            return self._merge(layer, parents)
+        inputs = [self.ids[p] for p in parents]
+        for channels in rule.tied(layer):  # channels that only go together (a GroupNormalization's groups)
+            for other in channels[1:]:
+                self.classes.union(inputs[0][channels[0]], inputs[0][other])
+        if rule.follows(layer):  # per-channel weights, a config naming the channel count, or tied channels
+            self.uses.append(Use(name, "follower", inputs[0]))
+        self.ids[name] = rule.map_ids(layer, inputs)
+        return None
 
 
 def couple(model):

@@ -1,5 +1,5 @@
-"""Group pruning: the channels of each coupled group (``tfprune.select.groups``) ranked as one, and every weight of a
-removed channel zeroed in all its members (DepGraph's group pruning, Fang et al., CVPR 2023).
+"""Group pruning: the channels of each coupled group (``tfprune.select.groups``) ranked as one, and every weight of a removed
+channel zeroed in all its members (DepGraph's group pruning, Fang et al., CVPR 2023).
 
 Importance of channel ``i`` of a group, by method:
 
@@ -20,6 +20,7 @@ sources' names.
 
 import numpy as np
 
+from tfprune.select import channel_rules
 from tfprune.select import groups as groups_lib
 from tfprune.select import masks as masks_lib
 from tfprune.layers import registry
@@ -30,11 +31,17 @@ from tfprune.select.selection import select_layers
 AGGREGATES = {"group": "l2", "group_mean": "mean", "group_max": "max"}
 
 
+def _masked(layer, member):
+    """Whether group pruning masks this member's weights of a channel: sources, consumers and the followers whose
+    rule says so (a DepthwiseConv2D); other followers (BatchNormalization, PReLU...) are only sliced by ``shrink``."""
+    return member.role != "follower" or channel_rules.rule_for(layer).masked
+
+
 def _unusable(group, layers):
     """Why a prunable group cannot be masked in this model ('' when it can)."""
     for member in group.members:
         layer = layers[member.layer]
-        if member.role != "follower" or registry.kind_of(layer) is not None:
+        if _masked(layer, member):
             if not registry.is_prunable(layer):
                 return f"{member.layer} ({type(layer).__name__}) is not a prunable layer (call make_prunable first)"
     return ""
@@ -42,19 +49,20 @@ def _unusable(group, layers):
 
 def _sums(layer, member):
     """((channels,) sums of squares, (channels,) weight counts) of one member's weights per group channel."""
-    if member.role == "follower" and registry.kind_of(layer) is None:  # BatchNormalization: not counted
+    if not _masked(layer, member):  # BatchNormalization: not counted
         return None
     square = np.square(registry.effective_kernel(layer).astype(np.float64))
+    units = member.index.shape[1]  # per channel: 1, or the units a GroupNormalization ties
     if member.role == "source":
         per_unit = square.reshape(-1, square.shape[-1]).sum(axis=0)
-        return per_unit[member.index[:, 0]], np.full(len(member.index), square.size // square.shape[-1])
+        return per_unit[member.index].sum(axis=1), np.full(len(member.index), units * square.size // square.shape[-1])
     if member.role == "consumer":
         axis, rows = groups_lib.consumer_rows(layer, member)
         axis %= square.ndim
         per_row = square.sum(axis=tuple(a for a in range(square.ndim) if a != axis))
         return per_row[rows].sum(axis=1), np.full(len(rows), rows.shape[1] * (square.size // square.shape[axis]))
     per_channel = square.sum(axis=tuple(range(square.ndim - 2)) + (square.ndim - 1,))  # depthwise (k..., C, m)
-    return per_channel[member.index[:, 0]], np.full(len(member.index), square.size // square.shape[-2])
+    return per_channel[member.index].sum(axis=1), np.full(len(member.index), units * square.size // square.shape[-2])
 
 
 def channel_scores(group, layers, method="group", normalized=False):
@@ -72,7 +80,7 @@ def channels_alive(group, layers):
     """Bool (size,): True for channels with a kept weight in one of their sources' kernel columns."""
     alive = np.zeros(group.size, bool)
     for member in group.role("source"):
-        alive |= masks_lib.units_alive(registry.kernel_mask(layers[member.layer]))[member.index[:, 0]]
+        alive |= masks_lib.units_alive(registry.kernel_mask(layers[member.layer]))[member.index].any(axis=1)
     return alive
 
 
@@ -138,11 +146,11 @@ def group_masks(model, plan, by_name, layers, method="group", scope="layer"):
         removed = ~keep
         for member in group.members:
             layer = layers[member.layer]
-            if member.role == "follower" and registry.kind_of(layer) is None:
+            if not _masked(layer, member):
                 continue  # BatchNormalization: sliced by shrink, nothing to mask
             kernel = kernels.setdefault(member.layer, registry.kernel_mask(layer).copy())
             if member.role == "source":
-                kernel[..., member.index[removed, 0]] = False
+                kernel[..., member.index[removed].ravel()] = False
                 sources.add(member.layer)
             elif member.role == "consumer":
                 axis, rows = groups_lib.consumer_rows(layer, member)
@@ -150,7 +158,7 @@ def group_masks(model, plan, by_name, layers, method="group", scope="layer"):
                 index[axis] = rows[removed].ravel()
                 kernel[tuple(index)] = False
             else:  # a depthwise follower: its kernel (k..., C, m) channel and its bias entries c * m + j
-                channels = member.index[removed, 0]
+                channels = member.index[removed].ravel()
                 kernel[..., channels, :] = False
                 if getattr(layer, "bias_mask", None) is not None:
                     bias = biases.setdefault(member.layer, stacks.of(layer).to_numpy(layer.bias_mask) > 0.5)

@@ -6,10 +6,11 @@ that share their source layers; channel ``i`` of a group is one class, made by u
 its source layers (a residual stage of a ResNet is one group: every convolution feeding its ``Add`` joins). Its
 members are the **sources** (units), the **followers** (per-channel weights on the way: BatchNormalization,
 DepthwiseConv2D; or a channel count: a Reshape) and the **consumers** (layers reading the channels: their input rows
-``index[i, :]``, several per channel after a Flatten). Removing channel ``i`` removes it from every member; once its
-consumers' rows are zero, no layer reads it any more, so removing it keeps the outputs. A group is not prunable
-when any of its classes is blocked (``reasons``), or when it is irregular (a source gives a channel two units, or a
-member reads a channel at a varying number of positions).
+``index[i, :]``, several per channel after a Flatten). A channel is one unit of each source, or ``k`` of them when
+a GroupNormalization ties ``k`` channels into one (only its whole groups can go). Removing channel ``i`` removes it
+from every member; once its consumers' rows are zero, no layer reads it any more, so removing it keeps the outputs.
+A group is not prunable when any of its classes is blocked (``reasons``), or when it is irregular (a source gives
+the channels varying numbers of units, or a member reads a channel at a varying number of positions).
 """
 
 import collections
@@ -24,7 +25,8 @@ from tfprune.layers import registry
 @dataclasses.dataclass(frozen=True)
 class Member:
     """One layer's part in a group: ``role`` ``source`` / ``follower`` / ``consumer``; ``index`` (channels, k): the
-    layer's units (sources), channels (followers) or input rows (consumers) of each channel of the group."""
+    layer's units (sources), channels (followers) or input rows (consumers) of each channel of the group (k is 1 for
+    a source unless a GroupNormalization ties channels)."""
     layer: str
     role: str
     index: np.ndarray
@@ -49,7 +51,8 @@ class ChannelGroup:
 
 
 def _group_sources(coupled):
-    """{class root: [(source layer, unit)]} and the source layers joined into groups (lists, in model order)."""
+    """The source layers joined into groups (lists, in model order): two sources join when a class holds units of
+    both."""
     classes, by_root = coupled.classes, collections.defaultdict(list)
     sources = [use for use in coupled.uses if use.role == "source"]
     for use in sources:
@@ -64,7 +67,7 @@ def _group_sources(coupled):
     components = collections.defaultdict(list)
     for use in sources:
         components[joined.find(index[use.layer])].append(use.layer)
-    return by_root, list(components.values())
+    return list(components.values())
 
 
 def _positions(use, roots, channel_of):
@@ -74,6 +77,22 @@ def _positions(use, roots, channel_of):
         if root in channel_of:
             found[channel_of[root]].append(position)
     return found
+
+
+def _source_units(use, classes, channel_of):
+    """(units (channels, k): the units of a source making each group channel, None) when it gives every channel the
+    same number k of units (k > 1 where a GroupNormalization ties channels), else (its first units, the problem)."""
+    units = [[] for _ in channel_of]
+    for unit, node in enumerate(use.ids):
+        channel = channel_of.get(classes.find(int(node)))
+        if channel is not None:
+            units[channel].append(unit)
+    counts = {len(u) for u in units}
+    if len(counts) == 1 and 0 not in counts:
+        return np.array(units, np.int64), None
+    first = np.array([u[:1] or [-1] for u in units], np.int64)
+    return first, ("does not make every channel of the group" if 0 in counts else
+                   "gives the channels varying numbers of units")
 
 
 def channel_groups(model):
@@ -89,27 +108,22 @@ def channel_groups(model):
     """
     coupled = coupling.couple(model)
     classes = coupled.classes
-    by_root, components = _group_sources(coupled)
+    components = _group_sources(coupled)
     roots = {use.layer: np.array([classes.find(int(i)) for i in use.ids], np.int64) for use in coupled.uses
              if use.role != "source"}
     groups = []
     for layers in components:
         first = next(u for u in coupled.uses if u.role == "source" and u.layer == layers[0])
-        order = [classes.find(int(node)) for node in first.ids]
+        order = list(dict.fromkeys(classes.find(int(node)) for node in first.ids))  # one per class
         channel_of = {root: i for i, root in enumerate(order)}
         reasons = sorted({r for root in order for r in classes.blocked(root)})
         members, irregular = [], []
         for use in coupled.uses:
             if use.role == "source" and use.layer in layers:
-                units = np.full(len(order), -1, np.int64)
-                for root in set(channel_of) & {classes.find(int(n)) for n in use.ids}:
-                    mine = [u for layer, u in by_root[root] if layer == use.layer]
-                    if len(mine) != 1:
-                        irregular.append(f"{use.layer} gives one channel {len(mine)} units")
-                    units[channel_of[root]] = mine[0]
-                if (units < 0).any():
-                    irregular.append(f"{use.layer} does not make every channel of the group")
-                members.append(Member(use.layer, "source", units[:, None]))
+                units, problem = _source_units(use, classes, channel_of)
+                if problem:
+                    irregular.append(f"{use.layer} {problem}")
+                members.append(Member(use.layer, "source", units))
             elif use.role != "source":
                 found = _positions(use, roots[use.layer], channel_of)
                 if not found:

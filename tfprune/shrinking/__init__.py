@@ -1,3 +1,3 @@
-"""Making pruned models physically smaller: ``surgery`` (``shrink``: dead units and channels cut out of the weight
-matrices, outputs unchanged), ``group_shrink`` (what a pruned channel group lets it remove) and ``costs``
-(parameters and MACs before and after)."""
+"""Making pruned models physically smaller: ``surgery`` (``shrink``: dead units and the unread channels of pruned
+channel groups cut out of the weight matrices, outputs unchanged; every layer sliced by the registry and the channel
+rules) and ``costs`` (parameters and MACs before and after)."""

@@ -1,11 +1,20 @@
-"""Physical shrinking of unit-pruned models: dead units are cut out, not just zeroed.
+"""Physical shrinking of pruned models: dead units and unread channels are cut out, not just zeroed. This is the one
+shrinker; how a layer without units passes channels, and how its own weights are sliced, is the rule table of
+``tfprune.select.channel_rules``.
 
-A unit (a Dense column or a Conv2D filter) is removable when its kernel column is all zero over the inputs that
-are kept, so its output is the constant ``f(bias)``, and that constant is still exactly 0 where the next Dense or
-Conv2D reads it (after the activations, BatchNormalization, pooling, dropout and Flatten in between). Then the next
-layer does not depend on it: the unit's kernel column and bias entry go, and so do the next layer's matching input
-rows (through Flatten a channel ``c`` of C is the block of inputs ``s * C + c``, channels-last) and the per-channel
-parameters of the layers in between. Outputs stay identical up to float summation order.
+**Coupled groups** first (``tfprune.select.groups``). A channel of a prunable group is **unread** when every consumer's
+input rows for it are all zero (group pruning zeroes them, ``tfprune.select.group_pruning``). Its value then reaches no
+output, whatever it is, so it is cut out of every member: its sources lose the unit, its followers
+(BatchNormalization, DepthwiseConv2D, GroupNormalization, PReLU...: sliced by their rule) the channel, its consumers
+the input rows, and the joins between (``Add``, ``Concatenate``...) simply get narrower.
+
+**Plain chains** then. A unit (a Dense column or a Conv2D filter) is removable when its kernel column is all zero
+over the inputs that are kept, so its output is the constant ``f(bias)``, and that constant is still exactly 0
+where the next Dense or Conv2D reads it (after the layers in between, which must be of the rule kinds
+``one_to_one`` or ``flatten``). Then the next layer does not depend on it: the unit's kernel column and bias entry
+go, and so do the next layer's matching input rows (through Flatten a channel ``c`` of C is the block of inputs
+``s * C + c``, channels-last) and the per-channel parameters of the layers in between. Outputs stay identical up to
+float summation order.
 
 Units that are dead but not provably zero downstream, or whose path to the next weight layer is not a plain chain
 (residual Add/Concatenate, several consumers, a model output, a shared or unknown layer), are kept and the reason
@@ -16,9 +25,10 @@ import dataclasses
 
 import numpy as np
 
+from tfprune.select import channel_rules
 from tfprune.shrinking import costs
 from tfprune.structure import graph as graph_lib
-from tfprune.shrinking import group_shrink
+from tfprune.select import groups as groups_lib
 from tfprune import pruning
 from tfprune.layers import registry
 from tfprune import stacks
@@ -82,12 +92,13 @@ def _follow(model, graph, start, units, values):
             reason = None if zero.all() else (f"{int((~zero).sum())} of them reach {name} as non-zero constants "
                                               f"(e.g. {values[~zero][0]:.4g})")
             return units[zero], chain, reason
-        flat = registry.flatten_blocks(layer)
-        if flat is not None:
-            blocks *= flat
+        rule, _ = channel_rules.passes(layer)
+        if rule is not None and rule.kind == channel_rules.FLATTEN:
+            blocks *= channel_rules.flatten_blocks(layer)
             continue
-        if not registry.is_channelwise(layer):
-            return units[:0], [], f"{name} ({type(layer).__name__}) is not known to keep channels apart"
+        if rule is None or not rule.walkable:
+            return units[:0], [], (f"{name} ({type(layer).__name__}) is not known to keep channels apart"
+                                   + channel_rules.hint(layer))
         values = _constant_through(layer, units, values, channels, blocks)
         if values is None:
             return units[:0], [], f"their outputs are no longer constant after {name}"
@@ -150,12 +161,52 @@ def _follow_units(model, graph, layer, kind, units, values):
     return units[np.asarray(keep, bool)], chain, reason
 
 
+# ---------------------------------------------------------------------------------------------------- groups
+
+def unread_channels(group, layers):
+    """Bool (size,): the channels of ``group`` every consumer's rows of which are zero (False for all when the group
+    has no consumer). ``layers``: {name: plain layer}."""
+    consumers = group.role("consumer")
+    unread = np.full(group.size, bool(consumers))
+    for member in consumers:
+        layer = layers[member.layer]
+        kernel = np.asarray(registry.kind_of(layer).layout.unit_kernel(layer.get_weights()))
+        axis, rows = groups_lib.consumer_rows(layer, member)
+        axis %= kernel.ndim
+        read = (kernel != 0).any(axis=tuple(a for a in range(kernel.ndim) if a != axis))
+        unread &= ~read[rows].any(axis=1)
+    return unread
+
+
+def plan_groups(model):
+    """({source layer: kept units}, {follower or consumer: kept positions along its input's last axis}, notes) for
+    the unread channels of the prunable groups of a plain graph model: every member loses them (module docstring);
+    a group keeps at least one channel (a Keras layer needs a unit)."""
+    layers = {l.name: l for l in model.layers}
+    out_keep, in_keep, notes = {}, {}, []
+    for group in groups_lib.channel_groups(model):
+        if not group.prunable:
+            continue
+        unread = unread_channels(group, layers)
+        if unread.all():
+            unread[np.flatnonzero(unread)[0]] = False
+            notes.append(f"group {group.name}: 1 unread channel kept: a layer needs at least one unit")
+        if not unread.any():
+            continue
+        for member in group.members:  # sources lose units, followers and consumers positions of their input
+            layer, source = layers[member.layer], member.role == "source"
+            width = int(registry.kernel_shape(layer)[-1] if source else graph_lib.input_shape(layer)[-1])
+            keep = out_keep if source else in_keep
+            keep[member.layer] = np.setdiff1d(keep.get(member.layer, np.arange(width)), member.index[unread].ravel())
+    return out_keep, in_keep, notes
+
+
 def plan_removal(model):
-    """Decides which units of a plain model go: first the unread channels of coupled groups (``group_shrink``),
+    """Decides which units of a plain model go: first the unread channels of coupled groups (``plan_groups``),
     then the dead units of plain chains. Returns ({weight layer: kept output units}, {layer: kept indices along its
     input's last axis}, [kept-for-safety notes])."""
     graph = graph_lib.layer_graph(model)
-    out_keep, in_keep, notes = group_shrink.plan(model)
+    out_keep, in_keep, notes = plan_groups(model)
     for layer in model.layers:
         kind = _weight_kind(layer)
         if kind is None:
@@ -194,15 +245,12 @@ def plan_removal(model):
 # ---------------------------------------------------------------------------------------------------- rebuild
 
 def _sliced_weights(layer, in_keep, out_keep):
-    weights = layer.get_weights()
     kind = _weight_kind(layer)
     if kind is not None:
-        return kind.slice(weights, in_keep, out_keep)
-    if in_keep is not None and registry.kind_of(layer) is not None:  # a DepthwiseConv2D following its input
-        return registry.kind_of(layer).slice(weights, in_keep)
-    if in_keep is not None:  # a channel-wise layer on a shrunk path: its per-channel parameters follow
-        return [np.take(w, in_keep, axis=-1) for w in weights]
-    return weights
+        return kind.slice(layer.get_weights(), in_keep, out_keep)
+    if in_keep is not None:  # a follower on a shrunk path: its rule slices its per-channel weights
+        return channel_rules.rule_for(layer).sliced(layer, in_keep)
+    return layer.get_weights()
 
 
 def _to_plain(model):
@@ -277,10 +325,8 @@ def shrink(model):
             return registry.with_width(layer, len(out_keep[layer.name]))
         if layer.name in in_keep and _weight_kind(layer) is not None:  # its width stays, its input changes
             return registry.with_width(layer, int(registry.kernel_shape(layer)[-1]))
-        if layer.name in in_keep and hasattr(layer, "target_shape"):  # a Reshape naming the channel count
-            config = layer.get_config()
-            config["target_shape"] = tuple(config["target_shape"][:-1]) + (len(in_keep[layer.name]),)
-            return type(layer).from_config(config)
+        if layer.name in in_keep:  # a follower: its rule gives the config (a Reshape's target shape...)
+            return type(layer).from_config(channel_rules.rule_for(layer).config(layer, in_keep[layer.name]))
         return type(layer).from_config(layer.get_config())
 
     new_model = graph_lib.clone(plain, clone)
@@ -305,4 +351,5 @@ def format_shrink_report(report):
     return "\n".join(lines)
 
 
-__all__ = ["LayerShrink", "ShrinkReport", "ShrinkResult", "format_shrink_report", "plan_removal", "shrink"]
+__all__ = ["LayerShrink", "ShrinkReport", "ShrinkResult", "format_shrink_report", "plan_groups", "plan_removal",
+           "shrink", "unread_channels"]
