@@ -178,3 +178,30 @@ def test_registration_errors_are_named():
     with pytest.raises(ValueError, match="a 'grouped' channel rule needs group_size"):
         tfprune.ChannelRule("grouped")
     assert channel_rules.rule_for(SCALES["keras3"](name="s")) is None
+
+
+@pytest.mark.parametrize("stack", list(STACKS))
+def test_prelu_slices_a_per_channel_alpha_and_keeps_a_shared_one(stack):
+    k = STACKS[stack]
+    per_channel, shared = k.layers.PReLU(shared_axes=[1, 2]), k.layers.PReLU(shared_axes=[1, 2, 3])
+    for layer in (per_channel, shared):
+        layer(k.Input((3, 3, 4)))
+        layer.set_weights([np.arange(np.prod(layer.get_weights()[0].shape), dtype=np.float32).reshape(
+            layer.get_weights()[0].shape)])
+    (alpha,) = channel_rules.rule_for(per_channel).sliced(per_channel, [1, 3])
+    np.testing.assert_array_equal(alpha, [[[1.0, 3.0]]])
+    (alpha,) = channel_rules.rule_for(shared).sliced(shared, [1, 3])
+    np.testing.assert_array_equal(alpha, [[[0.0]]])
+
+
+@pytest.mark.parametrize("stack", list(STACKS))
+def test_a_reshape_with_an_inferred_last_axis_follows_its_channels(stack):
+    k = STACKS[stack]
+    L = k.layers
+    x = k.Input((6, 6, 2))
+    conv = L.Conv2D(8, 3, activation="relu", name="conv")(x)
+    excite = L.Dense(8, activation="sigmoid", name="excite")(L.GlobalAveragePooling2D(name="gap")(conv))
+    scaled = L.Multiply(name="scale")([conv, L.Reshape((1, 1, -1), name="shape")(excite)])
+    out = L.Dense(3, name="out")(L.GlobalAveragePooling2D(name="pool")(scaled))
+    group = {g.name: g for g in channel_groups(k.Model(x, out))}["conv"]
+    assert group.prunable and ("shape", "follower") in [(m.layer, m.role) for m in group.members]
