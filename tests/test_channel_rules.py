@@ -1,5 +1,5 @@
-"""The channel pass-through rules (``tfprune.select.channel_rules``) on both Keras stacks: GroupNormalization (only whole
-groups go, its group count drops) and PReLU (alpha sliced) group-pruned and shrunk with the same outputs; a user's
+"""The channel pass-through rules (``tfprune.select.channel_rules``) on both Keras stacks: GroupNormalization (only
+whole groups go, its group count drops) and PReLU (alpha sliced) group-pruned and shrunk with the same outputs; a user's
 channel-wise layer (a learned per-channel scale) that blocks its channels until a rule is registered, then is
 grouped, group-pruned and shrunk (coupled groups and plain chains) with its scale sliced; the registration errors.
 

@@ -6,8 +6,8 @@ Layers of the package (imports point one way: cli -> experiments -> tflite -> li
 
 - the pruning library, in tiers (each imports only the ones before it; docs/ARCHITECTURE.md): ``stacks`` (the two
   Keras stacks); ``structure`` (Keras graphs); ``layers`` (the prunable layers and the registry of layer types);
-  ``select`` (masks, methods, blocks, the channel rules, coupled channel groups), ``outputs``, ``distribute``; ``pruning``
-  (``make_prunable``, ``prune``, ``strip``, the report), ``files`` (model files, atomic writes, locks);
+  ``select`` (masks, methods, blocks, the channel rules, coupled channel groups), ``outputs``, ``distribute``;
+  ``pruning`` (``make_prunable``, ``prune``, ``strip``, the report), ``files`` (model files, atomic writes, locks);
   ``shrinking`` (``shrink``, costs), ``callbacks`` (schedules);
 - ``tfprune.tflite``: conversion, LiteRT verification and artifacts;
 - ``tfprune.experiments``: data, reference models, baselines, sweeps, comparisons and sensitivity scans;

@@ -3,8 +3,8 @@ output relate to those of its input, and how its own per-channel weights and con
 
 A **channel** is one position of a tensor's last axis (channels-last). This is the one table that grouping
 (``tfprune.select.coupling``: which channels are removed together), group pruning (``tfprune.select.group_pruning``) and
-shrinking (``tfprune.shrinking.surgery``) read; the layers with units of their own (Dense, convolutions, recurrent layers...)
-are the registry's (``tfprune.layers.registry``). A rule's ``kind``:
+shrinking (``tfprune.shrinking.surgery``) read; the layers with units of their own (Dense, convolutions, recurrent
+layers...) are the registry's (``tfprune.layers.registry``). A rule's ``kind``:
 
 - ``one_to_one``: output channel c is input channel c and depends on it alone (element-wise activations, dropout and
   noise, pooling, padding, cropping, upsampling, BatchNormalization over the last axis, PReLU, a user's channel-wise

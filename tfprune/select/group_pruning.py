@@ -1,5 +1,5 @@
-"""Group pruning: the channels of each coupled group (``tfprune.select.groups``) ranked as one, and every weight of a removed
-channel zeroed in all its members (DepGraph's group pruning, Fang et al., CVPR 2023).
+"""Group pruning: the channels of each coupled group (``tfprune.select.groups``) ranked as one, and every weight of a
+removed channel zeroed in all its members (DepGraph's group pruning, Fang et al., CVPR 2023).
 
 Importance of channel ``i`` of a group, by method:
 
