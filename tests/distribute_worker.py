@@ -64,7 +64,7 @@ def _check_error(model, strategy, **kwargs):
 def _tamper_errors(model, strategy):
     """Desynchronizes replica 1 on purpose, twice: check_masks_in_sync must report each (message, or None)."""
     layer = model.get_layer("fc2")
-    pruned_at = tuple(np.argwhere(layer.kernel_mask.numpy() == 0)[0])
+    pruned_at = tuple(np.argwhere(layer.kernel_mask == 0)[0])
     errors = []
     for variable, value, kwargs in ((layer.kernel_mask, 1.0, {}),  # a pruned weight revived on one replica only
                                     (layer.kernel, float("nan"), {"check_weights": False})):  # NaN * 0 != 0
@@ -94,7 +94,7 @@ def _prune_with_rank(strategy, x, y):
         "local_replicas": len(strategy.experimental_local_results(prunable[0].kernel_mask)),
         "updates": [[int(s), float(v)] for s, v in pruner.history],
         "pruned": distribute.check_masks_in_sync(model, strategy),
-        "expected": {l.name: masks.prune_count(TARGET, l.kernel_mask.shape.num_elements()) for l in prunable},
+        "expected": {l.name: masks.prune_count(TARGET, l.kernel_mask.size) for l in prunable},
         "mask_zeros": _zeros_per_replica(strategy, [l.kernel_mask for l in prunable]),
         "stripped_zeros": {r.name: r.zeros for r in pruning.sparsity_report(pruning.strip(model))},
         "mask_digest": distribute.mask_digest(model),

@@ -34,7 +34,7 @@ class _ZerosPerStep(keras.callbacks.Callback):
 
 
 def _our_masks(model):
-    return [l.kernel_mask.numpy() for l in model.layers if registry.is_prunable(l)]
+    return [l.kernel_mask for l in model.layers if registry.is_prunable(l)]
 
 
 def _tfmot_masks(model):

@@ -150,14 +150,14 @@ class ReplicaChecksTest(parameterized.TestCase):
     def test_check_masks_in_sync_counts_pruned_weights(self):
         model = _model(0.5)
         pruned = distribute.check_masks_in_sync(model, tf.distribute.get_strategy())
-        self.assertEqual(pruned, {l.name: masks.prune_count(0.5, l.kernel_mask.shape.num_elements())
+        self.assertEqual(pruned, {l.name: masks.prune_count(0.5, l.kernel_mask.size)
                                   for l in model.layers if registry.is_prunable(l)})
 
     def test_check_masks_in_sync_sees_a_nonzero_pruned_weight(self):
         model = _model(0.5)
         layer = model.get_layer("fc2")
         kernel = layer.kernel.numpy()
-        kernel[tuple(np.argwhere(layer.kernel_mask.numpy() == 0)[0])] = np.inf
+        kernel[tuple(np.argwhere(layer.kernel_mask == 0)[0])] = np.inf
         layer.kernel.assign(kernel)  # inf * 0 = NaN: the pruned weight is no longer 0 in the forward pass
         with self.assertRaisesRegex(distribute.ReplicaMismatchError, "'fc2': 1 pruned weights are nonzero"):
             distribute.check_masks_in_sync(model, tf.distribute.get_strategy())

@@ -35,7 +35,7 @@ def compiled(model):
 
 
 def raw_pruned(model):  # the largest |raw variable| at a pruned entry, per layer
-    return {l.name: float(np.abs(np.asarray(l._kernel.value)[np.asarray(l.kernel_mask.value) == 0]).max())
+    return {l.name: float(np.abs(np.asarray(l._kernel.value)[l.kernel_mask == 0]).max())
             for l in model.layers if hasattr(l, "kernel_mask")}
 
 
@@ -59,7 +59,7 @@ without_hook = compiled(keras.models.load_model(f"{out}/start.keras"))
 for model in (with_hook, without_hook):
     model.fit(x, y, batch_size=64, epochs=2, verbose=0, shuffle=False)
 diff = max(float(np.abs(a - b).max()) for a, b in zip(effective(with_hook), effective(without_hook)))
-held = all(float(np.abs(w[np.asarray(l.kernel_mask.value) == 0]).max()) == 0.0
+held = all(float(np.abs(w[l.kernel_mask == 0]).max()) == 0.0
            for l in without_hook.layers if hasattr(l, "kernel_mask") for w in l.masked_weights()[:1])
 print(json.dumps({"gradual": gradual, "diff": diff, "without_hook": bool(getattr(without_hook, "_tfprune_masked_step",
                   False)), "held_without_hook": held, "raw_with_hook": raw_pruned(with_hook),

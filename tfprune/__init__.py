@@ -25,12 +25,10 @@ from tfprune.select.channel_rules import ChannelRule, register_channel_rule
 from tfprune.shrinking.costs import count_params_and_macs
 from tfprune.select.groups import ChannelGroup, channel_groups, format_groups
 from tfprune.layers.jax_masks import hold_masks_in_optimizer
-from tfprune.layers.kernels_tf_keras import (PrunableConv1D, PrunableConv2D, PrunableConv3D, PrunableDense,
-                                             PrunableDepthwiseConv2D)
-from tfprune.layers.kernels_tf_keras import PrunableEinsumDense, PrunableEmbedding
+from tfprune.layers import conv as _conv, dense as _dense, einsum as _einsum, embedding as _embedding
+from tfprune.layers import rnn as _rnn
 from tfprune.layers.attention import PrunableMultiHeadAttention
 from tfprune.layers.custom import PrunableLayer
-from tfprune.layers.rnn import PrunableGRU, PrunableLSTM, PrunableSimpleRNN
 from tfprune.select.masks import global_unit_keeps, global_weight_masks, prune_count, unit_keep, unit_mask, weight_mask
 from tfprune.pruning import (LayerSparsity, format_report, make_prunable, overall_sparsity, prune, sparsity_report,
                              strip)
@@ -39,6 +37,13 @@ from tfprune.layers.registry import is_prunable as is_prunable_layer
 from tfprune.shrinking.surgery import ShrinkReport, ShrinkResult, format_shrink_report, shrink
 from tfprune.select.scoring import block_scorer
 from tfprune.files.user_model import load_user_model
+
+# The tf_keras prunable classes, by their names (Keras 3's are registered as tfprune>Prunable<Name> too).
+PrunableDense = _dense.TF_KERAS["Dense"]
+PrunableConv1D, PrunableConv2D, PrunableConv3D, PrunableDepthwiseConv2D = (
+    _conv.TF_KERAS[n] for n in ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D"))
+PrunableEinsumDense, PrunableEmbedding = _einsum.TF_KERAS["EinsumDense"], _embedding.TF_KERAS["Embedding"]
+PrunableSimpleRNN, PrunableGRU, PrunableLSTM = (_rnn.TF_KERAS[n] for n in ("SimpleRNN", "GRU", "LSTM"))
 
 # Loaded on first use (PEP 562), so that ``import tfprune`` brings in neither LiteRT, matplotlib, TFDS nor the
 # experiments harness: public name -> (module, attribute; None for the module itself).

@@ -253,21 +253,25 @@ def _first_mismatch(arrays):
     return None
 
 
-def _masked_kernels_per_replica(strategy, layers):
-    """[layer][replica] -> the kernel that replica computes with (``layer.masked_kernel()`` run on it), numpy."""
-    def kernels_and_masks():
-        return [(l.masked_kernel(), tf.identity(l.kernel_mask)) for l in layers]
-    per_replica = tf.function(lambda: strategy.run(kernels_and_masks))()
-    return [[(np.asarray(k), np.asarray(m)) for k, m in zip(strategy.experimental_local_results(kernel),
-                                                              strategy.experimental_local_results(mask))]
-            for kernel, mask in per_replica]
+def _masked_variables_per_replica(strategy, layers):
+    """[layer][replica] -> [(variable, mask)] as that replica holds them (``layer.variable_masks()`` read on it),
+    numpy."""
+    def values_and_masks():
+        return [[(tf.identity(v), tf.identity(m)) for v, m in l.variable_masks()] for l in layers]
+    per_replica = tf.function(lambda: strategy.run(values_and_masks))()
+    out = []
+    for pairs in per_replica:
+        local = [(strategy.experimental_local_results(v), strategy.experimental_local_results(m)) for v, m in pairs]
+        replicas = len(local[0][0]) if local else 0
+        out.append([[(np.asarray(v[r]), np.asarray(m[r])) for v, m in local] for r in range(replicas)])
+    return out
 
 
 def check_masks_in_sync(model, strategy, check_weights=True):
     """Checks every prunable layer of ``model`` holds the same masks on all replicas of ``strategy`` (this worker).
 
     Checked per prunable layer: its mask variables (``mask_variables()``) are equal on every replica; the kernel each
-    replica computes with (``layer.masked_kernel()`` run on that replica) is exactly 0 wherever its mask is 0;
+    replica holds (each of ``layer.variable_masks()`` read on that replica) is exactly 0 wherever its mask is 0;
     with ``check_weights``, its other weights (kernel, bias...) are also equal on every replica (the replicas compute
     the same function).
 
@@ -293,13 +297,13 @@ def check_masks_in_sync(model, strategy, check_weights=True):
             if mismatch is not None:
                 raise ReplicaMismatchError(f"layer {layer.name!r}: {variable.name} on replica {mismatch[0]} differs "
                                            f"from replica 0 in {mismatch[1]} entries")
-    for layer, effective in zip(layers, _masked_kernels_per_replica(strategy, layers)):
-        for replica, (kernel, mask) in enumerate(effective):
-            alive = int(np.count_nonzero(kernel[mask == 0]))
+    for layer, per_replica in zip(layers, _masked_variables_per_replica(strategy, layers)):
+        for replica, pairs in enumerate(per_replica):
+            alive = sum(int(np.count_nonzero(value[mask == 0])) for value, mask in pairs)
             if alive:
                 raise ReplicaMismatchError(f"layer {layer.name!r}: {alive} pruned weights are nonzero on replica "
                                            f"{replica}")
-        mask = effective[0][1]
+        mask = layer.kernel_mask
         pruned[layer.name] = int(mask.size - np.count_nonzero(mask))
     return pruned
 

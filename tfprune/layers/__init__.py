@@ -1,11 +1,12 @@
 """The prunable layers of both Keras stacks and the registry that says what is prunable and how.
 
-``registry`` (the table of layer kinds every other module asks: masked twin, unit and input axes, MACs, slicing) with
-``kinds`` (its record) and ``layouts``/``recurrent`` (each kind's weights as one unit kernel, units last, pure NumPy);
-the layer families: ``kernels_tf_keras``/``kernels_keras3`` (Dense, Conv*D, DepthwiseConv2D, EinsumDense, Embedding),
-``rnn``/``rnn_keras3`` (SimpleRNN, GRU, LSTM), ``transposed``, ``separable``, ``attention``, ``bidirectional`` and
-``custom`` (user layers that opt in); ``in_place`` (a subclassed model's layers converted where they are);
-``stored_masks`` (masks held in the variables, for layers whose ``call`` reads them), ``schedule_step`` (the
-pruning schedule's step each prunable layer keeps) and ``jax_masks`` (the optimizer step that holds masks on Keras
-3's JAX backend).
+One module per layer family, each covering both stacks and declaring its ``KINDS`` (the registry's entries):
+``dense``, ``conv`` (Conv1D/2D/3D, DepthwiseConv2D), ``embedding``, ``transposed``, ``separable``, ``rnn``
+(SimpleRNN, GRU, LSTM), ``einsum``, ``attention``, ``bidirectional``, and ``custom`` (user layers that opt in).
+``registry`` collects the families' kinds into the table every other module asks; ``kinds`` is its record;
+``layouts``/``recurrent`` map each kind's weights to its unit kernel and back (pure NumPy, written once);
+``stored_masks`` is the one prunable-layer protocol (masks held in the variables, methods returning NumPy, one
+mask constraint); ``schedule_step`` (the pruning schedule's step each prunable layer keeps), ``jax_masks`` (the
+optimizer step that holds masks on Keras 3's JAX backend) and ``in_place`` (a subclassed model's layers converted
+where they are).
 """

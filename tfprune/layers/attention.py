@@ -1,10 +1,10 @@
 """Prunable MultiHeadAttention for tf_keras and Keras 3 (any backend): masks on its four projections.
 
 A MultiHeadAttention computes with four EinsumDense sublayers (query, key, value, output), which it makes in its
-build. The prunable layer builds them as ``PrunableEinsumDense`` (``tfprune.layers.kernels_tf_keras`` /
-``kernels_keras3``: kernel and bias times their masks in the forward pass), so the masks live in the sublayers and are
-saved and loaded with them. It offers the library the same methods as every prunable layer over its **unit kernel**, one
-column per head (``layouts.HeadLayout``): weight pruning ranks every projection weight together, unit pruning ranks
+build. The prunable layer builds them as ``PrunableEinsumDense`` (``tfprune.layers.einsum``: masks held in the
+variables), so the masks live in the sublayers and are saved and loaded with them. It offers the library the same
+methods as every prunable layer over its **unit kernel**, one column per head (``layouts.HeadLayout``): weight pruning
+ranks every projection weight together, unit pruning ranks
 **heads** by the L2 norm of all their weights in the four projections and zeroes a pruned head everywhere (its query,
 key and value biases too), and shrinking lowers ``num_heads``. Gated attention (Keras 3's ``use_gate``) is not
 supported.
@@ -14,11 +14,11 @@ import contextlib
 
 import numpy as np
 
-from tfprune.layers import kernels_tf_keras as prunable_layers
-from tfprune.layers import kernels_keras3 as prunable_layers3
-from tfprune import stacks
+from tfprune.layers import einsum
+from tfprune.layers.kinds import LayerKind
 from tfprune.layers.layouts import HeadLayout
-from tfprune.layers.schedule_step import ScheduleStep
+from tfprune.layers.stored_masks import StoredMaskMethods
+from tfprune.structure import graph
 from tfprune._env import keras, keras3, tf
 
 LAYOUT = HeadLayout()
@@ -40,47 +40,21 @@ def _einsum_class(module, cls):
         module.EinsumDense = original
 
 
-class _HeadMasks(ScheduleStep):
-    """The library's methods over the projections' masks (``projections(self)``)."""
+class _HeadMasks(StoredMaskMethods):
+    """The protocol over the four projections' variables and masks: [query kernel, its bias or None, key...,
+    value..., output...], laid out by ``HeadLayout`` (one unit-kernel column per head; a pruned head loses its
+    query, key and value biases too)."""
 
-    def mask_variables(self):
-        """The mask variables of the four projections (kernel, and bias when there is one)."""
-        return [m for p in projections(self) for m in p.mask_variables()]
+    LAYOUT = LAYOUT
 
-    def masked_weights(self):
-        """The weights of the plain twin, masks applied: [query kernel, bias?, key..., value..., output...]."""
-        return [w for p in projections(self) for w in p.masked_weights()]
+    def _variables(self):
+        return [v for p in projections(self) for v in p._variables()]  # pylint: disable=protected-access
 
-    def masked_kernel(self):
-        """The unit kernel (all projection weights, heads), as the layer computes with it (NumPy)."""
-        to_numpy = stacks.of(self).to_numpy
-        return LAYOUT.unit_kernel([to_numpy(p.masked_kernel()) for p in projections(self)])
+    def _masks(self):
+        return [m for p in projections(self) for m in p._masks()]  # pylint: disable=protected-access
 
-    @property
-    def kernel_mask(self):
-        """The unit kernel's mask (NumPy, 1 = kept)."""
-        to_numpy = stacks.of(self).to_numpy
-        return LAYOUT.unit_kernel([to_numpy(p.kernel_mask) for p in projections(self)])
-
-    def copy_plain(self, plain):
-        """Copies the weights of the plain MultiHeadAttention ``plain`` (same config); the masks stay."""
-        for mine, theirs in zip(projections(self), projections(plain)):
-            mine.copy_plain(theirs)
-
-    def set_masks(self, kernel_keep, bias_keep=None):
-        """Sets the projections' masks and zeroes the pruned weights.
-
-        Args:
-          kernel_keep: bool array of the unit kernel's shape (all projection weights, heads), True = kept.
-          bias_keep: bool vector (heads,): a pruned head loses its query, key and value biases; or None.
-        """
-        layers = projections(self)
-        keeps = LAYOUT.split(np.asarray(kernel_keep, bool), [tuple(p.kernel_mask.shape) for p in layers])
-        for index, (layer, keep) in enumerate(zip(layers, keeps)):
-            bias = None
-            if bias_keep is not None and layer.bias_mask is not None and index < 3:  # biases (heads, dim)
-                bias = np.broadcast_to(np.asarray(bias_keep, bool)[:, None], tuple(layer.bias_mask.shape))
-            layer.set_masks(keep, bias)
+    def _plain_weights(self, plain):
+        return [w for p in projections(plain) for w in p.get_weights()]
 
 
 def head_support(layer):
@@ -99,7 +73,7 @@ class PrunableMultiHeadAttention(_HeadMasks, keras.layers.MultiHeadAttention):
 
     def _build_from_signature(self, query, value, key=None):
         from tf_keras.src.layers import core  # pylint: disable=import-outside-toplevel
-        with _einsum_class(core, prunable_layers.PrunableEinsumDense):
+        with _einsum_class(core, einsum.TF_KERAS["EinsumDense"]):
             super()._build_from_signature(query, value, key)
 
 
@@ -115,7 +89,7 @@ def build_like(twin, layer):
 class _Keras3Build:
     def build(self, query_shape, value_shape, key_shape=None):
         from keras.src.layers.attention import multi_head_attention  # pylint: disable=import-outside-toplevel
-        with _einsum_class(multi_head_attention, prunable_layers3.PrunableEinsumDense):
+        with _einsum_class(multi_head_attention, einsum.KERAS3["EinsumDense"]):
             super().build(query_shape, value_shape, key_shape)
 
 
@@ -127,5 +101,32 @@ PrunableMultiHeadAttention3 = keras3.saving.register_keras_serializable(package=
         "__module__": __name__}))
 
 
-__all__ = ["LAYOUT", "PrunableMultiHeadAttention", "PrunableMultiHeadAttention3", "build_like", "head_support",
+def _attention_macs(layer, output_shape):
+    """MultiHeadAttention over T query and S value positions: the query projection (T * in * h * d_k), key and
+    value projections (S * in * h * d), the scores and the weighted sum (T * S * h * (d_k + d_v)), the output
+    projection (T * h * d_v * out)."""
+    (q_in, heads, key_dim), (k_in, _, _), (v_in, _, value_dim), (_, _, out) = (
+        tuple(int(d) for d in p.kernel.shape) for p in projections(layer))
+    shapes = graph.input_shapes(layer)
+    queries = int(np.prod(output_shape[1:-1], dtype=np.int64))
+    values = int(np.prod(shapes[min(1, len(shapes) - 1)][1:-1], dtype=np.int64))
+    return (queries * heads * (q_in * key_dim + value_dim * out) + values * heads * (k_in * key_dim + v_in * value_dim)
+            + queries * values * heads * (key_dim + value_dim))
+
+
+def _head_unit_shape(layer):
+    """(all projection weights, heads) of a built MultiHeadAttention, or None."""
+    if getattr(layer, "_query_dense", None) is None or getattr(layer, "_output_dense", None) is None:
+        return None
+    return LAYOUT.unit_shape([tuple(int(d) for d in p.kernel.shape) for p in projections(layer)])
+
+
+ORDER = 80  # where these kinds come in the registry's table (and in messages)
+KINDS = tuple(LayerKind(layers.MultiHeadAttention, cls, "num_heads", unsupported=head_support, macs=_attention_macs,
+                        layout=LAYOUT, unit_shape=_head_unit_shape, internal_units=True, build_like=build)
+              for layers, cls, build in ((keras.layers, PrunableMultiHeadAttention, build_like),
+                                         (keras3.layers, PrunableMultiHeadAttention3, None)))
+
+__all__ = ["KINDS", "ORDER", "LAYOUT", "PrunableMultiHeadAttention", "PrunableMultiHeadAttention3", "build_like",
+"head_support",
            "projections"]

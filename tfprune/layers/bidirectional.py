@@ -1,7 +1,7 @@
 """Prunable Bidirectional wrappers (tf_keras and Keras 3) around SimpleRNN, GRU and LSTM.
 
 A ``Bidirectional`` runs a forward and a backward copy of its recurrent layer. The prunable wrapper makes both
-copies tfprune's prunable recurrent layers (``tfprune.layers.rnn``, ``rnn_keras3``: masks held in the
+copies tfprune's prunable recurrent layers (``tfprune.layers.rnn``: masks held in the
 variables), and offers the library the usual methods over a **unit kernel that couples the two directions**: hidden
 unit ``j`` is unit ``j`` of the forward layer *and* of the backward layer, so the unit kernel is the two layers' unit
 kernels stacked, (in + u, gates, 2, u) (``layouts.BidirectionalLayout``). Weight pruning ranks every weight of both
@@ -12,15 +12,16 @@ together. The saved config holds the plain inner layers; the wrapper makes them 
 
 import numpy as np
 
-from tfprune.layers import rnn as prunable_rnn
-from tfprune.layers import rnn_keras3 as prunable_rnn3
-from tfprune import stacks
-from tfprune.layers.schedule_step import ScheduleStep, without_step
+from tfprune.layers import rnn
+from tfprune.layers.kinds import LayerKind
+from tfprune.layers.layouts import BidirectionalLayout
+from tfprune.layers.schedule_step import without_step
+from tfprune.layers.stored_masks import StoredMaskMethods
 from tfprune._env import keras, keras3
 
 _RECURRENT = ("SimpleRNN", "GRU", "LSTM")
-PRUNABLE_INNER = {**{getattr(keras.layers, n): getattr(prunable_rnn, f"Prunable{n}") for n in _RECURRENT},
-                  **{getattr(keras3.layers, n): getattr(prunable_rnn3, f"Prunable{n}") for n in _RECURRENT}}
+PRUNABLE_INNER = {**{getattr(keras.layers, n): rnn.TF_KERAS[n] for n in _RECURRENT},
+                  **{getattr(keras3.layers, n): rnn.KERAS3[n] for n in _RECURRENT}}
 PLAIN_INNER = {prunable: plain for plain, prunable in PRUNABLE_INNER.items()}
 
 
@@ -31,49 +32,23 @@ def _recast(layer, classes):
     return layer if cls is None else cls.from_config(without_step(layer.get_config()))
 
 
-class _CoupledDirections(ScheduleStep):
-    """The library's methods over ``forward_layer`` and ``backward_layer`` (both prunable recurrent layers)."""
+class _CoupledDirections(StoredMaskMethods):
+    """The protocol over both directions' variables and masks: the forward layer's [kernel, recurrent_kernel, bias
+    or None], then the backward layer's, laid out by ``BidirectionalLayout`` (unit kernel (in + u, gates, 2, u))."""
+
+    LAYOUT = BidirectionalLayout()
 
     def _directions(self):
         return self.forward_layer, self.backward_layer
 
-    def mask_variables(self):
-        """The mask variables of both directions."""
-        return [m for layer in self._directions() for m in layer.mask_variables()]
+    def _variables(self):
+        return [v for layer in self._directions() for v in layer._variables()]  # pylint: disable=protected-access
 
-    def masked_weights(self):
-        """The plain wrapper's weights, masks applied: the forward layer's, then the backward layer's."""
-        return [w for layer in self._directions() for w in layer.masked_weights()]
+    def _masks(self):
+        return [m for layer in self._directions() for m in layer._masks()]  # pylint: disable=protected-access
 
-    def _stacked(self, arrays):
-        to_numpy = stacks.of(self).to_numpy
-        return np.stack([to_numpy(a) for a in arrays], axis=-2)
-
-    def masked_kernel(self):
-        """The unit kernel (in + u, gates, 2, u) as the layer computes with it (NumPy)."""
-        return self._stacked([layer.masked_kernel() for layer in self._directions()])
-
-    @property
-    def kernel_mask(self):
-        """The unit kernel's mask (NumPy, 1 = kept)."""
-        return self._stacked([layer.kernel_mask for layer in self._directions()])
-
-    def copy_plain(self, plain):
-        """Copies the weights of the plain Bidirectional ``plain`` (same config); the masks stay."""
-        for mine, theirs in zip(self._directions(), (plain.forward_layer, plain.backward_layer)):
-            mine.copy_plain(theirs)
-
-    def set_masks(self, kernel_keep, bias_keep=None):
-        """Sets both directions' masks.
-
-        Args:
-          kernel_keep: bool array (in + u, gates, 2, u), True = kept (``[..., 0, :]`` forward, ``[..., 1, :]``
-            backward).
-          bias_keep: bool vector (u,) for both directions, or None.
-        """
-        kernel_keep = np.asarray(kernel_keep, bool)
-        for index, layer in enumerate(self._directions()):
-            layer.set_masks(kernel_keep[..., index, :], bias_keep)
+    def _plain_weights(self, plain):
+        return plain.forward_layer.get_weights() + plain.backward_layer.get_weights()
 
 
 class _PrunableInner:
@@ -137,5 +112,28 @@ def unit_channels(layer, units):
     return np.concatenate([units, units + int(layer.forward_layer.cell.units)])
 
 
-__all__ = ["PLAIN_INNER", "PRUNABLE_INNER", "PrunableBidirectional", "PrunableBidirectional3", "support",
+def _unit_shape(layer):
+    """(in + u, gates, 2, u) of a built Bidirectional (its two directions' unit kernels stacked), or None."""
+    shape = rnn.recurrent_unit_shape(layer.forward_layer) if layer.built else None
+    return None if shape is None else shape[:2] + (2,) + shape[2:]
+
+
+def _set_width(config, width):
+    """The inner layers' configs with ``width`` units (and without Keras 3's build config, which holds the old
+    input width)."""
+    for key in ("layer", "backward_layer"):
+        if config.get(key):
+            config[key]["config"]["units"] = int(width)
+            config[key].pop("build_config", None)
+    return config
+
+
+ORDER = 90  # where these kinds come in the registry's table (and in messages)
+KINDS = tuple(LayerKind(layers.Bidirectional, cls, "units", unsupported=support, macs=rnn.recurrent_macs,
+                        layout=BidirectionalLayout(), shrinkable=rnn.recurrent_shrinkable, unit_shape=_unit_shape,
+                        unit_channels=unit_channels, set_width=_set_width)
+              for layers, cls in ((keras.layers, PrunableBidirectional), (keras3.layers, PrunableBidirectional3)))
+
+__all__ = ["KINDS", "ORDER", "PLAIN_INNER", "PRUNABLE_INNER", "PrunableBidirectional", "PrunableBidirectional3",
+"support",
            "unit_channels"]

@@ -18,12 +18,12 @@ the subclass (``tfprune.custom_objects(MyLayer)`` returns the dict for ``load_mo
 only the user's own class.
 """
 
-import numpy as np
 
 from tfprune import stacks
-from tfprune.layers.schedule_step import ScheduleStep
-from tfprune._env import keras, keras3, tf
-from tfprune.layers.stored_masks import MaskedConstraint
+from tfprune.layers.kinds import LayerKind, no_macs
+from tfprune.layers.layouts import AxisLayout
+from tfprune.layers.stored_masks import MaskConstraint, StoredMaskMethods, to_numpy
+from tfprune._env import keras, keras3
 
 
 class PrunableLayer:
@@ -47,46 +47,18 @@ def unit_axis(layer):
 
 def unit_kernel(arrays, axis):
     """The unit kernel of prunable weights ``arrays``: each with ``axis`` moved last and flattened to (n, units),
-    stacked; with ``axis`` None, (all weights, 1)."""
-    if axis is None:
-        return np.concatenate([np.ravel(a) for a in arrays])[:, None]
-    return np.concatenate([np.moveaxis(np.asarray(a), axis, -1).reshape(-1, a.shape[axis]) for a in arrays])
+    stacked; with ``axis`` None, (all weights, 1) (``layouts.AxisLayout``)."""
+    return AxisLayout(axis).unit_kernel(arrays)
 
 
-def split_unit_kernel(keep, shapes, axis):
-    """The inverse of ``unit_kernel``: one array per weight shape in ``shapes``."""
-    out, start = [], 0
-    for shape in shapes:
-        size = int(np.prod(shape))
-        if axis is None:
-            out.append(keep[start:start + size, 0].reshape(shape))
-        else:
-            moved = tuple(np.moveaxis(np.empty(shape, np.int8), axis, -1).shape)
-            out.append(np.moveaxis(keep[start:start + size // shape[axis]].reshape(moved), -1, axis))
-            size //= shape[axis]
-        start += size
-    return out
-
-
-class _LateMask:
-    """A tf_keras constraint given to every weight at creation: the user's constraint, then the weight's mask once
-    tfprune has made one (only the prunable weights get one)."""
-
-    def __init__(self, inner):
-        self.inner, self.mask = inner, None
-
-    def __call__(self, w):
-        w = self.inner(w) if self.inner is not None else w
-        return w if self.mask is None else w * tf.cast(self.mask, w.dtype)
-
-
-class CustomMasks(ScheduleStep):
-    """The mixin of every prunable custom layer (see the module docstring)."""
+class CustomMasks(StoredMaskMethods):
+    """The mixin of every prunable custom layer (see the module docstring): the protocol over
+    ``get_prunable_weights()`` and their masks, laid out by ``AxisLayout(get_unit_axis())``."""
 
     def add_weight(self, *args, **kwargs):
         if isinstance(self, keras3.layers.Layer) or len(args) > 6:  # Keras 3 sets constraints after build
             return super().add_weight(*args, **kwargs)
-        late = _LateMask(kwargs.pop("constraint", None))
+        late = MaskConstraint(kwargs.pop("constraint", None))  # its mask is set at build, if the weight is pruned
         variable = super().add_weight(*args, constraint=late, **kwargs)
         self.__dict__.setdefault("_tfprune_late", {})[id(variable)] = late
         return variable
@@ -100,7 +72,7 @@ class CustomMasks(ScheduleStep):
             mask = super().add_weight(name=f"prunable_{index}_mask", shape=tuple(variable.shape),
                                       dtype=variable.dtype, initializer="ones", trainable=False)
             if isinstance(self, keras3.layers.Layer):
-                variable.constraint = MaskedConstraint(mask, variable.constraint)
+                variable.constraint = MaskConstraint(variable.constraint, mask=mask)
             else:
                 late = self.__dict__.get("_tfprune_late", {}).get(id(variable))
                 if late is None:
@@ -112,44 +84,33 @@ class CustomMasks(ScheduleStep):
         self._tfprune_pairs = pairs
         self.built = True
 
-    def _to_numpy(self, x):
-        return stacks.of(self).to_numpy(x)
+    def _layout(self):
+        return AxisLayout(unit_axis(self))
 
-    def mask_variables(self):
-        """The mask variables, one per prunable weight."""
+    def _variables(self):
+        return [v for v, _ in self._tfprune_pairs]
+
+    def _masks(self):
         return [m for _, m in self._tfprune_pairs]
 
-    @property
-    def kernel_mask(self):
-        """The unit kernel's mask (NumPy, 1 = kept)."""
-        return unit_kernel([self._to_numpy(m) for _, m in self._tfprune_pairs], unit_axis(self))
-
-    def masked_kernel(self):
-        """The unit kernel as the layer computes with it (NumPy)."""
-        return unit_kernel([self._to_numpy(v) * self._to_numpy(m) for v, m in self._tfprune_pairs], unit_axis(self))
-
-    def _plain_weights(self):
+    def _other_weights(self):
         masks = {id(m) for m in self.mask_variables()}
         return [w for w in self.weights if id(w) not in masks]
 
+    def masked_kernel(self):
+        """The unit kernel as the layer computes with it (NumPy)."""
+        return self._layout().unit_kernel(super().masked_weights())
+
     def masked_weights(self):
-        """The plain layer's weights (its ``get_weights`` order) with the masks applied."""
+        """The plain layer's weights (its ``get_weights`` order, NumPy) with the masks applied."""
         masks = {id(v): m for v, m in self._tfprune_pairs}
-        return [self._to_numpy(w) * self._to_numpy(masks[id(w)]) if id(w) in masks else self._to_numpy(w)
-                for w in self._plain_weights()]
+        return [to_numpy(w) * to_numpy(masks[id(w)]) if id(w) in masks else to_numpy(w)
+                for w in self._other_weights()]
 
     def copy_plain(self, plain):
         """Copies the weights of the plain layer ``plain`` (same config); the masks stay."""
-        for variable, value in zip(self._plain_weights(), plain.get_weights()):
+        for variable, value in zip(self._other_weights(), plain.get_weights()):
             variable.assign(value)
-
-    def set_masks(self, kernel_keep, bias_keep=None):  # pylint: disable=unused-argument
-        """Sets the masks from the unit kernel's bool mask and zeroes the pruned weights (no separate bias)."""
-        keeps = split_unit_kernel(np.asarray(kernel_keep, bool), [tuple(v.shape) for v, _ in self._tfprune_pairs],
-                                  unit_axis(self))
-        for (variable, mask), keep in zip(self._tfprune_pairs, keeps):
-            mask.assign(keep.astype(self._to_numpy(mask).dtype))
-            variable.assign(self._to_numpy(variable) * keep)
 
 
 _CLASSES = {}
@@ -194,12 +155,23 @@ def unit_shape(layer):
     """The unit kernel's shape of a built custom layer (from its weights' shapes, nothing read), or None."""
     if not layer.built:
         return None
-    shapes, axis = [tuple(int(d) for d in w.shape) for w in layer.get_prunable_weights()], unit_axis(layer)
-    sizes = [int(np.prod(shape)) for shape in shapes]
-    if axis is None:
-        return (sum(sizes), 1)
-    return (sum(size // shape[axis] for size, shape in zip(sizes, shapes)), shapes[0][axis])
+    return AxisLayout(unit_axis(layer)).unit_shape([tuple(int(d) for d in w.shape)
+                                                    for w in layer.get_prunable_weights()])
 
 
-__all__ = ["CustomMasks", "PrunableLayer", "opts_in", "plain_class", "plain_unit_kernel", "prunable_class",
-           "split_unit_kernel", "support", "unit_axis", "unit_kernel", "unit_shape"]
+_KINDS = {}
+
+
+def kind_for(cls):
+    """The ``LayerKind`` of a custom layer class that opts in (or of its prunable subclass), made once per class."""
+    plain = plain_class(cls) if issubclass(cls, CustomMasks) else cls
+    if plain not in _KINDS:
+        _KINDS[plain] = LayerKind(
+            plain, prunable_class(plain), "", unsupported=support, macs=no_macs, shrinkable=lambda layer: False,
+            has_units=callable(getattr(plain, "get_unit_axis", None)), unit_shape=unit_shape,
+            plain_unit_kernel=plain_unit_kernel)
+    return _KINDS[plain]
+
+
+__all__ = ["CustomMasks", "PrunableLayer", "kind_for", "opts_in", "plain_class", "plain_unit_kernel", "prunable_class",
+           "support", "unit_axis", "unit_kernel", "unit_shape"]

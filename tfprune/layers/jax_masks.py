@@ -1,7 +1,7 @@
 """Keras 3 on JAX: the optimizer step applies the masks, so the forward and backward passes are the plain layer's.
 
 On TensorFlow and PyTorch a pruned variable carries a constraint that multiplies it by its mask after every
-optimizer update (``stored_masks.MaskedConstraint``). JAX's training step is a pure function of its state: the
+optimizer update (``stored_masks.MaskConstraint``). JAX's training step is a pure function of its state: the
 optimizer update (``optimizer.stateless_apply``) maps only the trainable and optimizer variables, so a constraint
 reading a mask variable there would read a value frozen at trace time. Without help, a layer on JAX therefore
 multiplies its kernel by the mask in every forward pass, and its gradient in every backward pass: about 10 % of a
@@ -11,8 +11,8 @@ fc_1000 step (``scripts/bench_keras3.py``).
 non-trainable state (the masks among it) in scope: inside it, ``step_value(mask)`` is the mask's traced value, the
 constraints multiply by it after the update (XLA fuses that into the optimizer's elementwise update), and
 ``in_masked_step()`` tells the layers to compute with their variables as they are (``stored_masks`` and
-``kernels_keras3`` ask it). Anything else on JAX (evaluation, predict, a model trained without the hook) keeps the
-masks in the forward pass, so a pruned weight is exactly 0 either way.
+the Keras 3 layer families ask it). Anything else on JAX (evaluation, predict, a model trained without the hook) keeps
+the masks in the forward pass, so a pruned weight is exactly 0 either way.
 """
 
 import threading

@@ -4,7 +4,10 @@ counted, sliced and shrunk). The table of kinds is ``tfprune.layers.registry.KIN
 import dataclasses
 from typing import Callable, Optional
 
+import numpy as np
+
 from tfprune.layers.layouts import BidirectionalLayout, GatedLayout, KernelLayout
+from tfprune._env import keras, keras3
 
 
 def _always(layer):  # pylint: disable=unused-argument
@@ -19,8 +22,8 @@ class LayerKind:
     prunable: tfprune's masked twin (a subclass of ``plain`` with ``kernel_mask``/``bias_mask`` weights).
     width_key: the config key of the output width (``units``, ``filters``), changed when units are removed.
     unsupported: layer -> None when this instance can be pruned, else the reason it stays dense.
-    macs: (layer, output shape of one call) -> multiply-accumulates of that call, per example (the registry's
-      default: positions * kernel size).
+    macs: (layer, output shape of one call) -> multiply-accumulates of that call, per example; None: positions *
+      kernel size (``count_macs``).
     layout: how the layer's weights map to the **unit kernel** the methods rank (units last) and how they are sliced
       when units or input channels are removed (``KernelLayout``: one kernel; ``TransposedLayout``: a transposed
       convolution's (k..., units, in); ``SeparableLayout``: a separable convolution's pointwise kernel;
@@ -80,9 +83,36 @@ class LayerKind:
     def recurrent(self):
         return isinstance(self.layout, (GatedLayout, BidirectionalLayout))
 
+    def count_macs(self, layer, output_shape):
+        """Multiply-accumulates of one call of ``layer`` with output ``output_shape``, per example: the kind's
+        ``macs``, else output positions * kernel size (Dense: in * out; Conv2D: H_out * W_out * kh * kw * C_in * C_out).
+        """
+        if self.macs is not None:
+            return self.macs(layer, output_shape)
+        kernel_size = int(np.prod(getattr(layer, self.kernel_attr).shape, dtype=np.int64))
+        return int(np.prod(output_shape[1:-1], dtype=np.int64)) * kernel_size
+
     def slice(self, weights, in_keep=None, out_keep=None):
         """The plain layer's weights with only the input rows ``in_keep`` and the units ``out_keep`` (None: all)."""
         return self.layout.slice(weights, in_keep, out_keep)
 
 
-__all__ = ["LayerKind"]
+def no_macs(layer, output_shape):  # pylint: disable=unused-argument
+    """A layer that looks rows up (Embedding) or whose cost is not counted (custom layers): 0."""
+    return 0
+
+
+def conv_support(layer):
+    """None for a convolution tfprune prunes, else why it stays dense (grouped convolutions)."""
+    if getattr(layer, "groups", 1) != 1:
+        return f"grouped {type(layer).__name__} (groups={layer.groups})"
+    return None
+
+
+def both_stacks(make):
+    """``make(layers module, stack)`` for tf_keras' then Keras 3's layers ("tf_keras", "keras3"), concatenated: how
+    a family writes its kinds once for both stacks."""
+    return tuple(make(keras.layers, "tf_keras")) + tuple(make(keras3.layers, "keras3"))
+
+
+__all__ = ["LayerKind", "both_stacks", "conv_support", "no_macs"]

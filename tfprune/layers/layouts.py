@@ -37,6 +37,11 @@ class KernelLayout:
         """The unit kernel's shape for a kernel of ``shape``."""
         return tuple(shape)
 
+    def weight_keeps(self, kernel_keep, bias_keep, shapes):
+        """The inverse of ``unit_kernel`` for masks: one bool array per weight of ``shapes`` (the layer's weight
+        shapes in ``get_weights`` order, None for an absent one), None where that weight's mask stays as it is."""
+        return [kernel_keep, None if len(shapes) < 2 or shapes[1] is None else bias_keep]
+
     def bias(self, weights):
         """The bias (units,) among the layer's weights, or None."""
         return weights[1] if len(weights) > 1 else None
@@ -82,6 +87,9 @@ class TransposedLayout:
     def unit_shape(self, shape):
         return tuple(shape[:-2]) + (shape[-1], shape[-2])
 
+    def weight_keeps(self, kernel_keep, bias_keep, shapes):
+        return [np.swapaxes(kernel_keep, -1, -2), None if shapes[1] is None else bias_keep]
+
     def input_rows(self, layer, positions):  # pylint: disable=unused-argument
         return -2, np.asarray(positions, np.int64)  # the unit kernel is (k..., in, units)
 
@@ -110,6 +118,9 @@ class SeparableLayout:
     def unit_shape(self, shape):
         """The unit kernel's shape for a pointwise kernel of ``shape`` (the kind's ``kernel_attr``)."""
         return tuple(shape)
+
+    def weight_keeps(self, kernel_keep, bias_keep, shapes):
+        return [None, kernel_keep, None if shapes[2] is None else bias_keep]
 
     def input_rows(self, layer, positions):
         """Input channel ``c`` is read by the pointwise rows ``c * m + j``."""
@@ -169,6 +180,18 @@ class HeadLayout:
             start += size
         return out
 
+    def weight_keeps(self, kernel_keep, bias_keep, shapes):
+        """Per weight of ``shapes`` (query kernel, its bias or None, key..., value..., output...): the four kernels'
+        masks, and a pruned head's query, key and value biases (heads, dim) when ``bias_keep`` (heads,) is given."""
+        keeps = []
+        for index, keep in enumerate(self.split(kernel_keep, [shapes[2 * i] for i in range(4)])):
+            bias_shape = shapes[2 * index + 1]
+            bias = None
+            if bias_keep is not None and bias_shape is not None and index < 3:
+                bias = np.broadcast_to(np.asarray(bias_keep, bool)[:, None], bias_shape)
+            keeps += [keep, bias]
+        return keeps
+
     def bias(self, weights):  # no bias per head: a dead head contributes through no weight at all
         return None
 
@@ -194,6 +217,13 @@ class GatedLayout:
 
     def unit_kernel(self, weights):
         return recurrent.unit_kernel(weights[0], weights[1], self.gates)
+
+    def weight_keeps(self, kernel_keep, bias_keep, shapes):
+        """[kernel, recurrent kernel, bias] masks of a unit-kernel mask (in + u, gates, u) and a per-unit bias mask."""
+        keeps = list(recurrent.split_unit_kernel(kernel_keep, shapes[0][0]))
+        if shapes[2] is None or bias_keep is None:
+            return keeps + [None]
+        return keeps + [recurrent.bias_of_units(bias_keep, shapes[2], self.gates)]
 
     def input_rows(self, layer, positions):  # pylint: disable=unused-argument
         return 0, np.asarray(positions, np.int64)  # the unit kernel is (in + u, gates, u)
@@ -222,6 +252,14 @@ class BidirectionalLayout:
         gated, forward, backward = self._halves(weights)
         return np.stack([gated.unit_kernel(forward), gated.unit_kernel(backward)], axis=-2)
 
+    def weight_keeps(self, kernel_keep, bias_keep, shapes):
+        """Both directions' [kernel, recurrent kernel, bias] masks (``[..., 0, :]`` forward, ``[..., 1, :]``
+        backward; ``shapes`` holds six entries, None for absent biases)."""
+        units, gates_units = shapes[1]
+        gated = GatedLayout(gates_units // units)
+        return (gated.weight_keeps(kernel_keep[..., 0, :], bias_keep, shapes[:3])
+                + gated.weight_keeps(kernel_keep[..., 1, :], bias_keep, shapes[3:]))
+
     def bias(self, weights):  # dead recurrent units are proven 0 by running them (``surgery``), not from a bias
         return None
 
@@ -230,5 +268,64 @@ class BidirectionalLayout:
         return gated.slice(forward, in_keep, out_keep) + gated.slice(backward, in_keep, out_keep)
 
 
-__all__ = ["BidirectionalLayout", "DepthwiseLayout", "GatedLayout", "HeadLayout", "KernelLayout", "SeparableLayout",
-           "TransposedLayout", "multiplied"]
+@dataclasses.dataclass(frozen=True)
+class SeparableDepthwiseLayout:
+    """A separable convolution pruned in its depthwise kernel only (``pruned_kernels="depthwise"``): the unit kernel
+    is the depthwise kernel (k..., in, m), weight pruning only (its last axis is the depth multiplier)."""
+
+    def unit_kernel(self, weights):
+        return np.asarray(weights[0])
+
+    def weight_keeps(self, kernel_keep, bias_keep, shapes):  # pylint: disable=unused-argument
+        return [kernel_keep, None, None]
+
+
+@dataclasses.dataclass(frozen=True)
+class SeparableBothLayout:
+    """A separable convolution pruned in both kernels (``pruned_kernels="both"``): the unit kernel is every
+    depthwise then pointwise weight, as one column (weights, 1): weight pruning only."""
+
+    def unit_kernel(self, weights):
+        return np.concatenate([np.ravel(w) for w in weights[:2]])[:, None]
+
+    def weight_keeps(self, kernel_keep, bias_keep, shapes):  # pylint: disable=unused-argument
+        depthwise, pointwise = shapes[:2]
+        flat, size = np.ravel(kernel_keep), int(np.prod(depthwise))
+        return [flat[:size].reshape(depthwise), flat[size:].reshape(pointwise), None]
+
+
+@dataclasses.dataclass(frozen=True)
+class AxisLayout:
+    """A custom layer's prunable weights (``tfprune.layers.custom``), each with its unit axis ``axis`` moved last
+    and flattened to (n, units), stacked; with ``axis`` None, every weight as one column (all weights, 1)."""
+    axis: object = None
+
+    def unit_kernel(self, weights):
+        if self.axis is None:
+            return np.concatenate([np.ravel(w) for w in weights])[:, None]
+        return np.concatenate([np.moveaxis(np.asarray(w), self.axis, -1).reshape(-1, np.shape(w)[self.axis])
+                               for w in weights])
+
+    def unit_shape(self, shapes):
+        """The unit kernel's shape for weights of ``shapes``."""
+        sizes = [int(np.prod(shape)) for shape in shapes]
+        if self.axis is None:
+            return (sum(sizes), 1)
+        return (sum(size // shape[self.axis] for size, shape in zip(sizes, shapes)), shapes[0][self.axis])
+
+    def weight_keeps(self, kernel_keep, bias_keep, shapes):  # pylint: disable=unused-argument
+        out, start = [], 0
+        for shape in shapes:
+            size = int(np.prod(shape))
+            if self.axis is None:
+                out.append(kernel_keep[start:start + size, 0].reshape(shape))
+            else:
+                moved = tuple(np.moveaxis(np.empty(shape, np.int8), self.axis, -1).shape)
+                size //= shape[self.axis]
+                out.append(np.moveaxis(kernel_keep[start:start + size].reshape(moved), -1, self.axis))
+            start += size
+        return out
+
+
+__all__ = ["AxisLayout", "BidirectionalLayout", "DepthwiseLayout", "GatedLayout", "HeadLayout", "KernelLayout",
+           "SeparableBothLayout", "SeparableDepthwiseLayout", "SeparableLayout", "TransposedLayout", "multiplied"]

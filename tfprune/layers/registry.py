@@ -21,219 +21,50 @@ shrinking read.
 
 import numpy as np
 
+import importlib
+import pkgutil
+
 from tfprune.structure import graph
-from tfprune.layers import kernels_tf_keras as prunable_layers
-from tfprune.layers import kernels_keras3 as prunable_layers3
-from tfprune.layers import attention as prunable_attention
-from tfprune.layers import bidirectional as prunable_bidirectional
-from tfprune.layers import custom as layers_custom
-from tfprune.layers import rnn as prunable_rnn
-from tfprune.layers import rnn_keras3 as prunable_rnn3
-from tfprune.layers import separable as prunable_separable
-from tfprune.layers import transposed as prunable_transposed
-from tfprune.layers import recurrent
+from tfprune.layers import custom
 from tfprune.layers import schedule_step
 from tfprune import stacks
 from tfprune.structure.channels import ELEMENTWISE_ACTIVATIONS, activation_name, is_elementwise
 from tfprune.layers.kinds import LayerKind
-from tfprune.layers.layouts import (BidirectionalLayout, DepthwiseLayout, GatedLayout, HeadLayout, KernelLayout,
-                                    SeparableLayout, TransposedLayout)
+from tfprune.layers.layouts import GatedLayout, KernelLayout, TransposedLayout
 from tfprune._env import keras, keras3
 
 L, L3 = keras.layers, keras3.layers
 
 
-def _conv_support(layer):
-    if getattr(layer, "groups", 1) != 1:
-        return f"grouped {type(layer).__name__} (groups={layer.groups})"
-    return None
+
+def _families():
+    """The layer-family modules of ``tfprune.layers``: every module that declares ``KINDS`` (its kinds for both
+    stacks) and ``ORDER`` (where its kinds come in the table, and so in messages), in that order."""
+    package = importlib.import_module("tfprune.layers")
+    modules = [importlib.import_module(f"tfprune.layers.{info.name}") for info in pkgutil.iter_modules(package.__path__)
+               if info.name != "registry"]
+    return tuple(sorted((m for m in modules if hasattr(m, "KINDS") and hasattr(m, "ORDER")), key=lambda m: m.ORDER))
 
 
-def _embedding_support(layer):
-    if getattr(layer, "sparse", False):
-        return "Embedding with sparse=True (sparse lookups)"
-    return None
-
-
-def _no_macs(layer, output_shape):  # pylint: disable=unused-argument
-    """An Embedding looks rows up: no multiply-accumulates."""
-    return 0
-
-
-def _kernel_macs(layer, output_shape):
-    """Dense: positions * in * out; Conv2D: H_out * W_out * kh * kw * C_in * C_out: positions * kernel size."""
-    kernel_size = int(np.prod(kernel_shape(layer), dtype=np.int64))
-    return int(np.prod(output_shape[1:-1], dtype=np.int64)) * kernel_size
-
-
-def _recurrent_macs(layer, output_shape):  # pylint: disable=unused-argument
-    """SimpleRNN/GRU/LSTM: timesteps * (in + units) * gates * units (every step multiplies both kernels)."""
-    steps = graph.input_shape(layer)[1] or 1
-    return int(steps) * int(np.prod(kernel_shape(layer), dtype=np.int64))
-
-
-def _recurrent_shrinkable(layer):
-    """Dead units are cut out of a recurrent layer with one output (no ``return_state``), batch-major."""
-    return not getattr(layer, "return_state", False) and not getattr(layer, "time_major", False)
-
-
-def _transposed_macs(layer, output_shape):  # pylint: disable=unused-argument
-    """Transposed convolutions: every input position multiplies the whole kernel (k... * units * in)."""
-    positions = int(np.prod(graph.input_shape(layer)[1:-1], dtype=np.int64))
-    return positions * int(np.prod(kernel_shape(layer), dtype=np.int64))
-
-
-def _separable_macs(layer, output_shape):
-    """Separable convolutions: the depthwise kernel (k... * in * m) and the pointwise kernel (in * m * filters) at
-    every output position."""
-    positions = int(np.prod(output_shape[1:-1], dtype=np.int64))
-    depthwise, pointwise = (int(np.prod(w.shape, dtype=np.int64)) for w in layer.weights[:2])
-    return positions * (depthwise + pointwise)
-
-
-def _einsum_macs(layer, output_shape):
-    """EinsumDense: every output element sums over the kernel axes its equation contracts."""
-    inputs, out = layer.equation.split("->")
-    kernel_axes = inputs.split(",")[1]
-    contracted = [int(d) for a, d in zip(kernel_axes, kernel_shape(layer)) if a not in out]
-    return int(np.prod(output_shape[1:], dtype=np.int64)) * int(np.prod(contracted, dtype=np.int64))
-
-
-def _attention_macs(layer, output_shape):
-    """MultiHeadAttention over T query and S value positions: the query projection (T * in * h * d_k), key and
-    value projections (S * in * h * d), the scores and the weighted sum (T * S * h * (d_k + d_v)), the output
-    projection (T * h * d_v * out)."""
-    (q_in, heads, key_dim), (k_in, _, _), (v_in, _, value_dim), (_, _, out) = (
-        tuple(int(d) for d in p.kernel.shape) for p in prunable_attention.projections(layer))
-    shapes = graph.input_shapes(layer)
-    queries = int(np.prod(output_shape[1:-1], dtype=np.int64))
-    values = int(np.prod(shapes[min(1, len(shapes) - 1)][1:-1], dtype=np.int64))
-    return (queries * heads * (q_in * key_dim + value_dim * out) + values * heads * (k_in * key_dim + v_in * value_dim)
-            + queries * values * heads * (key_dim + value_dim))
-
-
-def _recurrent_unit_shape(layer):
-    """(in + u, gates, u) of a built SimpleRNN/GRU/LSTM (``tfprune.layers.recurrent``), or None."""
-    cell = layer.cell
-    if not layer.built or getattr(cell, "recurrent_kernel", None) is None:
-        return None
-    units = int(cell.units)
-    return (int(cell.kernel.shape[0]) + units, kind_of(layer).layout.gates, units)
-
-
-def _bidirectional_unit_shape(layer):
-    """(in + u, gates, 2, u) of a built Bidirectional (its two directions' unit kernels stacked), or None."""
-    shape = _recurrent_unit_shape(layer.forward_layer) if layer.built else None
-    return None if shape is None else shape[:2] + (2,) + shape[2:]
-
-
-def _bidirectional_width(config, width):
-    """The inner layers' configs with ``width`` units (and without Keras 3's build config, which holds the old
-    input width)."""
-    for key in ("layer", "backward_layer"):
-        if config.get(key):
-            config[key]["config"]["units"] = int(width)
-            config[key].pop("build_config", None)
-    return config
-
-
-def _head_unit_shape(layer):
-    """(all projection weights, heads) of a built MultiHeadAttention, or None."""
-    if getattr(layer, "_query_dense", None) is None or getattr(layer, "_output_dense", None) is None:
-        return None
-    return kind_of(layer).layout.unit_shape([tuple(int(d) for d in p.kernel.shape)
-                                             for p in prunable_attention.projections(layer)])
-
-
-def _kind(plain, prunable, width_key, **fields):
-    """A ``LayerKind`` whose MACs are positions * kernel size unless ``fields`` say otherwise."""
-    return LayerKind(plain, prunable, width_key, **{"macs": _kernel_macs, **fields})
-
-
-def _transposed_kinds(layers, classes):
-    return tuple(_kind(getattr(layers, name), cls, "filters", unsupported=_conv_support, macs=_transposed_macs,
-                           layout=TransposedLayout()) for name, cls in classes.items())
-
-
-def _separable_kinds(layers, classes):
-    return tuple(_kind(getattr(layers, name), cls, "filters", macs=_separable_macs, layout=SeparableLayout(),
-                           kernel_attr="pointwise_kernel", has_units=prunable_separable.has_units,
-                           unit_shape=prunable_separable.unit_shape, options=("pruned_kernels",))
-                 for name, cls in classes.items())
-
-
-def _recurrent_kinds(layers, prunable_module):
-    return tuple(_kind(getattr(layers, name), getattr(prunable_module, f"Prunable{name}"), "units",
-                           macs=_recurrent_macs, layout=GatedLayout(gates), shrinkable=_recurrent_shrinkable,
-                           unit_shape=_recurrent_unit_shape)
-                 for name, gates in recurrent.GATES.items())
-
-
-KINDS = (  # tf_keras (Keras 2), then Keras 3: the same layer types, each with the masked twin of its stack
-    _kind(L.Dense, prunable_layers.PrunableDense, "units", flat_input=True),
-    _kind(L.Conv1D, prunable_layers.PrunableConv1D, "filters", unsupported=_conv_support),
-    _kind(L.Conv2D, prunable_layers.PrunableConv2D, "filters", unsupported=_conv_support),
-    _kind(L.Conv3D, prunable_layers.PrunableConv3D, "filters", unsupported=_conv_support),
-    _kind(L.DepthwiseConv2D, prunable_layers.PrunableDepthwiseConv2D, "depth_multiplier",
-              kernel_attr="depthwise_kernel", has_units=False, layout=DepthwiseLayout()),
-    _kind(L.Embedding, prunable_layers.PrunableEmbedding, "output_dim", unsupported=_embedding_support,
-              macs=_no_macs, kernel_attr="embeddings"),
-    _kind(L3.Dense, prunable_layers3.PrunableDense, "units", flat_input=True),
-    _kind(L3.Conv1D, prunable_layers3.PrunableConv1D, "filters", unsupported=_conv_support),
-    _kind(L3.Conv2D, prunable_layers3.PrunableConv2D, "filters", unsupported=_conv_support),
-    _kind(L3.Conv3D, prunable_layers3.PrunableConv3D, "filters", unsupported=_conv_support),
-    _kind(L3.DepthwiseConv2D, prunable_layers3.PrunableDepthwiseConv2D, "depth_multiplier", has_units=False,
-          layout=DepthwiseLayout()),
-    _kind(L3.Embedding, prunable_layers3.PrunableEmbedding, "output_dim", unsupported=_embedding_support,
-              macs=_no_macs, kernel_attr="embeddings"),
-) + (_transposed_kinds(L, prunable_transposed.TF_KERAS) + _transposed_kinds(L3, prunable_transposed.KERAS3)
-     + _separable_kinds(L, prunable_separable.TF_KERAS) + _separable_kinds(L3, prunable_separable.KERAS3)
-     + _recurrent_kinds(L, prunable_rnn) + _recurrent_kinds(L3, prunable_rnn3) + tuple(
-         _kind(layers.EinsumDense, einsum, "output_shape", macs=_einsum_macs, has_units=False)
-         for layers, einsum in ((L, prunable_layers.PrunableEinsumDense), (L3, prunable_layers3.PrunableEinsumDense)))
-     + tuple(_kind(layers.MultiHeadAttention, cls, "num_heads", unsupported=prunable_attention.head_support,
-                       macs=_attention_macs, layout=HeadLayout(), unit_shape=_head_unit_shape, internal_units=True,
-                       build_like=build_like)
-             for layers, cls, build_like in (
-                 (L, prunable_attention.PrunableMultiHeadAttention, prunable_attention.build_like),
-                 (L3, prunable_attention.PrunableMultiHeadAttention3, None)))
-     + tuple(_kind(layers.Bidirectional, cls, "units", unsupported=prunable_bidirectional.support,
-                       macs=_recurrent_macs, layout=BidirectionalLayout(), shrinkable=_recurrent_shrinkable,
-                       unit_shape=_bidirectional_unit_shape, unit_channels=prunable_bidirectional.unit_channels,
-                       set_width=_bidirectional_width)
-             for layers, cls in ((L, prunable_bidirectional.PrunableBidirectional),
-                                 (L3, prunable_bidirectional.PrunableBidirectional3))))
+FAMILIES = _families()
+KINDS = tuple(kind for family in FAMILIES for kind in family.KINDS)
 _BY_TYPE = {**{k.plain: k for k in KINDS}, **{k.prunable: k for k in KINDS}}
 KIND_NAMES = ", ".join(dict.fromkeys(k.name for k in KINDS))  # "Dense, Conv1D, ...": what messages list
 PRUNABLE_CLASSES = tuple(k.prunable for k in KINDS)
-
-
-_CUSTOM_KINDS = {}
-
-
-def _custom_kind(cls):
-    """The kind of a custom layer class that opts in (``tfprune.layers.custom``), made once per class."""
-    plain = layers_custom.plain_class(cls) if issubclass(cls, layers_custom.CustomMasks) else cls
-    if plain not in _CUSTOM_KINDS:
-        _CUSTOM_KINDS[plain] = LayerKind(
-            plain, layers_custom.prunable_class(plain), "", unsupported=layers_custom.support, macs=_no_macs,
-            shrinkable=lambda layer: False, has_units=callable(getattr(plain, "get_unit_axis", None)),
-            unit_shape=layers_custom.unit_shape, plain_unit_kernel=layers_custom.plain_unit_kernel)
-    return _CUSTOM_KINDS[plain]
 
 
 def kind_of(layer):
     """The ``LayerKind`` of ``layer`` (plain or prunable, exact type; a custom layer that defines
     ``get_prunable_weights``), or None when tfprune has no entry for it."""
     kind = _BY_TYPE.get(type(layer))
-    if kind is None and layers_custom.opts_in(type(layer)):
-        return _custom_kind(type(layer))
+    if kind is None and custom.opts_in(type(layer)):
+        return custom.kind_for(type(layer))
     return kind
 
 
 def is_prunable(layer):
     """True for layers that carry tfprune masks (``PrunableDense``, ``PrunableConv2D``, a custom layer's...)."""
-    return isinstance(layer, PRUNABLE_CLASSES) or isinstance(layer, layers_custom.CustomMasks)
+    return isinstance(layer, PRUNABLE_CLASSES) or isinstance(layer, custom.CustomMasks)
 
 
 def is_tfmot_wrapper(layer):
@@ -310,7 +141,7 @@ def kernel_layers(model):
 def effective_kernel(layer):
     """The unit kernel as the layer computes with it (``kernel * kernel_mask`` for a prunable layer), as NumPy."""
     if is_prunable(layer):
-        return stacks.of(layer).to_numpy(layer.masked_kernel())
+        return layer.masked_kernel()
     kind = kind_of(layer)
     if kind.plain_unit_kernel is not None:
         return kind.plain_unit_kernel(layer)
@@ -320,13 +151,12 @@ def effective_kernel(layer):
 def masked_weights(layer):
     """The weights of a prunable layer as it computes with them (masks applied), NumPy, in its plain twin's order
     (``[kernel, bias?]``; recurrent: ``[kernel, recurrent_kernel, bias?]``)."""
-    to_numpy = stacks.of(layer).to_numpy
-    return [to_numpy(w) for w in layer.masked_weights()]
+    return layer.masked_weights()
 
 
 def kernel_mask(layer):
     """A prunable layer's kernel mask as a bool array (True = kept)."""
-    return stacks.of(layer).to_numpy(layer.kernel_mask) > 0.5
+    return layer.kernel_mask > 0.5
 
 
 def skip_reason(layer):
@@ -363,7 +193,7 @@ def custom_objects(*custom_layers):
     """
     out = {}
     tf_keras = [k.prunable for k in KINDS if issubclass(k.plain, keras.layers.Layer)]  # Keras 3 ones are registered
-    for cls in tf_keras + [c for plain in custom_layers for c in (plain, layers_custom.prunable_class(plain))]:
+    for cls in tf_keras + [c for plain in custom_layers for c in (plain, custom.prunable_class(plain))]:
         out[cls.__name__] = cls
         out[f"tfprune>{cls.__name__}"] = cls
     return out

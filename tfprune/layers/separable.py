@@ -18,8 +18,10 @@ Both stacks' separable convolutions read their variables in ``call``; the masks 
 
 import numpy as np
 
-from tfprune.layers.stored_masks import (Keras3Ops, StoredMaskMethods, TfKerasOps, add_masks, masked_property,
-                                         masking_constraints, prunable_classes)
+from tfprune.layers.kinds import LayerKind, both_stacks
+from tfprune.layers.layouts import SeparableBothLayout, SeparableDepthwiseLayout, SeparableLayout
+from tfprune.layers.stored_masks import (StoredMaskMethods, add_masks, masked_property, masking_constraints,
+                                         prunable_classes)
 
 _WEIGHTS = ("depthwise_kernel", "pointwise_kernel", "bias")
 _CONSTRAINTS = {"depthwise_kernel": "depthwise_constraint", "pointwise_kernel": "pointwise_constraint",
@@ -41,9 +43,12 @@ def check_pruned_kernels(value):
     return value
 
 
+_LAYOUTS = {"pointwise": SeparableLayout(), "depthwise": SeparableDepthwiseLayout(), "both": SeparableBothLayout()}
+
+
 class _SelectedKernels(StoredMaskMethods):
-    """The unit kernel of a separable convolution, for ``StoredMaskMethods``: ``_variables()``/``_masks()`` are
-    [depthwise kernel, pointwise kernel, bias or None]; the unit kernel is the kernel(s) ``pruned_kernels`` names."""
+    """A separable convolution for ``StoredMaskMethods``: ``_variables()``/``_masks()`` are [depthwise kernel,
+    pointwise kernel, bias or None]; the layout is the one ``pruned_kernels`` names (``tfprune.layers.layouts``)."""
 
     def __init__(self, *args, pruned_kernels="pointwise", **kwargs):
         super().__init__(*args, **kwargs)
@@ -55,22 +60,8 @@ class _SelectedKernels(StoredMaskMethods):
     def _masks(self):
         return [getattr(self, f"{n}_mask_variable") for n in _WEIGHTS]
 
-    def _unit_kernel(self, arrays):
-        if self.pruned_kernels == "pointwise":
-            return arrays[1]
-        if self.pruned_kernels == "depthwise":
-            return arrays[0]
-        return np.concatenate([np.ravel(self._numpy(a)) for a in arrays[:2]])[:, None]
-
-    def _variable_keeps(self, kernel_keep, bias_keep):
-        if self.pruned_kernels == "pointwise":
-            return [None, kernel_keep, bias_keep]
-        if self.pruned_kernels == "depthwise":
-            return [kernel_keep, None, None]
-        depthwise, pointwise = (tuple(v.shape) for v in self._variables()[:2])
-        flat = np.ravel(kernel_keep)
-        return [flat[:int(np.prod(depthwise))].reshape(depthwise), flat[int(np.prod(depthwise)):].reshape(pointwise),
-                None]
+    def _layout(self):
+        return _LAYOUTS[self.pruned_kernels]
 
 
 def unit_shape(layer):
@@ -89,7 +80,7 @@ def has_units(layer):
     return getattr(layer, "pruned_kernels", "pointwise") == "pointwise"
 
 
-class _TfKerasSeparable(TfKerasOps, _SelectedKernels):
+class _TfKerasSeparable(_SelectedKernels):
     """tf_keras: constraints given to the variables at build (the layer's config keeps the user's own)."""
 
     def build(self, input_shape):
@@ -102,7 +93,7 @@ class _TfKerasSeparable(TfKerasOps, _SelectedKernels):
         return [getattr(self, n) for n in _WEIGHTS]
 
 
-class _Keras3Separable(Keras3Ops, _SelectedKernels):
+class _Keras3Separable(_SelectedKernels):
     """Keras 3: masked properties on JAX, constraints on TensorFlow and PyTorch."""
 
     depthwise_kernel = masked_property("depthwise_kernel", "depthwise_kernel_mask_variable")
@@ -122,4 +113,18 @@ _CLASSES = prunable_classes((_TfKerasSeparable, _Keras3Separable), ("SeparableCo
                             "kernel (k..., in, m)", __name__)
 TF_KERAS, KERAS3 = _CLASSES["tf_keras"], _CLASSES["keras3"]
 
-__all__ = ["KERAS3", "KERNEL_CHOICES", "TF_KERAS", "check_pruned_kernels", "has_units", "unit_shape"]
+def _separable_macs(layer, output_shape):
+    """Separable convolutions: the depthwise kernel (k... * in * m) and the pointwise kernel (in * m * filters) at
+    every output position."""
+    positions = int(np.prod(output_shape[1:-1], dtype=np.int64))
+    depthwise, pointwise = (int(np.prod(w.shape, dtype=np.int64)) for w in layer.weights[:2])
+    return positions * (depthwise + pointwise)
+
+
+ORDER = 50  # where these kinds come in the registry's table (and in messages)
+KINDS = both_stacks(lambda layers, stack: [
+    LayerKind(getattr(layers, name), cls, "filters", macs=_separable_macs, layout=SeparableLayout(),
+              kernel_attr="pointwise_kernel", has_units=has_units, unit_shape=unit_shape, options=("pruned_kernels",))
+    for name, cls in _CLASSES[stack].items()])
+
+__all__ = ["KERAS3", "KINDS", "ORDER", "KERNEL_CHOICES", "TF_KERAS", "check_pruned_kernels", "has_units", "unit_shape"]

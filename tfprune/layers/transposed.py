@@ -1,68 +1,37 @@
-"""Prunable transposed convolutions (Conv1DTranspose, Conv2DTranspose, Conv3DTranspose) for tf_keras and Keras 3.
+"""The transposed-convolution family, both stacks: ``PrunableConv1DTranspose/2DTranspose/3DTranspose``.
 
 A transposed convolution's kernel is (k..., filters, in): its **units (output filters) are axis -2** and axis -1
 reads the input's channels, the other way round from a convolution. tfprune ranks it through its unit kernel, the
-kernel with those two axes swapped, (k..., in, filters), units last like every other kind (``registry``'s
-``TransposedLayout``); these layers take and give masks in that layout.
-
-Both stacks' transposed convolutions read ``self.kernel`` and ``self.bias`` in their ``call``. The masks are kept
-in the variables, as ``tfprune.layers.stored_masks`` describes (constraints; on Keras 3's JAX backend ``kernel`` and
-``bias`` are properties returning the masked tensors).
+kernel with those two axes swapped, (k..., in, filters), units last like every other kind (``layouts.
+TransposedLayout``, which also maps unit-kernel masks back). Both stacks' transposed convolutions read
+``self.kernel`` and ``self.bias`` in their ``call``; the masks are held in the variables
+(``tfprune.layers.stored_masks``).
 """
 
 import numpy as np
 
-from tfprune._env import keras3, tf
-from tfprune.layers.stored_masks import (Keras3Ops, StoredMaskMethods, TfKerasKernelBias, add_masks, masked_property,
-                                         prunable_classes)
+from tfprune.structure import graph
+from tfprune.layers.kinds import LayerKind, both_stacks, conv_support
+from tfprune.layers.layouts import TransposedLayout
+from tfprune.layers.stored_masks import Keras3AttrKernelBias, TfKerasKernelBias, prunable_classes
 
-ops = keras3.ops
-
-
-class _SwappedUnits(StoredMaskMethods):
-    """The unit kernel of a transposed convolution, for ``StoredMaskMethods``: ``_variables()``/``_masks()`` are
-    [kernel, bias or None]; the unit kernel is the kernel with its last two axes swapped (``_swap``)."""
-
-    def _masks(self):
-        return [self.kernel_mask_variable, self.bias_mask_variable]
-
-    def _unit_kernel(self, arrays):
-        return self._swap(arrays[0])
-
-    def _variable_keeps(self, kernel_keep, bias_keep):
-        return [np.swapaxes(kernel_keep, -1, -2), bias_keep]
-
-
-class _TfKerasTransposed(TfKerasKernelBias, _SwappedUnits):
-    """tf_keras: constraints given to the variables at build (the layer's config keeps the user's own)."""
-
-    @staticmethod
-    def _swap(x):
-        rank = x.shape.rank
-        return tf.transpose(x, list(range(rank - 2)) + [rank - 1, rank - 2])
-
-
-class _Keras3Transposed(Keras3Ops, _SwappedUnits):
-    """Keras 3: masked ``kernel``/``bias`` properties on JAX, constraints on TensorFlow and PyTorch."""
-
-    kernel = masked_property("kernel", "kernel_mask_variable")
-    bias = masked_property("bias", "bias_mask_variable")
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        add_masks(self, dict(zip(("kernel", "bias"), self._variables())))
-
-    def _variables(self):
-        return [self.__dict__.get("_kernel_variable"), self.__dict__.get("_bias_variable")]
-
-    @staticmethod
-    def _swap(x):
-        return ops.swapaxes(x, -1, -2)
-
-
-_CLASSES = prunable_classes((_TfKerasTransposed, _Keras3Transposed),
-                            ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"),
-                            "kernel (k..., filters, in) and bias (filters,)", __name__)
+_NAMES = ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
+_LAYOUT = {"LAYOUT": TransposedLayout()}
+_CLASSES = prunable_classes((TfKerasKernelBias, Keras3AttrKernelBias), _NAMES,
+                            "kernel (k..., filters, in) and bias (filters,)", __name__,
+                            {name: (_LAYOUT, _LAYOUT) for name in _NAMES})
 TF_KERAS, KERAS3 = _CLASSES["tf_keras"], _CLASSES["keras3"]
 
-__all__ = ["KERAS3", "TF_KERAS"]
+
+def _transposed_macs(layer, output_shape):  # pylint: disable=unused-argument
+    """Transposed convolutions: every input position multiplies the whole kernel (k... * units * in)."""
+    positions = int(np.prod(graph.input_shape(layer)[1:-1], dtype=np.int64))
+    return positions * int(np.prod(layer.kernel.shape, dtype=np.int64))
+
+
+ORDER = 40  # where these kinds come in the registry's table (and in messages)
+KINDS = both_stacks(lambda layers, stack: [
+    LayerKind(getattr(layers, name), _CLASSES[stack][name], "filters", unsupported=conv_support,
+              macs=_transposed_macs, layout=TransposedLayout()) for name in _NAMES])
+
+__all__ = ["KERAS3", "KINDS", "ORDER", "TF_KERAS"]

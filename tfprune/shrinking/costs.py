@@ -33,7 +33,7 @@ def layer_macs(model, layer):
     kind = registry.kind_of(layer)
     if kind is None:
         return 0
-    return sum(kind.macs(layer, shape) for shape in graph.output_shapes(model, layer))
+    return sum(kind.count_macs(layer, shape) for shape in graph.output_shapes(model, layer))
 
 
 def layer_params(layer):
