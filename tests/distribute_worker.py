@@ -66,7 +66,8 @@ def _tamper_errors(model, strategy):
     layer = model.get_layer("fc2")
     pruned_at = tuple(np.argwhere(layer.kernel_mask == 0)[0])
     errors = []
-    for variable, value, kwargs in ((layer.kernel_mask, 1.0, {}),  # a pruned weight revived on one replica only
+    revived = (layer.kernel_mask_variable, 1.0, {})  # a pruned weight revived on one replica only
+    for variable, value, kwargs in (revived,
                                     (layer.kernel, float("nan"), {"check_weights": False})):  # NaN * 0 != 0
         component = strategy.experimental_local_results(variable)[1]
         saved = component.numpy()
@@ -91,11 +92,11 @@ def _prune_with_rank(strategy, x, y):
     prunable = [l for l in model.layers if registry.is_prunable(l)]
     return model, {
         "replicas": strategy.num_replicas_in_sync,
-        "local_replicas": len(strategy.experimental_local_results(prunable[0].kernel_mask)),
+        "local_replicas": len(strategy.experimental_local_results(prunable[0].kernel_mask_variable)),
         "updates": [[int(s), float(v)] for s, v in pruner.history],
         "pruned": distribute.check_masks_in_sync(model, strategy),
         "expected": {l.name: masks.prune_count(TARGET, l.kernel_mask.size) for l in prunable},
-        "mask_zeros": _zeros_per_replica(strategy, [l.kernel_mask for l in prunable]),
+        "mask_zeros": _zeros_per_replica(strategy, [l.kernel_mask_variable for l in prunable]),
         "stripped_zeros": {r.name: r.zeros for r in pruning.sparsity_report(pruning.strip(model))},
         "mask_digest": distribute.mask_digest(model),
         "weights_digest": _weights_digest(model),
