@@ -294,3 +294,20 @@ class LampTest(parameterized.TestCase):
         self.assertEqual(scores.shape, kernel.shape)
         self.assertEqual(scores.ravel()[np.argmax(np.abs(kernel))], 1.0)
         np.testing.assert_array_equal(masks.weight_mask(scores, 0.6), masks.weight_mask(kernel, 0.6))
+
+
+def test_lamp_method_allocates_globally_by_lamp_scores_not_by_raw_magnitude():
+    """Two layers, the second ten times larger: global magnitude prunes the small layer whole, LAMP (scale-free
+    within a layer) prunes both alike. Per layer the LAMP scores are 0.01/0.30, 0.04/0.29, 0.09/0.25, 1 in either
+    layer; ties go by position, so 50 % of the 8 weights prunes entries 0 and 1 of both layers."""
+    from tfprune.select import scoring  # pylint: disable=import-outside-toplevel
+    small = np.array([[0.1, 0.2], [0.3, 0.4]])
+    large = 10 * small
+    currents = [np.ones((2, 2), bool)] * 2
+    by_magnitude = scoring.select(scoring.check_method("weight"), [small, large], [0.5, 0.5], currents, "global")
+    by_lamp = scoring.select(scoring.check_method("lamp"), [small, large], [0.5, 0.5], currents, "global")
+    assert [k.tolist() for k, _ in by_magnitude] == [[[False, False], [False, False]], [[True, True], [True, True]]]
+    assert [k.tolist() for k, _ in by_lamp] == [[[False, False], [True, True]]] * 2
+    layer = scoring.select(scoring.check_method("lamp"), [small, large], [0.5, 0.5], currents, "layer")
+    assert [k.tolist() for k, _ in layer] == [k.tolist() for k, _ in by_lamp]  # layer scope: magnitude
+    assert scoring.check_method("lamp").bias_keep(np.ones(2, bool)) is None and "lamp" in scoring.METHODS

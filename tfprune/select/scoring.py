@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from tfprune.select import blocks
+from tfprune.select import importance
 from tfprune.select import masks
 
 
@@ -67,6 +68,10 @@ WEIGHT = Scorer(
     alive=lambda current: np.asarray(current, bool).ravel(),
     kernel_keep=lambda keep, current: keep.reshape(np.shape(current)) & current)
 
+LAMP = Scorer(  # Lee et al., arXiv 2010.07611: magnitude within a layer, LAMP scores to compare across layers
+    name="lamp", scores=_weight_scores, global_scores=lambda kernel: importance.lamp_scores(kernel).ravel(),
+    alive=WEIGHT.alive, kernel_keep=WEIGHT.kernel_keep)
+
 UNIT = Scorer(
     name="unit", scores=masks.unit_norms, global_scores=masks.unit_rms, alive=masks.units_alive,
     kernel_keep=lambda keep, current: current & keep, prunes_bias=True, prunes_outputs=False,
@@ -104,7 +109,7 @@ def _block_scorer(units, inputs, norm):
 
 
 BLOCKS = (block_scorer(1, 4), block_scorer(1, 16), block_scorer(1, 4, "l1"), block_scorer(1, 16, "l1"))
-SCORERS = {s.name: s for s in (WEIGHT, UNIT) + BLOCKS + GROUPS}
+SCORERS = {s.name: s for s in (WEIGHT, UNIT, LAMP) + BLOCKS + GROUPS}
 METHODS = tuple(SCORERS)  # the named methods; check_method also takes any block shape, e.g. block_2x8
 SCOPES = ("layer", "global")
 
@@ -186,5 +191,5 @@ def select(scorer, kernels, sparsities, currents, scope="layer", names=None):
     return [(scorer.kernel_keep(keep, current), scorer.bias_keep(keep)) for keep, current in zip(keeps, currents)]
 
 
-__all__ = ["BLOCKS", "GROUPS", "METHODS", "SCOPES", "SCORERS", "Scorer", "UNIT", "WEIGHT", "block_scorer",
+__all__ = ["BLOCKS", "GROUPS", "LAMP", "METHODS", "SCOPES", "SCORERS", "Scorer", "UNIT", "WEIGHT", "block_scorer",
            "check_method", "check_scope", "is_method", "removes_units", "select"]
