@@ -2,6 +2,8 @@
 
 ``masks`` (pure NumPy: exact counts, ties by position, masks only shrink), ``scoring`` (methods as data: how a kernel
 is cut into groups and scored, layer and global scope), ``blocks`` (block pruning's arithmetic), ``selection`` (which
-layers a call selects), ``coupling``/``groups`` (the layers that must lose the same channels, joined by residual
-merges) and ``group_pruning`` (ranking and zeroing those channels). Nothing here clones or rebuilds a model.
+layers a call selects), ``importance`` (Taylor, Wanda, SparseGPT/OBS, refit, LAMP on Dense kernels), ``patches`` (a
+convolution's inputs as patch rows and their Grams, for those methods on convolutions), ``coupling``/``groups`` (the
+layers that must lose the same channels, joined by residual merges) and ``group_pruning`` (ranking and zeroing those
+channels). Nothing here clones or rebuilds a model.
 """

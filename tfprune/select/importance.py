@@ -200,7 +200,8 @@ def obs_prune(kernel, gram, sparsity, block_size=128, damp=0.01, pattern=None, p
     before damping, as SparseGPT does; they score 0, so their block prunes them before any live weight.
 
     Args:
-      kernel: Dense kernel (in, units) (a convolution's, reshaped to (kh·kw·in, out) with the matching ``gram``).
+      kernel: Dense kernel (in, units) (a convolution's, reshaped to (kh·kw·in, out) with the matching ``gram``:
+        ``patches.conv_gram``).
       gram: ``XᵀX`` (in, in) of the layer's calibration inputs (``gram``).
       sparsity: fraction in [0, 1) of the weights to prune; with ``pattern``, None or ``1 - n/m``.
       block_size: rows per block (>= 1; with ``pattern``, a multiple of ``m``).
