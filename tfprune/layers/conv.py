@@ -8,13 +8,11 @@ convolutions (``groups > 1``) stay dense.
 
 from tfprune.layers.kinds import LayerKind, both_stacks, conv_support
 from tfprune.layers.layouts import DepthwiseLayout
-from tfprune.layers.stored_masks import (Keras3AttrKernelBias, Keras3KernelBias, TfKerasKernelBias,
-                                         parent_masked_property, prunable_classes)
+from tfprune.layers.stored_masks import Keras3AttrKernelBias, Keras3KernelBias, TfKerasKernelBias, prunable_classes
 
 _CONVS = ("Conv1D", "Conv2D", "Conv3D")
 _CLASSES = prunable_classes((TfKerasKernelBias, Keras3KernelBias), _CONVS,
-                            "kernel (k..., in, filters) and bias (filters,)", __name__,
-                            {name: ({}, {"kernel": parent_masked_property("kernel")}) for name in _CONVS})
+                            "kernel (k..., in, filters) and bias (filters,)", __name__)
 _DEPTHWISE = prunable_classes(
     (TfKerasKernelBias, Keras3AttrKernelBias), ("DepthwiseConv2D",),
     "depthwise kernel (kh, kw, in, multiplier) and bias (in * multiplier,)", __name__,

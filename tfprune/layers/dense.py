@@ -7,11 +7,10 @@ inputs are a flattened feature map (``flat_input``).
 """
 
 from tfprune.layers.kinds import LayerKind, both_stacks
-from tfprune.layers.stored_masks import (Keras3KernelBias, TfKerasKernelBias, parent_masked_property,
-                                         prunable_classes)
+from tfprune.layers.stored_masks import Keras3KernelBias, TfKerasKernelBias, prunable_classes
 
 _CLASSES = prunable_classes((TfKerasKernelBias, Keras3KernelBias), ("Dense",), "kernel (in, units) and bias (units,)",
-                            __name__, {"Dense": ({}, {"kernel": parent_masked_property("kernel")})})
+                            __name__)
 TF_KERAS, KERAS3 = _CLASSES["tf_keras"], _CLASSES["keras3"]
 
 ORDER = 10  # where these kinds come in the registry's table (and in messages)

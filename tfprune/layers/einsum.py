@@ -6,8 +6,7 @@ bias), weight pruning only (its kernel's last axis need not be units). The proje
 import numpy as np
 
 from tfprune.layers.kinds import LayerKind, both_stacks
-from tfprune.layers.stored_masks import (Keras3KernelBias, TfKerasKernelBias, parent_masked_property,
-                                         prunable_classes)
+from tfprune.layers.stored_masks import Keras3KernelBias, TfKerasKernelBias, prunable_classes
 
 
 class _TfKerasEinsum(TfKerasKernelBias):
@@ -16,8 +15,7 @@ class _TfKerasEinsum(TfKerasKernelBias):
 
 
 _CLASSES = prunable_classes((_TfKerasEinsum, Keras3KernelBias), ("EinsumDense",),
-                            "kernel (any shape its equation gives) and bias", __name__,
-                            {"EinsumDense": ({}, {"kernel": parent_masked_property("kernel")})})
+                            "kernel (any shape its equation gives) and bias", __name__)
 TF_KERAS, KERAS3 = _CLASSES["tf_keras"], _CLASSES["keras3"]
 
 

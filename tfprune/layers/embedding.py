@@ -5,14 +5,12 @@ are the embedding dimensions (columns). Dense ids only (``sparse=True`` stays de
 """
 
 from tfprune.layers.kinds import LayerKind, both_stacks, no_macs
-from tfprune.layers.stored_masks import (Keras3KernelBias, TfKerasKernelBias, parent_masked_property,
-                                         prunable_classes)
+from tfprune.layers.stored_masks import Keras3KernelBias, TfKerasKernelBias, prunable_classes
 
 _CLASSES = prunable_classes(
     (TfKerasKernelBias, Keras3KernelBias), ("Embedding",), "table (vocabulary, output_dim)", __name__,
     {"Embedding": ({"_KERNEL": "embeddings", "_KERNEL_CONSTRAINT": "embeddings_constraint"},
-                   {"_KERNEL": "embeddings", "_STORED": "_embeddings",
-                    "embeddings": parent_masked_property("embeddings")})})
+                   {"_KERNEL": "embeddings", "_STORED": "_embeddings"})})
 TF_KERAS, KERAS3 = _CLASSES["tf_keras"], _CLASSES["keras3"]
 
 

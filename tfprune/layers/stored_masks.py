@@ -246,12 +246,17 @@ class Keras3AttrKernelBias(KernelBiasMasks):
 class Keras3KernelBias(KernelBiasMasks):
     """A Keras 3 layer with one kernel read through the parent's property ``_KERNEL`` (``kernel``; ``embeddings``),
     whose variable is the attribute ``_STORED`` (``_kernel``), and an optional ``bias``. The parent's ``call`` runs
-    unchanged: the family's ``parent_masked_property`` returns the masked tensor when ``masks_in_forward()`` or LoRA
-    is enabled (LoRA adds a delta only the property can mask). Its own variables are saved in one list (the
-    parent's would save a fixed two-entry one)."""
+    unchanged: each subclass gets the property ``_KERNEL`` of its own, which returns the parent's (LoRA included)
+    masked when ``masks_in_forward()`` or LoRA is enabled (LoRA adds a delta only the property can mask). Its own
+    variables are saved in one list (the parent's would save a fixed two-entry one)."""
 
     _KERNEL, _STORED = "kernel", "_kernel"
     bias = masked_property("bias")
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls._KERNEL not in cls.__dict__:  # a subclass's own property stays
+            setattr(cls, cls._KERNEL, property(cls._masked_parent_kernel))
 
     def build(self, input_shape=None):
         # enable_lora() locks the layer's variables: add the masks first, then enable LoRA as the parent would.
@@ -299,11 +304,6 @@ class Keras3KernelBias(KernelBiasMasks):
             variable.assign(store[str(i)])
 
 
-def parent_masked_property(name):
-    """The property ``name`` of a ``Keras3KernelBias`` layer: the parent's (LoRA included), masked when needed."""
-    return property(lambda self: self._masked_parent_kernel())  # pylint: disable=protected-access
-
-
 def prunable_classes(mixins, names, what, module, attrs=None):
     """The registered prunable classes ``Prunable<name>`` of both stacks: {"tf_keras"|"keras3": {name: class}}.
 
@@ -330,4 +330,4 @@ def prunable_classes(mixins, names, what, module, attrs=None):
 
 __all__ = ["Keras3AttrKernelBias", "Keras3KernelBias", "KernelBiasMasks", "MaskConstraint", "StoredMaskMethods",
            "TfKerasKernelBias", "add_masks", "masked_property", "masking_constraints", "masks_in_forward",
-           "parent_masked_property", "prunable_classes", "to_numpy"]
+           "prunable_classes", "to_numpy"]
