@@ -9,9 +9,9 @@ indexes its output units, e.g. -1 for a (in, units) kernel; the same size in eve
 are held in the variables (``tfprune.layers.stored_masks``): every prunable weight gets a non-trainable mask and a
 constraint that re-applies it after every optimizer update, so the layer's own ``call`` runs unchanged. The unit
 kernel is every prunable weight with its unit axis moved last, flattened to (weights, units) and stacked
-(``unit_kernel``); without a unit axis it is (all prunable weights, 1): weight pruning only. Shrinking never cuts a
-custom layer. Keras 3's JAX backend applies constraints with the mask values of trace time, so there custom layers
-stay dense (listed with the reason).
+(``layouts.AxisLayout``); without a unit axis it is (all prunable weights, 1): weight pruning only. Shrinking never
+cuts a custom layer. Keras 3's JAX backend applies constraints with the mask values of trace time, so there custom
+layers stay dense (listed with the reason).
 
 A model holding prunable custom layers loads in a new process after ``prunable_class(MyLayer)`` has registered
 the subclass (``tfprune.custom_objects(MyLayer)`` returns the dict for ``load_model``); a ``strip``-ped model needs
@@ -43,12 +43,6 @@ def unit_axis(layer):
     """The unit axis a layer declares (``get_unit_axis()``), or None."""
     method = getattr(layer, "get_unit_axis", None)
     return None if method is None else method()
-
-
-def unit_kernel(arrays, axis):
-    """The unit kernel of prunable weights ``arrays``: each with ``axis`` moved last and flattened to (n, units),
-    stacked; with ``axis`` None, (all weights, 1) (``layouts.AxisLayout``)."""
-    return AxisLayout(axis).unit_kernel(arrays)
 
 
 class CustomMasks(StoredMaskMethods):
@@ -148,7 +142,8 @@ def support(layer):
 
 def plain_unit_kernel(layer):
     """The unit kernel of a plain (or stripped) custom layer, NumPy."""
-    return unit_kernel([stacks.of(layer).to_numpy(w) for w in layer.get_prunable_weights()], unit_axis(layer))
+    return AxisLayout(unit_axis(layer)).unit_kernel([stacks.of(layer).to_numpy(w)
+                                                     for w in layer.get_prunable_weights()])
 
 
 def unit_shape(layer):
@@ -174,4 +169,4 @@ def kind_for(cls):
 
 
 __all__ = ["CustomMasks", "PrunableLayer", "kind_for", "opts_in", "plain_class", "plain_unit_kernel", "prunable_class",
-           "support", "unit_axis", "unit_kernel", "unit_shape"]
+           "support", "unit_axis", "unit_shape"]
