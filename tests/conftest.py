@@ -150,6 +150,21 @@ def custom_dense(k, with_units):
     return MyDense
 
 
+def squeeze_and_excite(k, target, head, squeeze=None):
+    """x (6, 6, 2) -> conv (8 filters, relu) -> scale (Multiply): conv times excite (Dense 8, sigmoid) of its pooled
+    channels (gap; through a ``squeeze`` Dense of that many units, relu, when given), reshaped to ``target`` (shape)
+    -> ``head(layers, scaled)`` -> out (Dense 3)."""
+    L = k.layers
+    x = k.Input((6, 6, 2))
+    conv = L.Conv2D(8, 3, activation="relu", name="conv")(x)
+    pooled = L.GlobalAveragePooling2D(name="gap")(conv)
+    if squeeze:
+        pooled = L.Dense(squeeze, activation="relu", name="squeeze")(pooled)
+    excite = L.Reshape(target, name="shape")(L.Dense(8, activation="sigmoid", name="excite")(pooled))
+    scaled = L.Multiply(name="scale")([conv, excite])
+    return k.Model(x, L.Dense(3, name="out")(head(L, scaled)))
+
+
 def require(path):
     if not os.path.exists(path):
         pytest.skip(f"{path} is absent on this machine")

@@ -9,6 +9,7 @@ Real data: Fashion-MNIST images (``small_fashion``), models trained one epoch.
 import numpy as np
 import pytest
 
+from conftest import squeeze_and_excite
 import tfprune
 from tfprune import make_prunable, prune, shrink, stacks, strip
 from tfprune.select import channel_rules
@@ -196,12 +197,6 @@ def test_prelu_slices_a_per_channel_alpha_and_keeps_a_shared_one(stack):
 
 @pytest.mark.parametrize("stack", list(STACKS))
 def test_a_reshape_with_an_inferred_last_axis_follows_its_channels(stack):
-    k = STACKS[stack]
-    L = k.layers
-    x = k.Input((6, 6, 2))
-    conv = L.Conv2D(8, 3, activation="relu", name="conv")(x)
-    excite = L.Dense(8, activation="sigmoid", name="excite")(L.GlobalAveragePooling2D(name="gap")(conv))
-    scaled = L.Multiply(name="scale")([conv, L.Reshape((1, 1, -1), name="shape")(excite)])
-    out = L.Dense(3, name="out")(L.GlobalAveragePooling2D(name="pool")(scaled))
-    group = {g.name: g for g in channel_groups(k.Model(x, out))}["conv"]
+    model = squeeze_and_excite(STACKS[stack], (1, 1, -1), lambda L, x: L.GlobalAveragePooling2D(name="pool")(x))
+    group = {g.name: g for g in channel_groups(model)}["conv"]
     assert group.prunable and ("shape", "follower") in [(m.layer, m.role) for m in group.members]

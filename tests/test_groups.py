@@ -8,6 +8,7 @@ groups of keras.applications ResNet50, MobileNetV2, EfficientNetB0 and DenseNet1
 import numpy as np
 import pytest
 
+from conftest import squeeze_and_excite
 from tfprune import make_prunable, prune, stacks
 from tfprune._env import keras, keras3
 from tfprune.select.group_pruning import channels_kept
@@ -71,15 +72,9 @@ def test_residual_depthwise_and_concatenated_groups_are_the_hand_made_ones(stack
 
 @pytest.mark.parametrize("stack", list(STACKS))
 def test_squeeze_and_excite_and_flatten(stack):
-    k = STACKS[stack]
-    L = k.layers
-    x = k.Input((6, 6, 2))
-    conv = L.Conv2D(8, 3, activation="relu", name="conv")(x)
-    squeeze = L.Dense(4, activation="relu", name="squeeze")(L.GlobalAveragePooling2D(name="gap")(conv))
-    excite = L.Reshape((1, 1, 8), name="shape")(L.Dense(8, activation="sigmoid", name="excite")(squeeze))
-    scaled = L.Multiply(name="scale")([conv, excite])
-    out = L.Dense(3, name="out")(L.Flatten(name="flat")(L.Conv2D(5, 1, name="mix")(scaled)))
-    groups = _by_name(channel_groups(k.Model(x, out)))
+    model = squeeze_and_excite(STACKS[stack], (1, 1, 8), lambda L, x: L.Flatten(name="flat")(
+        L.Conv2D(5, 1, name="mix")(x)), squeeze=4)
+    groups = _by_name(channel_groups(model))
     conv_group = groups["conv"]
     assert conv_group.prunable  # sigmoid(0) = 0.5 only multiplies a channel that is 0
     assert [(m.layer, m.role) for m in conv_group.members] == [
