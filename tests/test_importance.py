@@ -219,6 +219,9 @@ class ObsPruneTest(parameterized.TestCase):
         self.assertEqual(int((~keep).sum()), 6)
         undamped, _ = importance.obs_prune(kernel, importance.gram(x), 0.25, damp=0.0)  # H_22 = 1 keeps H invertible
         self.assertTrue(np.all(np.isfinite(undamped)))
+        unchanged, kept = importance.obs_prune(kernel, importance.gram(x), 0.0)  # within the count: none pruned
+        np.testing.assert_array_equal(unchanged, kernel)
+        self.assertTrue(kept.all())
 
     def test_errors_name_the_bad_value(self):
         x, kernel = self.layer(10, 10, 3)

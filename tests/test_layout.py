@@ -31,7 +31,8 @@ LIBRARY_TIERS = [
     {"tfprune.structure"},  # Keras graphs, knowing nothing of pruning
     {"tfprune.layers"},  # prunable layers and the registry
     {"tfprune.select", "tfprune.outputs", "tfprune.distribute"},  # methods, masks, groups; logits; strategies
-    {"tfprune.pruning", "tfprune.files"},  # make_prunable/prune/strip/report; model files, atomic writes, locks
+    {"tfprune.calibration", "tfprune.pruning", "tfprune.files"},  # statistics, reconstruction; make_prunable/prune/
+    # strip/report; model files, atomic writes, locks
     {"tfprune.shrinking", "tfprune.callbacks"},  # shrinking; schedules
 ]
 

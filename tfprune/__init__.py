@@ -36,6 +36,7 @@ from tfprune.layers.registry import custom_objects
 from tfprune.layers.registry import is_prunable as is_prunable_layer
 from tfprune.shrinking.surgery import ShrinkReport, ShrinkResult, format_shrink_report, shrink
 from tfprune.select.scoring import block_scorer
+from tfprune.calibration.data import Calibration
 from tfprune.files.user_model import load_user_model
 
 # The tf_keras prunable classes, by their names (Keras 3's are registered as tfprune>Prunable<Name> too).
@@ -83,7 +84,7 @@ def __dir__():
 
 
 __all__ = [
-    "ArraySplit", "Baseline", "ChannelGroup", "ChannelRule", "Dataset", "DatasetError", "LayerSparsity",
+    "ArraySplit", "Baseline", "Calibration", "ChannelGroup", "ChannelRule", "Dataset", "DatasetError", "LayerSparsity",
     "PrunableConv1D", "PrunableConv2D", "PrunableConv3D", "PrunableDense", "PrunableDepthwiseConv2D",
     "PrunableEinsumDense", "PrunableEmbedding", "PrunableGRU", "PrunableLSTM", "PrunableLayer",
     "PrunableMultiHeadAttention", "PrunableSimpleRNN", "ShrinkReport", "ShrinkResult", "StreamedSplit",

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from tfprune.calibration import data as calibration_data
 from tfprune.layers import jax_masks
 from tfprune.layers import registry
 from tfprune.layers import schedule_step
@@ -41,6 +42,9 @@ class RankPruning(keras.callbacks.Callback):
       scope: ``"layer"`` or ``"global"``.
       layers: None, a list of layer names, or a dict name -> sparsity (one-shot only).
       update_every: evaluate the schedule only every this many steps (1 = every step, like TF-MOT).
+      calibration: for a method that reads calibration data (``wanda``, ``taylor``, ``sparsegpt``...): a
+        ``tfprune.Calibration`` or ``(x, y)`` of training examples; the statistics are taken again at every pruning
+        step, from the weights as fine-tuned so far.
 
     Masks only shrink: a weight pruned at one step stays pruned later.
 
@@ -49,9 +53,11 @@ class RankPruning(keras.callbacks.Callback):
       (see ``tfprune.prune``).
     """
 
-    def __init__(self, method="weight", schedule=0.5, scope="layer", layers=None, update_every=1):
+    def __init__(self, method="weight", schedule=0.5, scope="layer", layers=None, update_every=1, calibration=None):
         super().__init__()
         scoring.check_method(method)
+        self.calibration = calibration_data.as_calibration(calibration, method) if scoring.needs_calibration(
+            method) else None
         scoring.check_scope(scope)
         if int(update_every) < 1:
             raise ValueError(f"update_every {update_every!r} must be at least 1")
@@ -82,7 +88,7 @@ class RankPruning(keras.callbacks.Callback):
         sync = getattr(self.model, "jax_state_sync", None)
         if sync is not None:
             sync()
-        pruning.prune(self.model, sparsity, self.method, self.scope, self.layers)
+        pruning.prune(self.model, sparsity, self.method, self.scope, self.layers, self.calibration)
         self.history.append((self.step, sparsity))
 
     def set_model(self, model):

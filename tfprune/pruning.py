@@ -7,6 +7,9 @@ import dataclasses
 
 import numpy as np
 
+from tfprune.calibration import data
+from tfprune.calibration import reconstruction
+from tfprune.calibration import statistics
 from tfprune.structure import graph
 from tfprune.select import group_pruning
 from tfprune.layers import in_place as in_place_lib
@@ -171,17 +174,33 @@ def resolve_plan(model, sparsity, method="weight", layers=None):
     return plan
 
 
-def _new_masks(model, plan, method, scope):
+def _new_masks(model, plan, method, scope, calibration=None):
     """Computes {name: (kernel_keep, bias_keep or None)} without touching the model."""
     known = {l.name: l for l in registry.model_layers(model)}
     layers = [known[n] for n in plan]
-    keeps = scoring.select(scoring.check_method(method), [registry.effective_kernel(l) for l in layers],
+    scorer = scoring.check_method(method)
+    found = None
+    if scorer.needs:
+        found = statistics.collect(model, layers, scorer.needs, data.as_calibration(calibration, method), method)
+        found = [found[l.name] for l in layers]
+    keeps = scoring.select(scorer, [registry.effective_kernel(l) for l in layers],
                            [plan[l.name] for l in layers], [registry.kernel_mask(l) for l in layers], scope,
-                           names=[repr(l.name) for l in layers])
+                           names=[repr(l.name) for l in layers], statistics=found)
     return {l.name: keep for l, keep in zip(layers, keeps)}
 
 
-def prune(model, sparsity=None, method="weight", scope="layer", layers=None):
+def _reconstruct(model, plan, scorer, scope, calibration):
+    calibration = data.as_calibration(calibration, scorer.name)
+    if scorer.reconstructs == "obs":
+        if scope != "layer":
+            raise ValueError("method 'sparsegpt' prunes each layer to its own sparsity: scope 'layer' only (for a "
+                             "global allocation use 'lamp', 'taylor' or 'wanda' with scope 'global')")
+        return reconstruction.sparsegpt(model, plan, calibration)
+    reconstruction.unit_refit(model, plan, calibration, scope)
+    return model
+
+
+def prune(model, sparsity=None, method="weight", scope="layer", layers=None, calibration=None):
     """Sets the masks of a prunable model in place (see ``tfprune.select.masks`` for the exact definitions).
 
     Args:
@@ -196,22 +215,35 @@ def prune(model, sparsity=None, method="weight", scope="layer", layers=None):
         followers, the layers reading them) and zeroes every weight of a removed channel in all of them
         (``tfprune.select.group_pruning``), so ``shrink`` removes it everywhere.
       scope: ``"layer"`` ranks within each layer (group); ``"global"`` ranks all selected layers (groups) together.
+        Methods that read calibration data (``calibration``): ``"wanda"`` ranks |w|·||x_i|| (the weight times the
+        L2 norm of its input over the calibration inputs) within each output unit, as Wanda does
+        (``"wanda_kernel"``: within the whole kernel); ``"taylor"`` ranks |w|·sqrt(Σ_batches g²) (first-order
+        Taylor, the loss's gradient per batch) and ``"taylor_unit"`` ranks units by sqrt(Σ_batches (Σ_i w_i g_i)²);
+        ``"sparsegpt"`` prunes layer by layer and updates each layer's remaining weights to reconstruct its outputs
+        (``tfprune.calibration.reconstruction``); ``"unit_refit"`` removes units as ``"unit"`` does, then refits
+        the layers that read them by least squares. These read Dense, Conv1D/2D/3D and DepthwiseConv2D layers.
       layers: None (weight: every prunable layer; unit: all but the output layers; group: every prunable group), a
         list of names (group methods: group or source layer names), or a dict name -> sparsity (a per-layer plan;
         ``sparsity`` is then ignored).
+      calibration: for the methods above: a ``tfprune.Calibration``, ``(x, y)`` or ``x`` — a few hundred training
+        examples (labels needed by the Taylor methods), never the test split.
 
     Masks only shrink: weights pruned before stay pruned. Returns the model.
 
     Raises:
-      ValueError: (see ``resolve_plan``), NaN/inf in a kernel, global scope with per-layer values. Nothing is
-      modified when it raises.
+      ValueError: (see ``resolve_plan``), NaN/inf in a kernel, global scope with per-layer values, a calibration
+      method without ``calibration`` or on a layer kind it does not read. Nothing is modified when it raises
+      (the reconstruction methods check every layer first).
     """
     scoring.check_scope(scope)
-    if scoring.check_method(method).couples_channels:
+    scorer = scoring.check_method(method)
+    if scorer.couples_channels:
         return group_pruning.prune(model, sparsity, method, scope, layers)
     plan = resolve_plan(model, sparsity, method, layers)
+    if scorer.reconstructs:
+        return _reconstruct(model, plan, scorer, scope, calibration)
     try:
-        new = _new_masks(model, plan, method, scope)
+        new = _new_masks(model, plan, method, scope, calibration)
     except ValueError as e:
         raise ValueError(f"cannot prune model {model.name!r}: {e}") from None
     known = {l.name: l for l in registry.model_layers(model)}

@@ -69,7 +69,7 @@ def search_config():
     budget = budget_lib.Budget(MAX_SIZE_KIB.value, MAX_LATENCY_MS.value, MIN_ACCURACY.value)
     finetune = config_lib.FineTune(epochs=FINETUNE_EPOCHS.value, batch_size=baseline_flags.BATCH_SIZE.value,
                                    learning_rate=baseline_flags.LEARNING_RATE.value, end_fraction=END_FRACTION.value,
-                                   verbose=0)
+                                   verbose=0, calibration_size=pruning_flags.CALIBRATION_SIZE.value)
     baseline = baseline_flags.baseline_config(model_path_flags.MODEL_PATH.value, model_path_flags.ALLOW_UNSAFE.value,
                                               0)
     ladder = tuple(pruning_flags.SPARSITIES.value) if FLAGS["sparsities"].present else budget_lib.LADDER

@@ -1,4 +1,5 @@
-"""Flags every pruning study takes: ``--sparsities`` (percents k), ``--layers`` and the required ``--output_dir``."""
+"""Flags every pruning study takes: ``--sparsities`` (percents k), ``--layers``, ``--calibration_size`` and the
+required ``--output_dir``."""
 
 import os
 
@@ -16,6 +17,10 @@ LAYERS = flags.DEFINE_list(
     "Embedding, SimpleRNN, GRU and LSTM for weight pruning; for unit pruning all but the classifier and the "
     "depthwise layers).")
 app.register_list_validator("layers", lambda values: config.check_unique(values, "--layers", noun="layer"))
+CALIBRATION_SIZE = flags.DEFINE_integer(
+    "calibration_size", config.DEFAULT_CALIBRATION_SIZE,
+    "Training examples (a fixed subset of the train split; never the test split) that the calibration methods read "
+    "(wanda, wanda_kernel, taylor, taylor_unit, sparsegpt, unit_refit).", lower_bound=1)
 OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Folder for the results (tables, JSON, PNG plots).")
 flags.mark_flag_as_required("output_dir")
 

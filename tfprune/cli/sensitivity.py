@@ -27,11 +27,13 @@ FLAGS = flags.FLAGS
 for _module in (data_flags, baseline_flags, model_path_flags, pruning_flags):
     flags.adopt_module_key_flags(_module)
 
-METHOD = flags.DEFINE_string("method", "weight", "Rank weights by |w| (weight), units by L2 norm (unit), or blocks "
-                             "of consecutive inputs by RMS (block_1x4, block_1x16, any block_<units>x<inputs>).")
+METHOD = flags.DEFINE_string("method", "weight", "Rank weights by |w| (weight), units by L2 norm (unit), blocks "
+                             "of consecutive inputs by RMS (block_1x4, block_1x16, any block_<units>x<inputs>), or "
+                             "a calibration method (wanda, wanda_kernel, taylor, taylor_unit, sparsegpt, unit_refit; "
+                             "--calibration_size).")
 flags.register_validator("method", lambda v: scoring.is_method(v) and not scoring.check_method(v).couples_channels,
-                         message="--method must be weight, unit or a block method (block_1x4, block_1x16, "
-                         "block_<units>x<inputs>)")
+                         message="--method must be weight, unit, a block method (block_1x4, block_1x16, "
+                         "block_<units>x<inputs>) or a calibration method (wanda, taylor, sparsegpt, unit_refit...)")
 MAX_DROP = flags.DEFINE_float("max_drop", 1.0, "Largest accuracy drop, in percentage points, a layer's planned k may "
                               "cost.", lower_bound=0.0)
 cli_app.register_finite("max_drop")
@@ -50,7 +52,7 @@ def sensitivity_config():
     return config_lib.SensitivityConfig(
         output_dir=pruning_flags.OUTPUT_DIR.value, baseline=baseline, method=METHOD.value,
         sparsities=tuple(pruning_flags.SPARSITIES.value), layers=pruning_flags.LAYERS.value, max_drop=MAX_DROP.value,
-        eval_size=EVAL_SIZE.value)
+        eval_size=EVAL_SIZE.value, calibration_size=pruning_flags.CALIBRATION_SIZE.value)
 
 
 def main(argv):

@@ -45,7 +45,9 @@ METHODS = flags.DEFINE_list(
     "methods", ["weight", "unit"], "Pruning methods to sweep: weight, unit, group, group_mean, group_max (tfprune "
     "rank pruning; the group methods prune coupled channel groups, e.g. a residual stage, and shrink them), "
     "block_1x4, block_1x16 (blocks of 4 or 16 consecutive inputs of one unit, ranked by RMS: TFLite's sparse "
-    "float and int8 kernels; block_l1_1x4 ranks by mean |w|; any block_<units>x<inputs>), tfmot, tfmot_block_1x4, "
+    "float and int8 kernels; block_l1_1x4 ranks by mean |w|; any block_<units>x<inputs>), lamp (magnitude, LAMP "
+    "scores across layers in global scope), the calibration methods wanda, wanda_kernel, taylor, taylor_unit, "
+    "sparsegpt, unit_refit (they read --calibration_size training examples), tfmot, tfmot_block_1x4, "
     "tfmot_block_1x16 (TF-MOT prune_low_magnitude, unstructured or with block_size; need --finetune_epochs >= 1).")
 LAYER_SPARSITY = flags.DEFINE_string(
     "layer_sparsity", None, "A per-layer plan instead of --sparsities: a JSON file written by tfprune.sensitivity, "
@@ -110,7 +112,8 @@ def sweep_config(output_dir):
     finetune = config_lib.FineTune(
         epochs=FINETUNE_EPOCHS.value, schedule=SCHEDULE.value, batch_size=baseline_flags.BATCH_SIZE.value,
         learning_rate=baseline_flags.LEARNING_RATE.value, begin_fraction=BEGIN_FRACTION.value,
-        end_fraction=END_FRACTION.value, frequency=PRUNING_FREQUENCY.value, verbose=VERBOSE.value)
+        end_fraction=END_FRACTION.value, frequency=PRUNING_FREQUENCY.value, verbose=VERBOSE.value,
+        calibration_size=pruning_flags.CALIBRATION_SIZE.value)
     baseline = baseline_flags.baseline_config(model_path_flags.MODEL_PATH.value, model_path_flags.ALLOW_UNSAFE.value,
                                               VERBOSE.value)
     return config_lib.SweepConfig(

@@ -122,6 +122,14 @@ def _positive_int(value, name, minimum=1):
            f"{name} {value!r} must be an integer >= {minimum}")
 
 
+DEFAULT_CALIBRATION_SIZE = 1024
+
+
+def calibration_fields(methods, calibration_size):
+    """{"calibration_size": n} when a method reads calibration data, else {} (folders of other methods resume)."""
+    return {"calibration_size": calibration_size} if any(map(scoring.needs_calibration, methods)) else {}
+
+
 @dataclasses.dataclass(frozen=True)
 class FineTune:
     """How a pruned model is fine-tuned (identical for every method).
@@ -131,6 +139,8 @@ class FineTune:
       target between ``begin_fraction`` and ``end_fraction`` of the fine-tune steps), ``constant`` (TF-MOT
       ConstantSparsity from ``begin_fraction``).
     frequency: pruning steps between mask updates of the polynomial/constant schedules.
+    calibration_size: training examples (a fixed-seed subset of the train split, never the test split) the
+      calibration methods read (``wanda``, ``taylor``, ``sparsegpt``, ``unit_refit``...; ``scoring.needs_calibration``).
     """
     epochs: int = 0
     schedule: str = "polynomial"
@@ -140,8 +150,10 @@ class FineTune:
     end_fraction: float = 0.7
     frequency: int = 100
     verbose: int = 2
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE
 
     def __post_init__(self):
+        _positive_int(self.calibration_size, "calibration_size")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule {self.schedule!r} is not one of {SCHEDULES}")
         if self.epochs < 0:
@@ -278,6 +290,7 @@ class SweepConfig:
                 "export_eval_size": self.export_eval_size, "layer_sparsity": self.layer_sparsity,
                 "keras": None if b.model_path else stacks.by_version(b.keras).label,
                 "gzip_level": records.GZIP_LEVEL if self.gzip_size else None,
+                **calibration_fields(self.methods, f.calibration_size),
                 **({"export_softmax": True} if self.export_softmax else {})}  # absent when False: older folders resume
 
 
@@ -289,6 +302,7 @@ class SensitivityConfig:
     max_drop: accuracy drop in percentage points a layer's planned k may cost. eval_size: evaluate on a fixed subset
     of this many examples of the validation split (None: all); data without one is scanned on 10,000 (or
     ``eval_size``) training examples, never on the test split, which stays for unbiased final figures.
+    calibration_size: as ``FineTune.calibration_size``.
     """
     output_dir: str
     baseline: BaselineConfig = BaselineConfig()
@@ -297,8 +311,10 @@ class SensitivityConfig:
     layers: Optional[tuple] = None
     max_drop: float = 1.0
     eval_size: Optional[int] = None
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE
 
     def __post_init__(self):
+        _positive_int(self.calibration_size, "calibration_size")
         _check(bool(self.output_dir), f"output_dir {self.output_dir!r} is empty; name a folder for the results")
         _library(scoring.check_method, self.method)
         object.__setattr__(self, "sparsities", tuple(check_percents(self.sparsities)))

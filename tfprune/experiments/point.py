@@ -14,6 +14,8 @@ import weakref
 import numpy as np
 
 from tfprune import callbacks
+from tfprune.calibration import data as calibration_data
+from tfprune.select import scoring
 from tfprune import distribute
 from tfprune import pruning
 from tfprune.layers import registry
@@ -105,15 +107,24 @@ def _rank_schedule(sparsity, layers, finetune, num_examples):
     return finetune.tfmot_schedule(sparsity, num_examples)
 
 
+def calibration_for(method, train, size, seed=0):
+    """The ``Calibration`` of ``method`` (None when it reads none): ``size`` examples of the train split, a fixed
+    subset (``seed``), never the test split."""
+    if not scoring.needs_calibration(method):
+        return None
+    return calibration_data.Calibration(*train.take(size, seed))
+
+
 def _run_rank(baseline_model, method, sparsity, scope, layers, finetune, train, strategy=None, seed=0):
+    calibration = calibration_for(method, train, finetune.calibration_size, seed)
     with distribute.scope(strategy):
         model = pruning.make_prunable(baseline_model)
         if finetune.epochs == 0:
-            return pruning.prune(model, sparsity, method, scope, layers), []
+            return pruning.prune(model, sparsity, method, scope, layers, calibration), []
         models.compile_model(model, finetune.learning_rate)
         timer = callbacks.EpochTimer()
         pruner = callbacks.RankPruning(method, _rank_schedule(sparsity, layers, finetune, len(train)), scope,
-                                       layers)
+                                       layers, calibration=calibration)
         model.fit(epochs=finetune.epochs, verbose=finetune.verbose, callbacks=[pruner, timer],
                   **train.fit_inputs(finetune.batch_size, seed))
     return model, timer.seconds

@@ -10,6 +10,7 @@ import numpy as np
 from tfprune.select import group_pruning
 from tfprune.select import masks
 from tfprune import pruning
+from tfprune.calibration import statistics
 from tfprune.layers import registry
 from tfprune.select import scoring
 from tfprune.experiments.data import dataset as dataset_lib
@@ -49,6 +50,18 @@ def _check_kernels(scorer, method, layers):
         raise ConfigError(f"--methods={method}: {e}") from None
 
 
+def _check_calibration(scorer, method, layers, scope):
+    """A ``ConfigError`` naming ``--methods`` when a calibration method cannot read a layer, or cannot run in
+    ``scope``."""
+    if scorer.reconstructs == "obs" and scope != "layer":
+        raise ConfigError(f"--methods={method} prunes each layer to its own sparsity: --scope=layer only")
+    try:
+        for layer in layers:
+            statistics.check_layer(layer, method)
+    except ValueError as e:
+        raise ConfigError(f"--methods={method}: {e}") from None
+
+
 def check_sweep(config, model):
     """Raises ``ConfigError`` unless every method's layer selection and every k of ``config`` can run on ``model``.
 
@@ -75,6 +88,8 @@ def check_sweep(config, model):
             raise ConfigError(f"{what}: {e}") from None
         if not scorer.couples_channels:
             _check_kernels(scorer, method, [prunable.get_layer(name) for name in selected])
+            if scoring.needs_calibration(rank):
+                _check_calibration(scorer, method, [prunable.get_layer(name) for name in selected], config.scope)
             sizes = {name: _groups(scorer, prunable.get_layer(name)) for name in selected}
         if config_lib.is_tfmot(method) or config.scope != "layer":
             continue  # TF-MOT keeps at least one weight per kernel; global scope ranks across layers

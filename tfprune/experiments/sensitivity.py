@@ -17,6 +17,7 @@ from tfprune import pruning
 from tfprune.experiments.data import dataset as dataset_lib
 from tfprune.experiments import models
 from tfprune.experiments.results import plots
+from tfprune.experiments import point
 from tfprune.experiments import preflight
 from tfprune.experiments.results import records
 from tfprune.experiments.results import store
@@ -24,7 +25,7 @@ from tfprune.experiments import sweep
 from tfprune.experiments.config import ConfigError, check_percents, check_unique
 
 
-def scan(model, x, y, ks, method="weight", layers=None, progress=None):
+def scan(model, x, y, ks, method="weight", layers=None, progress=None, calibration=None):
     """Accuracy and loss with one layer pruned at a time.
 
     Args:
@@ -34,6 +35,7 @@ def scan(model, x, y, ks, method="weight", layers=None, progress=None):
       method: ``weight``, ``unit`` or a block method (``block_1x4``...).
       layers: names to scan (default: ``tfprune.pruning.default_layers``).
       progress: optional callable(layer, k, accuracy) called after each evaluation.
+      calibration: for a calibration method (``wanda``, ``sparsegpt``...): training examples, as ``tfprune.prune``.
 
     Returns:
       {layer: [(k, accuracy, loss), ...]} in the order of ``ks``.
@@ -50,7 +52,7 @@ def scan(model, x, y, ks, method="weight", layers=None, progress=None):
         curves[name] = []
         for k in ks:
             prunable.set_weights(dense_weights)
-            pruning.prune(prunable, k / 100.0, method, layers=[name])
+            pruning.prune(prunable, k / 100.0, method, layers=[name], calibration=calibration)
             loss, accuracy = prunable.evaluate(x, y, batch_size=1024, verbose=0)
             curves[name].append((float(k), float(accuracy), float(loss)))
             if progress:
@@ -167,7 +169,9 @@ def run_sensitivity(config, report=print):
         curves = scan(base.model, x, y, config.sparsities, config.method,
                       list(config.layers) if config.layers else None,
                       progress=lambda n, k, a: report(f"  {n:<8} k={records.format_k(k):>4}%: "
-                                                      f"accuracy {100 * a:6.2f} %"))
+                                                      f"accuracy {100 * a:6.2f} %"),
+                      calibration=point.calibration_for(config.method, datasets.train, config.calibration_size,
+                                                        b.seed))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     plan = suggest_plan(curves, base_accuracy, config.max_drop)

@@ -163,19 +163,25 @@ def _inverse_cholesky(hessian, damp):
                          "raise damp or use more calibration samples") from None
 
 
-def _block_mask(w1, u1, start, stop, sparsity, per_output):
+def _block_mask(w1, u1, start, stop, sparsity, per_output, dead1, silent1):
     """Unstructured pruned mask of one block (rows ``start:stop``), smallest ``w²/U_ii²`` first: the block prunes
     what brings the rows up to ``stop`` to their exact count, over the whole block (ties: lower flat index first)
-    or per column (``per_output``; ties: lower row first)."""
+    or per column (``per_output``; ties: lower row first). Weights already pruned (``dead1``) go first, and the
+    block prunes at least them; rows of inputs never nonzero (``silent1``) score 0."""
     scores = np.square(w1) / np.square(np.diag(u1))[:, None]
+    scores = np.where(dead1, -np.inf, np.where(silent1[:, None], 0.0, scores))
     if per_output:
-        return _smallest_per_column(scores, masks.prune_count(sparsity, stop) - masks.prune_count(sparsity, start))
+        count = masks.prune_count(sparsity, stop) - masks.prune_count(sparsity, start)
+        order = np.argsort(scores, axis=0, kind="stable")
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.arange(len(scores))[:, None].repeat(scores.shape[1], 1), axis=0)
+        return rank < np.maximum(count, dead1.sum(axis=0))[None, :]
     units = w1.shape[1]
     count = masks.prune_count(sparsity, stop * units) - masks.prune_count(sparsity, start * units)
-    return masks.select_smallest(scores, count).reshape(scores.shape)
+    return masks.select_smallest(scores, max(count, int(dead1.sum()))).reshape(scores.shape)
 
 
-def obs_prune(kernel, gram, sparsity, block_size=128, damp=0.01, pattern=None, per_output=False):
+def obs_prune(kernel, gram, sparsity, block_size=128, damp=0.01, pattern=None, per_output=False, keep=None):
     """SparseGPT (arXiv 2301.00774, Algorithm 1): prunes a Dense kernel and updates its remaining weights so that
     ``X @ W`` is reconstructed, from the Gram matrix ``H = XᵀX`` alone (all output columns share ``H``).
 
@@ -196,8 +202,9 @@ def obs_prune(kernel, gram, sparsity, block_size=128, damp=0.01, pattern=None, p
     With ``pattern=(n, m)`` (N:M), in every group of ``m`` consecutive inputs of each column exactly ``n`` weights
     are KEPT (2:4 keeps two of four), the ``m - n`` smallest scores of the group pruned when the group starts.
 
-    Dead inputs (``H_ii == 0``, never nonzero in the calibration data) get ``H_ii = 1`` and their weights zeroed
-    before damping, as SparseGPT does; they score 0, so their block prunes them before any live weight.
+    Dead inputs (``H_ii == 0``, never nonzero in the calibration data) get ``H_ii = 1`` before damping, as SparseGPT
+    does; they score 0, so their block prunes them before any live weight, but (unlike SparseGPT, which zeroes them
+    all) only within the count: at sparsity 0 the kernel is returned unchanged.
 
     Args:
       kernel: Dense kernel (in, units) (a convolution's, reshaped to (kh·kw·in, out) with the matching ``gram``:
@@ -208,6 +215,8 @@ def obs_prune(kernel, gram, sparsity, block_size=128, damp=0.01, pattern=None, p
       damp: added to the diagonal of ``H`` as a fraction of its mean (>= 0; SparseGPT's ``percdamp``).
       pattern: optional ``(n, m)``: N:M sparsity.
       per_output: unstructured masks count per output column instead of over the whole block.
+      keep: optional bool (in, units), the current keep mask: weights it prunes stay pruned (masks only shrink; a
+        block that already holds more pruned weights than its count prunes just those, unstructured only).
 
     Returns:
       ``(new_kernel, keep_mask)``: the updated kernel, zero where pruned, in the kernel's dtype when it is
@@ -219,15 +228,16 @@ def obs_prune(kernel, gram, sparsity, block_size=128, damp=0.01, pattern=None, p
         ``block_size``, a gram that is not positive definite after damping.
     """
     weights, hessian, sparsity, block_size, pattern = _check_obs(kernel, gram, sparsity, block_size, damp, pattern)
+    was_pruned = np.zeros(weights.shape, bool) if keep is None else ~np.asarray(keep, bool).reshape(weights.shape)
     dead = np.diag(hessian) == 0
     hessian[dead, dead] = 1.0
-    weights[dead] = 0.0
     upper = _inverse_cholesky(hessian, damp)
     pruned = np.zeros(weights.shape, bool)
     for start in range(0, len(weights), block_size):
         stop = min(start + block_size, len(weights))
         w1, u1 = weights[start:stop].copy(), upper[start:stop, start:stop]
-        mask1 = np.zeros(w1.shape, bool) if pattern else _block_mask(w1, u1, start, stop, sparsity, per_output)
+        mask1 = np.zeros(w1.shape, bool) if pattern else _block_mask(w1, u1, start, stop, sparsity, per_output,
+                                                                     was_pruned[start:stop], dead[start:stop])
         errors = _prune_block(w1, u1, mask1, pattern)
         weights[start:stop] = np.where(mask1, 0.0, w1)
         weights[stop:] -= upper[start:stop, stop:].T @ errors  # the block's errors reach the later rows at once
@@ -298,6 +308,50 @@ def refit_next_layer(x_kept, y_target, bias=True, damp=0.0):
     return weights, (y_mean - x_mean @ weights if bias else None)
 
 
+def refit_from_gram(gram_ones, weights, bias, keep_rows, damp=0.0):
+    """``refit_next_layer`` from statistics alone: the next layer refitted on its kept input rows so that its outputs
+    ``X @ W + b`` (the original ones, all rows) are matched in least squares, from the Gram of ``[X, 1]``.
+
+    With ``A = [X_K, 1]`` (kept columns, and a ones column when ``bias`` is fitted), the solution of
+    ``min ||A @ [W'; b'] - (X @ W + b)||² + λ·||W'||²`` solves ``(AᵀA + λ·I') [W'; b'] = Aᵀ[X, 1] [W; b]``, and both
+    sides are blocks of ``gram_ones``. ``λ = damp·mean(diag(X_KᵀX_K))``; the bias is not penalised.
+
+    Args:
+      gram_ones: (in + 1, in + 1), the Gram of the inputs with a ones column appended (``[X, 1]ᵀ[X, 1]``: the
+        last row holds the column sums, its last entry the sample count).
+      weights: (in, out), the next layer's current weights; bias: (out,) or None (no bias fitted).
+      keep_rows: bool (in,), True for the input rows that stay.
+      damp: ridge strength (>= 0); with 0 a singular system gets NumPy's least-squares solution.
+
+    Returns:
+      ``(new_weights (in, out), new_bias (out,) or None)``, float64: zero on the removed rows.
+
+    Raises:
+      ValueError: naming the shapes when they disagree; NaN/inf; damp < 0.
+    """
+    weights = _dense(weights)
+    rows, out = weights.shape
+    full = _float(gram_ones, "gram_ones")
+    keep = np.asarray(keep_rows, bool).ravel()
+    if full.shape != (rows + 1, rows + 1) or keep.shape != (rows,):
+        raise ValueError(f"gram_ones has shape {full.shape} and keep_rows {keep.shape}; expected {(rows + 1,) * 2} "
+                         f"and ({rows},) for weights of shape {weights.shape}")
+    if not damp >= 0:
+        raise ValueError(f"damp {damp!r} must be >= 0")
+    with_bias = bias is not None
+    b = np.zeros(out) if bias is None else _float(bias, "bias").reshape(out)
+    target = np.concatenate([weights, b[None]], axis=0)  # [W; b]: (in + 1, out)
+    columns = np.concatenate([np.flatnonzero(keep), [rows] if with_bias else []]).astype(int)
+    lhs, rhs = full[np.ix_(columns, columns)], full[columns] @ target
+    kept = int(keep.sum())
+    if damp > 0 and kept:
+        lhs = lhs + np.diag(np.r_[np.full(kept, damp * np.mean(np.diag(lhs)[:kept])), np.zeros(len(columns) - kept)])
+    solved = np.linalg.lstsq(lhs, rhs, rcond=None)[0]
+    new = np.zeros_like(weights)
+    new[keep] = solved[:kept]
+    return new, (solved[kept] if with_bias else None)
+
+
 def lamp_scores(kernel):
     """LAMP scores (arXiv 2010.07611) of one layer's weights, float64 in the kernel's shape: with the weights
     sorted ascending by ``w²`` (ties: lower flat index first), ``score(u) = w_u² / Σ_{v >= u} w_v²``, the tail sum
@@ -318,4 +372,4 @@ def lamp_scores(kernel):
 
 
 __all__ = ["gram", "input_norms", "input_sq_sums", "lamp_scores", "obs_prune", "per_output_masks",
-           "refit_next_layer", "taylor_scores", "taylor_unit_scores", "wanda_scores"]
+           "refit_from_gram", "refit_next_layer", "taylor_scores", "taylor_unit_scores", "wanda_scores"]

@@ -41,6 +41,14 @@ class Scorer:
       (``tfprune.select.group_pruning``), not one kernel at a time; its ``layers`` are group names.
     block: a block method's block ``(units, inputs)`` in TFLite's weight layout (``tfprune.select.blocks``), else None.
     check: optional ``(kernel shape, layer name) -> None`` raising a ValueError for a kernel it cannot cut.
+    needs: the calibration statistics its scores read (``tfprune.calibration.statistics.STATISTICS``: ``input_sq``,
+      ``grad_sq``, ``unit_taylor_sq``); when not empty, ``scores``/``global_scores`` take ``(kernel, stats)``,
+      ``stats`` one layer's {statistic: array}.
+    per_output: in layer scope, each output unit (column of the kernel reshaped to (-1, units)) keeps its own
+      exact share, as Wanda ranks (global scope ranks all weights together).
+    reconstructs: ``"obs"`` (SparseGPT: each layer pruned and its remaining weights updated to reconstruct its
+      outputs) or ``"refit"`` (units removed, then the next layer refitted by least squares), done layer by layer
+      by ``tfprune.calibration.reconstruction``; None for a method that only sets masks.
     """
     name: str
     scores: Callable
@@ -53,6 +61,9 @@ class Scorer:
     couples_channels: bool = False
     block: tuple = None
     check: Callable = None
+    needs: tuple = ()
+    per_output: bool = False
+    reconstructs: str = None
 
     def bias_keep(self, keep):
         """The bias keep-vector (units,) for a group keep vector, or None when the bias is left as it is."""
@@ -77,6 +88,39 @@ UNIT = Scorer(
     kernel_keep=lambda keep, current: current & keep, prunes_bias=True, prunes_outputs=False,
     ranks_units=True)
 
+
+
+def _stat_weights(name, kernel, stats):
+    """``|w|·sqrt(stat)`` per weight, the statistic (kernel.shape[:-1] per input row, or the kernel's shape)
+    broadcast over the units."""
+    values = np.asarray(stats[name], np.float64)
+    if values.shape == np.shape(kernel)[:-1]:
+        values = values[..., None]
+    return (np.abs(kernel) * np.sqrt(values)).ravel()
+
+
+def _wanda(kernel, stats):  # Sun et al., arXiv 2306.11695: |W_ij|·||X_i||
+    return _stat_weights("input_sq", kernel, stats)
+
+
+def _taylor(kernel, stats):  # first-order Taylor |w·g|, per batch, summed in squares: |w|·sqrt(Σ_b g_b²)
+    return _stat_weights("grad_sq", kernel, stats)
+
+
+def _taylor_units(kernel, stats):  # group Taylor (Molchanov et al. 2019): sqrt(Σ_b (Σ_i w_i g_b,i)²) per unit
+    return np.sqrt(np.asarray(stats["unit_taylor_sq"], np.float64))
+
+
+WANDA = Scorer(name="wanda", scores=_wanda, global_scores=_wanda, alive=WEIGHT.alive, kernel_keep=WEIGHT.kernel_keep,
+               needs=("input_sq",), per_output=True)
+WANDA_KERNEL = dataclasses.replace(WANDA, name="wanda_kernel", per_output=False)
+TAYLOR = Scorer(name="taylor", scores=_taylor, global_scores=_taylor, alive=WEIGHT.alive,
+                kernel_keep=WEIGHT.kernel_keep, needs=("grad_sq",))
+TAYLOR_UNIT = dataclasses.replace(UNIT, name="taylor_unit", scores=_taylor_units, global_scores=_taylor_units,
+                                  needs=("unit_taylor_sq",))
+SPARSEGPT = dataclasses.replace(WEIGHT, name="sparsegpt", reconstructs="obs")
+UNIT_REFIT = dataclasses.replace(UNIT, name="unit_refit", reconstructs="refit")
+STATISTIC_METHODS = (WANDA, WANDA_KERNEL, TAYLOR, TAYLOR_UNIT, SPARSEGPT, UNIT_REFIT)
 
 
 def _whole_model(kernel):
@@ -109,7 +153,7 @@ def _block_scorer(units, inputs, norm):
 
 
 BLOCKS = (block_scorer(1, 4), block_scorer(1, 16), block_scorer(1, 4, "l1"), block_scorer(1, 16, "l1"))
-SCORERS = {s.name: s for s in (WEIGHT, UNIT, LAMP) + BLOCKS + GROUPS}
+SCORERS = {s.name: s for s in (WEIGHT, UNIT, LAMP) + STATISTIC_METHODS + BLOCKS + GROUPS}
 METHODS = tuple(SCORERS)  # the named methods; check_method also takes any block shape, e.g. block_2x8
 SCOPES = ("layer", "global")
 
@@ -138,6 +182,15 @@ def is_method(method):
     return True
 
 
+def needs_calibration(method):
+    """True for a method that reads calibration data (statistics or reconstruction: ``wanda``, ``taylor``,
+    ``sparsegpt``, ``unit_refit``...), False for the others and for names that are not tfprune methods."""
+    if not is_method(method):
+        return False
+    scorer = check_method(method)
+    return bool(scorer.needs or scorer.reconstructs)
+
+
 def removes_units(method):
     """True for a tfprune method whose pruned models ``shrink`` makes smaller (it removes whole units or channels):
     ``unit`` and the group methods; False for ``weight``, the block methods and for names that are not tfprune
@@ -156,7 +209,13 @@ def check_scope(scope):
     return scope
 
 
-def select(scorer, kernels, sparsities, currents, scope="layer", names=None):
+def _per_output_keep(scores, alive, sparsity, units):
+    """Each output unit (column of (-1, units)) keeps its own share (``masks.keep_live`` per column)."""
+    scores, alive = np.reshape(scores, (-1, units)), np.reshape(alive, (-1, units))
+    return np.stack([masks.keep_live(scores[:, j], alive[:, j], sparsity) for j in range(units)], axis=1).ravel()
+
+
+def select(scorer, kernels, sparsities, currents, scope="layer", names=None, statistics=None):
     """New keep-masks for several kernels: the masks of ``prune`` without touching any layer.
 
     Args:
@@ -166,14 +225,18 @@ def select(scorer, kernels, sparsities, currents, scope="layer", names=None):
       currents: list of current bool keep-masks, one per kernel (kernel shape).
       scope: ``layer`` or ``global``.
       names: optional layer names as they appear in error messages (quoted: ``"'fc1'"``).
+      statistics: for a scorer that ``needs`` them, one {statistic: array} per kernel.
 
     Returns:
       list of ``(kernel_keep, bias_keep or None)``: bool arrays of the kernel's shape and (units,).
 
     Raises:
-      ValueError: bad scope or sparsity; NaN/inf in a kernel; global scope with differing sparsities.
+      ValueError: bad scope or sparsity; NaN/inf in a kernel; global scope with differing sparsities; a scorer that
+        needs statistics without them.
     """
     check_scope(scope)
+    if scorer.needs and (statistics is None or len(statistics) != len(kernels)):
+        raise ValueError(f"method {scorer.name!r} ranks by calibration statistics {scorer.needs}: one per kernel")
     names = names or [f"kernel {i}" for i in range(len(kernels))]
     kernels = [masks.check_kernel(k, f"{name} kernel") for k, name in zip(kernels, names)]
     if scorer.check is not None:
@@ -185,11 +248,22 @@ def select(scorer, kernels, sparsities, currents, scope="layer", names=None):
         if len(values) > 1:
             raise ValueError(f"global scope ranks all layers against one sparsity; got per-layer values "
                              f"{sorted(values)}")
-        keeps = masks.keep_live_together([scorer.global_scores(k) for k in kernels], alives, values.pop())
+        keeps = masks.keep_live_together([scorer.global_scores(*args) for args in _score_args(scorer, kernels,
+                                                                                              statistics)],
+                                         alives, values.pop())
+    elif scorer.per_output:
+        keeps = [_per_output_keep(scorer.scores(*args), a, s, np.shape(args[0])[-1])
+                 for args, a, s in zip(_score_args(scorer, kernels, statistics), alives, sparsities)]
     else:
-        keeps = [masks.keep_live(scorer.scores(k), a, s) for k, a, s in zip(kernels, alives, sparsities)]
+        keeps = [masks.keep_live(scorer.scores(*args), a, s)
+                 for args, a, s in zip(_score_args(scorer, kernels, statistics), alives, sparsities)]
     return [(scorer.kernel_keep(keep, current), scorer.bias_keep(keep)) for keep, current in zip(keeps, currents)]
 
 
-__all__ = ["BLOCKS", "GROUPS", "LAMP", "METHODS", "SCOPES", "SCORERS", "Scorer", "UNIT", "WEIGHT", "block_scorer",
-           "check_method", "check_scope", "is_method", "removes_units", "select"]
+def _score_args(scorer, kernels, statistics):
+    return [(k, s) for k, s in zip(kernels, statistics)] if scorer.needs else [(k,) for k in kernels]
+
+
+__all__ = ["BLOCKS", "GROUPS", "LAMP", "METHODS", "SCOPES", "SCORERS", "SPARSEGPT", "STATISTIC_METHODS", "Scorer",
+           "TAYLOR", "TAYLOR_UNIT", "UNIT", "UNIT_REFIT", "WANDA", "WANDA_KERNEL", "WEIGHT", "block_scorer",
+           "check_method", "check_scope", "is_method", "needs_calibration", "removes_units", "select"]

@@ -8,6 +8,7 @@ pruned shapes (unit: the shrunk model's exact parameter and MAC counts), only to
 """
 
 from tfprune import pruning
+from tfprune.select import scoring
 from tfprune import stacks
 from tfprune.shrinking import surgery
 from tfprune.experiments.budget import search as budget_lib
@@ -37,7 +38,7 @@ class BudgetExporter(point_export.PointExporter):
         return budget_lib.DENSE_VARIANTS if k == 0 else budget_lib.FAMILIES[method][1]
 
     def _targets(self, stripped_model, method):
-        if method != "unit":
+        if not scoring.removes_units(method):
             return None, [(stripped_model, records.PRUNED)]
         shrunk, shrink = self._shrink(stripped_model)
         if self.shrunk_epochs:
@@ -74,7 +75,7 @@ def predictor(model, dense_candidates, family, layers, ladder=budget_lib.LADDER)
     the dense files ``dense_candidates`` (``frontier.Candidate``s of the k = 0 probe, by variant)."""
     dense = {c.variant: c for c in dense_candidates}
     method, variants = budget_lib.FAMILIES[family]
-    ratios = unit_ratios(model, layers, ladder) if method == "unit" else None
+    ratios = unit_ratios(model, layers, ladder) if scoring.removes_units(method) else None  # counts as "unit"
     pruned_share = sum(share for name, share in weight_shares(model).items() if name in layers)
 
     def base(variant):  # the dense file a variant scales from (float16 is the float file at half the bytes)

@@ -113,6 +113,8 @@ class FitBudgetConfig:
                 "pruning_frequency": f.frequency, "shrunk_epochs": self.shrunk_epochs,
                 "num_threads": self.num_threads, "eval_size": self.eval_size, "max_drop": self.max_drop,
                 "layers": None if self.layers is None else list(self.layers), "gzip_level": records.GZIP_LEVEL,
+                **config_lib.calibration_fields([budget_lib.FAMILIES[f][0] for f in self.families],
+                                                self.finetune.calibration_size),
                 **({"export_softmax": True} if self.export_softmax else {})}  # absent when False: older folders resume
 
 

@@ -24,6 +24,9 @@ FAMILIES = {
     "block_1x16": ("block_1x16", ("int8+sparse", "dynamic+sparse")),
     "block_1x4": ("block_1x4", ("float+sparse",)),
     "weight": ("weight", ("float16+sparse",)),
+    "unit_refit": ("unit_refit", ("float", "dynamic", "int8")),  # calibration methods (``--calibration_size``)
+    "sparsegpt": ("sparsegpt", ("float16+sparse",)),
+    "wanda": ("wanda", ("float16+sparse",)),
 }
 DEFAULT_FAMILIES = ("unit", "block_1x16", "block_1x4", "weight")
 DENSE_VARIANTS = ("float", "dynamic", "int8")  # the k = 0 probe: the references and the predictions' scale
