@@ -101,15 +101,6 @@ def wanda_scores(kernel, input_norms):
     return np.abs(kernel) * norms[:, None]
 
 
-def _smallest_per_column(scores, count):
-    """Bool (rows, cols): True at the ``count`` smallest scores of each column (ties: lower row first)."""
-    pruned = np.zeros(scores.shape, bool)
-    if count > 0:
-        order = np.argsort(scores, axis=0, kind="stable")[:count]
-        np.put_along_axis(pruned, order, True, axis=0)
-    return pruned
-
-
 def per_output_masks(scores, sparsity):
     """Wanda's per-output selection: in each output unit (column) on its own, prunes exactly
     ``prune_count(sparsity, in)`` of its scores, the smallest (ties: lower row first).
@@ -128,7 +119,7 @@ def per_output_masks(scores, sparsity):
     scores = _float(scores, "scores")
     if scores.ndim != 2:
         raise ValueError(f"scores has shape {scores.shape}; expected (in, units)")
-    return ~_smallest_per_column(scores, masks.prune_count(sparsity, scores.shape[0]))
+    return ~masks.smallest_per_column(scores, masks.prune_count(sparsity, scores.shape[0]))
 
 
 def gram(x):
@@ -270,7 +261,7 @@ def _prune_block(w1, u1, mask1, pattern):
         if pattern and i % pattern[1] == 0:
             group = slice(i, i + pattern[1])
             scores = np.square(w1[group]) / np.square(np.diag(u1)[group])[:, None]
-            mask1[group] = _smallest_per_column(scores, pattern[1] - pattern[0])
+            mask1[group] = masks.smallest_per_column(scores, pattern[1] - pattern[0])
         errors[i] = np.where(mask1[i], w1[i], 0.0) / u1[i, i]
         w1[i:] -= np.outer(u1[i, i:], errors[i])
     return errors

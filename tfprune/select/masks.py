@@ -84,6 +84,15 @@ def select_smallest(scores, count):
     return pruned
 
 
+def smallest_per_column(scores, count):
+    """Bool (rows, cols): True at the ``count`` smallest ``scores`` of each column (ties: lower row first)."""
+    pruned = np.zeros(np.shape(scores), bool)
+    if count > 0:
+        order = np.argsort(scores, axis=0, kind="stable")[:count]
+        np.put_along_axis(pruned, order, True, axis=0)
+    return pruned
+
+
 def _prune_live(scores, current, count):
     """Flat bool array of the entries pruned in all: the already-pruned ones (``current`` False) first, then the
     smallest live ``scores`` (ties: lower flat index) until ``count`` are pruned; nothing new when ``count`` does not
