@@ -24,7 +24,7 @@ _BY_STACK = {"tf_keras": TF_KERAS, "keras3": KERAS3}
 
 ORDER = 20  # where these kinds come in the registry's table (and in messages)
 KINDS = both_stacks(lambda layers, stack: [
-    LayerKind(getattr(layers, name), _BY_STACK[stack][name], "filters", unsupported=conv_support)
+    LayerKind(getattr(layers, name), _BY_STACK[stack][name], "filters", unsupported=conv_support, inputs_axis=True)
     for name in _CONVS] + [
     LayerKind(layers.DepthwiseConv2D, _BY_STACK[stack]["DepthwiseConv2D"], "depth_multiplier",
               kernel_attr="depthwise_kernel" if stack == "tf_keras" else "kernel", has_units=False,

@@ -15,6 +15,6 @@ TF_KERAS, KERAS3 = _CLASSES["tf_keras"], _CLASSES["keras3"]
 
 ORDER = 10  # where these kinds come in the registry's table (and in messages)
 KINDS = both_stacks(lambda layers, stack: [
-    LayerKind(layers.Dense, _CLASSES[stack]["Dense"], "units", flat_input=True)])
+    LayerKind(layers.Dense, _CLASSES[stack]["Dense"], "units", flat_input=True, inputs_axis=True)])
 
 __all__ = ["KERAS3", "KINDS", "ORDER", "TF_KERAS"]

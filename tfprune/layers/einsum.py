@@ -27,9 +27,17 @@ def _einsum_macs(layer, output_shape):
     return int(np.prod(output_shape[1:], dtype=np.int64)) * int(np.prod(contracted, dtype=np.int64))
 
 
+def contracts_inputs(layer):
+    """True when the equation sums over the kernel's axis -2 and outputs along its last (``ab,bc->ac``): the kernel
+    is then laid out as a Dense kernel (..., inputs, outputs)."""
+    inputs, output = layer.equation.split("->")
+    kernel = inputs.split(",")[1].strip()
+    return len(kernel) >= 2 and "." not in kernel and kernel[-2] not in output and kernel[-1] in output
+
+
 ORDER = 70  # where these kinds come in the registry's table (and in messages)
 KINDS = both_stacks(lambda layers, stack: [
     LayerKind(layers.EinsumDense, _CLASSES[stack]["EinsumDense"], "output_shape", macs=_einsum_macs,
-              has_units=False)])
+              has_units=False, inputs_axis=contracts_inputs)])
 
-__all__ = ["KERAS3", "KINDS", "ORDER", "TF_KERAS"]
+__all__ = ["KERAS3", "KINDS", "ORDER", "TF_KERAS", "contracts_inputs"]

@@ -23,6 +23,6 @@ def _embedding_support(layer):
 ORDER = 30  # where these kinds come in the registry's table (and in messages)
 KINDS = both_stacks(lambda layers, stack: [
     LayerKind(layers.Embedding, _CLASSES[stack]["Embedding"], "output_dim", unsupported=_embedding_support,
-              macs=no_macs, kernel_attr="embeddings")])
+              macs=no_macs, kernel_attr="embeddings", inputs_axis=True)])
 
 __all__ = ["KERAS3", "KINDS", "ORDER", "TF_KERAS"]

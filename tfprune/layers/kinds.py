@@ -52,6 +52,12 @@ class LayerKind:
     build_like: (twin, layer) -> builds the new twin as the built ``layer`` was (in-place conversion), for kinds
       whose build config does not make every weight (tf_keras' MultiHeadAttention builds its projections at
       its first call); None: ``twin.build_from_config(layer.get_build_config())``.
+    inputs_axis: whether the unit kernel's axis -2 holds the inputs each unit sums over, as TFLite lays a unit's
+      weights out (Dense, convolutions at each tap, transposed convolutions, a separable convolution's pointwise
+      kernel, Embedding's vocabulary rows of its one-hot input): N:M groups run along it (``tfprune.select.nm``).
+      False (the default) where axis -2 is something else: DepthwiseConv2D (the channel each output reads alone),
+      recurrent gates, attention heads, custom layers' flattened weights. A callable layer -> bool when it depends
+      on the layer (an EinsumDense's equation); ask ``has_inputs_axis(layer)``.
     """
     plain: type
     prunable: type
@@ -70,6 +76,7 @@ class LayerKind:
     plain_unit_kernel: Optional[Callable] = None
     options: tuple = ()
     build_like: Optional[Callable] = None
+    inputs_axis: object = False
 
     @property
     def name(self):
@@ -78,6 +85,10 @@ class LayerKind:
     def units_in(self, layer):
         """Whether ``layer`` (of this kind) has units of its own, for the unit methods and shrinking."""
         return self.has_units(layer) if callable(self.has_units) else bool(self.has_units)
+
+    def has_inputs_axis(self, layer):
+        """Whether ``layer``'s (of this kind) unit kernel has an inputs axis at -2, for the N:M methods."""
+        return self.inputs_axis(layer) if callable(self.inputs_axis) else bool(self.inputs_axis)
 
     @property
     def recurrent(self):

@@ -124,7 +124,8 @@ def _separable_macs(layer, output_shape):
 ORDER = 50  # where these kinds come in the registry's table (and in messages)
 KINDS = both_stacks(lambda layers, stack: [
     LayerKind(getattr(layers, name), cls, "filters", macs=_separable_macs, layout=SeparableLayout(),
-              kernel_attr="pointwise_kernel", has_units=has_units, unit_shape=unit_shape, options=("pruned_kernels",))
+              kernel_attr="pointwise_kernel", has_units=has_units, unit_shape=unit_shape, options=("pruned_kernels",),
+              inputs_axis=has_units)
     for name, cls in _CLASSES[stack].items()])
 
 __all__ = ["KERAS3", "KINDS", "ORDER", "KERNEL_CHOICES", "TF_KERAS", "check_pruned_kernels", "has_units", "unit_shape"]

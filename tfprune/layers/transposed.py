@@ -32,6 +32,6 @@ def _transposed_macs(layer, output_shape):  # pylint: disable=unused-argument
 ORDER = 40  # where these kinds come in the registry's table (and in messages)
 KINDS = both_stacks(lambda layers, stack: [
     LayerKind(getattr(layers, name), _CLASSES[stack][name], "filters", unsupported=conv_support,
-              macs=_transposed_macs, layout=TransposedLayout()) for name in _NAMES])
+              macs=_transposed_macs, layout=TransposedLayout(), inputs_axis=True) for name in _NAMES])
 
 __all__ = ["KERAS3", "KINDS", "ORDER", "TF_KERAS"]
