@@ -150,6 +150,34 @@ def custom_dense(k, with_units):
     return MyDense
 
 
+def plain_layer(layers, name):
+    """(A maker of a small plain layer of registered kind ``name`` from ``layers``, tf_keras' or Keras 3's, inputs
+    for it (batch of 2)): every kind, for the tests that run over all of them on both stacks."""
+    rng = np.random.default_rng(0)
+    image, volume, seq = rng.random((2, 8, 8, 3), "float32"), rng.random((2, 4, 4, 4, 2), "float32"), rng.random(
+        (2, 6, 3), "float32")
+    return {
+        "Dense": (lambda: layers.Dense(5), (rng.random((2, 4), "float32"),)),
+        "Conv1D": (lambda: layers.Conv1D(4, 3), (seq,)),
+        "Conv2D": (lambda: layers.Conv2D(4, 3), (image,)),
+        "Conv3D": (lambda: layers.Conv3D(4, 2), (volume,)),
+        "DepthwiseConv2D": (lambda: layers.DepthwiseConv2D(3, depth_multiplier=2), (image,)),
+        "Embedding": (lambda: layers.Embedding(10, 4), (rng.integers(0, 10, (2, 5)),)),
+        "Conv1DTranspose": (lambda: layers.Conv1DTranspose(4, 3), (seq,)),
+        "Conv2DTranspose": (lambda: layers.Conv2DTranspose(4, 3), (image,)),
+        "Conv3DTranspose": (lambda: layers.Conv3DTranspose(4, 2), (volume,)),
+        "SeparableConv1D": (lambda: layers.SeparableConv1D(4, 3), (seq,)),
+        "SeparableConv2D": (lambda: layers.SeparableConv2D(4, 3), (image,)),
+        "SimpleRNN": (lambda: layers.SimpleRNN(4), (seq,)),
+        "GRU": (lambda: layers.GRU(4), (seq,)),
+        "LSTM": (lambda: layers.LSTM(4), (seq,)),
+        "EinsumDense": (lambda: layers.EinsumDense("ab,bc->ac", output_shape=5, bias_axes="c"),
+                        (rng.random((2, 4), "float32"),)),
+        "MultiHeadAttention": (lambda: layers.MultiHeadAttention(2, 3), (seq, seq)),
+        "Bidirectional": (lambda: layers.Bidirectional(layers.LSTM(4)), (seq,)),
+    }[name]
+
+
 def squeeze_and_excite(k, target, head, squeeze=None):
     """x (6, 6, 2) -> conv (8 filters, relu) -> scale (Multiply): conv times excite (Dense 8, sigmoid) of its pooled
     channels (gap; through a ``squeeze`` Dense of that many units, relu, when given), reshaped to ``target`` (shape)

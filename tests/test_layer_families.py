@@ -10,34 +10,9 @@ import tfprune  # noqa: F401
 from tfprune.layers import registry, stored_masks
 from tfprune._env import keras, keras3
 
+from conftest import plain_layer
+
 L, L3 = keras.layers, keras3.layers
-
-
-def _plain(layers, name):
-    """A small plain layer of kind ``name`` and inputs for it (batch of 2)."""
-    rng = np.random.default_rng(0)
-    image, volume, seq = rng.random((2, 8, 8, 3), "float32"), rng.random((2, 4, 4, 4, 2), "float32"), rng.random(
-        (2, 6, 3), "float32")
-    return {
-        "Dense": (lambda: layers.Dense(5), (rng.random((2, 4), "float32"),)),
-        "Conv1D": (lambda: layers.Conv1D(4, 3), (seq,)),
-        "Conv2D": (lambda: layers.Conv2D(4, 3), (image,)),
-        "Conv3D": (lambda: layers.Conv3D(4, 2), (volume,)),
-        "DepthwiseConv2D": (lambda: layers.DepthwiseConv2D(3, depth_multiplier=2), (image,)),
-        "Embedding": (lambda: layers.Embedding(10, 4), (rng.integers(0, 10, (2, 5)),)),
-        "Conv1DTranspose": (lambda: layers.Conv1DTranspose(4, 3), (seq,)),
-        "Conv2DTranspose": (lambda: layers.Conv2DTranspose(4, 3), (image,)),
-        "Conv3DTranspose": (lambda: layers.Conv3DTranspose(4, 2), (volume,)),
-        "SeparableConv1D": (lambda: layers.SeparableConv1D(4, 3), (seq,)),
-        "SeparableConv2D": (lambda: layers.SeparableConv2D(4, 3), (image,)),
-        "SimpleRNN": (lambda: layers.SimpleRNN(4), (seq,)),
-        "GRU": (lambda: layers.GRU(4), (seq,)),
-        "LSTM": (lambda: layers.LSTM(4), (seq,)),
-        "EinsumDense": (lambda: layers.EinsumDense("ab,bc->ac", output_shape=5, bias_axes="c"),
-                        (rng.random((2, 4), "float32"),)),
-        "MultiHeadAttention": (lambda: layers.MultiHeadAttention(2, 3), (seq, seq)),
-        "Bidirectional": (lambda: layers.Bidirectional(layers.LSTM(4)), (seq,)),
-    }[name]
 
 
 KIND_NAMES = list(dict.fromkeys(k.name for k in registry.KINDS))
@@ -62,7 +37,7 @@ def test_no_prunable_class_copies_a_keras_call():
 @pytest.mark.parametrize("stack", ["tf_keras", "keras3"])
 @pytest.mark.parametrize("name", KIND_NAMES)
 def test_one_protocol_returns_numpy_and_holds_the_zeros(stack, name):
-    make, inputs = _plain(L if stack == "tf_keras" else L3, name)
+    make, inputs = plain_layer(L if stack == "tf_keras" else L3, name)
     plain = make()
     expected = plain(*inputs)
     twin = registry.to_prunable(plain)
