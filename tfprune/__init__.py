@@ -30,12 +30,13 @@ from tfprune.layers import rnn as _rnn
 from tfprune.layers.attention import PrunableMultiHeadAttention
 from tfprune.layers.custom import PrunableLayer
 from tfprune.select.masks import global_unit_keeps, global_weight_masks, prune_count, unit_keep, unit_mask, weight_mask
-from tfprune.pruning import (LayerSparsity, format_report, make_prunable, overall_sparsity, prune, sparsity_report,
-                             strip)
+from tfprune.pruning import (LayerSparsity, check_nm, format_report, make_prunable, overall_sparsity, prune,
+                             sparsity_report, strip)
 from tfprune.layers.registry import custom_objects
 from tfprune.layers.registry import is_prunable as is_prunable_layer
 from tfprune.shrinking.surgery import ShrinkReport, ShrinkResult, format_shrink_report, shrink
-from tfprune.select.scoring import block_scorer
+from tfprune.select.scoring import block_scorer, nm_scorer
+from tfprune.select.nm import NMCheck
 from tfprune.calibration.data import Calibration
 from tfprune.files.user_model import load_user_model
 
@@ -85,13 +86,13 @@ def __dir__():
 
 __all__ = [
     "ArraySplit", "Baseline", "Calibration", "ChannelGroup", "ChannelRule", "Dataset", "DatasetError", "LayerSparsity",
-    "PrunableConv1D", "PrunableConv2D", "PrunableConv3D", "PrunableDense", "PrunableDepthwiseConv2D",
+    "NMCheck", "PrunableConv1D", "PrunableConv2D", "PrunableConv3D", "PrunableDense", "PrunableDepthwiseConv2D",
     "PrunableEinsumDense", "PrunableEmbedding", "PrunableGRU", "PrunableLSTM", "PrunableLayer",
     "PrunableMultiHeadAttention", "PrunableSimpleRNN", "ShrinkReport", "ShrinkResult", "StreamedSplit",
-    "benchmark_compiled", "benchmark_tflite", "block_scorer", "callbacks", "evaluate_compiled", "channel_groups",
-    "count_params_and_macs", "custom_objects", "distribute", "evaluate_tflite", "format_groups", "format_report",
-    "format_shrink_report", "global_unit_keeps", "global_weight_masks", "hold_masks_in_optimizer", "is_prunable_layer",
-    "load_data", "load_dataset", "load_user_model", "make_prunable", "models", "overall_sparsity", "prune",
-    "prune_count", "register_channel_rule", "shrink", "sparsity_report", "strip", "surgery", "tflite", "to_tflite",
-    "train_baseline", "unit_keep", "unit_mask", "weight_mask", "__version__",
+    "benchmark_compiled", "benchmark_tflite", "block_scorer", "callbacks", "channel_groups", "check_nm",
+    "count_params_and_macs", "custom_objects", "distribute", "evaluate_compiled", "evaluate_tflite", "format_groups",
+    "format_report", "format_shrink_report", "global_unit_keeps", "global_weight_masks", "hold_masks_in_optimizer",
+    "is_prunable_layer", "load_data", "load_dataset", "load_user_model", "make_prunable", "models", "nm_scorer",
+    "overall_sparsity", "prune", "prune_count", "register_channel_rule", "shrink", "sparsity_report", "strip",
+    "surgery", "tflite", "to_tflite", "train_baseline", "unit_keep", "unit_mask", "weight_mask", "__version__",
 ]

@@ -13,7 +13,6 @@ from tfprune.calibration import data as calibration_data
 from tfprune.layers import jax_masks
 from tfprune.layers import registry
 from tfprune.layers import schedule_step
-from tfprune.select import masks as masks_lib
 from tfprune import pruning
 from tfprune.select import scoring
 from tfprune._env import keras, tf
@@ -27,8 +26,8 @@ class RankPruning(keras.callbacks.Callback):
     """Prunes a prunable model during ``fit`` by rank, on a fixed or scheduled sparsity.
 
     Args:
-      method: any method ``tfprune.prune`` takes (``"weight"``, ``"unit"``, ``"block_1x4"``..., ``"group"``...;
-        ``tfprune.select.scoring.SCORERS``).
+      method: any method ``tfprune.prune`` takes (``"weight"``, ``"unit"``, ``"block_1x4"``..., ``"group"``...,
+        ``"nm_2x4"``...; ``tfprune.select.scoring.SCORERS``).
       schedule: a float in [0, 1) — one-shot: prune once at train begin, then fine-tune with the masks fixed — or
         any TF-MOT ``PruningSchedule`` (``PolynomialDecay``, ``ConstantSparsity``...), evaluated exactly as TF-MOT
         evaluates it: the step counter is incremented before every training batch (so batch ``i`` of the first
@@ -48,6 +47,13 @@ class RankPruning(keras.callbacks.Callback):
 
     Masks only shrink: a weight pruned at one step stays pruned later.
 
+    An N:M method (``"nm_2x4"``) prunes its whole pattern or nothing, so under a schedule it applies the full
+    pattern (sparsity ``1 - n/m``) at the first step at which the schedule prunes to a sparsity above 0 (the
+    schedule's ramp values, 0.1, 0.2..., are not N:M patterns), and the pattern is then frozen: every group keeps
+    the same N weights to the end of training, as TF-MOT freezes ``sparsity_m_by_n`` after its first pruning step
+    (TF-MOT applies it at step 1 whatever the schedule says; tfprune waits for the schedule's first pruning step, so
+    ``begin_step`` still delays it). A one-shot float must be ``1 - n/m`` (or 0).
+
     Raises:
       ValueError: a bad method/scope/sparsity/update_every (at construction), or a model/layer error at train begin
       (see ``tfprune.prune``).
@@ -55,10 +61,10 @@ class RankPruning(keras.callbacks.Callback):
 
     def __init__(self, method="weight", schedule=0.5, scope="layer", layers=None, update_every=1, calibration=None):
         super().__init__()
-        scoring.check_method(method)
+        self._scorer = scoring.check_method(method)
         self.calibration = calibration_data.as_calibration(calibration, method) if scoring.needs_calibration(
             method) else None
-        scoring.check_scope(scope)
+        self._scorer.check_scope(scope)
         if int(update_every) < 1:
             raise ValueError(f"update_every {update_every!r} must be at least 1")
         self.one_shot = schedule is None or isinstance(schedule, (int, float, np.floating))
@@ -66,7 +72,7 @@ class RankPruning(keras.callbacks.Callback):
             if schedule is None and not isinstance(layers, dict):
                 raise ValueError("schedule None needs a per-layer plan: layers as a dict name -> sparsity")
             if schedule is not None:
-                masks_lib.check_sparsity(schedule)
+                self._scorer.check_sparsity(schedule)
         elif not callable(schedule):
             raise ValueError(f"schedule {schedule!r} is neither a sparsity nor a TF-MOT PruningSchedule")
         elif isinstance(layers, dict):
@@ -78,6 +84,8 @@ class RankPruning(keras.callbacks.Callback):
         self._step_layers = []
 
     def _prune(self, sparsity):
+        if self._scorer.fixed_sparsity is not None and sparsity > 0:
+            sparsity = self._scorer.fixed_sparsity  # an N:M pattern is whole or absent: frozen from its first step
         if self.history and self.history[-1][1] == sparsity and not self.one_shot:
             # The same sparsity again (ConstantSparsity, or a polynomial ramp past its end): the count is already
             # pruned and masks only shrink, so the masks cannot change; skip the work.

@@ -16,6 +16,7 @@ from tfprune.layers import in_place as in_place_lib
 from tfprune.layers import jax_masks
 from tfprune.layers import separable as prunable_separable
 from tfprune.select import masks as masks_lib
+from tfprune.select import nm
 from tfprune.layers import registry
 from tfprune.select import scoring
 from tfprune.select.selection import select_layers
@@ -119,14 +120,17 @@ def output_layer_names(model):
 
 def default_layers(model, method):
     """Prunable layers pruned by default: all for weight pruning; for unit pruning all but the output layers and
-    the layers without units of their own (DepthwiseConv2D: its channels follow its input).
+    the layers without units of their own (DepthwiseConv2D: its channels follow its input); for an N:M method the
+    layers whose kernel has an inputs axis (``LayerKind.has_inputs_axis``: not DepthwiseConv2D, recurrent or
+    attention layers).
 
     Raises:
       ValueError: unit pruning of a subclassed model whose output layers cannot be found (``output_layer_names``).
     """
     scorer = scoring.check_method(method)
     names = [l.name for l in registry.model_layers(model) if registry.is_prunable(l)
-             and (registry.kind_of(l).units_in(l) or not scorer.ranks_units)]
+             and (registry.kind_of(l).units_in(l) or not scorer.ranks_units)
+             and (registry.kind_of(l).has_inputs_axis(l) or scorer.pattern is None)]
     if not scorer.prunes_outputs:
         outputs = output_layer_names(model)
         names = [n for n in names if n not in outputs]
@@ -137,12 +141,15 @@ def resolve_plan(model, sparsity, method="weight", layers=None):
     """Turns (sparsity, layers) into an ordered {layer name: sparsity} plan, validating everything.
 
     Args:
-      sparsity: fraction in [0, 1) for every selected layer (may be None when ``layers`` is a dict).
+      sparsity: fraction in [0, 1) for every selected layer (may be None when ``layers`` is a dict, or for an N:M
+        method: its one sparsity, ``Scorer.check_sparsity``).
       layers: None (defaults, see ``default_layers``), a list of layer names, or a dict name -> sparsity.
 
     Raises:
-      ValueError: unknown method, bad sparsity, unknown layer name, a layer that cannot be pruned, unit pruning
-      of an output layer, a model with no prunable layer.
+      ValueError: unknown method, bad sparsity (for an N:M method anything but 0 and ``1 - n/m``), unknown layer
+      name, a layer that cannot be pruned, unit pruning of an output layer, an N:M method on a layer without an
+      inputs axis, a kernel the method cannot cut (``Scorer.check``: a block wider than it, an N:M pattern not
+      dividing its inputs; naming the layer and its shape), a model with no prunable layer.
     """
     scorer = scoring.check_method(method)
     if scorer.couples_channels:
@@ -170,7 +177,13 @@ def resolve_plan(model, sparsity, method="weight", layers=None):
         if not scorer.prunes_outputs and name in outputs:
             raise ValueError(f"layer {name!r} is a model output: its units are the classes and are never "
                              "unit-pruned")
-        plan[name] = masks_lib.check_sparsity(value, f"sparsity of layer {name!r}")
+        if scorer.pattern is not None and not kind.has_inputs_axis(known[name]):
+            raise ValueError(f"layer {name!r} ({kind.name}) has no inputs axis in its kernel for method "
+                             f"{scorer.name!r}'s groups of consecutive inputs; prune it with another method")
+        shape = registry.kernel_shape(known[name])
+        if scorer.check is not None and shape is not None:
+            scorer.check(shape, f"layer {name!r} kernel")
+        plan[name] = scorer.check_sparsity(value, f"sparsity of layer {name!r}")
     return plan
 
 
@@ -192,9 +205,6 @@ def _new_masks(model, plan, method, scope, calibration=None):
 def _reconstruct(model, plan, scorer, scope, calibration):
     calibration = data.as_calibration(calibration, scorer.name)
     if scorer.reconstructs == "obs":
-        if scope != "layer":
-            raise ValueError("method 'sparsegpt' prunes each layer to its own sparsity: scope 'layer' only (for a "
-                             "global allocation use 'lamp', 'taylor' or 'wanda' with scope 'global')")
         return reconstruction.sparsegpt(model, plan, calibration)
     reconstruction.unit_refit(model, plan, calibration, scope)
     return model
@@ -213,7 +223,11 @@ def prune(model, sparsity=None, method="weight", scope="layer", layers=None, cal
         its shape); ``"group"`` (``"group_mean"``, ``"group_max"``) ranks the channels of each coupled channel
         group (``tfprune.select.groups``: the convolutions joined by a residual ``Add``, their BatchNorm and depthwise
         followers, the layers reading them) and zeroes every weight of a removed channel in all of them
-        (``tfprune.select.group_pruning``), so ``shrink`` removes it everywhere.
+        (``tfprune.select.group_pruning``), so ``shrink`` removes it everywhere. ``"nm_2x4"`` (``"nm_1x4"``, any
+        ``"nm_<n>x<m>"``) keeps the ``n`` largest |w| of every ``m`` consecutive inputs of each unit
+        (``tfprune.select.nm``; TFLite's layout, a convolution's groups along its input channels at each tap), in
+        every layer whose kernel has an inputs axis: ``sparsity`` is None or ``1 - n/m`` (0: nothing pruned), scope
+        ``"layer"``, and ``m`` must divide each layer's inputs (else a ValueError naming the layer and its shape).
       scope: ``"layer"`` ranks within each layer (group); ``"global"`` ranks all selected layers (groups) together.
         Methods that read calibration data (``calibration``): ``"wanda"`` ranks |w|·||x_i|| (the weight times the
         L2 norm of its input over the calibration inputs) within each output unit, as Wanda does
@@ -231,12 +245,13 @@ def prune(model, sparsity=None, method="weight", scope="layer", layers=None, cal
     Masks only shrink: weights pruned before stay pruned. Returns the model.
 
     Raises:
-      ValueError: (see ``resolve_plan``), NaN/inf in a kernel, global scope with per-layer values, a calibration
-      method without ``calibration`` or on a layer kind it does not read. Nothing is modified when it raises
+      ValueError: (see ``resolve_plan``), NaN/inf in a kernel, global scope with per-layer values or for a method
+      that ranks in layer scope only (``sparsegpt``, the N:M methods), a calibration method without ``calibration``
+      or on a layer kind it does not read. Nothing is modified when it raises
       (the reconstruction methods check every layer first).
     """
-    scoring.check_scope(scope)
     scorer = scoring.check_method(method)
+    scorer.check_scope(scope)
     if scorer.couples_channels:
         return group_pruning.prune(model, sparsity, method, scope, layers)
     plan = resolve_plan(model, sparsity, method, layers)
@@ -283,6 +298,29 @@ def sparsity_report(model):
     return report
 
 
+def check_nm(model_or_kernel, n=2, m=4):
+    """Checks an N:M pattern (``n`` non-zeros at most in every group of ``m`` consecutive inputs of one unit, TFLite's
+    layout; TF-MOT's ``sparsity_m_by_n=(m - n, m)``), as TF-MOT's ``check_sparsity_m_by_n`` tool does.
+
+    Args:
+      model_or_kernel: a unit kernel (array (..., inputs, units): Dense (in, units), Conv2D (kh, kw, cin, cout)), or a
+        Keras model (either stack; prunable, stripped or plain): each layer tfprune prunes whose kernel has an inputs
+        axis (``LayerKind.has_inputs_axis``) is checked on its effective kernel (``registry.effective_kernel``: as it
+        computes, masks applied); the others (DepthwiseConv2D, recurrent, attention) are left out.
+
+    Returns:
+      ``tfprune.select.nm.NMCheck`` for a kernel (``.ok``, ``.violations`` of ``.groups``); for a model
+      {layer name: NMCheck}, in model order.
+
+    Raises:
+      ValueError: not ``1 <= n < m``; a kernel of rank < 2.
+    """
+    if not hasattr(model_or_kernel, "layers"):
+        return nm.check_nm(model_or_kernel, n, m)
+    return {l.name: nm.check_nm(registry.effective_kernel(l), n, m) for l in registry.kernel_layers(model_or_kernel)
+            if registry.kind_of(l).has_inputs_axis(l)}
+
+
 def overall_sparsity(report):
     """Fraction of zero weights over all layers of a ``sparsity_report``."""
     weights = sum(r.weights for r in report)
@@ -305,5 +343,5 @@ def format_report(report):
     return "\n".join(lines)
 
 
-__all__ = ["LayerSparsity", "default_layers", "format_report", "make_prunable", "overall_sparsity",
+__all__ = ["LayerSparsity", "check_nm", "default_layers", "format_report", "make_prunable", "overall_sparsity",
            "output_layer_names", "prune", "resolve_plan", "select_layers", "sparsity_report", "strip"]

@@ -39,22 +39,29 @@ def _groups(scorer, layer):
     return int(scorer.alive(np.ones(registry.kernel_shape(layer), bool)).size)
 
 
-def _check_kernels(scorer, method, layers):
-    """A ``ConfigError`` naming ``--methods`` when ``scorer`` cannot cut a layer's kernel (a block wider than it)."""
-    if scorer.check is None:
-        return
+def _check_scope(scorer, method, scope):
+    """A ``ConfigError`` naming ``--methods`` when the method cannot rank in ``scope`` (``Scorer.check_scope``)."""
     try:
-        for layer in layers:
-            scorer.check(registry.kernel_shape(layer), f"layer {layer.name!r} kernel")
-    except ValueError as e:
-        raise ConfigError(f"--methods={method}: {e}") from None
+        scorer.check_scope(scope)
+    except ValueError:
+        raise ConfigError(f"--methods={method} {scorer.layer_only}: --scope=layer only") from None
 
 
-def _check_calibration(scorer, method, layers, scope):
-    """A ``ConfigError`` naming ``--methods`` when a calibration method cannot read a layer, or cannot run in
-    ``scope``."""
-    if scorer.reconstructs == "obs" and scope != "layer":
-        raise ConfigError(f"--methods={method} prunes each layer to its own sparsity: --scope=layer only")
+def _check_ks(scorer, method, ks):
+    """A ``ConfigError`` naming ``--methods`` and the k when an N:M method cannot prune to k (``Scorer.check_sparsity``:
+    its one k, or 0)."""
+    for k in ks:
+        try:
+            scorer.check_sparsity(k / 100.0)
+        except ValueError:
+            n, m = scorer.pattern
+            raise ConfigError(f"--sparsities: --methods={method} keeps {n} of every {m} weights, so it prunes k = "
+                              f"{records.format_k(100 * scorer.fixed_sparsity)} % exactly (or nothing at k = 0), not "
+                              f"k = {records.format_k(k)} %") from None
+
+
+def _check_calibration(method, layers):
+    """A ``ConfigError`` naming ``--methods`` when a calibration method cannot read a layer."""
     try:
         for layer in layers:
             statistics.check_layer(layer, method)
@@ -66,18 +73,23 @@ def check_sweep(config, model):
     """Raises ``ConfigError`` unless every method's layer selection and every k of ``config`` can run on ``model``.
 
     Checks, per method: the ``layers`` names (or the plan's) exist and are prunable, unit methods leave the output
-    layers alone, and (layer scope) no k prunes every weight or unit of a selected layer: a k below 100 % that
-    rounds to all of them (``--sparsities=99.99999`` on a 784x300 kernel) is refused with the largest k that keeps
-    one.
+    layers alone, the method can cut every selected kernel (``Scorer.check``: blocks, N:M groups) and rank in the
+    scope, an N:M method's k is its own (or 0), and (layer scope) no k prunes every weight or unit of a selected
+    layer: a k below 100 % that rounds to all of them (``--sparsities=99.99999`` on a 784x300 kernel) is refused
+    with the largest k that keeps one.
     """
     prunable = pruning.make_prunable(model)
     plan = config.layer_sparsity
     layers = dict(plan) if plan is not None else (list(config.layers) if config.layers is not None else None)
-    what = "--layer_sparsity" if plan is not None else "--layers"
     ks = [None] if plan is not None else config.sparsities
     for method in config.methods:
         rank = "weight" if config_lib.is_tfmot(method) else method  # TF-MOT prunes the same kernels by |w|
         scorer = scoring.check_method(rank)
+        _check_scope(scorer, method, config.scope)
+        if plan is None:
+            _check_ks(scorer, method, ks)
+        # With the default layers, what the plan refuses is the method's (a block or N:M pattern a kernel cannot take).
+        what = "--layer_sparsity" if plan is not None else "--layers" if layers is not None else f"--methods={method}"
         try:
             if scorer.couples_channels:  # a plan of channel groups, and how many channels each has
                 selected, groups, _ = group_pruning.resolve(prunable, 0.0, layers)
@@ -87,9 +99,8 @@ def check_sweep(config, model):
         except ValueError as e:
             raise ConfigError(f"{what}: {e}") from None
         if not scorer.couples_channels:
-            _check_kernels(scorer, method, [prunable.get_layer(name) for name in selected])
             if scoring.needs_calibration(rank):
-                _check_calibration(scorer, method, [prunable.get_layer(name) for name in selected], config.scope)
+                _check_calibration(method, [prunable.get_layer(name) for name in selected])
             sizes = {name: _groups(scorer, prunable.get_layer(name)) for name in selected}
         if config_lib.is_tfmot(method) or config.scope != "layer":
             continue  # TF-MOT keeps at least one weight per kernel; global scope ranks across layers

@@ -1,8 +1,9 @@
 """Pruning methods as data: a ``Scorer`` says how a kernel is cut into groups and how each group is ranked.
 
-Every method and every scope runs through one selection, ``masks.keep_live``: the groups of a kernel (single
-weights, whole units...) get a score, the lowest-scoring live groups are pruned until exactly
-``prune_count(sparsity, groups)`` are dead. Scope is separate from scoring:
+Every method and every scope runs through one selection, ``select``: the groups of a kernel (single weights, whole
+units...) get a score, the lowest-scoring live groups are pruned until exactly ``prune_count(sparsity, groups)`` are
+dead (``masks.keep_live``; an N:M method keeps N of every M weights instead, ``tfprune.select.nm``). Scope is separate
+from scoring:
 
 - ``layer`` scope ranks the groups of each kernel on their own, at that kernel's sparsity;
 - ``global`` scope ranks the groups of all selected kernels together, by ``global_scores``, which are made
@@ -22,6 +23,7 @@ import numpy as np
 from tfprune.select import blocks
 from tfprune.select import importance
 from tfprune.select import masks
+from tfprune.select import nm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +31,8 @@ class Scorer:
     """One pruning method.
 
     name: the method name users pass (``method="weight"``).
-    scores: kernel -> 1-D scores, one per group, for layer scope (lowest pruned first).
+    scores: kernel -> 1-D scores, one per group, for layer scope (lowest pruned first); an N:M method's are of the
+      kernel's shape, as its ``alive`` and ``keep`` read them.
     global_scores: kernel -> 1-D scores comparable across kernels, for global scope.
     alive: current kernel keep-mask (bool, kernel shape) -> 1-D bool, True for groups with a kept weight.
     kernel_keep: (group keep vector, current kernel keep-mask) -> new kernel keep-mask (bool, kernel shape).
@@ -40,6 +43,11 @@ class Scorer:
     couples_channels: a group method: it ranks the coupled channel groups of the whole model
       (``tfprune.select.group_pruning``), not one kernel at a time; its ``layers`` are group names.
     block: a block method's block ``(units, inputs)`` in TFLite's weight layout (``tfprune.select.blocks``), else None.
+    pattern: an N:M method's ``(n, m)``: it keeps ``n`` of every ``m`` consecutive inputs of each unit
+      (``tfprune.select.nm``), so it prunes only layers whose unit kernel has an inputs axis
+      (``LayerKind.has_inputs_axis``), at one sparsity (``check_sparsity``); else None.
+    keep: optional ``(scores, alive, sparsity) -> keep`` that selects in layer scope instead of ``masks.keep_live``.
+    layer_only: why the method cannot rank in global scope (``check_scope`` refuses it), or None when it can.
     check: optional ``(kernel shape, layer name) -> None`` raising a ValueError for a kernel it cannot cut.
     needs: the calibration statistics its scores read (``tfprune.calibration.statistics.STATISTICS``: ``input_sq``,
       ``grad_sq``, ``unit_taylor_sq``); when not empty, ``scores``/``global_scores`` take ``(kernel, stats)``,
@@ -64,10 +72,48 @@ class Scorer:
     needs: tuple = ()
     per_output: bool = False
     reconstructs: str = None
+    pattern: tuple = None
+    keep: Callable = None
+    layer_only: str = None
 
     def bias_keep(self, keep):
         """The bias keep-vector (units,) for a group keep vector, or None when the bias is left as it is."""
         return keep if self.prunes_bias else None
+
+    @property
+    def fixed_sparsity(self):
+        """The one sparsity an N:M method prunes to, ``1 - n/m``; None for the other methods."""
+        return None if self.pattern is None else 1.0 - self.pattern[0] / self.pattern[1]
+
+    def check_sparsity(self, value, what="sparsity"):
+        """``value`` as the fraction this method prunes to (``masks.check_sparsity``). An N:M method prunes its whole
+        pattern or nothing: None and ``fixed_sparsity`` (to 1e-6) give ``fixed_sparsity``, 0 gives 0.
+
+        Raises:
+          ValueError: ``masks.check_sparsity``; for an N:M method any other value, naming the method, the value and
+            the sparsity the method fixes.
+        """
+        fixed = self.fixed_sparsity
+        if fixed is None or value is None:
+            return masks.check_sparsity(value, what) if fixed is None else fixed
+        value = masks.check_sparsity(value, what)
+        if value == 0.0 or abs(value - fixed) <= 1e-6:
+            return fixed if value else 0.0
+        raise ValueError(f"{what} {value!r} does not fit method {self.name!r}: it keeps {self.pattern[0]} of every "
+                         f"{self.pattern[1]} weights, sparsity {fixed:g} exactly; pass {fixed:g} or None (or 0: "
+                         "nothing pruned)")
+
+    def check_scope(self, scope):
+        """Returns ``scope`` after checking it is one of ``SCOPES`` and that this method can rank in it.
+
+        Raises:
+          ValueError: naming ``scope`` (and listing ``SCOPES``), or global scope for a ``layer_only`` method, with
+            the reason.
+        """
+        check_scope(scope)
+        if scope == "global" and self.layer_only:
+            raise ValueError(f"method {self.name!r} {self.layer_only}: scope 'layer' only")
+        return scope
 
 
 def _weight_scores(kernel):
@@ -118,7 +164,9 @@ TAYLOR = Scorer(name="taylor", scores=_taylor, global_scores=_taylor, alive=WEIG
                 kernel_keep=WEIGHT.kernel_keep, needs=("grad_sq",))
 TAYLOR_UNIT = dataclasses.replace(UNIT, name="taylor_unit", scores=_taylor_units, global_scores=_taylor_units,
                                   needs=("unit_taylor_sq",))
-SPARSEGPT = dataclasses.replace(WEIGHT, name="sparsegpt", reconstructs="obs")
+SPARSEGPT = dataclasses.replace(WEIGHT, name="sparsegpt", reconstructs="obs", layer_only=(
+    "prunes each layer to its own sparsity (for a global allocation use 'lamp', 'taylor' or 'wanda' with scope "
+    "'global')"))
 UNIT_REFIT = dataclasses.replace(UNIT, name="unit_refit", reconstructs="refit")
 STATISTIC_METHODS = (WANDA, WANDA_KERNEL, TAYLOR, TAYLOR_UNIT, SPARSEGPT, UNIT_REFIT)
 
@@ -153,23 +201,55 @@ def _block_scorer(units, inputs, norm):
 
 
 BLOCKS = (block_scorer(1, 4), block_scorer(1, 16), block_scorer(1, 4, "l1"), block_scorer(1, 16, "l1"))
-SCORERS = {s.name: s for s in (WEIGHT, UNIT, LAMP) + STATISTIC_METHODS + BLOCKS + GROUPS}
-METHODS = tuple(SCORERS)  # the named methods; check_method also takes any block shape, e.g. block_2x8
+_NM_NAME = re.compile(r"nm_([1-9][0-9]*)x([1-9][0-9]*)")
+
+
+def nm_scorer(n, m):
+    """The ``Scorer`` of N:M sparsity ``nm_<n>x<m>``: in every group of ``m`` consecutive inputs of one unit (TFLite's
+    layout, ``tfprune.select.nm``), the ``n`` weights of largest |w| are kept. Layer scope only; its one sparsity is
+    ``1 - n/m`` (``Scorer.check_sparsity``). One object per pattern.
+
+    Raises:
+      ValueError: not ``1 <= n < m``.
+    """
+    n, m = int(n), int(m)
+    if not 1 <= n < m:
+        raise ValueError(f"method 'nm_{n}x{m}': an N:M pattern keeps 1 <= N < M weights of every M")
+    return _nm_scorer(n, m)
+
+
+@functools.lru_cache(maxsize=None)
+def _nm_scorer(n, m):
+    return Scorer(name=f"nm_{n}x{m}", scores=masks.weight_scores, global_scores=masks.weight_scores,
+                  alive=lambda current: np.asarray(current, bool), kernel_keep=lambda keep, current: keep & current,
+                  pattern=(n, m), check=lambda shape, layer: nm.check_pattern(shape, n, m, layer),
+                  keep=lambda scores, alive, sparsity: nm.nm_keep(scores, alive, n, m) if sparsity else alive,
+                  layer_only=f"keeps {n} of every {m} consecutive inputs of each unit, a fixed pattern in every layer "
+                             "with no allocation across layers")
+
+
+NM = (nm_scorer(2, 4), nm_scorer(1, 4))
+SCORERS = {s.name: s for s in (WEIGHT, UNIT, LAMP) + STATISTIC_METHODS + BLOCKS + NM + GROUPS}
+METHODS = tuple(SCORERS)  # the named methods; check_method also takes any block shape (block_2x8) and N:M (nm_1x8)
 SCOPES = ("layer", "global")
 
 
 def check_method(method):
-    """The ``Scorer`` named ``method``: one of ``METHODS``, or a block method of any shape, ``block_<units>x<inputs>``
-    or ``block_l1_<units>x<inputs>`` (e.g. ``block_2x8``).
+    """The ``Scorer`` named ``method``: one of ``METHODS``, a block method of any shape, ``block_<units>x<inputs>``
+    or ``block_l1_<units>x<inputs>`` (e.g. ``block_2x8``), or any N:M pattern ``nm_<n>x<m>`` (e.g. ``nm_1x8``).
 
     Raises:
-      ValueError: naming ``method`` and listing ``METHODS``.
+      ValueError: naming ``method`` and listing ``METHODS``; an N:M name that is not ``1 <= n < m``.
     """
     if method in SCORERS:
         return SCORERS[method]
+    nm_match = _NM_NAME.fullmatch(str(method))
+    if nm_match is not None:
+        return nm_scorer(*nm_match.groups())
     match = _BLOCK_NAME.fullmatch(str(method))
     if match is None:
-        raise ValueError(f"method {method!r} is not one of {METHODS} (or block_<units>x<inputs>, e.g. block_2x8)")
+        raise ValueError(f"method {method!r} is not one of {METHODS} (or block_<units>x<inputs>, e.g. block_2x8, or "
+                         "nm_<n>x<m>, e.g. nm_1x8)")
     return block_scorer(int(match.group(2)), int(match.group(3)), match.group(1) or "l2")
 
 
@@ -221,7 +301,8 @@ def select(scorer, kernels, sparsities, currents, scope="layer", names=None, sta
     Args:
       scorer: a ``Scorer`` (``check_method``).
       kernels: list of kernels (any shapes, last axis = units), as the layers compute with them.
-      sparsities: list of fractions in [0, 1), one per kernel (global scope: all equal).
+      sparsities: list of fractions in [0, 1), one per kernel (global scope: all equal); an N:M method's are
+        checked by ``Scorer.check_sparsity`` (``tfprune.pruning.resolve_plan`` does), non-zero applies its pattern.
       currents: list of current bool keep-masks, one per kernel (kernel shape).
       scope: ``layer`` or ``global``.
       names: optional layer names as they appear in error messages (quoted: ``"'fc1'"``).
@@ -231,10 +312,11 @@ def select(scorer, kernels, sparsities, currents, scope="layer", names=None, sta
       list of ``(kernel_keep, bias_keep or None)``: bool arrays of the kernel's shape and (units,).
 
     Raises:
-      ValueError: bad scope or sparsity; NaN/inf in a kernel; global scope with differing sparsities; a scorer that
-        needs statistics without them.
+      ValueError: bad scope or sparsity; a scope the method refuses (``Scorer.check_scope``); NaN/inf in a kernel;
+        global scope with differing sparsities; a scorer that needs statistics without them; a kernel the method
+        cannot cut (``Scorer.check``).
     """
-    check_scope(scope)
+    scorer.check_scope(scope)
     if scorer.needs and (statistics is None or len(statistics) != len(kernels)):
         raise ValueError(f"method {scorer.name!r} ranks by calibration statistics {scorer.needs}: one per kernel")
     names = names or [f"kernel {i}" for i in range(len(kernels))]
@@ -255,7 +337,8 @@ def select(scorer, kernels, sparsities, currents, scope="layer", names=None, sta
         keeps = [_per_output_keep(scorer.scores(*args), a, s, np.shape(args[0])[-1])
                  for args, a, s in zip(_score_args(scorer, kernels, statistics), alives, sparsities)]
     else:
-        keeps = [masks.keep_live(scorer.scores(*args), a, s)
+        keep = scorer.keep or masks.keep_live
+        keeps = [keep(scorer.scores(*args), a, s)
                  for args, a, s in zip(_score_args(scorer, kernels, statistics), alives, sparsities)]
     return [(scorer.kernel_keep(keep, current), scorer.bias_keep(keep)) for keep, current in zip(keeps, currents)]
 
@@ -264,6 +347,6 @@ def _score_args(scorer, kernels, statistics):
     return [(k, s) for k, s in zip(kernels, statistics)] if scorer.needs else [(k,) for k in kernels]
 
 
-__all__ = ["BLOCKS", "GROUPS", "LAMP", "METHODS", "SCOPES", "SCORERS", "SPARSEGPT", "STATISTIC_METHODS", "Scorer",
-           "TAYLOR", "TAYLOR_UNIT", "UNIT", "UNIT_REFIT", "WANDA", "WANDA_KERNEL", "WEIGHT", "block_scorer",
-           "check_method", "check_scope", "is_method", "needs_calibration", "removes_units", "select"]
+__all__ = ["BLOCKS", "GROUPS", "LAMP", "METHODS", "NM", "SCOPES", "SCORERS", "SPARSEGPT", "STATISTIC_METHODS",
+           "Scorer", "TAYLOR", "TAYLOR_UNIT", "UNIT", "UNIT_REFIT", "WANDA", "WANDA_KERNEL", "WEIGHT", "block_scorer",
+           "check_method", "check_scope", "is_method", "needs_calibration", "nm_scorer", "removes_units", "select"]
