@@ -45,7 +45,9 @@ METHODS = flags.DEFINE_list(
     "methods", ["weight", "unit"], "Pruning methods to sweep: weight, unit, group, group_mean, group_max (tfprune "
     "rank pruning; the group methods prune coupled channel groups, e.g. a residual stage, and shrink them), "
     "block_1x4, block_1x16 (blocks of 4 or 16 consecutive inputs of one unit, ranked by RMS: TFLite's sparse "
-    "float and int8 kernels; block_l1_1x4 ranks by mean |w|; any block_<units>x<inputs>), lamp (magnitude, LAMP "
+    "float and int8 kernels; block_l1_1x4 ranks by mean |w|; any block_<units>x<inputs>), nm_2x4, nm_1x4 (N:M: the "
+    "n largest |w| of every m consecutive inputs of each unit kept, any nm_<n>x<m>; k is 100·(1 - n/m) or 0, "
+    "--scope=layer), lamp (magnitude, LAMP "
     "scores across layers in global scope), the calibration methods wanda, wanda_kernel, taylor, taylor_unit, "
     "sparsegpt, unit_refit (they read --calibration_size training examples), tfmot, tfmot_block_1x4, "
     "tfmot_block_1x16 (TF-MOT prune_low_magnitude, unstructured or with block_size; need --finetune_epochs >= 1).")

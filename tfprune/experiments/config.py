@@ -70,7 +70,7 @@ def check_methods(methods, what="--methods"):
     for method in methods:
         if not is_sweep_method(method):
             raise ConfigError(f"{what}: unknown method {method!r}; known: {', '.join(SWEEP_METHODS)} (or other block "
-                              "shapes, block_<units>x<inputs>)")
+                              "shapes, block_<units>x<inputs>, or N:M patterns, nm_<n>x<m>)")
     return methods
 
 
