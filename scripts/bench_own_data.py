@@ -6,6 +6,7 @@ streams an image folder too large for memory.
     scripts/bench.sh own_data --part=streaming    # streamed image-folder sweep with peak RSS
     scripts/bench.sh own_data --part=depthwise    # MobileNetV2 alpha 0.35: tfprune vs TF-MOT, depthwise kernels
     scripts/bench.sh own_data --part=groups       # MobileNetV2 alpha 0.35: group pruning 30/50 %, shrunk int8
+    scripts/bench.sh own_data --part=oneshot      # MobileNetV2 alpha 0.35: one-shot 50 %, magnitude vs calibration
 
 ``mobilenet``: writes real Fashion-MNIST padded to 32×32×3 as an ``.npz`` (55,000 training, 5,000 validation,
 10,000 test images; ``scripts/own_data.py``), trains ``keras.applications.MobileNetV2(weights=None,
@@ -22,6 +23,10 @@ TF-MOT wraps but does not prune (``prune_registry``: ``DepthwiseConv2D: []``), i
 and 50 % of every channel group (its residual stages included), ``--finetune_epochs`` on TF-MOT's PolynomialDecay,
 exported as int8 TFLite unshrunk and shrunk, into ``docs/results/groups_mobilenetv2_035_ft<epochs>``: accuracy against
 the dense model fine-tuned alike, and the shrunk file's size and latency beside it.
+
+``oneshot``: the same MobileNetV2(alpha=0.35) file pruned one-shot (no fine-tuning) at k = 30/50 % of every
+kernel (the depthwise ones included) by magnitude and by the calibration methods (``wanda``, ``wanda_kernel``,
+``taylor``, ``sparsegpt``; 1,024 training images), into ``docs/results/oneshot_mobilenetv2_035``.
 
 ``streaming``: writes the same images resized to ``--stream_size`` pixels square (RGB PNG) as an image folder whose
 decoded float32 pixels are far larger than ``--data_memory_mib``, runs a one-shot sweep of lenet_300_100 on it in a
@@ -43,7 +48,8 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import own_data  # noqa: E402  pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("part", "all", ["all", "mobilenet", "streaming", "depthwise", "groups"], "Which part to run.")
+flags.DEFINE_enum("part", "all", ["all", "mobilenet", "streaming", "depthwise", "groups",
+                                          "oneshot"], "Which part to run.")
 flags.DEFINE_string("work_dir", "/tmp/tfprune_own_data", "Where the generated data and the trained model go.")
 flags.DEFINE_string("output_dir", os.path.join(ROOT, "docs", "results", "own_data_mobilenetv2"),
                     "Folder of the MobileNetV2 sweep.")
@@ -132,6 +138,18 @@ def groups():
     print(f"MobileNetV2 alpha 0.35 group pruning: {seconds:.0f} s; results in {out}/compare.md")
 
 
+def oneshot():
+    """MobileNetV2 alpha 0.35 pruned one-shot at 30 and 50 % by magnitude and the calibration methods, in
+    docs/results/oneshot_mobilenetv2_035."""
+    npz = _npz()
+    model_path = _trained_mobilenet(npz, alpha=0.35)
+    out = os.path.join(ROOT, "docs", "results", "oneshot_mobilenetv2_035")
+    seconds = _run([sys.executable, "-m", "tfprune.sweep", f"--model_path={model_path}", f"--dataset=npz:{npz}",
+                    "--methods=weight,wanda,wanda_kernel,taylor,sparsegpt", "--sparsities=0,30,50",
+                    "--finetune_epochs=0", "--calibration_size=1024", f"--output_dir={out}", "--resume", "--verbose=0"])
+    print(f"MobileNetV2 alpha 0.35 one-shot: {seconds:.0f} s; results in {out}/results.md")
+
+
 def _folder_bytes(root):
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(root) for f in names)
 
@@ -165,6 +183,8 @@ def main(argv):
         depthwise()
     if FLAGS.part in ("all", "groups"):
         groups()
+    if FLAGS.part in ("all", "oneshot"):
+        oneshot()
 
 
 if __name__ == "__main__":

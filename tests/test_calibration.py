@@ -273,3 +273,16 @@ def test_sparsegpt_and_unit_refit_on_convolutions(stack):
     assert removed.sum() == 4 and np.all(conv2[:, :, removed, :] == 0)  # the removed channels' rows, every tap
     error_refit = np.linalg.norm(np.asarray(refit(IMAGES)) - target)
     assert error_refit < np.linalg.norm(np.asarray(plain(IMAGES)) - target)
+
+
+@pytest.mark.parametrize("stack", list(STACKS))
+def test_a_subclassed_model_pruned_in_place_by_sparsegpt_and_taylor(stack):
+    k = STACKS[stack]
+    for method, calibration in (("sparsegpt", X), ("taylor", (X, Y)), ("wanda", X)):
+        model = pruning.make_prunable(_subclassed(k), in_place=True)
+        dense = np.asarray(model(X))
+        pruning.prune(model, 0.5, method, layers=["fc1", "out"], calibration=calibration)
+        for layer in (model.fc1, model.fc2):
+            kernel = registry.effective_kernel(layer)
+            assert (kernel == 0).sum() == masks.prune_count(0.5, kernel.size), (method, layer.name)
+        assert not np.allclose(np.asarray(model(X)), dense)

@@ -70,10 +70,10 @@ def _input_sq(layer, x):
 def _gram(layer, x):
     if _is_depthwise(layer):
         return patches.depthwise_gram(np.asarray(x, np.float64), **_conv_args(layer))
-    if registry.kind_of(layer).name == "Dense":
-        rows = _rows(layer, x)
-        ones = np.concatenate([rows, np.ones((len(rows), 1))], axis=1)
-        return ones.T @ ones
+    if registry.kind_of(layer).name == "Dense":  # one batch's sum in float32 (BLAS sgemm), the total in float64
+        rows = np.asarray(x, np.float32).reshape(-1, np.shape(x)[-1])
+        ones = np.concatenate([rows, np.ones((len(rows), 1), np.float32)], axis=1)
+        return (ones.T @ ones).astype(np.float64)
     return patches.conv_gram(np.asarray(x, np.float64), augmented=True, **_conv_args(layer))
 
 
@@ -153,10 +153,10 @@ def gradient_statistics(model, layers, names, calibration, progress=None):
     for index, (x, y) in enumerate(calibration.batches()):
         grads = gradients(model, variables, loss, stack.to_tensor(x), stack.to_tensor(y))
         for layer, kernel, grad in zip(layers, kernels, grads):
-            grad = np.asarray(stack.to_numpy(grad), np.float64).reshape(kernel.shape)
+            grad = np.asarray(stack.to_numpy(grad), np.float32).reshape(kernel.shape)
             held = totals[layer.name]
             if "grad_sq" in held:
-                held["grad_sq"] = held["grad_sq"] + np.square(grad)
+                held["grad_sq"] = held["grad_sq"] + np.square(grad, dtype=np.float64)
             if "unit_taylor_sq" in held:
                 held["unit_taylor_sq"] = held["unit_taylor_sq"] + np.square(
                     (kernel * grad).reshape(-1, kernel.shape[-1]).sum(axis=0))
