@@ -114,6 +114,12 @@ class GramTest(parameterized.TestCase):
         np.testing.assert_allclose(gram, ones.T @ ones, atol=1e-8)
         self.assertEqual(gram[-1, -1], len(self.p))  # 3 images x 4 x 8 positions
 
+    def test_the_fast_gram_sums_each_chunk_in_float32(self):
+        exact = patches.conv_gram(self.x, *self.args, augmented=True, chunk_rows=7)
+        fast = patches.conv_gram(self.x, *self.args, augmented=True, chunk_rows=7, fast=True)
+        self.assertEqual(fast.dtype, np.float64)
+        np.testing.assert_allclose(fast, exact, rtol=1e-5, atol=1e-5)
+
     def test_sq_sums_are_the_gram_diagonal(self):
         for args in (self.args, ((2, 4), 1, "valid", 2)):
             gram = patches.conv_gram(self.x, *args)

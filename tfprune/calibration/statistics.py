@@ -74,7 +74,7 @@ def _gram(layer, x):
         rows = np.asarray(x, np.float32).reshape(-1, np.shape(x)[-1])
         ones = np.concatenate([rows, np.ones((len(rows), 1), np.float32)], axis=1)
         return (ones.T @ ones).astype(np.float64)
-    return patches.conv_gram(np.asarray(x, np.float64), augmented=True, **_conv_args(layer))
+    return patches.conv_gram(x, augmented=True, fast=True, **_conv_args(layer))
 
 
 _INPUT_STATISTICS = {"input_sq": _input_sq, "gram": _gram}
@@ -115,23 +115,34 @@ def kernel_variable(layer):
     return layer.variable_masks()[0][0]
 
 
-def _tape_gradients(model, variables, loss, x, y):
+def _tape_gradients(model, variables, loss):
+    """A traced ``(x, y) -> [dL/dv for v in variables]`` (``tf.function``: the tape runs as a graph)."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    with tf.GradientTape() as tape:
-        value = loss(y, model(x, training=False))
-    return tape.gradient(value, variables)
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            value = loss(y, model(x, training=False))
+        return tape.gradient(value, variables)
+    return step
 
 
-def _jax_gradients(model, variables, loss, x, y):
+def _jax_gradients(model, variables, loss):
+    """A jitted ``(x, y) -> [dL/dv for v in variables]`` through ``stateless_call``, at the variables' values now."""
     import jax  # pylint: disable=g-import-not-at-top
     trainable, frozen = model.trainable_variables, model.non_trainable_variables
     where = [next(i for i, v in enumerate(trainable) if v is variable) for variable in variables]
 
-    def value(trainable_values, frozen_values):
+    def value(trainable_values, frozen_values, x, y):
         prediction, _ = model.stateless_call(trainable_values, frozen_values, x, training=False)
         return loss(y, prediction)
-    grads = jax.grad(value)([v.value for v in trainable], [v.value for v in frozen])
-    return [grads[i] for i in where]
+    grad = jax.jit(jax.grad(value))
+    trainable_values, frozen_values = [v.value for v in trainable], [v.value for v in frozen]
+
+    def step(x, y):
+        grads = grad(trainable_values, frozen_values, x, y)
+        return [grads[i] for i in where]
+    return step
 
 
 def gradient_statistics(model, layers, names, calibration, progress=None):
@@ -145,13 +156,13 @@ def gradient_statistics(model, layers, names, calibration, progress=None):
         raise ValueError(f"statistics {', '.join(names)} take the loss's gradient: the calibration data needs labels")
     stack = stacks.of(model)
     loss = calibration.loss or _cross_entropy(model, stack)
-    gradients = _jax_gradients if stack.backend == "jax" else _tape_gradients
     variables = [kernel_variable(layer) for layer in layers]
+    gradients = (_jax_gradients if stack.backend == "jax" else _tape_gradients)(model, variables, loss)
     kernels = [registry.effective_kernel(layer) for layer in layers]
     totals = {layer.name: {n: 0.0 for n in names} for layer in layers}
     count = -(-len(calibration) // int(calibration.batch_size))
     for index, (x, y) in enumerate(calibration.batches()):
-        grads = gradients(model, variables, loss, stack.to_tensor(x), stack.to_tensor(y))
+        grads = gradients(stack.to_tensor(x), stack.to_tensor(y))
         for layer, kernel, grad in zip(layers, kernels, grads):
             grad = np.asarray(stack.to_numpy(grad), np.float32).reshape(kernel.shape)
             held = totals[layer.name]
