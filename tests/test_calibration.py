@@ -286,3 +286,24 @@ def test_a_subclassed_model_pruned_in_place_by_sparsegpt_and_taylor(stack):
             kernel = registry.effective_kernel(layer)
             assert (kernel == 0).sum() == masks.prune_count(0.5, kernel.size), (method, layer.name)
         assert not np.allclose(np.asarray(model(X)), dense)
+
+
+@pytest.mark.parametrize("stack", list(STACKS))
+def test_a_pass_for_one_layer_stops_at_it(stack):
+    import functools  # pylint: disable=g-import-not-at-top
+    from tfprune.calibration import capture  # pylint: disable=g-import-not-at-top
+    model = _mlp(STACKS[stack])
+    later, original = model.get_layer("out"), model.get_layer("out").call
+    ran = []
+
+    @functools.wraps(original)
+    def counted(inputs, *args, **kwargs):
+        ran.append(len(inputs))
+        return original(inputs, *args, **kwargs)
+    later.call = counted
+    seen = []
+    capture.run(model, data.Calibration(X, batch_size=16), [model.get_layer("fc2")], lambda l, x: seen.append(len(x)))
+    assert seen == [16, 16, 8] and not ran  # fc2's inputs, then the batch stops: 'out' never runs
+    capture.run(model, data.Calibration(X, batch_size=16), [model.get_layer("fc1"), model.get_layer("fc2")],
+                lambda l, x: None)
+    assert ran == [16, 16, 8]  # two layers: the whole model runs

@@ -9,6 +9,11 @@ import contextlib
 import functools
 
 from tfprune import stacks
+from tfprune.structure import graph
+
+
+class _Seen(Exception):
+    """Raised by a hook once the only layer wanted has seen its inputs: the rest of the forward pass is skipped."""
 
 
 @contextlib.contextmanager
@@ -32,16 +37,31 @@ def recording_inputs(layers, record):
             del layer.call
 
 
+def _stops_early(model, layers):
+    """True when the forward pass may stop at ``layers``' one layer: a graph model calling it once."""
+    return len(layers) == 1 and graph.is_graph_model(model) and graph.call_count(model, layers[0]) == 1
+
+
 def run(model, calibration, layers, record, progress=None):
-    """Runs ``model`` on every calibration batch, ``record(layer, inputs)`` seeing the inputs of ``layers``.
+    """Runs ``model`` on every calibration batch, ``record(layer, inputs)`` seeing the inputs of ``layers``. With
+    one layer of a graph model that calls it once, each pass stops there (the layers after it are not run).
 
     ``progress``: optional ``(batches done, batches in all) -> None``.
     """
     stack = stacks.of(model)
     count = -(-len(calibration) // int(calibration.batch_size))
-    with recording_inputs(layers, record):
+    stop = _stops_early(model, layers)
+
+    def hook(layer, x):
+        record(layer, x)
+        if stop:
+            raise _Seen()
+    with recording_inputs(layers, hook):
         for index, (x, _) in enumerate(calibration.batches()):
-            model(stack.to_tensor(x), training=False)
+            try:
+                model(stack.to_tensor(x), training=False)
+            except _Seen:
+                pass
             if progress is not None:
                 progress(index + 1, count)
 
