@@ -307,3 +307,13 @@ def test_a_pass_for_one_layer_stops_at_it(stack):
     capture.run(model, data.Calibration(X, batch_size=16), [model.get_layer("fc1"), model.get_layer("fc2")],
                 lambda l, x: None)
     assert ran == [16, 16, 8]  # two layers: the whole model runs
+
+
+def test_unit_refit_says_which_layers_it_could_not_refit():
+    x = keras.Input((6,))
+    a = keras.layers.Dense(4, activation="relu", name="a")(x)
+    b = keras.layers.Dense(4, name="b")(a)
+    model = pruning.make_prunable(keras.Model(x, keras.layers.Dense(3, name="out")(keras.layers.Add()([a, b]))))
+    with pytest.warns(UserWarning, match=r"'b' \(its units are coupled"):
+        pruning.prune(model, 0.5, "unit_refit", layers=["b"], calibration=X)
+    assert (~registry.kernel_mask(model.get_layer("b")).all(axis=0)).sum() == 2  # pruned all the same

@@ -4,6 +4,7 @@ Sparsity is a fraction in [0, 1) here (0.9 = 90 % of the weights or units zeroed
 """
 
 import dataclasses
+import warnings
 
 import numpy as np
 
@@ -206,7 +207,10 @@ def _reconstruct(model, plan, scorer, scope, calibration):
     calibration = data.as_calibration(calibration, scorer.name)
     if scorer.reconstructs == "obs":
         return reconstruction.sparsegpt(model, plan, calibration)
-    reconstruction.unit_refit(model, plan, calibration, scope)
+    skipped = reconstruction.unit_refit(model, plan, calibration, scope)
+    if skipped:
+        warnings.warn("unit_refit pruned without a refit: " + "; ".join(f"{name!r} ({why})" for name, why in
+                                                                   skipped.items()), stacklevel=3)
     return model
 
 
