@@ -50,7 +50,8 @@ METHODS = flags.DEFINE_list(
     "--scope=layer), lamp (magnitude, LAMP "
     "scores across layers in global scope), the calibration methods wanda, wanda_kernel, taylor, taylor_unit, "
     "sparsegpt, unit_refit (they read --calibration_size training examples), tfmot, tfmot_block_1x4, "
-    "tfmot_block_1x16 (TF-MOT prune_low_magnitude, unstructured or with block_size; need --finetune_epochs >= 1).")
+    "tfmot_block_1x16, tfmot_nm_2x4 (TF-MOT prune_low_magnitude, unstructured, with block_size, or with "
+    "sparsity_m_by_n=(m - n, m) for tfmot_nm_<n>x<m> on Dense and Conv2D; need --finetune_epochs >= 1).")
 LAYER_SPARSITY = flags.DEFINE_string(
     "layer_sparsity", None, "A per-layer plan instead of --sparsities: a JSON file written by tfprune.sensitivity, "
     "or name=percent pairs, e.g. fc1=90,fc2=95.")

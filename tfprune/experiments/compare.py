@@ -8,6 +8,7 @@ training, and it writes ``compare.{csv,json,md}`` (with the head-to-head table) 
 
 from tfprune.experiments.results import records
 from tfprune.experiments import sweep
+from tfprune.experiments import config as config_lib
 from tfprune.experiments.config import FineTune, SweepConfig
 
 METHODS = ("weight", "unit", "tfmot")
@@ -18,7 +19,20 @@ ACCURACY_MARGIN = 0.2  # percentage points: "at least as accurate as TF-MOT" all
 # (tfprune method, its TF-MOT counterpart, table title): same kernels, same blocks
 PAIRS = (("weight", "tfmot", "tfprune weight pruning vs TF-MOT"),
          ("block_1x4", "tfmot_block_1x4", "tfprune 1x4 block pruning vs TF-MOT block_size (4, 1)"),
-         ("block_1x16", "tfmot_block_1x16", "tfprune 1x16 block pruning vs TF-MOT block_size (16, 1)"))
+         ("block_1x16", "tfmot_block_1x16", "tfprune 1x16 block pruning vs TF-MOT block_size (16, 1)"),
+         ("nm_2x4", "tfmot_nm_2x4", "tfprune 2:4 (nm_2x4) vs TF-MOT sparsity_m_by_n=(2, 4)"))
+
+
+def _nm_pairs(methods):
+    """The pairs of the N:M patterns ``PAIRS`` does not name: ``nm_<n>x<m>`` vs ``tfmot_nm_<n>x<m>``."""
+    named = {theirs for _, theirs, _ in PAIRS}
+    out = []
+    for theirs in sorted(set(methods) - named):
+        ours = config_lib.tfmot_nm_method(theirs)
+        if ours is not None:
+            n, m = ours[3:].split("x")
+            out.append((ours, theirs, f"tfprune {n}:{m} ({ours}) vs TF-MOT sparsity_m_by_n=({int(m) - int(n)}, {m})"))
+    return tuple(out)
 
 
 def _pair_table(by_key, ours_method, theirs_method, title):
@@ -51,10 +65,11 @@ def _pair_table(by_key, ours_method, theirs_method, title):
 
 def head_to_head(points, baseline_info):
     """Markdown: per k, each tfprune method vs its TF-MOT counterpart (``PAIRS``: weight vs tfmot, block_1x4 vs
-    tfmot_block_1x4...): accuracy, fine-tune speed and per-layer sparsity agreement (None when the points hold no k
-    with both of any pair)."""
+    tfmot_block_1x4, nm_2x4 vs tfmot_nm_2x4...; any nm_<n>x<m> vs tfmot_nm_<n>x<m>): accuracy, fine-tune speed and
+    per-layer sparsity agreement (None when the points hold no k with both of any pair)."""
     by_key = {(r.method, r.k): r for r in points}
-    tables = [t for t in (_pair_table(by_key, *pair) for pair in PAIRS) if t is not None]
+    pairs = PAIRS + _nm_pairs({r.method for r in points})
+    tables = [t for t in (_pair_table(by_key, *pair) for pair in pairs) if t is not None]
     if not tables:
         return None
     lines = [line for table in tables for line in table + [""]][:-1]

@@ -9,6 +9,7 @@ they name points (``weight-k90``); the pruning library itself takes fractions.
 import dataclasses
 import math
 import os
+import re
 from typing import Optional
 
 from tfprune.select import scoring
@@ -20,12 +21,38 @@ from tfprune.tflite import convert
 # TF-MOT's prune_low_magnitude: unstructured, and in blocks (block_size of the Keras kernel (inputs, units), i.e.
 # tfprune's block_1x4 and block_1x16 in TFLite's (units x inputs) layout).
 TFMOT_BLOCK_SIZES = {"tfmot": (1, 1), "tfmot_block_1x4": (4, 1), "tfmot_block_1x16": (16, 1)}
-SWEEP_METHODS = scoring.METHODS + tuple(TFMOT_BLOCK_SIZES)  # the named ones; any tfprune block shape also runs
+# TF-MOT's sparsity_m_by_n: tfmot_nm_<n>x<m> keeps n of every m, as tfprune's nm_<n>x<m> (any valid pattern runs).
+TFMOT_NM_METHODS = ("tfmot_nm_2x4",)
+SWEEP_METHODS = scoring.METHODS + tuple(TFMOT_BLOCK_SIZES) + TFMOT_NM_METHODS  # the named ones; any block shape runs
+_TFMOT_NM = re.compile(r"tfmot_(nm_[1-9][0-9]*x[1-9][0-9]*)")
+
+
+def tfmot_nm_method(method):
+    """The tfprune N:M method (``nm_2x4``) whose TF-MOT counterpart ``method`` (``tfmot_nm_2x4``) is, else None."""
+    match = _TFMOT_NM.fullmatch(str(method))
+    if match is None or not scoring.is_method(match.group(1)):
+        return None
+    return match.group(1)
+
+
+def tfmot_m_by_n(method):
+    """TF-MOT's ``sparsity_m_by_n`` of ``tfmot_nm_<n>x<m>``: ``(m - n, m)`` (TF-MOT counts zeros), else None."""
+    nm_method = tfmot_nm_method(method)
+    if nm_method is None:
+        return None
+    n, m = scoring.check_method(nm_method).pattern
+    return (m - n, m)
 
 
 def is_tfmot(method):
-    """True for the TF-MOT methods of a sweep (``tfmot``, ``tfmot_block_1x4``, ``tfmot_block_1x16``)."""
-    return method in TFMOT_BLOCK_SIZES
+    """True for the TF-MOT methods of a sweep (``tfmot``, ``tfmot_block_1x4``, ``tfmot_block_1x16``,
+    ``tfmot_nm_<n>x<m>``)."""
+    return method in TFMOT_BLOCK_SIZES or tfmot_nm_method(method) is not None
+
+
+def tfmot_block_size(method):
+    """TF-MOT's ``block_size`` of a TF-MOT method: (1, 1) for the unstructured and N:M ones."""
+    return TFMOT_BLOCK_SIZES.get(method, (1, 1))
 
 
 def is_sweep_method(method):
@@ -70,7 +97,7 @@ def check_methods(methods, what="--methods"):
     for method in methods:
         if not is_sweep_method(method):
             raise ConfigError(f"{what}: unknown method {method!r}; known: {', '.join(SWEEP_METHODS)} (or other block "
-                              "shapes, block_<units>x<inputs>, or N:M patterns, nm_<n>x<m>)")
+                              "shapes, block_<units>x<inputs>, or N:M patterns, nm_<n>x<m>, tfmot_nm_<n>x<m>)")
     return methods
 
 
@@ -327,5 +354,6 @@ class SensitivityConfig:
 
 
 __all__ = ["BaselineConfig", "ConfigError", "DEFAULT_SPARSITIES", "FineTune", "SCHEDULES", "SWEEP_METHODS",
-           "TFMOT_BLOCK_SIZES", "is_sweep_method", "is_tfmot",
+           "TFMOT_BLOCK_SIZES", "TFMOT_NM_METHODS", "is_sweep_method", "is_tfmot", "tfmot_block_size", "tfmot_m_by_n",
+           "tfmot_nm_method",
            "SensitivityConfig", "SweepConfig", "check_percents"]

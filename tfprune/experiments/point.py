@@ -1,6 +1,7 @@
 """One point of a sweep: prune a copy of the trained baseline by one method at one k, fine-tune, measure.
 
-Methods: ``weight`` and ``unit`` (tfprune's rank pruning) and ``tfmot`` (TF-MOT's ``prune_low_magnitude``), all
+Methods: ``weight`` and ``unit`` (tfprune's rank pruning) and ``tfmot`` (TF-MOT's ``prune_low_magnitude``; its block
+and N:M forms ``tfmot_block_1x4``, ``tfmot_nm_2x4``), all
 on the identical schedule, step count, batch size and optimizer, starting from the same trained weights.
 """
 
@@ -163,8 +164,11 @@ def tfmot_model(baseline_model, x):
     return twin.checked_twin(baseline_model, x[:256])
 
 
-def _run_tfmot(baseline_model, sparsity, layers, finetune, train, strategy=None, seed=0, block_size=(1, 1)):
-    """TF-MOT's point on ``baseline_model``, a tf_keras model (see ``tfmot_model``), in ``block_size`` blocks."""
+def _run_tfmot(baseline_model, sparsity, layers, finetune, train, strategy=None, seed=0, block_size=(1, 1),
+               m_by_n=None):
+    """TF-MOT's point on ``baseline_model``, a tf_keras model (see ``tfmot_model``), in ``block_size`` blocks or
+    with ``sparsity_m_by_n=m_by_n`` (on the same schedule as ``tfmot``: TF-MOT then sets the pattern at step 1). At
+    k = 0 an N:M point prunes nothing, as tfprune's ``nm_<n>x<m>`` at 0: it fine-tunes TF-MOT's wrappers at 0 %."""
     from tfprune.experiments import tfmot_method  # pylint: disable=g-import-not-at-top (TF-MOT is heavy)
     if finetune.epochs == 0:
         raise ValueError("method 'tfmot' needs fine-tune epochs >= 1: TF-MOT applies its masks during training")
@@ -173,7 +177,8 @@ def _run_tfmot(baseline_model, sparsity, layers, finetune, train, strategy=None,
                                                batch_size=finetune.batch_size,
                                                learning_rate=finetune.learning_rate, layers=layers,
                                                verbose=finetune.verbose, strategy=strategy, seed=seed,
-                                               block_size=block_size)
+                                               block_size=block_size,
+                                               sparsity_m_by_n=m_by_n if sparsity > 0 else None)
     return result.model, result.epoch_seconds
 
 
@@ -235,6 +240,8 @@ def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, f
         raise ValueError(f"k {k} is outside [0, 100)")
     if config_lib.is_tfmot(method) and scope != "layer":
         raise ValueError(f"method {method!r} prunes per layer only; scope {scope!r} is not supported")
+    if config_lib.tfmot_nm_method(method) is not None:  # its one k (or 0), as nm_<n>x<m>'s
+        scoring.check_method(config_lib.tfmot_nm_method(method)).check_sparsity(k / 100.0)
     data = dataset_lib.as_dataset(datasets)
     start = time.perf_counter()
     stacks.seed_all(seed)
@@ -242,7 +249,7 @@ def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, f
     if config_lib.is_tfmot(method):
         tfmot_baseline = tfmot_baseline or tfmot_model(baseline_model, data.train.take(256, seed)[0])
         model, epoch_seconds = _run_tfmot(tfmot_baseline, sparsity, layers, finetune, data.train, strategy, seed,
-                                          config_lib.TFMOT_BLOCK_SIZES[method])
+                                          config_lib.tfmot_block_size(method), config_lib.tfmot_m_by_n(method))
     else:
         model, epoch_seconds = _run_rank(baseline_model, method, sparsity, scope, layers, finetune, data.train,
                                          strategy, seed)

@@ -69,6 +69,17 @@ def _check_calibration(method, layers):
         raise ConfigError(f"--methods={method}: {e}") from None
 
 
+M_BY_N_KINDS = ("Dense", "Conv2D")  # the layers tfmot_method.m_by_n_layers wraps
+
+
+def _check_m_by_n_layers(prunable, method, selected, what):
+    """A ``ConfigError`` when a TF-MOT N:M method would run on a layer other than Dense and Conv2D."""
+    other = [n for n in selected if registry.kind_of(prunable.get_layer(n)).plain.__name__ not in M_BY_N_KINDS]
+    if other:
+        raise ConfigError(f"{what}: {method} (TF-MOT sparsity_m_by_n) prunes Dense and Conv2D layers only, not "
+                          f"{', '.join(repr(n) for n in other)}")
+
+
 def check_sweep(config, model):
     """Raises ``ConfigError`` unless every method's layer selection and every k of ``config`` can run on ``model``.
 
@@ -86,8 +97,8 @@ def check_sweep(config, model):
         rank = "weight" if config_lib.is_tfmot(method) else method  # TF-MOT prunes the same kernels by |w|
         scorer = scoring.check_method(rank)
         _check_scope(scorer, method, config.scope)
-        if plan is None:
-            _check_ks(scorer, method, ks)
+        if plan is None:  # a TF-MOT N:M method's k is its tfprune twin's (nm_2x4: 0 or 50)
+            _check_ks(scoring.check_method(config_lib.tfmot_nm_method(method) or rank), method, ks)
         # With the default layers, what the plan refuses is the method's (a block or N:M pattern a kernel cannot take).
         what = "--layer_sparsity" if plan is not None else "--layers" if layers is not None else f"--methods={method}"
         try:
@@ -102,6 +113,8 @@ def check_sweep(config, model):
             if scoring.needs_calibration(rank):
                 _check_calibration(method, [prunable.get_layer(name) for name in selected])
             sizes = {name: _groups(scorer, prunable.get_layer(name)) for name in selected}
+        if config_lib.tfmot_nm_method(method) is not None and layers is not None:  # by default: Dense and Conv2D
+            _check_m_by_n_layers(prunable, method, selected, what)
         if config_lib.is_tfmot(method) or config.scope != "layer":
             continue  # TF-MOT keeps at least one weight per kernel; global scope ranks across layers
         for k in ks:

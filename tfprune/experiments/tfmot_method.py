@@ -172,32 +172,50 @@ def _retarget(schedule, sparsity):
     return type(schedule)(**config)
 
 
-def _layer_schedules(model, schedule, layers, block_size=(1, 1)):
+def m_by_n_layers(model):
+    """The layers of ``model`` TF-MOT's ``sparsity_m_by_n`` is used on here: exactly Dense and Conv2D (not their
+    subclasses, e.g. Conv2DTranspose), whose kernels it groups along the inputs in TFLite's layout.
+
+    What TF-MOT 0.8.1 itself does with other layers (``pruning_impl._update_mask_sparsity_m_by_n``,
+    ``pruning_utils.weights_rearrange``): it rearranges any rank-2 or rank-4 prunable weight as if it were a Dense
+    (transposed) or Conv2D (out, kh, kw, in) kernel, so an Embedding's groups run along the vocabulary, a
+    Conv2DTranspose's (kh, kw, out, in) along its outputs and a recurrent kernel's along its inputs; a Conv1D,
+    SeparableConv1D or Conv3D weight (rank 3 or 5) fails when the mask update is traced ("weight tensor with shape
+    ... is not supported"); DepthwiseConv2D has no prunable weight in its registry and is left dense."""
+    return [l for l in registry.kernel_layers(model) if type(l) in (keras.layers.Dense, keras.layers.Conv2D)]
+
+
+def _layer_schedules(model, schedule, layers, block_size=(1, 1), m_by_n=None):
     """{layer name: schedule} for the layers to wrap; None means the whole model (TF-MOT's default). With blocks,
-    TF-MOT takes 2-D kernels only: the whole model means its Dense-like layers, and another named layer is refused."""
+    TF-MOT takes 2-D kernels only: the whole model means its Dense-like layers, and another named layer is refused.
+    With ``m_by_n`` the whole model means its Dense and Conv2D layers (``m_by_n_layers``); others are refused."""
     blocked = tuple(block_size) != (1, 1)
-    kernel_names = [l.name for l in registry.kernel_layers(model)
-                    if not blocked or len(registry.kernel_shape(l)) == 2]
+    if m_by_n is not None:
+        kernel_names = [l.name for l in m_by_n_layers(model)]
+    else:
+        kernel_names = [l.name for l in registry.kernel_layers(model)
+                        if not blocked or len(registry.kernel_shape(l)) == 2]
     if layers is None:
-        return {name: schedule for name in kernel_names} if blocked else None
+        return {name: schedule for name in kernel_names} if blocked or m_by_n is not None else None
     plan = pruning.select_layers(model, layers, schedule)
     if isinstance(layers, dict):
         plan = {name: _retarget(schedule, masks_lib.check_sparsity(s, f"sparsity of layer {name!r}"))
                 for name, s in plan.items()}
     for name in plan:
         if name not in kernel_names:
-            raise ValueError(f"layer {name!r} is not a {'Dense (2-D kernel)' if blocked else 'Dense/Conv2D'} layer "
-                             f"of model {model.name!r}; TF-MOT{' block' if blocked else ''} prunable layers: "
-                             f"{', '.join(kernel_names)}")
+            what = "Dense (2-D kernel)" if blocked and m_by_n is None else "Dense/Conv2D"
+            which = " m_by_n" if m_by_n is not None else " block" if blocked else ""
+            raise ValueError(f"layer {name!r} is not a {what} layer of model {model.name!r}; TF-MOT{which} prunable "
+                             f"layers: {', '.join(kernel_names)}")
     return plan
 
 
-def _wrap(model, schedule, layers, block_size=(1, 1)):
+def _wrap(model, schedule, layers, block_size=(1, 1), m_by_n=None):
     """A private copy of ``model`` (weights copied) with TF-MOT pruning wrappers on the selected layers."""
     if any(registry.is_prunable(l) for l in model.layers):
         raise ValueError(f"model {model.name!r} has tfprune prunable layers; pass a plain model "
                          "(tfprune.strip(model))")
-    plan = _layer_schedules(model, schedule, layers, block_size)
+    plan = _layer_schedules(model, schedule, layers, block_size, m_by_n)
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     # TF-MOT wraps the layer objects it is given, so it only ever sees the private copy, never the caller's layers.
@@ -207,7 +225,7 @@ def _wrap(model, schedule, layers, block_size=(1, 1)):
     def wrap_selected(layer):
         if layer.name in plan:
             return sparsity_api.prune_low_magnitude(layer, pruning_schedule=plan[layer.name],
-                                                    block_size=tuple(block_size))
+                                                    block_size=tuple(block_size), sparsity_m_by_n=m_by_n)
         return layer
 
     return keras.models.clone_model(copy, clone_function=wrap_selected)
@@ -243,7 +261,7 @@ class TfmotResult:
 
 def prune_and_finetune(model, x_train, y_train, schedule, epochs, batch_size, learning_rate=1e-3, log_dir=None,
                        validation_data=None, verbose=0, layers=None, strategy=None, shuffle=True, seed=0,
-                       block_size=(1, 1)):
+                       block_size=(1, 1), sparsity_m_by_n=None):
     """Prunes a copy of ``model`` with TF-MOT ``prune_low_magnitude`` while fine-tuning it, then strips it.
 
     Args:
@@ -266,6 +284,11 @@ def prune_and_finetune(model, x_train, y_train, schedule, epochs, batch_size, le
       block_size: TF-MOT's ``block_size`` of the Keras kernel ``(inputs, units)``: ``(4, 1)`` prunes blocks of four
         consecutive inputs of one unit (tfprune's ``block_1x4``), ranked by their mean |w| (TF-MOT's AVG pooling);
         TF-MOT then prunes 2-D kernels only (Dense), so the whole model means its Dense layers.
+      sparsity_m_by_n: TF-MOT's ``(zeros, of)`` pattern, e.g. ``(2, 4)`` (tfprune's ``nm_2x4``: ``nm_<n>x<m>`` is
+        ``(m - n, m)``), or None. TF-MOT then ignores the schedule's sparsity and steps: each wrapped kernel's mask
+        is set once, at step 1 (the first training batch, ``pruning_impl.conditional_mask_update``), to the largest
+        |w| of every group, and held; the schedule is still required and is the same object as without it. The
+        whole model means its Dense and Conv2D layers (``m_by_n_layers``).
 
     Returns:
       a ``TfmotResult``.
@@ -291,9 +314,10 @@ def prune_and_finetune(model, x_train, y_train, schedule, epochs, batch_size, le
         raise ValueError(f"schedule {schedule!r} is not a TF-MOT PruningSchedule (see make_schedule)")
     total_steps = steps_for(epochs, len(x_train), batch_size)
     with distribute.scope(strategy):
-        pruned = models.compile_model(_wrap(model, schedule, layers, block_size), learning_rate)
+        pruned = models.compile_model(_wrap(model, schedule, layers, block_size, sparsity_m_by_n), learning_rate)
     wrappers = pruning_wrapper.collect_prunable_layers(pruned)  # the layers UpdatePruningStep steps
-    _warn_if_target_missed([w.pruning_schedule for w in wrappers], total_steps)
+    if sparsity_m_by_n is None:  # with m_by_n the mask is set at step 1 whatever the schedule says
+        _warn_if_target_missed([w.pruning_schedule for w in wrappers], total_steps)
     timer = callbacks.EpochTimer()
     fit_callbacks = [sparsity_api.UpdatePruningStep(), timer]
     if log_dir is not None:

@@ -18,7 +18,8 @@ STYLE = {"weight": dict(marker="o", color="tab:blue"), "unit": dict(marker="s", 
          "group_max": dict(marker="P", color="tab:brown"), "tfmot": dict(marker="^", color="tab:green"),
          "block_1x4": dict(marker="x", color="tab:cyan"), "block_1x16": dict(marker="*", color="tab:pink"),
          "nm_2x4": dict(marker="h", color="black"), "nm_1x4": dict(marker="H", color="tab:gray"),
-         "tfmot_block_1x4": dict(marker="1", color="tab:olive"), "tfmot_block_1x16": dict(marker="2", color="tab:gray")}
+         "tfmot_block_1x4": dict(marker="1", color="tab:olive"), "tfmot_block_1x16": dict(marker="2", color="tab:gray"),
+         "tfmot_nm_2x4": dict(marker="3", color="tab:orange")}
 
 
 def _save(fig, path):

@@ -24,7 +24,7 @@ from tfprune.experiments.config import ConfigError
 POINTS = "points"
 LOCK_FILE = ".tfprune.lock"  # in an output dir: held while a run writes into it
 METHOD_ORDER = ("weight", "unit", "block_1x4", "block_1x16", "nm_2x4", "nm_1x4", "group", "group_mean", "group_max",
-                "tfmot", "tfmot_block_1x4", "tfmot_block_1x16")
+                "tfmot", "tfmot_block_1x4", "tfmot_block_1x16", "tfmot_nm_2x4")
 
 
 class ResultStore:

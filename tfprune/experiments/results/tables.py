@@ -12,7 +12,8 @@ METHOD_LABELS = {"weight": "Weight pruning", "unit": "Unit pruning", "group": "G
                  "group_mean": "Group pruning (mean)", "group_max": "Group pruning (max)", "tfmot": "TF-MOT magnitude",
                  "block_1x4": "Block pruning 1x4", "block_1x16": "Block pruning 1x16", "nm_2x4": "N:M 2:4",
                  "nm_1x4": "N:M 1:4",
-                 "tfmot_block_1x4": "TF-MOT blocks 1x4", "tfmot_block_1x16": "TF-MOT blocks 1x16"}
+                 "tfmot_block_1x4": "TF-MOT blocks 1x4", "tfmot_block_1x16": "TF-MOT blocks 1x16",
+                 "tfmot_nm_2x4": "TF-MOT m_by_n 2:4"}
 FIRST_COLUMNS = ("method", "k", "target_sparsity", "achieved_sparsity", "test_accuracy", "test_loss",
                  "remaining_weights", "total_weights", "dense_size_bytes", "gzip_size_bytes")
 
