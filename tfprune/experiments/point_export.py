@@ -13,11 +13,18 @@ from tfprune import outputs
 from tfprune.select import scoring
 from tfprune.shrinking import surgery
 from tfprune import tflite
+from tfprune.experiments import config as config_lib
 from tfprune.experiments.results import records
 
 # Max |probability difference| allowed between a shrunk model and its source: they differ only in float summation
 # order (~1e-7); anything larger is a shrink bug, and no figure of such a model is reported.
 SHRINK_TOLERANCE = 1e-4
+
+
+def nm_pattern(method):
+    """``(n, m)`` of an N:M method (``nm_2x4``, ``tfmot_nm_2x4``), else None."""
+    name = config_lib.tfmot_nm_method(method) or method
+    return scoring.check_method(name).pattern if scoring.is_method(name) else None
 
 
 class PointExporter:
@@ -75,6 +82,7 @@ class PointExporter:
             unshrunk ones by more than ``SHRINK_TOLERANCE``. Nothing is exported for the point then.
         """
         folder = os.path.join(self.out_dir, records.point_key(method, k))
+        pattern = nm_pattern(method) if k else None  # the card says whether the file keeps it
         shrink, targets = self._targets(stripped_model, method)
         exports = []
         for model, which in targets:
@@ -82,7 +90,8 @@ class PointExporter:
                 out_dir = os.path.join(folder, variant + ("-shrunk" if which == records.SHRUNK else ""))
                 figures = tflite.export_variant(model, variant, self.x_eval, self.y_eval, self.representative_data,
                                                 out_dir=out_dir, labels=self.labels, card_extra=self.card_extra,
-                                                append_softmax=self.append_softmax, **self.bench)
+                                                append_softmax=self.append_softmax, **self.bench,
+                                                **({"nm": pattern} if pattern else {}))
                 exports.append(records.VariantFigures(model=which, **figures))
         return shrink, exports
 

@@ -8,6 +8,7 @@
   (``model.tflite``, ``labels.txt``, ``model_card.json``);
 - ``compiled``: the same in LiteRT's CompiledModel API (``evaluate_compiled``, ``benchmark_compiled``);
 - ``kernels``: which kernel runs each weighted operator (``model_kernels``, ``summary``);
+- ``nm_check``: ``check_nm_tflite``, an N:M pattern checked on a file's decoded FULLY_CONNECTED / CONV_2D weights;
 - ``sparse``, ``sparse_format``: each sparse weight's encoding settled (block format for LiteRT's sparse kernels,
   CSR + DENSIFY, or dense), and TFLite's sparse format decoded and encoded.
 
@@ -15,10 +16,12 @@ Depends on the pruning library only (``tfprune.pruning``, ``tfprune.layers.regis
 """
 
 from tfprune.tflite.artifacts import export_variant, input_normalization, variant_columns, write_exported_model
+from tfprune.tflite.nm_check import TensorNMCheck, check_nm_tflite
 from tfprune.tflite.convert import QUANTIZATIONS, SPARSE_SUFFIX, VARIANTS, parse_variant, plain_model, to_tflite
 from tfprune.tflite.runtime import (LOSS_EPSILON, PATHS, benchmark_tflite, cross_entropy, evaluate_tflite,
                                     load_interpreter, predict_tflite)
 
-__all__ = ["LOSS_EPSILON", "PATHS", "QUANTIZATIONS", "SPARSE_SUFFIX", "VARIANTS", "benchmark_tflite", "cross_entropy",
-           "evaluate_tflite", "export_variant", "input_normalization", "load_interpreter", "parse_variant",
-           "plain_model", "predict_tflite", "to_tflite", "variant_columns", "write_exported_model"]
+__all__ = ["LOSS_EPSILON", "PATHS", "QUANTIZATIONS", "SPARSE_SUFFIX", "TensorNMCheck", "VARIANTS", "benchmark_tflite",
+           "check_nm_tflite", "cross_entropy", "evaluate_tflite", "export_variant", "input_normalization",
+           "load_interpreter", "parse_variant", "plain_model", "predict_tflite", "to_tflite", "variant_columns",
+           "write_exported_model"]

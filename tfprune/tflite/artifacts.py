@@ -15,6 +15,7 @@ from tfprune import pruning
 from tfprune.tflite import compiled
 from tfprune.tflite import convert
 from tfprune.tflite import kernels
+from tfprune.tflite import nm_check
 from tfprune.tflite import runtime
 
 # How far LiteRT's probabilities may be from Keras' on the same images: float32 files differ in summation order
@@ -102,7 +103,7 @@ def _run_compiled(model_bytes, x_eval, y_eval, keras_probs, quantization, kind, 
 
 def export_variant(model, variant, x_eval, y_eval, representative_data=None, batch_size=256, num_threads=1,
                    bench_runs=100, bench_warmup=10, out_dir=None, labels=None, card_extra=None,
-                   append_softmax=False):
+                   append_softmax=False, nm=None):
     """Converts ``model`` to one variant, verifies it in both LiteRT APIs on real images, times it; optionally
     writes it.
 
@@ -123,6 +124,9 @@ def export_variant(model, variant, x_eval, y_eval, representative_data=None, bat
         outputs probabilities.
       card_extra: more entries for the model card, e.g. ``{"data": Dataset.card()}`` (the data's name, digest,
         input shape and preprocessing: what an app must do to an image before it calls the model).
+      nm: ``(n, m)`` for a model pruned N:M (``nm_2x4``): the written card's ``nm`` says ``"2:4 kept ..."`` and
+        whether the file's weights of the layers holding it in Keras hold it too (``nm_check.card_entry``, decoded
+        from the file by ``nm_check.check_nm_tflite``).
 
     Returns:
       flat dict: ``variant``, ``size_bytes``, ``gzip_size_bytes``, ``accuracy`` (0..1), ``loss``,
@@ -174,6 +178,9 @@ def export_variant(model, variant, x_eval, y_eval, representative_data=None, bat
                 "path": evaluation["path"], "fallback_reason": evaluation["fallback_reason"],
                 "keras_max_abs_diff": largest, "apis": figures["apis"], "compiled_model": on_compiled,
                 "operators": operators, "outputs": kind, "softmax_appended": appended, **(card_extra or {})}
+        if nm is not None:
+            held = [name for name, c in pruning.check_nm(model, *nm).items() if c.ok]
+            card["nm"] = nm_check.card_entry(nm_check.check_nm_tflite(model_bytes, *nm), *nm, held)
         card = write_exported_model(out_dir, model_bytes, card, labels if labels is not None else
                                     [str(i) for i in range(int(graph.model_output_shape(model)[-1]))])
         figures["gzip_size_bytes"] = card["gzip_size_bytes"]
