@@ -12,7 +12,7 @@ from conftest import REPO
 
 PACKAGE = os.path.join(REPO, "tfprune")
 ENTRY_SHIMS = {"tfprune.sweep", "tfprune.compare", "tfprune.sensitivity", "tfprune.export_main", "tfprune.train_main",
-               "tfprune.fit_budget"}
+               "tfprune.fit_budget", "tfprune.check_nm_main"}
 # Which layers each layer may import. The facade (tfprune/__init__.py) is the public API over all but the CLI.
 ALLOWED = {
     "library": {"library"},
