@@ -201,7 +201,7 @@ inp = keras.Input((784,))
 h = keras.layers.Dense(256, activation="relu", name="fc1")(inp)
 model = keras.Model(inp, keras.layers.Dense(10, name="out")(keras.layers.Dense(128, activation="relu", name="fc2")(h)))
 model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-model.fit(x, y[:3000], epochs=2, batch_size=128, verbose=0)
+model.fit(x, y[:3000], epochs=1, batch_size=128, verbose=0)
 out = {"dense": model.evaluate(xt, yt[:1000], verbose=0)[1]}
 for method, s in (("weight", 0.9), ("sparsegpt", 0.9), ("taylor", 0.5), ("unit", 0.7), ("unit_refit", 0.7)):
     pruned = pruning.make_prunable(model)

@@ -1,16 +1,13 @@
 """N:M sparsity (tfprune.select.nm, the nm_<n>x<m> methods): exact N of every M in every layer kind with an inputs axis
 on both stacks, ties, dead-first and a frozen pattern, the errors, the pattern held through scheduled fit, check_nm
-against TF-MOT's own checker and masks, and a tiny sweep."""
-
-import json
-import os
+against TF-MOT's own checker and masks (the tiny sweep of nm_2x4 is in test_nm_tfmot.py, beside TF-MOT's)."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import tfprune
-from conftest import plain_layer, run_smoke_sweep
+from conftest import plain_layer
 from tfprune import callbacks, pruning
 from tfprune.experiments import config as config_lib
 from tfprune.experiments import models
@@ -297,15 +294,3 @@ def test_same_masks_as_tfmots_m_by_n_on_the_same_kernels():
             theirs = pruning_utils.m_by_n_sparsity_mask_prepare(
                 pruning_utils.generate_m_by_n_mask(prepared, (m - n, m)), tf.TensorShape(shape)).numpy() > 0.5
             np.testing.assert_array_equal(nm.nm_keep(np.abs(kernel), np.ones(shape, bool), n, m), theirs)
-
-
-@pytest.mark.slow
-def test_tiny_sweep_runs_nm_beside_weight(tmp_path):
-    out = str(tmp_path / "out")
-    run_smoke_sweep(out, "--methods=weight,nm_2x4", "--sparsities=0,50")
-    folder = os.path.join(out, "points")
-    points = {name: json.load(open(os.path.join(folder, name))) for name in os.listdir(folder)}
-    assert sorted(points) == ["nm_2x4-k0.json", "nm_2x4-k50.json", "weight-k0.json", "weight-k50.json"]
-    assert points["nm_2x4-k50.json"]["achieved_sparsity"] == pytest.approx(0.5)
-    assert points["nm_2x4-k0.json"]["test_accuracy"] == points["weight-k0.json"]["test_accuracy"]
-    assert "N:M 2:4 accuracy %" in open(os.path.join(out, "results.md")).read()

@@ -153,9 +153,7 @@ def test_the_command_line_exit_status_from_a_shell(nm_files, tmp_path):
                               capture_output=True, text=True, timeout=300,
                               env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")).returncode
 
-    folder = nm_files["folder"]
-    assert [status(folder / "float.tflite"), status(folder / "broken_float.tflite"),
-            status(tmp_path / "missing.tflite")] == [0, 1, 2]
+    assert status(nm_files["folder"] / "broken_float.tflite") == 1  # 0 and 2: in process, above
 
 
 def test_an_exported_nm_variant_says_so_in_its_card(trained_lenet, nm_files, tmp_path):
