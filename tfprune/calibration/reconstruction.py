@@ -70,6 +70,8 @@ def sparsegpt(model, plan, calibration, block_size=BLOCK_SIZE, damp=DAMP, progre
     for layer in layers:
         statistics.check_layer(layer, "sparsegpt")
     for index, layer in enumerate(layers):
+        if plan[layer.name] == 0:
+            continue  # nothing to prune, nothing to reconstruct: the layer stays as it is
         new, keep = _obs_layer(layer, _gram(model, layer, calibration), plan[layer.name], block_size, damp)
         _assign(statistics.kernel_variable(layer), new)
         layer.set_masks(keep, None)
