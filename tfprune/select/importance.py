@@ -82,23 +82,28 @@ def input_norms(x):
 
 
 def wanda_scores(kernel, input_norms):
-    """Wanda importance ``|W_ij|·||X_i||₂``: float64 of the kernel's shape (in, units).
+    """Wanda importance ``|W_ij|·||X_i||₂``: float64 of the kernel's shape.
 
     Args:
-      kernel: Dense kernel (in, units).
-      input_norms: (in,), the L2 norm of each input feature over the calibration samples (``input_norms``).
+      kernel: a kernel (..., in, units): a Dense kernel (in, units), or a convolution's (taps..., in, units) whose
+        input rows are its patch rows (``patches``).
+      input_norms: ``kernel.shape[:-1]``, the L2 norm of each input row over the calibration samples
+        (``input_norms``; for a convolution ``sqrt(patches.conv_input_sq_sums)``), broadcast over the units.
 
     Raises:
-      ValueError: naming the shapes when the kernel is not 2-D or ``input_norms`` is not (in,); negative norms.
+      ValueError: naming the shapes when the kernel has fewer than 2 axes or ``input_norms`` is not
+        ``kernel.shape[:-1]``; negative norms.
     """
-    kernel = _dense(kernel)
+    kernel = _float(kernel, "kernel")
+    if kernel.ndim < 2:
+        raise ValueError(f"kernel has shape {kernel.shape}; expected a kernel (..., in, units)")
     norms = _float(input_norms, "input_norms")
-    if norms.shape != kernel.shape[:1]:
-        raise ValueError(f"input_norms has shape {norms.shape}; expected ({kernel.shape[0]},) for kernel of shape "
+    if norms.shape != kernel.shape[:-1]:
+        raise ValueError(f"input_norms has shape {norms.shape}; expected {kernel.shape[:-1]} for kernel of shape "
                          f"{kernel.shape}")
     if np.any(norms < 0):
         raise ValueError(f"input_norms holds {int((norms < 0).sum())} negative values; norms are >= 0")
-    return np.abs(kernel) * norms[:, None]
+    return np.abs(kernel) * norms[..., None]
 
 
 def per_output_masks(scores, sparsity):

@@ -136,21 +136,12 @@ UNIT = Scorer(
 
 
 
-def _stat_weights(name, kernel, stats):
-    """``|w|·sqrt(stat)`` per weight, the statistic (kernel.shape[:-1] per input row, or the kernel's shape)
-    broadcast over the units."""
-    values = np.asarray(stats[name], np.float64)
-    if values.shape == np.shape(kernel)[:-1]:
-        values = values[..., None]
-    return (np.abs(kernel) * np.sqrt(values)).ravel()
-
-
 def _wanda(kernel, stats):  # Sun et al., arXiv 2306.11695: |W_ij|·||X_i||
-    return _stat_weights("input_sq", kernel, stats)
+    return importance.wanda_scores(kernel, np.sqrt(stats["input_sq"])).ravel()
 
 
 def _taylor(kernel, stats):  # first-order Taylor |w·g|, per batch, summed in squares: |w|·sqrt(Σ_b g_b²)
-    return _stat_weights("grad_sq", kernel, stats)
+    return importance.taylor_scores(kernel, np.sqrt(stats["grad_sq"])).ravel()
 
 
 def _taylor_units(kernel, stats):  # group Taylor (Molchanov et al. 2019): sqrt(Σ_b (Σ_i w_i g_b,i)²) per unit
