@@ -48,21 +48,12 @@ def _is_depthwise(layer):
     return registry.kind_of(layer).name == "DepthwiseConv2D"
 
 
-def _rows(layer, x):
-    """A Dense or convolution's input rows (n, d), d = prod(kernel.shape[:-1])."""
-    x = np.asarray(x, np.float64)
-    if registry.kind_of(layer).name == "Dense":
-        return x.reshape(-1, x.shape[-1])
-    return patches.conv_patches(x, **_conv_args(layer))
-
-
 def _input_sq(layer, x):
-    if _is_depthwise(layer):
-        per_channel = np.diagonal(patches.depthwise_gram(np.asarray(x, np.float64), **_conv_args(layer)), axis1=1,
-                                  axis2=2)  # (channels, taps)
-        return per_channel.T.reshape(tuple(layer.kernel_size) + (per_channel.shape[0],))
+    """Σ x² per input row of the kernel: Dense (in,); a convolution's patch columns, also a DepthwiseConv's
+    (``patches.conv_input_sq_sums``), as ``kernel.shape[:-1]``."""
     if registry.kind_of(layer).name == "Dense":
-        return np.square(_rows(layer, x)).sum(axis=0)
+        x = np.asarray(x, np.float64)
+        return np.square(x.reshape(-1, x.shape[-1])).sum(axis=0)
     return patches.conv_input_sq_sums(np.asarray(x, np.float64), **_conv_args(layer)).reshape(
         tuple(layer.kernel_size) + (-1,))
 
