@@ -12,6 +12,7 @@ import keras as keras3
 
 from tfprune import pruning
 from tfprune.calibration import data
+from tfprune.calibration import reconstruction
 from tfprune.calibration import statistics
 from tfprune.layers import registry
 from tfprune.select import importance
@@ -135,6 +136,18 @@ def test_sparsegpt_prunes_layer_by_layer_on_pruned_inputs(stack):
         np.testing.assert_allclose(registry.effective_kernel(model.get_layer(name)), new, rtol=1e-4, atol=1e-5)
         np.testing.assert_array_equal(registry.kernel_mask(model.get_layer(name)), keep)
     assert registry.kernel_mask(model.get_layer("out")).all()
+
+
+def test_sparsegpt_leaves_a_layer_planned_at_zero_and_still_reports_it():
+    model, reference = _mlp(keras), _mlp(keras)
+    seen = []
+    reconstruction.sparsegpt(model, {"fc1": 0.0, "fc2": 0.5}, data.Calibration(X, batch_size=8),
+                             progress=lambda name, done, total: seen.append((name, done, total)))
+    assert seen == [("fc1", 1, 2), ("fc2", 2, 2)]
+    np.testing.assert_array_equal(registry.effective_kernel(model.get_layer("fc1")),
+                                  registry.effective_kernel(reference.get_layer("fc1")))
+    assert registry.kernel_mask(model.get_layer("fc1")).all()
+    assert (~registry.kernel_mask(model.get_layer("fc2"))).sum() == masks.prune_count(0.5, 8 * 5)
 
 
 @pytest.mark.parametrize("stack", list(STACKS))

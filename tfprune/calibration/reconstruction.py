@@ -12,6 +12,7 @@
 
 import numpy as np
 
+from tfprune import stacks
 from tfprune.calibration import statistics
 from tfprune.layers import registry
 from tfprune.select import groups as groups_lib
@@ -70,24 +71,22 @@ def sparsegpt(model, plan, calibration, block_size=BLOCK_SIZE, damp=DAMP, progre
     for layer in layers:
         statistics.check_layer(layer, "sparsegpt")
     for index, layer in enumerate(layers):
-        if plan[layer.name] == 0:
-            continue  # nothing to prune, nothing to reconstruct: the layer stays as it is
-        new, keep = _obs_layer(layer, _gram(model, layer, calibration), plan[layer.name], block_size, damp)
-        _assign(statistics.kernel_variable(layer), new)
-        layer.set_masks(keep, None)
+        if plan[layer.name] > 0:  # at 0: nothing to prune, nothing to reconstruct; the layer stays as it is
+            new, keep = _obs_layer(layer, _gram(model, layer, calibration), plan[layer.name], block_size, damp)
+            _assign(statistics.kernel_variable(layer), new)
+            layer.set_masks(keep, None)
         if progress is not None:
             progress(layer.name, index + 1, len(layers))
     return model
 
 
-def _consumers(model, layer):
+def _consumers(groups, known, layer):
     """(the group's source member, [(consumer layer, its ``consumer_rows``)]) of the layers reading ``layer``'s
-    units, or a reason string."""
-    found = [g for g in groups_lib.channel_groups(model) if any(m.layer == layer.name for m in g.role("source"))]
+    units, or a reason string. ``groups``: the model's ``channel_groups``; ``known``: {name: layer}."""
+    found = [g for g in groups if any(m.layer == layer.name for m in g.role("source"))]
     if not found or len(found[0].role("source")) != 1:
         return f"its units are coupled with other layers' ({found[0].name if found else '?'})"
     group = found[0]
-    known = {l.name: l for l in registry.model_layers(model)}
     consumers = []
     for member in group.role("consumer"):
         consumer = known[member.layer]
@@ -113,15 +112,11 @@ def _refit(model, consumer, rows, removed, calibration, damp):
     if bias is None:
         gram = np.pad(gram[:rows_in, :rows_in], ((0, 1), (0, 1)))
     new, new_bias = importance.refit_from_gram(
-        gram, kernel.reshape(rows_in, -1), None if bias is None else consumer.bias_mask * _numpy(bias), keep.ravel(),
+        gram, kernel.reshape(rows_in, -1), None if bias is None else consumer.bias_mask * stacks.of(consumer).to_numpy(bias), keep.ravel(),
         damp)
     _assign(pairs[0][0], new.reshape(kernel.shape) * registry.kernel_mask(consumer))
     if bias is not None:
         _assign(bias, new_bias)
-
-
-def _numpy(variable):
-    return np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable)
 
 
 def unit_refit(model, plan, calibration, scope="layer", damp=DAMP, progress=None):
@@ -145,10 +140,12 @@ def unit_refit(model, plan, calibration, scope="layer", damp=DAMP, progress=None
             scorer, [registry.effective_kernel(l) for l in layers], [plan[l.name] for l in layers],
             [registry.kernel_mask(l) for l in layers], "global")))
     skipped = {}
+    groups = groups_lib.channel_groups(model)  # the groups do not change as masks change
+    known = {l.name: l for l in registry.model_layers(model)}
     for index, layer in enumerate(layers):
         kernel_keep, bias_keep = up_front[layer.name] if up_front else scoring.select(
             scorer, [registry.effective_kernel(layer)], [plan[layer.name]], [registry.kernel_mask(layer)])[0]
-        consumers = _consumers(model, layer)
+        consumers = _consumers(groups, known, layer)
         if isinstance(consumers, str):
             skipped[layer.name] = consumers
         else:
