@@ -111,9 +111,8 @@ def _refit(model, consumer, rows, removed, calibration, damp):
     gram = _gram(model, consumer, calibration)
     if bias is None:
         gram = np.pad(gram[:rows_in, :rows_in], ((0, 1), (0, 1)))
-    new, new_bias = importance.refit_from_gram(
-        gram, kernel.reshape(rows_in, -1), None if bias is None else consumer.bias_mask * stacks.of(consumer).to_numpy(bias), keep.ravel(),
-        damp)
+    old_bias = None if bias is None else consumer.bias_mask * stacks.of(consumer).to_numpy(bias)
+    new, new_bias = importance.refit_from_gram(gram, kernel.reshape(rows_in, -1), old_bias, keep.ravel(), damp)
     _assign(pairs[0][0], new.reshape(kernel.shape) * registry.kernel_mask(consumer))
     if bias is not None:
         _assign(bias, new_bias)
