@@ -33,7 +33,7 @@ LIBRARY_TIERS = [
     {"tfprune.select", "tfprune.outputs", "tfprune.distribute"},  # methods, masks, groups; logits; strategies
     {"tfprune.calibration", "tfprune.pruning", "tfprune.files"},  # statistics, reconstruction; make_prunable/prune/
     # strip/report; model files, atomic writes, locks
-    {"tfprune.shrinking", "tfprune.callbacks"},  # shrinking; schedules
+    {"tfprune.shrinking", "tfprune.callbacks", "tfprune.quantization"},  # shrinking; schedules; QAT
 ]
 
 

@@ -101,6 +101,17 @@ def strip(model, in_place=False, into=None):
     return new_model
 
 
+def plain_model(model):
+    """The model as plain Keras layers: tfprune masks baked in (``strip``), TF-MOT pruning wrappers stripped
+    (``strip_pruning``). Models with neither are returned as they are (not copied)."""
+    if any(registry.is_tfmot_wrapper(l) for l in model.layers):
+        import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top (TF-MOT is heavy)
+        model = tfmot.sparsity.keras.strip_pruning(model)
+    if any(registry.is_prunable(l) for l in model.layers):
+        model = strip(model)
+    return model
+
+
 def _kind_layers(layers):
     return [l for l in layers if registry.kind_of(l) is not None]
 
@@ -348,4 +359,4 @@ def format_report(report):
 
 
 __all__ = ["LayerSparsity", "check_nm", "default_layers", "format_report", "make_prunable", "overall_sparsity",
-           "output_layer_names", "prune", "resolve_plan", "select_layers", "sparsity_report", "strip"]
+           "output_layer_names", "plain_model", "prune", "resolve_plan", "select_layers", "sparsity_report", "strip"]

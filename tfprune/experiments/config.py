@@ -150,11 +150,19 @@ def _positive_int(value, name, minimum=1):
 
 
 DEFAULT_CALIBRATION_SIZE = 1024
+DEFAULT_QAT_LEARNING_RATE = 1e-4  # a tenth of the fine-tuning rate: QAT adjusts trained weights to the int8 grid
 
 
 def calibration_fields(methods, calibration_size):
     """{"calibration_size": n} when a method reads calibration data, else {} (folders of other methods resume)."""
     return {"calibration_size": calibration_size} if any(map(scoring.needs_calibration, methods)) else {}
+
+
+def qat_fields(finetune):
+    """{"qat_epochs": n, "qat_learning_rate": r} when QAT runs, else {} (folders without QAT resume)."""
+    if not finetune.qat_epochs:
+        return {}
+    return {"qat_epochs": finetune.qat_epochs, "qat_learning_rate": finetune.qat_learning_rate}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +176,9 @@ class FineTune:
     frequency: pruning steps between mask updates of the polynomial/constant schedules.
     calibration_size: training examples (a fixed-seed subset of the train split, never the test split) the
       calibration methods read (``wanda``, ``taylor``, ``sparsegpt``, ``unit_refit``...; ``scoring.needs_calibration``).
+    qat_epochs: after fine-tuning, epochs of sparsity-preserving quantization-aware training of the model a point
+      ships (``tfprune.quantization``; 0: none), at ``qat_learning_rate`` (Adam), same batch size; its int8 files
+      are exported beside the point's others.
     """
     epochs: int = 0
     schedule: str = "polynomial"
@@ -178,9 +189,15 @@ class FineTune:
     frequency: int = 100
     verbose: int = 2
     calibration_size: int = DEFAULT_CALIBRATION_SIZE
+    qat_epochs: int = 0
+    qat_learning_rate: float = DEFAULT_QAT_LEARNING_RATE
 
     def __post_init__(self):
         _positive_int(self.calibration_size, "calibration_size")
+        if self.qat_epochs < 0:
+            raise ConfigError(f"QAT epochs {self.qat_epochs} must be >= 0")
+        if not (math.isfinite(self.qat_learning_rate) and self.qat_learning_rate > 0):
+            raise ConfigError(f"QAT learning rate {self.qat_learning_rate} must be a finite number > 0")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule {self.schedule!r} is not one of {SCHEDULES}")
         if self.epochs < 0:
@@ -304,6 +321,9 @@ class SweepConfig:
         _positive_int(self.num_shards, "num_shards")
         _check(0 <= self.shard_index < self.num_shards, "--shard_index must be < --num_shards")
         object.__setattr__(self, "export", check_variants(self.export, "export"))
+        _check(not self.finetune.qat_epochs or any(v.startswith("int8") for v in self.export),
+               f"--qat_epochs={self.finetune.qat_epochs} needs an int8 TFLite variant in --export (int8 or "
+               f"int8+sparse; got {','.join(self.export) or 'none'}): QAT's figures are its int8 files'")
 
     def result_fields(self):
         """The settings that change a point's figures, under the names of their flags (sweep_config.json): a
@@ -317,7 +337,7 @@ class SweepConfig:
                 "export_eval_size": self.export_eval_size, "layer_sparsity": self.layer_sparsity,
                 "keras": None if b.model_path else stacks.by_version(b.keras).label,
                 "gzip_level": records.GZIP_LEVEL if self.gzip_size else None,
-                **calibration_fields(self.methods, f.calibration_size),
+                **calibration_fields(self.methods, f.calibration_size), **qat_fields(f),
                 **({"export_softmax": True} if self.export_softmax else {})}  # absent when False: older folders resume
 
 

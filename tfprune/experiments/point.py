@@ -26,6 +26,7 @@ from tfprune.experiments import config as config_lib
 from tfprune.experiments.data import dataset as dataset_lib
 from tfprune.experiments.results import histograms as hist_lib
 from tfprune.experiments import models
+from tfprune.experiments import qat_stage
 from tfprune.experiments.results import records
 from tfprune.experiments.config import FineTune
 
@@ -214,7 +215,8 @@ def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, f
       scope, layers: as ``tfprune.prune`` (tfmot supports layer scope only).
       finetune: a ``FineTune``.
       exporter: optional callable ``(stripped_model, method, k) -> (ShrinkFigures or None, [VariantFigures])``
-        adding TFLite and shrink figures (``point_export.PointExporter``).
+        adding TFLite and shrink figures (``point_export.PointExporter``); with ``finetune.qat_epochs`` it is
+        called with ``qat=`` a ``qat_stage.QATStage`` too (QAT needs the export: its figures are its int8 files').
       seed: seeds Python, NumPy and TensorFlow before the point, so its figures (fine-tuning shuffles batches) do not
         depend on the points run before it in the process, on --resume, shards, or a cached baseline.
       strategy: optional ``tf.distribute.Strategy`` (call ``run_point`` outside its scope): the pruned copy is made,
@@ -265,7 +267,9 @@ def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, f
         accuracy, loss = _evaluate(stripped, data.test, strategy)
     report = pruning.sparsity_report(stripped)
     total = sum(r.weights for r in report)
-    shrink, exports = exporter(stripped, method, float(k)) if exporter is not None else (None, ())
+    qat = qat_stage.QATStage(data.train, data.test, finetune, seed) if finetune.qat_epochs and exporter else None
+    shrink, exports = exporter(stripped, method, float(k), **({"qat": qat} if qat else {})) if exporter else (
+        None, ())
     dense_bytes, gzip_bytes = sizes.result() if sizes is not None else (None, None)
     twinned = stacks.of(stripped) is not stacks.of(baseline_model)
     ran_on = stacks.of(stripped).label + (" (tf_keras twin)" if twinned else "")
@@ -279,4 +283,5 @@ def run_point(baseline_model, datasets, method, k, scope="layer", layers=None, f
         **distribute.describe(strategy),
         finetune_seconds_per_epoch=float(np.median(epoch_seconds)) if epoch_seconds else None,
         histograms=hist_lib.magnitude_histograms(stripped) if histograms else None,
-        shrink=shrink, exports=tuple(exports), point_seconds=time.perf_counter() - start)
+        shrink=shrink, exports=tuple(exports), qat=qat.figures if qat else None,
+        point_seconds=time.perf_counter() - start)

@@ -61,13 +61,16 @@ class PointExporter:
         self.bench = {"num_threads": num_threads, "bench_runs": bench_runs, "bench_warmup": bench_warmup}
         self.append_softmax = append_softmax
 
-    def __call__(self, stripped_model, method, k):
+    def __call__(self, stripped_model, method, k, qat=None):
         """Exports one point's model (and, for a unit or group method, its shrunk copy) in every variant.
 
         Args:
           stripped_model: the point's pruned plain tf_keras model (masks baked in); not modified.
           method: the point's method; ``unit`` and the group methods also shrink the model (``surgery.shrink``).
           k: the point's percent, naming its folder (``unit-k90``).
+          qat: optional ``qat_stage.QATStage``: the model the point ships (shrunk, else pruned) is also trained
+            quantization-aware and exported in the int8 variants as model ``qat`` (``int8-qat/`` folders); each
+            of those files is decoded to check the zeros (``QATStage.check_int8_file``).
 
         Returns:
           ``(shrink, exports)``: ``records.ShrinkFigures`` of the shrunk model (unit points; else None: parameters
@@ -93,7 +96,23 @@ class PointExporter:
                                                 append_softmax=self.append_softmax, **self.bench,
                                                 **({"nm": pattern} if pattern else {}))
                 exports.append(records.VariantFigures(model=which, **figures))
+        if qat is not None:
+            exports += self._export_qat(qat, *targets[-1], folder, pattern)
         return shrink, exports
+
+    def _export_qat(self, qat, model, which, folder, pattern):
+        inference = qat(model, which)
+        exports = []
+        for variant in (v for v in self.variants if v.startswith("int8")):
+            out_dir = os.path.join(folder, f"{variant}-{records.QAT}")
+            figures = tflite.export_variant(inference, variant, self.x_eval, self.y_eval, self.representative_data,
+                                            out_dir=out_dir, labels=self.labels, card_extra=self.card_extra,
+                                            append_softmax=self.append_softmax, **self.bench,
+                                            **({"nm": pattern} if pattern else {}))
+            with open(os.path.join(out_dir, "model.tflite"), "rb") as f:
+                qat.check_int8_file(f.read())
+            exports.append(records.VariantFigures(model=records.QAT, **figures))
+        return exports
 
     def _targets(self, stripped_model, method):
         """``(ShrinkFigures or None, [(model, records.PRUNED | records.SHRUNK)])``: what a point exports."""

@@ -42,17 +42,7 @@ def parse_variant(variant):
     return _VARIANT_QUANTIZATION[variant[:-len(SPARSE_SUFFIX)] if sparse else variant], sparse
 
 
-def plain_model(model):
-    """The model as plain Keras layers: tfprune masks baked in (``pruning.strip``), TF-MOT wrappers stripped.
-
-    Models with neither are returned as they are (not copied).
-    """
-    if any(registry.is_tfmot_wrapper(l) for l in model.layers):
-        import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
-        model = tfmot.sparsity.keras.strip_pruning(model)
-    if any(registry.is_prunable(l) for l in model.layers):
-        model = pruning.strip(model)
-    return model
+plain_model = pruning.plain_model
 
 
 def _is_recurrent(layer):

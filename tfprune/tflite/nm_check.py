@@ -11,6 +11,7 @@ kernel, the ones ``nm_<n>x<m>`` and TF-MOT's ``sparsity_m_by_n=(m - n, m)`` prun
 
 import dataclasses
 import os
+import re
 
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
@@ -21,6 +22,7 @@ from tfprune.select import nm
 from tfprune.tflite.sparse_format import DTYPES, to_dense
 
 CHECKED_OPS = {schema.BuiltinOperator.FULLY_CONNECTED: "FULLY_CONNECTED", schema.BuiltinOperator.CONV_2D: "CONV_2D"}
+WEIGHT_OPS = {**CHECKED_OPS, schema.BuiltinOperator.DEPTHWISE_CONV_2D: "DEPTHWISE_CONV_2D"}
 _PASS_THROUGH = (schema.BuiltinOperator.DENSIFY, schema.BuiltinOperator.DEQUANTIZE)
 
 
@@ -75,10 +77,56 @@ def _values(model, tensor):
 
 
 def _unit_kernel(weight, op):
-    """TFLite's (units, in) or (out, kh, kw, in) weight as the unit kernel (in, units) or (kh, kw, in, out)."""
+    """TFLite's (units, in), (out, kh, kw, in) or (1, kh, kw, channels) weight as the Keras layout (in, units),
+    (kh, kw, in, out) or (kh, kw, channels)."""
     if op == "FULLY_CONNECTED":
         return weight.reshape(weight.shape[0], -1).T
+    if op == "DEPTHWISE_CONV_2D":
+        return weight[0]
     return np.transpose(weight, (1, 2, 3, 0))
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightKernel:
+    """One stored weight of a .tflite file, decoded: ``kernel`` in Keras layout (``_unit_kernel``; a quantized
+    weight as integers minus its zero point, so a zero is 0); the other fields as ``TensorNMCheck``'s."""
+    name: str
+    op: str
+    output: str
+    dtype: str
+    sparse: bool
+    kernel: np.ndarray
+
+
+def weight_kernels(path_or_bytes):
+    """Every FULLY_CONNECTED, CONV_2D and DEPTHWISE_CONV_2D weight of a .tflite file, decoded (``WeightKernel``),
+    in graph order (a weight read by two operators once).
+
+    Raises:
+      OSError: the file cannot be read. ValueError: not a TFLite file, a weight this module cannot decode.
+    """
+    model = _read_bytes(path_or_bytes)
+    results, seen = [], set()
+    for s, subgraph in enumerate(model.subgraphs):
+        codes = [schema_util.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex])
+                 for op in subgraph.operators]
+        producer = {int(t): i for i, op in enumerate(subgraph.operators) for t in op.outputs}
+        for op, code in zip(subgraph.operators, codes):
+            if code not in WEIGHT_OPS or op.inputs is None or len(op.inputs) < 2:
+                continue
+            index = int(op.inputs[1])
+            while index in producer and codes[producer[index]] in _PASS_THROUGH:
+                index = int(subgraph.operators[producer[index]].inputs[0])
+            if index < 0 or index in producer or (s, index) in seen:
+                continue  # a weight computed at run time is not a stored constant
+            seen.add((s, index))
+            tensor = subgraph.tensors[index]
+            results.append(WeightKernel(
+                name=tensor.name.decode(errors="replace"), op=WEIGHT_OPS[code],
+                output=subgraph.tensors[int(op.outputs[0])].name.decode(errors="replace"),
+                dtype=flatbuffer_utils.type_to_name(tensor.type), sparse=tensor.sparsity is not None,
+                kernel=_unit_kernel(_values(model, tensor), WEIGHT_OPS[code])))
+    return results
 
 
 def check_nm_tflite(path_or_bytes, n=2, m=4):
@@ -97,36 +145,21 @@ def check_nm_tflite(path_or_bytes, n=2, m=4):
       OSError: the file cannot be read. ValueError: not a TFLite file, a weight this check cannot decode, not
       ``1 <= n < m``.
     """
-    model = _read_bytes(path_or_bytes)
-    results, seen = [], set()
-    for s, subgraph in enumerate(model.subgraphs):
-        codes = [schema_util.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex])
-                 for op in subgraph.operators]
-        producer = {int(t): i for i, op in enumerate(subgraph.operators) for t in op.outputs}
-        for op, code in zip(subgraph.operators, codes):
-            if code not in CHECKED_OPS or op.inputs is None or len(op.inputs) < 2:
-                continue
-            index = int(op.inputs[1])
-            while index in producer and codes[producer[index]] in _PASS_THROUGH:
-                index = int(subgraph.operators[producer[index]].inputs[0])
-            if index < 0 or index in producer or (s, index) in seen:
-                continue  # a weight computed at run time is not a stored constant
-            seen.add((s, index))
-            tensor = subgraph.tensors[index]
-            kernel = _unit_kernel(_values(model, tensor), CHECKED_OPS[code])
-            results.append(TensorNMCheck(
-                name=tensor.name.decode(errors="replace"), op=CHECKED_OPS[code],
-                output=subgraph.tensors[int(op.outputs[0])].name.decode(errors="replace"),
-                dtype=flatbuffer_utils.type_to_name(tensor.type), sparse=tensor.sparsity is not None,
-                check=nm.check_nm(kernel, n, m)))
-    return results
+    return [TensorNMCheck(name=w.name, op=w.op, output=w.output, dtype=w.dtype, sparse=w.sparse,
+                          check=nm.check_nm(w.kernel, n, m))
+            for w in weight_kernels(path_or_bytes) if w.op in CHECKED_OPS.values()]
 
 
-def layer_of(entry, layer_names):
-    """The Keras layer (of ``layer_names``) whose name is a ``/``-separated part of ``entry``'s output or weight
-    name (``sequential/fc1/MatMul`` -> ``fc1``), or None when none or several are."""
+_SCOPE_SUFFIX = re.compile(r"_[0-9]+$")  # Keras 3's export names a layer's scope fc1_1
+
+
+def layer_of(entry, layer_names, prefixes=("",)):
+    """The Keras layer (of ``layer_names``) whose name, after one of ``prefixes`` (TF-MOT's QAT wrappers are
+    ``quant_<layer>``), is a ``/``-separated part of ``entry``'s output or weight name (``sequential/fc1/MatMul``
+    -> ``fc1``; Keras 3's ``functional/fc1_1/MatMul`` too), or None when none or several are."""
     parts = {p for name in (entry.output, entry.name) for piece in name.split(";") for p in piece.split("/")}
-    found = [layer for layer in layer_names if layer in parts]
+    parts |= {_SCOPE_SUFFIX.sub("", p) for p in parts}
+    found = [layer for layer in layer_names if any(prefix + layer in parts for prefix in prefixes)]
     return found[0] if len(found) == 1 else None
 
 
@@ -149,4 +182,5 @@ def card_entry(checks, n, m, expected_layers=None):
                          "groups": c.check.groups, "violations": c.check.violations} for c in checks]}
 
 
-__all__ = ["CHECKED_OPS", "TensorNMCheck", "card_entry", "check_nm_tflite", "layer_of"]
+__all__ = ["CHECKED_OPS", "TensorNMCheck", "WEIGHT_OPS", "WeightKernel", "card_entry", "check_nm_tflite", "layer_of",
+           "weight_kernels"]

@@ -16,6 +16,7 @@ GZIP_LEVEL = 6
 
 FORMAT_VERSION = 2
 PRUNED, SHRUNK = "pruned", "shrunk"  # which model of a point an exported variant comes from
+QAT = "qat"  # the point's shipped model (shrunk if it was, else pruned) after quantization-aware training
 
 
 class RecordError(ValueError):
@@ -41,7 +42,8 @@ def point_key(method, k):
 class VariantFigures:
     """One exported TFLite variant of a point, as LiteRT measured it (``tfprune.tflite.export_variant``).
 
-    model: ``pruned`` (the point's model) or ``shrunk`` (its physically shrunk copy, unit points). size_bytes,
+    model: ``pruned`` (the point's model), ``shrunk`` (its physically shrunk copy, unit points) or ``qat`` (the
+    shipped one after quantization-aware training, ``QATFigures``). size_bytes,
     gzip_size_bytes: the ``.tflite`` file; accuracy (0..1), loss: on the export's test images; latency_ms,
     latency_p90_ms: single-image invoke, median and 90th percentile; path: ``xnnpack`` or ``builtin``;
     sparsity: fraction of zero kernel weights; convert_seconds: conversion time; apis: the LiteRT APIs that ran the
@@ -91,6 +93,30 @@ class ShrinkFigures:
 
 
 @dataclasses.dataclass(frozen=True)
+class QATFigures:
+    """A point's sparsity-preserving quantization-aware training (``--qat_epochs``) of the model it ships.
+
+    model: which model was trained (``pruned``, or ``shrunk`` for a unit or group point); epochs, learning_rate,
+    seconds_per_epoch (median); accuracy (0..1), loss: the QAT Keras model (fake-quantized) on the whole test set;
+    quantized_layers: layers whose kernels trained fake-quantized; zeros: zero kernel weights before QAT;
+    zeros_kept: the same weights, and no other, are zero after QAT; int8_zeros_kept: every one of them is zero in
+    the int8 file (decoded); int8_extra_zeros: weights that int8 rounding also turned to zero (|w| below half a
+    quantization step). Its int8 files are the point's exports of model ``qat``.
+    """
+    model: str
+    epochs: int
+    learning_rate: float
+    seconds_per_epoch: float
+    accuracy: float
+    loss: float
+    quantized_layers: int
+    zeros: int
+    zeros_kept: bool
+    int8_zeros_kept: Optional[bool] = None
+    int8_extra_zeros: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
 class PointRecord:
     """One (method, k) point of a sweep.
 
@@ -101,7 +127,8 @@ class PointRecord:
     finetune_epochs, schedule (``oneshot`` when not fine-tuned);
     distribution_strategy, replicas; point_seconds: wall time of the point; finetune_seconds_per_epoch (median),
     time_ratio_to_dense: when fine-tuned (the ratio in a comparison); histograms: per layer {"zeros", "counts"}
-    of log10 |w|; shrink: ``ShrinkFigures`` of unit points with export; exports: ``VariantFigures``.
+    of log10 |w|; shrink: ``ShrinkFigures`` of unit points with export; exports: ``VariantFigures``; qat:
+    ``QATFigures`` when the sweep ran quantization-aware training.
     data_digest: content digest of the data it was computed on (``data.data_digest``); config_digest: digest of
     every setting that changes its figures, the data and the model file included (``SweepConfig`` +
     ``sweep.config_digest``). Both None in records of format 1. keras: the Keras stack the point ran on
@@ -133,6 +160,7 @@ class PointRecord:
     histograms: Optional[dict] = None
     shrink: Optional[ShrinkFigures] = None
     exports: tuple = ()
+    qat: Optional[QATFigures] = None
 
     @property
     def key(self):
@@ -155,13 +183,15 @@ class PointRecord:
         row = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.name in ("histograms", "shrink", "exports") or value is None:
+            if field.name in ("histograms", "shrink", "exports", "qat") or value is None:
                 continue
             if isinstance(value, dict):
                 row.update({f"{field.name}.{k}": v for k, v in value.items()})
             else:
                 row[field.name] = value
         row.update(flat_columns(self.shrink, self.exports))
+        if self.qat is not None:
+            row.update({f"qat_{k}": v for k, v in dataclasses.asdict(self.qat).items() if v is not None})
         return dict(sorted(row.items()))
 
     @classmethod
@@ -181,9 +211,11 @@ class PointRecord:
         elif version != FORMAT_VERSION:
             raise RecordError(f"{source}: point record format {version!r}; this tfprune reads formats 1 and "
                               f"{FORMAT_VERSION} (re-run the point, or read it with the tfprune that wrote it)")
-        values = _typed_fields(cls, obj, source, skip=("shrink", "exports"))
+        values = _typed_fields(cls, obj, source, skip=("shrink", "exports", "qat"))
         if obj.get("shrink") is not None:
             values["shrink"] = ShrinkFigures(**_typed_fields(ShrinkFigures, obj["shrink"], f"{source}: shrink"))
+        if obj.get("qat") is not None:
+            values["qat"] = QATFigures(**_typed_fields(QATFigures, obj["qat"], f"{source}: qat"))
         exports = obj.get("exports") or []
         if not isinstance(exports, list):
             raise RecordError(f"{source}: exports must be a list, got {type(exports).__name__}")
@@ -206,7 +238,8 @@ def flat_columns(shrink, exports):
 
 # ------------------------------------------------------------------------------------------- validation
 
-_TYPES = {int: (numbers.Integral,), float: (numbers.Real,), str: (str,), dict: (dict,), tuple: (list, tuple)}
+_TYPES = {int: (numbers.Integral,), float: (numbers.Real,), str: (str,), dict: (dict,), tuple: (list, tuple),
+          bool: (bool,)}
 
 
 def _expected(annotation):
@@ -220,7 +253,7 @@ def _expected(annotation):
 
 def _typed_fields(cls, obj, source, skip=()):
     """{field: value} of ``obj`` for dataclass ``cls``: every required field present, no unknown key, types
-    checked (bool is not a number)."""
+    checked (bool is not a number, only a flag)."""
     if not isinstance(obj, dict):
         raise RecordError(f"{source}: expected a JSON object, got {type(obj).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -241,7 +274,7 @@ def _typed_fields(cls, obj, source, skip=()):
         if value is None and (nullable or not required):
             values[name] = value
             continue
-        if isinstance(value, bool) or not isinstance(value, types):  # JSON true/false is never a figure here
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):  # true is no figure
             raise RecordError(f"{source}: field {name!r} is {value!r}, expected {field.type}")
         values[name] = value
     return values
@@ -280,6 +313,7 @@ def _from_format_1(flat, source):
     return out
 
 
-__all__ = ["FORMAT_VERSION", "PRUNED", "flat_columns", "format_k", "PointRecord", "RecordError", "SHRUNK",
+__all__ = ["FORMAT_VERSION", "PRUNED", "QAT", "QATFigures", "flat_columns", "format_k", "PointRecord", "RecordError",
+           "SHRUNK",
            "ShrinkFigures", "VariantFigures",
            "point_key"]

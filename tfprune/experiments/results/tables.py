@@ -70,12 +70,31 @@ def _apis(value):
     return "both" if value == "interpreter,compiled_model" else f"{value} only"
 
 
+def _qat_time_ratio(r):
+    if r.qat is None or not r.finetune_seconds_per_epoch:
+        return None
+    return r.qat.seconds_per_epoch / r.finetune_seconds_per_epoch
+
+
+def _yes(flag):
+    return "–" if flag is None else ("yes" if flag else "NO")
+
+
+def _qat_zeros(qat):
+    extra = f" (+{qat.int8_extra_zeros:,} rounded to 0)" if qat.int8_extra_zeros else ""
+    return f"{_yes(qat.zeros_kept)}, {_yes(qat.int8_zeros_kept)}{extra}"
+
+
 def _extra_columns(points):
     """(header, value of a point or None, format) of the optional per-point figures present, in a fixed order:
     fine-tune time, shrunk parameters, then size, accuracy and latency of every exported variant."""
     columns = [("fine-tune s/epoch", lambda r: r.finetune_seconds_per_epoch, "{:.1f}".format),
                ("time / dense", lambda r: r.time_ratio_to_dense, "{:.2f}x".format),
-               ("shrunk params", lambda r: r.shrink and r.shrink.shrunk_params, "{:,}".format)]
+               ("shrunk params", lambda r: r.shrink and r.shrink.shrunk_params, "{:,}".format),
+               ("QAT s/epoch", lambda r: r.qat and r.qat.seconds_per_epoch, "{:.1f}".format),
+               ("QAT / fine-tune epoch", _qat_time_ratio, "{:.2f}x".format),
+               ("QAT Keras accuracy %", lambda r: r.qat and r.qat.accuracy, _pct),
+               ("QAT zeros kept (Keras, int8 file)", lambda r: r.qat and _qat_zeros(r.qat), str)]
     variants = {}
     for r in points:
         for e in r.exports:

@@ -1,0 +1,156 @@
+"""Sparsity-preserving quantization-aware training (tfprune.quantization) and its int8 files, on real Fashion-MNIST.
+
+tf_keras runs TF-MOT's prune-preserving QAT; Keras 3 tfprune's fake-quantized layers (``fake_quant``), checked
+against NumPy's int8 grid. On both: the same zeros before QAT, after QAT and in the int8 TFLite file (decoded),
+and the int8 file computes what the QAT model computes.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import keras as keras3
+
+from conftest import run_smoke_sweep
+from tfprune import pruning
+from tfprune import quantization
+from tfprune import tflite
+from tfprune._env import keras
+from tfprune.experiments import models
+from tfprune.experiments import qat_stage
+from tfprune.quantization import fake_quant
+
+STACKS = {"tf_keras": keras, "keras3": keras3}
+
+
+def _mlp(k):
+    k.utils.set_random_seed(0)
+    x = k.Input((28, 28))
+    h = k.layers.Flatten()(x)
+    h = k.layers.Dense(64, activation="relu", name="fc1")(h)
+    h = k.layers.Dense(32, activation="relu", name="fc2")(h)
+    return k.Model(x, k.layers.Dense(10, activation="softmax", name="out")(h))
+
+
+def _cnn(k):
+    k.utils.set_random_seed(0)
+    x = k.Input((28, 28, 1))
+    h = k.layers.Conv2D(8, 3, activation="relu", name="conv")(x)
+    h = k.layers.DepthwiseConv2D(3, depth_multiplier=2, activation="relu", name="dw")(h)
+    h = k.layers.GlobalAveragePooling2D()(h)
+    return k.Model(x, k.layers.Dense(10, activation="softmax", name="out")(h))
+
+
+def _pruned(k, build, data, sparsity=0.8):
+    """``build(k)`` trained one epoch on ``data``'s train images, then weight-pruned one-shot, stripped."""
+    (x, y), _ = data
+    model = models.compile_model(build(k))
+    model.fit(x if build is _mlp else x[..., None], y, epochs=1, batch_size=64, verbose=0)
+    prunable = pruning.make_prunable(model)
+    pruning.prune(prunable, sparsity, "weight", layers=[l.name for l in model.layers if l.name in
+                                                     ("fc1", "fc2", "conv", "dw")])
+    return pruning.strip(prunable)
+
+
+def _qat(model, data, epochs=1):
+    (x, y), _ = data
+    x = x if len(model.input_shape) == 3 else x[..., None]
+    qat_model = quantization.quantize_aware(model)
+    models.compile_model(qat_model, 1e-4, kind="probabilities")
+    qat_model.fit(x, y, epochs=epochs, batch_size=64, verbose=0, callbacks=quantization.zero_keepers(qat_model))
+    return qat_model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stack", list(STACKS))
+@pytest.mark.parametrize("build", [_mlp, _cnn], ids=["mlp", "cnn"])
+def test_zeros_are_the_same_before_after_qat_and_in_the_int8_file(stack, build, small_fashion):
+    k = STACKS[stack]
+    model = _pruned(k, build, small_fashion)
+    before = quantization.zero_masks(model)
+    assert sum(m.sum() for m in before.values()) > 0.4 * sum(m.size for m in before.values())
+    qat_model = _qat(model, small_fashion)
+    expected = {"tf_keras": 3, "keras3": 3}[stack]
+    assert len(quantization.quantized_layers(qat_model)) == expected
+    inference = quantization.to_inference_model(qat_model)
+    after = quantization.zero_masks(inference)
+    assert after.keys() == before.keys()
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+    (x_train, _), (x_test, y_test) = small_fashion
+    shape = (-1,) + tuple(model.input_shape[1:])
+    int8 = tflite.to_tflite(inference, "int8", representative_data=x_train[:200].reshape(shape))
+    kept, extra = qat_stage.int8_zeros(int8, before)
+    assert kept
+    assert extra < 0.05 * sum((~m).sum() for m in before.values())  # rounding to 0 is rare, not the rule
+    assert {w.dtype for w in tflite.nm_check.weight_kernels(int8)} == {"INT8"}
+    keras_accuracy = qat_model.evaluate(x_test.reshape(shape), y_test, verbose=0)[1]
+    litert = tflite.evaluate_tflite(int8, x_test.reshape(shape), y_test)
+    assert abs(litert["accuracy"] - keras_accuracy) < 0.03, (litert["accuracy"], keras_accuracy)
+
+
+def test_keras3_fake_quant_is_tflites_int8_grid():
+    model = _mlp(keras3)
+    model.build((None, 28, 28))
+    kernel = np.asarray(model.get_layer("fc1").kernel)
+    kernel[:, 3] = 0.0  # a dead unit: its range is empty, its weights stay 0
+    kernel[::2, 5] = 0.0
+    model.get_layer("fc1").kernel.assign(kernel)
+    qat_model = quantization.quantize_aware(model)
+    layer = qat_model.get_layer("fc1")
+    assert isinstance(layer, fake_quant.QATDense)
+    np.testing.assert_array_equal(np.asarray(layer.sparsity_mask), kernel != 0)
+    scale = np.maximum(np.abs(kernel).max(axis=0), 1e-8) / 127.0  # per output channel, symmetric, 255 levels
+    expected = np.round(kernel / scale) * scale
+    np.testing.assert_allclose(np.asarray(layer.quantized_kernel()), expected, atol=1e-6)
+    assert np.all(np.asarray(layer.quantized_kernel())[kernel == 0] == 0)
+    # outputs: the first training batch sets the range, inference snaps to 256 levels of it
+    x = np.random.default_rng(0).uniform(size=(8, 28, 28)).astype("float32")
+    h = layer(keras3.ops.reshape(x, (8, -1)), training=True)
+    low, high = float(layer.output_min), float(layer.output_max)
+    assert low == 0.0 and high == pytest.approx(float(np.max(np.asarray(h))), rel=1e-2)
+    levels = np.unique(np.round(np.asarray(layer(x.reshape(8, -1), training=False)) / ((high - low) / 255), 3))
+    np.testing.assert_allclose(levels, np.round(levels), atol=1e-2)
+
+
+def test_a_tfmot_pruned_model_is_stripped_first(small_fashion):
+    import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+    model = _mlp(keras)
+    wrapped = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=tfmot.sparsity.keras.ConstantSparsity(
+        0.5, 0))
+    qat_model = quantization.quantize_aware(wrapped)
+    assert all("PruneLowMagnitude" not in type(l).__name__ for l in qat_model.layers)
+    assert len(quantization.quantized_layers(qat_model)) == 3
+
+
+def test_errors_name_the_model_and_the_layer():
+    class Net(keras3.Model):
+        def call(self, x):
+            return x
+    with pytest.raises(ValueError, match="subclassed Model"):
+        quantization.quantize_aware(Net())
+    x = keras3.Input((1, 28, 28))
+    channels_first = keras3.Model(x, keras3.layers.Conv2D(4, 3, data_format="channels_first", name="cf")(x))
+    with pytest.raises(quantization.QATError, match=r"'cf' \(Conv2D\).*channels_first"):
+        quantization.quantize_aware(channels_first)
+
+
+@pytest.mark.slow
+def test_a_tiny_sweep_with_qat_end_to_end(tmp_path):
+    out = str(tmp_path / "out")
+    run_smoke_sweep(out, "--methods=weight,tfmot", "--sparsities=80", "--finetune_epochs=1", "--qat_epochs=1",
+                    "--export=int8", "--export_eval_size=500", "--layers=fc1,fc2")
+    for method in ("weight", "tfmot"):
+        record = json.load(open(os.path.join(out, "points", f"{method}-k80.json")))
+        qat = record["qat"]
+        assert qat["epochs"] == 1 and qat["model"] == "pruned" and qat["quantized_layers"] == 3
+        assert qat["zeros_kept"] is True and qat["int8_zeros_kept"] is True
+        assert qat["zeros"] == pytest.approx(0.8 * (784 * 300 + 300 * 100), abs=2)
+        models_exported = {(e["model"], e["variant"]) for e in record["exports"]}
+        assert models_exported == {("pruned", "int8"), ("qat", "int8")}
+        assert os.path.exists(os.path.join(out, "tflite", f"{method}-k80", "int8-qat", "model.tflite"))
+        assert qat["accuracy"] > 0.6
+    results = open(os.path.join(out, "results.md")).read()
+    assert "TFLite qat int8 accuracy %" in results and "QAT zeros kept (Keras, int8 file)" in results
