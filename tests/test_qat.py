@@ -5,6 +5,7 @@ against NumPy's int8 grid. On both: the same zeros before QAT, after QAT and in 
 and the int8 file computes what the QAT model computes.
 """
 
+import dataclasses
 import json
 import os
 
@@ -154,3 +155,54 @@ def test_a_tiny_sweep_with_qat_end_to_end(tmp_path):
         assert qat["accuracy"] > 0.6
     results = open(os.path.join(out, "results.md")).read()
     assert "TFLite qat int8 accuracy %" in results and "QAT zeros kept (Keras, int8 file)" in results
+
+
+def _qat_record():
+    from tfprune.experiments.results.records import PointRecord, QATFigures, VariantFigures
+    figures = dict(size_bytes=2048, gzip_size_bytes=1024, accuracy=0.9, loss=0.3, latency_ms=0.06,
+                   latency_p90_ms=0.07, path="xnnpack", fallback_reason="", sparsity=0.9, convert_seconds=1.0)
+    qat = QATFigures(model="pruned", epochs=2, learning_rate=1e-4, seconds_per_epoch=9.0, accuracy=0.9, loss=0.3,
+                     quantized_layers=5, zeros=900, zeros_kept=True, int8_zeros_kept=True, int8_extra_zeros=41)
+    return PointRecord(method="weight", k=90.0, target_sparsity=0.9, achieved_sparsity=0.9, layer_sparsity={},
+                       units_kept={}, test_accuracy=0.9, test_loss=0.3, remaining_weights=100, total_weights=1000,
+                       dense_size_bytes=None, gzip_size_bytes=None, finetune_epochs=2, schedule="polynomial",
+                       distribution_strategy="off", replicas=1, finetune_seconds_per_epoch=6.0,
+                       exports=(VariantFigures(variant="int8", **figures),
+                                VariantFigures(variant="int8", model="qat", **dict(figures, accuracy=0.905))),
+                       qat=qat)
+
+
+def test_a_qat_record_round_trips_and_fills_its_columns_and_candidates(tmp_path):
+    from tfprune.experiments.budget import fit, frontier
+    from tfprune.experiments.results import records, tables
+    record = _qat_record()
+    assert records.PointRecord.from_json(json.loads(json.dumps(record.to_json()))) == record
+    row = record.to_row()
+    assert row["qat_zeros_kept"] is True and row["qat_int8_extra_zeros"] == 41
+    assert row["tflite_qat_int8_accuracy"] == 0.905 and row["tflite_int8_accuracy"] == 0.9
+    head, _, line = tables.details_table([record]).splitlines()
+    assert "| QAT s/epoch | QAT / fine-tune epoch | QAT Keras accuracy % | QAT zeros kept (Keras, int8 file) |" in head
+    assert "| 9.0 | 1.50x | 90.00 | yes, yes (+41 rounded to 0) |" in line and "TFLite qat int8 accuracy %" in head
+    names = [c.name for c in frontier.candidates([record])]
+    assert names == ["weight k=90 int8", "weight k=90 qat int8"]
+    qat_candidate = frontier.candidates([record])[1]
+    assert fit.candidate_dir(str(tmp_path), qat_candidate).endswith(os.path.join("weight-k90", "int8-qat"))
+    bad = json.loads(json.dumps(record.to_json()))
+    bad["qat"]["zeros_kept"] = 1
+    with pytest.raises(records.RecordError, match="zeros_kept"):
+        records.PointRecord.from_json(bad)
+
+
+def test_qat_settings_are_checked_before_any_work():
+    from tfprune.experiments import config as config_lib
+    from tfprune.experiments import preflight
+    with pytest.raises(config_lib.ConfigError, match="--qat_epochs=1 needs an int8 TFLite variant.*got float"):
+        config_lib.SweepConfig("out", finetune=config_lib.FineTune(epochs=1, qat_epochs=1), export=("float",))
+    with pytest.raises(config_lib.ConfigError, match="QAT epochs -1"):
+        config_lib.FineTune(qat_epochs=-1)
+    ok = config_lib.SweepConfig("out", finetune=config_lib.FineTune(epochs=1, qat_epochs=2), export=("int8+sparse",))
+    assert ok.result_fields()["qat_epochs"] == 2 and "qat_epochs" not in config_lib.SweepConfig("out").result_fields()
+    x = keras3.Input((1, 28, 28))
+    channels_first = keras3.Model(x, keras3.layers.Conv2D(4, 3, data_format="channels_first", name="cf")(x))
+    with pytest.raises(config_lib.ConfigError, match="--qat_epochs=2: layer 'cf'"):
+        preflight.check_sweep(dataclasses.replace(ok, methods=("weight",)), channels_first)

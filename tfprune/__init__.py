@@ -8,7 +8,7 @@ Layers of the package (imports point one way: cli -> experiments -> tflite -> li
   Keras stacks); ``structure`` (Keras graphs); ``layers`` (the prunable layers and the registry of layer types);
   ``select`` (masks, methods, blocks, the channel rules, coupled channel groups), ``outputs``, ``distribute``;
   ``pruning`` (``make_prunable``, ``prune``, ``strip``, the report), ``files`` (model files, atomic writes, locks);
-  ``shrinking`` (``shrink``, costs), ``callbacks`` (schedules);
+  ``shrinking`` (``shrink``, costs), ``callbacks`` (schedules), ``quantization`` (sparsity-preserving QAT);
 - ``tfprune.tflite``: conversion, LiteRT verification and artifacts;
 - ``tfprune.experiments``: data, reference models, baselines, sweeps, comparisons and sensitivity scans;
 - ``tfprune.cli``: flags and mains (the only code that reads absl flags).
@@ -66,6 +66,10 @@ _LAZY = {
     "ArraySplit": ("tfprune.experiments.data.dataset", "ArraySplit"),
     "Dataset": ("tfprune.experiments.data.dataset", "Dataset"),
     "StreamedSplit": ("tfprune.experiments.data.dataset", "StreamedSplit"),
+    "quantization": ("tfprune.quantization", None),
+    "quantize_aware": ("tfprune.quantization", "quantize_aware"),
+    "qat_callbacks": ("tfprune.quantization", "zero_keepers"),
+    "qat_inference_model": ("tfprune.quantization", "to_inference_model"),
 }
 
 
@@ -93,6 +97,7 @@ __all__ = [
     "count_params_and_macs", "custom_objects", "distribute", "evaluate_compiled", "evaluate_tflite", "format_groups",
     "format_report", "format_shrink_report", "global_unit_keeps", "global_weight_masks", "hold_masks_in_optimizer",
     "is_prunable_layer", "load_data", "load_dataset", "load_user_model", "make_prunable", "models", "nm_scorer",
-    "overall_sparsity", "prune", "prune_count", "register_channel_rule", "shrink", "sparsity_report", "strip",
+    "overall_sparsity", "prune", "prune_count", "qat_callbacks", "qat_inference_model", "quantization",
+    "quantize_aware", "register_channel_rule", "shrink", "sparsity_report", "strip",
     "surgery", "tflite", "to_tflite", "train_baseline", "unit_keep", "unit_mask", "weight_mask", "__version__",
 ]

@@ -55,9 +55,16 @@ EVAL_SIZE = flags.DEFINE_integer("eval_size", 10000, "Test images every file is 
 MAX_DROP = flags.DEFINE_float("max_drop", 2.0, "Sensitivity: a layer whose one-shot 50 or 90 % pruning alone costs "
                               "more accuracy points than this stays dense, if it holds under 2 % of the weights "
                               "(unless --layers names the layers).", lower_bound=0.0)
+QAT_EPOCHS = flags.DEFINE_integer(
+    "qat_epochs", 0, "Epochs of sparsity-preserving quantization-aware training of every probe's shipped model "
+    "(the shrunk one for unit probes) whose family exports int8: each such probe adds a 'qat int8' candidate beside "
+    "its post-training int8 file. 0 = none.", lower_bound=0)
+QAT_LEARNING_RATE = flags.DEFINE_float("qat_learning_rate", config_lib.DEFAULT_QAT_LEARNING_RATE,
+                                       "Adam learning rate of --qat_epochs.", lower_bound=0.0)
 RESUME = flags.DEFINE_bool("resume", False, "Reuse the probes already in --output_dir (a killed search, or another "
                            "budget on the same model and settings).")
-cli_app.register_finite("max_size_kib", "max_latency_ms", "min_accuracy", "end_fraction", "max_drop")
+cli_app.register_finite("max_size_kib", "max_latency_ms", "min_accuracy", "end_fraction", "max_drop",
+                        "qat_learning_rate")
 
 
 def search_config():
@@ -69,7 +76,8 @@ def search_config():
     budget = budget_lib.Budget(MAX_SIZE_KIB.value, MAX_LATENCY_MS.value, MIN_ACCURACY.value)
     finetune = config_lib.FineTune(epochs=FINETUNE_EPOCHS.value, batch_size=baseline_flags.BATCH_SIZE.value,
                                    learning_rate=baseline_flags.LEARNING_RATE.value, end_fraction=END_FRACTION.value,
-                                   verbose=0, calibration_size=pruning_flags.CALIBRATION_SIZE.value)
+                                   verbose=0, calibration_size=pruning_flags.CALIBRATION_SIZE.value,
+                                   qat_epochs=QAT_EPOCHS.value, qat_learning_rate=QAT_LEARNING_RATE.value)
     baseline = baseline_flags.baseline_config(model_path_flags.MODEL_PATH.value, model_path_flags.ALLOW_UNSAFE.value,
                                               0)
     ladder = tuple(pruning_flags.SPARSITIES.value) if FLAGS["sparsities"].present else budget_lib.LADDER

@@ -90,21 +90,22 @@ class PointExporter:
         exports = []
         for model, which in targets:
             for variant in self._variants(method, k):
-                out_dir = os.path.join(folder, variant + ("-shrunk" if which == records.SHRUNK else ""))
+                out_dir = os.path.join(folder, variant + records.model_suffix(which))
                 figures = tflite.export_variant(model, variant, self.x_eval, self.y_eval, self.representative_data,
                                                 out_dir=out_dir, labels=self.labels, card_extra=self.card_extra,
                                                 append_softmax=self.append_softmax, **self.bench,
                                                 **({"nm": pattern} if pattern else {}))
                 exports.append(records.VariantFigures(model=which, **figures))
-        if qat is not None:
-            exports += self._export_qat(qat, *targets[-1], folder, pattern)
+        int8 = [v for v in self._variants(method, k) if v.startswith("int8")]
+        if qat is not None and int8:  # QAT's figures are its int8 files': none, no training
+            exports += self._export_qat(qat, *targets[-1], int8, folder, pattern)
         return shrink, exports
 
-    def _export_qat(self, qat, model, which, folder, pattern):
+    def _export_qat(self, qat, model, which, variants, folder, pattern):
         inference = qat(model, which)
         exports = []
-        for variant in (v for v in self.variants if v.startswith("int8")):
-            out_dir = os.path.join(folder, f"{variant}-{records.QAT}")
+        for variant in variants:
+            out_dir = os.path.join(folder, variant + records.model_suffix(records.QAT))
             figures = tflite.export_variant(inference, variant, self.x_eval, self.y_eval, self.representative_data,
                                             out_dir=out_dir, labels=self.labels, card_extra=self.card_extra,
                                             append_softmax=self.append_softmax, **self.bench,

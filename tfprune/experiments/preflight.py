@@ -10,6 +10,7 @@ import numpy as np
 from tfprune.select import group_pruning
 from tfprune.select import masks
 from tfprune import pruning
+from tfprune import quantization
 from tfprune.calibration import statistics
 from tfprune.layers import registry
 from tfprune.select import scoring
@@ -87,8 +88,13 @@ def check_sweep(config, model):
     layers alone, the method can cut every selected kernel (``Scorer.check``: blocks, N:M groups) and rank in the
     scope, an N:M method's k is its own (or 0), and (layer scope) no k prunes every weight or unit of a selected
     layer: a k below 100 % that rounds to all of them (``--sparsities=99.99999`` on a 784x300 kernel) is refused
-    with the largest k that keeps one.
+    with the largest k that keeps one; with QAT, that the model can be trained quantization-aware.
     """
+    if config.finetune.qat_epochs:
+        try:
+            quantization.check_quantizable(model)
+        except quantization.QATError as e:
+            raise ConfigError(f"--qat_epochs={config.finetune.qat_epochs}: {e}") from None
     prunable = pruning.make_prunable(model)
     plan = config.layer_sparsity
     layers = dict(plan) if plan is not None else (list(config.layers) if config.layers is not None else None)

@@ -9,8 +9,8 @@
   symmetric, as TFLite stores them) and their outputs (int8, moving-average ranges), with a fixed sparsity mask.
 """
 
-from tfprune.quantization.qat import (QATError, ZeroKeeper, quantize_aware, quantized_layers, to_inference_model,
-                                      zero_keepers, zero_masks)
+from tfprune.quantization.qat import (QATError, ZeroKeeper, check_quantizable, quantize_aware, quantized_layers,
+                                      to_inference_model, zero_keepers, zero_masks)
 
-__all__ = ["QATError", "ZeroKeeper", "quantize_aware", "quantized_layers", "to_inference_model", "zero_keepers",
-           "zero_masks"]
+__all__ = ["QATError", "ZeroKeeper", "check_quantizable", "quantize_aware", "quantized_layers", "to_inference_model",
+           "zero_keepers", "zero_masks"]

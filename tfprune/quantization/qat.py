@@ -46,11 +46,23 @@ def _tfmot_qat(model):
         raise QATError(f"TF-MOT's prune-preserving QAT cannot quantize model {model.name!r}: {e}") from e
 
 
-def _keras3_qat(model):
+def check_quantizable(model):
+    """Raises ``QATError`` naming the model or layer when ``quantize_aware`` cannot take ``model`` (before any
+    training): not a built Sequential/functional model; on Keras 3 a Dense/Conv layer TFLite's int8 kernels do not
+    run as it is configured (channels_first, LoRA enabled, already quantized)."""
+    try:
+        graph.check_graph_model(model, "quantizes", built=True)
+    except ValueError as e:
+        raise QATError(str(e)) from None
+    if stacks.of(model) is stacks.TF_KERAS:
+        return
     for layer in model.layers:
-        if type(layer) in fake_quant.QAT_CLASSES and fake_quant.unsupported_reason(layer):
-            raise QATError(f"layer {layer.name!r} ({type(layer).__name__}) cannot be fake-quantized: "
-                           f"{fake_quant.unsupported_reason(layer)}")
+        reason = fake_quant.unsupported_reason(layer) if type(layer) in fake_quant.QAT_CLASSES else None
+        if reason:
+            raise QATError(f"layer {layer.name!r} ({type(layer).__name__}) cannot be fake-quantized: {reason}")
+
+
+def _keras3_qat(model):
     qat_model = graph.clone(model, lambda layer: fake_quant.to_qat(layer) if type(layer) in fake_quant.QAT_CLASSES
                             else layer.__class__.from_config(layer.get_config()))
 
@@ -118,7 +130,7 @@ def quantize_aware(model):
       QATError: a subclassed model; a layer TF-MOT cannot quantize (tf_keras) or a Dense/Conv layer with a
         configuration TFLite's int8 kernels do not run (Keras 3: channels_first, LoRA, already quantized).
     """
-    graph.check_graph_model(model, "quantizes", built=True)
+    check_quantizable(model)
     plain = pruning.plain_model(model)
     if plain is model:
         plain = stacks.of(model).clone_model(model)
@@ -200,5 +212,5 @@ def zero_masks(model):
     return found
 
 
-__all__ = ["QATError", "ZeroKeeper", "quantize_aware", "quantized_layers", "to_inference_model", "zero_keepers",
+__all__ = ["QATError", "ZeroKeeper", "check_quantizable", "quantize_aware", "quantized_layers", "to_inference_model", "zero_keepers",
            "zero_masks"]

@@ -114,7 +114,7 @@ class FitBudgetConfig:
                 "num_threads": self.num_threads, "eval_size": self.eval_size, "max_drop": self.max_drop,
                 "layers": None if self.layers is None else list(self.layers), "gzip_level": records.GZIP_LEVEL,
                 **config_lib.calibration_fields([budget_lib.FAMILIES[f][0] for f in self.families],
-                                                self.finetune.calibration_size),
+                                                self.finetune.calibration_size), **config_lib.qat_fields(self.finetune),
                 **({"export_softmax": True} if self.export_softmax else {})}  # absent when False: older folders resume
 
 
@@ -133,9 +133,8 @@ class FitBudgetResult:
 
 def candidate_dir(output_dir, candidate):
     """The folder of a candidate's ``model.tflite``, ``labels.txt`` and ``model_card.json``."""
-    shrunk = "-shrunk" if candidate.model == records.SHRUNK else ""
     return os.path.join(output_dir, CANDIDATES, records.point_key(candidate.method, candidate.k),
-                        candidate.variant + shrunk)
+                        candidate.variant + records.model_suffix(candidate.model))
 
 
 def _pruned_layers(config, model, data, report):

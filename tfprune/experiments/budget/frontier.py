@@ -33,8 +33,8 @@ def candidates(points):
     out = []
     for point in points:
         for e in point.exports:
-            shrunk = " shrunk" if e.model == records.SHRUNK else ""
-            out.append(Candidate(f"{point.method} k={records.format_k(point.k)}{shrunk} {e.variant}", point.method,
+            model = "" if e.model == records.PRUNED else f" {e.model}"  # " shrunk", " qat"
+            out.append(Candidate(f"{point.method} k={records.format_k(point.k)}{model} {e.variant}", point.method,
                                  point.k, e.variant, e.model, e.accuracy, e.size_bytes, e.latency_ms, e.apis))
     return out
 

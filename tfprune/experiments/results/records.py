@@ -23,6 +23,11 @@ class RecordError(ValueError):
     """A point record that cannot be read: the message names the file (or source) and the field."""
 
 
+def model_suffix(model):
+    """What a point's export folder of ``model`` adds to the variant: ``""`` (pruned), ``-shrunk``, ``-qat``."""
+    return "" if model == PRUNED else f"-{model}"
+
+
 def format_k(k):
     """A percent (or any number) written exactly and shortest: ``90``, ``97.5``, ``50.0000001``, ``99.99999``.
 
@@ -313,7 +318,7 @@ def _from_format_1(flat, source):
     return out
 
 
-__all__ = ["FORMAT_VERSION", "PRUNED", "QAT", "QATFigures", "flat_columns", "format_k", "PointRecord", "RecordError",
+__all__ = ["FORMAT_VERSION", "PRUNED", "QAT", "QATFigures", "flat_columns", "format_k", "model_suffix", "PointRecord", "RecordError",
            "SHRUNK",
            "ShrinkFigures", "VariantFigures",
            "point_key"]
