@@ -217,23 +217,22 @@ class _PatternPerStep(keras.callbacks.Callback):
 
 
 @pytest.mark.parametrize("stack", ["2", "3"])
-def test_scheduled_nm_applies_its_pattern_at_the_first_pruning_step_and_holds_it(stack, small_fashion):
+def test_scheduled_nm_applies_its_pattern_at_the_begin_step_and_holds_it(stack, small_fashion):
     import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
     (x, y), _ = small_fashion
     k = keras if stack == "2" else keras3
     k.utils.set_random_seed(0)
     model = models.compile_model(pruning.make_prunable(models.build("lenet_300_100", keras=stack)))
-    # Steps 5 (sparsity 0: nothing yet), 10, 15, 20, 25 and 30 prune; the pattern comes whole at step 10.
+    # The ramp prunes at steps 5 (to 0 %), 10, ..., 30; the pattern comes whole at its begin step, 5, and stays.
     schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, 0.5, begin_step=5, end_step=30, frequency=5)
     pruner = callbacks.RankPruning("nm_2x4", schedule)
     recorder = _PatternPerStep(pruner)
     model.fit(x[:1280], y[:1280], epochs=1, batch_size=32, verbose=0, callbacks=[pruner, recorder])
-    assert [step for step, _ in pruner.history] == [5, 10, 15, 20, 25, 30]
-    assert [s for _, s in pruner.history] == [0.0] + [0.5] * 5
-    assert all(not exact and all(m.all() for m in masks) for step, exact, masks, _ in recorder.seen if step < 10)
-    frozen = next(masks for step, _, masks, _ in recorder.seen if step == 10)
-    after = [(exact, masks, kernel) for step, exact, masks, kernel in recorder.seen if step >= 10]
-    assert len(after) == 31 and all(exact for exact, _, _ in after)
+    assert pruner.history == [(5, 0.5)]
+    assert all(not exact and all(m.all() for m in masks) for step, exact, masks, _ in recorder.seen if step < 5)
+    frozen = next(masks for step, _, masks, _ in recorder.seen if step == 5)
+    after = [(exact, masks, kernel) for step, exact, masks, kernel in recorder.seen if step >= 5]
+    assert len(after) == 36 and all(exact for exact, _, _ in after)
     for _, masks, _ in after:  # the same pattern to the end of fit
         assert all(np.array_equal(a, b) for a, b in zip(masks, frozen))
     assert not np.allclose(after[0][2], after[-1][2])  # the kept weights trained in between
