@@ -206,3 +206,13 @@ def test_qat_settings_are_checked_before_any_work():
     channels_first = keras3.Model(x, keras3.layers.Conv2D(4, 3, data_format="channels_first", name="cf")(x))
     with pytest.raises(config_lib.ConfigError, match="--qat_epochs=2: layer 'cf'"):
         preflight.check_sweep(dataclasses.replace(ok, methods=("weight",)), channels_first)
+
+
+def test_compare_sets_qat_beside_tfmots_pqat():
+    from tfprune.experiments import compare
+    ours = _qat_record()
+    theirs = dataclasses.replace(ours, method="tfmot", exports=tuple(
+        dataclasses.replace(e, accuracy=e.accuracy - 0.01) for e in ours.exports))
+    text = compare.head_to_head([ours, theirs], {})
+    assert "| k % | QAT variant | tfprune QAT accuracy % | TF-MOT PQAT accuracy % |" in text
+    assert "| 90 | int8 | 90.50 | 89.50 | +1.00 | 90.00 | 89.00 |" in text

@@ -60,7 +60,28 @@ def _pair_table(by_key, ours_method, theirs_method, title):
               f"every k: **{verdict}** (worst difference {worst:+.2f} points).",
               f"Fine-tune epochs: TF-MOT takes {min(speedups):.2f}x to {max(speedups):.2f}x the time of tfprune "
               f"(median {sorted(speedups)[len(speedups) // 2]:.2f}x)."]
-    return lines
+    return lines + _qat_lines(by_key, ours_method, theirs_method, ks)
+
+
+def _qat_lines(by_key, ours_method, theirs_method, ks):
+    """The pair's int8 files after QAT (``--qat_epochs``; TF-MOT's side is TF-MOT's PQAT) per k, when both have
+    them: LiteRT accuracy on the export's test images, and the post-training int8 beside them."""
+    rows = []
+    for k in ks:
+        ours, theirs = by_key[(ours_method, k)], by_key[(theirs_method, k)]
+        for variant in sorted({e.variant for e in ours.exports if e.model == records.QAT}):
+            mine, other = ours.export(variant, records.QAT), theirs.export(variant, records.QAT)
+            if other is None:
+                continue
+            ptq = [p.export(variant) for p in (ours, theirs)]
+            cells = [f"{100 * p.accuracy:.2f}" if p else "" for p in ptq]
+            rows.append(f"| {records.format_k(k)} | {variant} | {100 * mine.accuracy:.2f} | {100 * other.accuracy:.2f} "
+                        f"| {100 * (mine.accuracy - other.accuracy):+.2f} | {cells[0]} | {cells[1]} |")
+    if not rows:
+        return []
+    return ["", "| k % | QAT variant | tfprune QAT accuracy % | TF-MOT PQAT accuracy % | difference (points) | "
+            "tfprune post-training accuracy % | TF-MOT post-training accuracy % |",
+            "|---:|---|---:|---:|---:|---:|---:|", *rows]
 
 
 def head_to_head(points, baseline_info):
