@@ -68,3 +68,19 @@ def test_main_writes_plan_that_the_sweep_applies(tmp_path, capsys):
     (record,) = store.load_points([sweep_out])
     for name, fraction in plan.items():
         assert record.layer_sparsity[name] == pytest.approx(fraction, abs=1e-3)
+
+
+def test_an_nm_scan_tries_each_layer_with_its_pattern_and_plans_which_take_it(trained, small_fashion):
+    from tfprune.experiments import config as config_lib  # pylint: disable=g-import-not-at-top
+    assert config_lib.SensitivityConfig("out", method="nm_2x4").sparsities == (0.0, 50.0)
+    assert config_lib.SensitivityConfig("out", method="nm_1x4", sparsities=(75,)).sparsities == (75.0,)
+    with pytest.raises(config_lib.ConfigError, match="--sparsities: k = 60 %: .*nm_2x4"):
+        config_lib.SensitivityConfig("out", method="nm_2x4", sparsities=(0, 60))
+    x, y = small_fashion[1]
+    curves = sensitivity.scan(trained, x, y, [0, 50], "nm_2x4", layers=["fc1", "fc2"])
+    assert [k for k, _, _ in curves["fc1"]] == [0, 50]
+    plan = sensitivity.suggest_plan(curves, curves["fc1"][0][1], max_drop=100.0)
+    assert plan == {"fc1": 0.5, "fc2": 0.5}
+    model = pruning.make_prunable(trained)
+    pruning.prune(model, None, "nm_2x4", layers=plan)
+    assert all(r.ok for name, r in pruning.check_nm(model).items() if name in plan)

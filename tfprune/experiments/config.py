@@ -349,7 +349,9 @@ class SensitivityConfig:
     max_drop: accuracy drop in percentage points a layer's planned k may cost. eval_size: evaluate on a fixed subset
     of this many examples of the validation split (None: all); data without one is scanned on 10,000 (or
     ``eval_size``) training examples, never on the test split, which stays for unbiased final figures.
-    calibration_size: as ``FineTune.calibration_size``.
+    calibration_size: as ``FineTune.calibration_size``. An N:M method (``nm_2x4``) has one k besides 0,
+    ``100·(1 - n/m)``: with the default sparsities it scans that k (each layer with the pattern or dense), and the
+    plan says which layers take the pattern; other k's are refused.
     """
     output_dir: str
     baseline: BaselineConfig = BaselineConfig()
@@ -363,8 +365,15 @@ class SensitivityConfig:
     def __post_init__(self):
         _positive_int(self.calibration_size, "calibration_size")
         _check(bool(self.output_dir), f"output_dir {self.output_dir!r} is empty; name a folder for the results")
-        _library(scoring.check_method, self.method)
+        scorer = _library(scoring.check_method, self.method)
+        if scorer.fixed_sparsity is not None and tuple(self.sparsities) == DEFAULT_SPARSITIES:
+            object.__setattr__(self, "sparsities", (0.0, 100.0 * scorer.fixed_sparsity))
         object.__setattr__(self, "sparsities", tuple(check_percents(self.sparsities)))
+        for k in self.sparsities:
+            try:
+                scorer.check_sparsity(k / 100.0)
+            except ValueError as e:
+                raise ConfigError(f"--sparsities: k = {records.format_k(k)} %: {e}") from None
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(self.layers))
         _check(self.max_drop >= 0 and math.isfinite(self.max_drop),
