@@ -7,6 +7,7 @@ streams an image folder too large for memory.
     scripts/bench.sh own_data --part=depthwise    # MobileNetV2 alpha 0.35: tfprune vs TF-MOT, depthwise kernels
     scripts/bench.sh own_data --part=groups       # MobileNetV2 alpha 0.35: group pruning 30/50 %, shrunk int8
     scripts/bench.sh own_data --part=oneshot      # MobileNetV2 alpha 0.35: one-shot 50 %, magnitude vs calibration
+    scripts/bench.sh own_data --part=qat          # MobileNetV2 alpha 0.35: group 50 %, shrunk, QAT int8
 
 ``mobilenet``: writes real Fashion-MNIST padded to 32×32×3 as an ``.npz`` (55,000 training, 5,000 validation,
 10,000 test images; ``scripts/own_data.py``), trains ``keras.applications.MobileNetV2(weights=None,
@@ -27,6 +28,10 @@ the dense model fine-tuned alike, and the shrunk file's size and latency beside 
 ``oneshot``: the same MobileNetV2(alpha=0.35) file pruned one-shot (no fine-tuning) at k = 30/50 % of every
 kernel (the depthwise ones included) by magnitude and by the calibration methods (``wanda``, ``wanda_kernel``,
 ``taylor``, ``sparsegpt``; 1,024 training images), into ``docs/results/oneshot_mobilenetv2_035``.
+
+``qat``: the same MobileNetV2(alpha=0.35) file group-pruned at 50 % with ``--finetune_epochs`` (at least 1), shrunk,
+then ``--qat_epochs`` of sparsity-preserving QAT of the shrunk model (TF-MOT's prune-preserving scheme, tf_keras),
+its int8 TFLite beside the post-training int8 one, into ``docs/results/qat_mobilenetv2_035``.
 
 ``streaming``: writes the same images resized to ``--stream_size`` pixels square (RGB PNG) as an image folder whose
 decoded float32 pixels are far larger than ``--data_memory_mib``, runs a one-shot sweep of lenet_300_100 on it in a
@@ -49,7 +54,7 @@ import own_data  # noqa: E402  pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("part", "all", ["all", "mobilenet", "streaming", "depthwise", "groups",
-                                          "oneshot"], "Which part to run.")
+                                          "oneshot", "qat"], "Which part to run.")
 flags.DEFINE_string("work_dir", "/tmp/tfprune_own_data", "Where the generated data and the trained model go.")
 flags.DEFINE_string("output_dir", os.path.join(ROOT, "docs", "results", "own_data_mobilenetv2"),
                     "Folder of the MobileNetV2 sweep.")
@@ -60,6 +65,7 @@ flags.DEFINE_integer("stream_size", 160, "Side of the streamed folder's images, 
 flags.DEFINE_integer("stream_train", 60000, "Training images of the streamed folder.", lower_bound=100)
 flags.DEFINE_integer("data_memory_mib", 1024, "Memory budget the streamed sweep runs under.", lower_bound=1)
 flags.DEFINE_string("data_dir", None, "Fashion-MNIST folder (default: the usual search).")
+flags.DEFINE_integer("qat_epochs", 1, "QAT epochs of --part=qat.", lower_bound=1)
 
 
 def _run(cmd):
@@ -138,6 +144,20 @@ def groups():
     print(f"MobileNetV2 alpha 0.35 group pruning: {seconds:.0f} s; results in {out}/compare.md")
 
 
+def qat():
+    """MobileNetV2 alpha 0.35 group-pruned 50 % (fine-tuned --finetune_epochs, at least 1), shrunk, then
+    sparsity-preserving QAT of the shrunk model (--qat_epochs) and its int8 TFLite beside post-training int8, in
+    docs/results/qat_mobilenetv2_035."""
+    npz = _npz()
+    model_path = _trained_mobilenet(npz, alpha=0.35)
+    out = os.path.join(ROOT, "docs", "results", "qat_mobilenetv2_035")
+    seconds = _run([sys.executable, "-m", "tfprune.sweep", f"--model_path={model_path}", f"--dataset=npz:{npz}",
+                    "--methods=group", "--sparsities=50", f"--finetune_epochs={max(FLAGS.finetune_epochs, 1)}",
+                    f"--qat_epochs={FLAGS.qat_epochs}", "--export=int8", "--export_eval_size=2000",
+                    f"--output_dir={out}", "--resume", "--verbose=0"])
+    print(f"MobileNetV2 alpha 0.35 group 50 % with QAT: {seconds:.0f} s; results in {out}/results.md")
+
+
 def oneshot():
     """MobileNetV2 alpha 0.35 pruned one-shot at 30 and 50 % by magnitude and the calibration methods, in
     docs/results/oneshot_mobilenetv2_035."""
@@ -185,6 +205,8 @@ def main(argv):
         groups()
     if FLAGS.part in ("all", "oneshot"):
         oneshot()
+    if FLAGS.part in ("all", "qat"):
+        qat()
 
 
 if __name__ == "__main__":

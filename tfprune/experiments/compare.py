@@ -95,6 +95,8 @@ def head_to_head(points, baseline_info):
         return None
     lines = [line for table in tables for line in table + [""]][:-1]
     if "dense_seconds_per_epoch" in baseline_info:
+        if lines[-1].startswith("|"):  # a table ends at a blank line
+            lines.append("")
         lines.append(f"Dense fine-tuning (no pruning, same recipe): {baseline_info['dense_seconds_per_epoch']:.1f} "
                      f"s/epoch, test accuracy {100 * baseline_info['dense_finetune_accuracy']:.2f} %.")
     return "\n".join(lines)
