@@ -84,7 +84,8 @@ class FitBudgetConfig:
     resume: bool = False
 
     def __post_init__(self):
-        config_lib.SweepConfig(self.output_dir, self.baseline, layers=self.layers, finetune=self.finetune)  # checks
+        config_lib.SweepConfig(self.output_dir, self.baseline, layers=self.layers, finetune=self.finetune,  # checks
+                               export=budget_lib.DENSE_VARIANTS)  # the k = 0 probe's; QAT finds its int8 there
         object.__setattr__(self, "families", budget_lib.check_families(self.families))
         ladder = tuple(sorted(config_lib.check_percents(self.ladder, "ladder")))
         if ladder[0] <= 0:
