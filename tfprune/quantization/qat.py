@@ -212,5 +212,5 @@ def zero_masks(model):
     return found
 
 
-__all__ = ["QATError", "ZeroKeeper", "check_quantizable", "quantize_aware", "quantized_layers", "to_inference_model", "zero_keepers",
-           "zero_masks"]
+__all__ = ["QATError", "ZeroKeeper", "check_quantizable", "quantize_aware", "quantized_layers", "to_inference_model",
+           "zero_keepers", "zero_masks"]

@@ -318,7 +318,5 @@ def _from_format_1(flat, source):
     return out
 
 
-__all__ = ["FORMAT_VERSION", "PRUNED", "QAT", "QATFigures", "flat_columns", "format_k", "model_suffix", "PointRecord", "RecordError",
-           "SHRUNK",
-           "ShrinkFigures", "VariantFigures",
-           "point_key"]
+__all__ = ["FORMAT_VERSION", "PRUNED", "QAT", "QATFigures", "flat_columns", "format_k", "model_suffix", "PointRecord",
+           "RecordError", "SHRUNK", "ShrinkFigures", "VariantFigures", "point_key"]
