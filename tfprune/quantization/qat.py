@@ -15,8 +15,8 @@ TF-MOT's scheme does not preserve DepthwiseConv2D kernels (its registry disables
 ``ZeroKeeper`` (``zero_keepers(qat_model)``) re-zeroes those after every training batch, as TF-MOT's pruning
 wrapper does, so every forward pass and the trained model hold the zeros.
 
-Either way, train the returned model with ``fit(..., callbacks=zero_keepers(qat_model))`` (an optimizer without
-weight decay: a masked weight's gradient is zero, so it stays zero), then convert ``to_inference_model(qat_model)`` with
+Either way, train the returned model with ``fit(..., callbacks=zero_keepers(qat_model))`` (a masked weight's
+gradient is zero, so it stays zero), then convert ``to_inference_model(qat_model)`` with
 ``tflite.to_tflite(..., quantization="int8", representative_data=...)``.
 """
 
@@ -131,10 +131,7 @@ def quantize_aware(model):
         configuration TFLite's int8 kernels do not run (Keras 3: channels_first, LoRA, already quantized).
     """
     check_quantizable(model)
-    plain = pruning.plain_model(model)
-    if plain is model:
-        plain = stacks.of(model).clone_model(model)
-        plain.set_weights(model.get_weights())
+    plain = pruning.plain_model(model)  # may be ``model`` itself: both paths below build a new model
     if stacks.of(plain) is stacks.TF_KERAS:
         return _tfmot_qat(plain)
     return _keras3_qat(plain)
