@@ -216,3 +216,42 @@ def test_compare_sets_qat_beside_tfmots_pqat():
     text = compare.head_to_head([ours, theirs], {})
     assert "| k % | QAT variant | tfprune QAT accuracy % | TF-MOT PQAT accuracy % |" in text
     assert "| 90 | int8 | 90.50 | 89.50 | +1.00 | 90.00 | 89.00 |" in text
+
+
+JAX_QAT = """
+import json, sys
+import numpy as np, keras
+from tfprune import pruning, quantization
+from tfprune.experiments import models
+from tfprune.experiments.data import builtin as data
+(x, y), _ = data.load_dataset("fashion_mnist", sys.argv[3], download=False)
+x, y = x[:512, ..., None], y[:512]
+keras.utils.set_random_seed(0)
+i = keras.Input((28, 28, 1))
+h = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(i)
+h = keras.layers.DepthwiseConv2D(3, activation="relu", name="dw")(h)
+h = keras.layers.Dense(16, activation="relu", name="fc")(keras.layers.Flatten()(h))
+model = keras.Model(i, keras.layers.Dense(10, activation="softmax", name="out")(h))
+prunable = pruning.make_prunable(model)
+pruning.prune(prunable, 0.8, "weight", layers=["conv", "dw", "fc"])
+pruned = pruning.strip(prunable)
+qat = quantization.quantize_aware(pruned)
+models.compile_model(qat, 1e-3, kind="probabilities")
+start = {l.name: np.asarray(l._kernel_weight()).copy() for l in qat.layers if quantization.fake_quant.is_qat(l)}
+qat.fit(x, y, epochs=1, batch_size=64, verbose=0)
+before, after = quantization.zero_masks(pruned), quantization.zero_masks(quantization.to_inference_model(qat))
+raw = {l.name: np.asarray(l._kernel_weight()) for l in qat.layers if quantization.fake_quant.is_qat(l)}
+print(json.dumps({"backend": keras.backend.backend(), "layers": sorted(raw),
+                  "same": {n: bool((before[n] == after[n]).all()) for n in before},
+                  "raw_zero": {n: bool((raw[n][before[n]] == 0).all()) for n in raw},
+                  "trained": {n: bool(np.abs(raw[n] - start[n]).max() > 0) for n in raw}}))
+"""
+
+
+@pytest.mark.slow
+def test_keras3_qat_keeps_the_zeros_on_the_jax_backend(tmp_path):
+    from conftest import run_on_jax  # pylint: disable=g-import-not-at-top
+    result = run_on_jax(JAX_QAT, tmp_path)
+    assert result["backend"] == "jax" and result["layers"] == ["conv", "dw", "fc", "out"]
+    assert all(result["same"].values()) and all(result["raw_zero"].values())  # the masked gradient, on JAX too
+    assert all(result["trained"].values())
