@@ -90,26 +90,27 @@ class PointExporter:
         exports = []
         for model, which in targets:
             for variant in self._variants(method, k):
-                out_dir = os.path.join(folder, variant + records.model_suffix(which))
-                figures = tflite.export_variant(model, variant, self.x_eval, self.y_eval, self.representative_data,
-                                                out_dir=out_dir, labels=self.labels, card_extra=self.card_extra,
-                                                append_softmax=self.append_softmax, **self.bench,
-                                                **({"nm": pattern} if pattern else {}))
+                figures = self._export(model, variant, os.path.join(folder, variant + records.model_suffix(which)),
+                                       pattern)
                 exports.append(records.VariantFigures(model=which, **figures))
         int8 = [v for v in self._variants(method, k) if v.startswith("int8")]
         if qat is not None and int8:  # QAT's figures are its int8 files': none, no training
             exports += self._export_qat(qat, *targets[-1], int8, folder, pattern)
         return shrink, exports
 
+    def _export(self, model, variant, out_dir, pattern):
+        """``tflite.export_variant`` of one model and variant into ``out_dir``, with this exporter's settings."""
+        return tflite.export_variant(model, variant, self.x_eval, self.y_eval, self.representative_data,
+                                     out_dir=out_dir, labels=self.labels, card_extra=self.card_extra,
+                                     append_softmax=self.append_softmax, **self.bench,
+                                     **({"nm": pattern} if pattern else {}))
+
     def _export_qat(self, qat, model, which, variants, folder, pattern):
         inference = qat(model, which)
         exports = []
         for variant in variants:
             out_dir = os.path.join(folder, variant + records.model_suffix(records.QAT))
-            figures = tflite.export_variant(inference, variant, self.x_eval, self.y_eval, self.representative_data,
-                                            out_dir=out_dir, labels=self.labels, card_extra=self.card_extra,
-                                            append_softmax=self.append_softmax, **self.bench,
-                                            **({"nm": pattern} if pattern else {}))
+            figures = self._export(inference, variant, out_dir, pattern)
             with open(os.path.join(out_dir, "model.tflite"), "rb") as f:
                 qat.check_int8_file(f.read())
             exports.append(records.VariantFigures(model=records.QAT, **figures))

@@ -6,6 +6,8 @@ variants as model ``qat``; ``check_int8_file`` then decodes each such file's wei
 weight is still zero there.
 """
 
+import dataclasses
+
 import numpy as np
 
 from tfprune import callbacks
@@ -61,8 +63,7 @@ class QATStage:
         kept, extra = int8_zeros(model_bytes, self._zeros)
         if self.figures.int8_zeros_kept is not None:
             kept, extra = kept and self.figures.int8_zeros_kept, max(extra, self.figures.int8_extra_zeros)
-        self.figures = records.QATFigures(**{**self.figures.__dict__, "int8_zeros_kept": kept,
-                                             "int8_extra_zeros": extra})
+        self.figures = dataclasses.replace(self.figures, int8_zeros_kept=kept, int8_extra_zeros=extra)
         return self.figures
 
 
