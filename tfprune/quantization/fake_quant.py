@@ -5,15 +5,14 @@ offers the differentiable op ``keras.quantizers.fake_quant_with_min_max_vars``, 
 and nothing a TFLite converter reads. These layers are that training: Dense, Conv1D/2D/3D and DepthwiseConv1D/2D
 whose forward pass is the one TFLite's full-int8 kernels compute, as TF-MOT's Default8Bit scheme emulates it:
 
-- the kernel, times its fixed ``sparsity_mask`` (1 where the weight was non-zero when QAT began), is fake-quantized
-  per output channel to int8, symmetric over ``[-max|w|, max|w|]`` with 255 levels (``narrow_range``): TFLite's
-  per-channel int8 weight, in which 0 is exactly 0;
+- the kernel is fake-quantized per output channel to int8, symmetric over ``[-max|w|, max|w|]`` with 255 levels
+  (``narrow_range``): TFLite's per-channel int8 weight, in which 0 is exactly 0;
 - the output (after the activation, which TFLite fuses) is fake-quantized to int8 over a moving-average range
   (``OUTPUT_EMA``; the first training batch sets it), as a calibrated int8 tensor.
 
-Gradients pass straight through the rounding (the op's estimator); a masked weight gets a zero gradient, so an
-optimizer without weight decay leaves it exactly zero. ``to_plain`` turns a layer back into its Keras parent with
-the masked kernel, for the TFLite converter (``qat.to_inference_model``).
+Gradients pass straight through the rounding, times the fixed ``sparsity_mask`` (1 where the weight was non-zero
+when QAT began): a pruned weight gets a zero gradient and stays exactly zero. ``to_plain`` turns a layer back into
+its Keras parent with the masked kernel, for the TFLite converter (``qat.to_inference_model``).
 """
 
 from tfprune._env import keras3
@@ -77,10 +76,8 @@ class FakeQuantMixin:
             self.output_min.assign(ops.where(ranged, OUTPUT_EMA * self.output_min + (1 - OUTPUT_EMA) * low, low))
             self.output_max.assign(ops.where(ranged, OUTPUT_EMA * self.output_max + (1 - OUTPUT_EMA) * high, high))
             self.output_ranged.assign(1.0)
-            low, high = self.output_min, self.output_max
-        else:
-            low, high = self.output_min, self.output_max
-        high = ops.maximum(high, low + _MIN_RANGE)
+        low = self.output_min
+        high = ops.maximum(self.output_max, low + _MIN_RANGE)
         return keras3.quantizers.fake_quant_with_min_max_vars(outputs, low, high, num_bits=8)
 
     def call(self, inputs, training=None):
