@@ -25,6 +25,7 @@ from tfprune.cli import app as cli_app
 from tfprune.cli import baseline_flags
 from tfprune.cli import data_flags
 from tfprune.cli import export_flags
+from tfprune.cli import qat_flags
 from tfprune.cli import model_path_flags
 from tfprune.cli import pruning_flags
 from tfprune.experiments.budget import search as budget_lib
@@ -32,7 +33,7 @@ from tfprune.experiments import config as config_lib
 from tfprune.experiments.budget import fit as fit_budget
 
 FLAGS = flags.FLAGS
-for _module in (data_flags, baseline_flags, model_path_flags, pruning_flags, export_flags):
+for _module in (data_flags, baseline_flags, model_path_flags, pruning_flags, export_flags, qat_flags):
     flags.adopt_module_key_flags(_module)
 
 MAX_SIZE_KIB = flags.DEFINE_float("max_size_kib", None, "Largest .tflite file, KiB.", lower_bound=0.0)
@@ -55,16 +56,9 @@ EVAL_SIZE = flags.DEFINE_integer("eval_size", 10000, "Test images every file is 
 MAX_DROP = flags.DEFINE_float("max_drop", 2.0, "Sensitivity: a layer whose one-shot 50 or 90 % pruning alone costs "
                               "more accuracy points than this stays dense, if it holds under 2 % of the weights "
                               "(unless --layers names the layers).", lower_bound=0.0)
-QAT_EPOCHS = flags.DEFINE_integer(
-    "qat_epochs", 0, "Epochs of sparsity-preserving quantization-aware training of every probe's shipped model "
-    "(the shrunk one for unit probes) whose family exports int8: each such probe adds a 'qat int8' candidate beside "
-    "its post-training int8 file. 0 = none.", lower_bound=0)
-QAT_LEARNING_RATE = flags.DEFINE_float("qat_learning_rate", config_lib.DEFAULT_QAT_LEARNING_RATE,
-                                       "Adam learning rate of --qat_epochs.", lower_bound=0.0)
 RESUME = flags.DEFINE_bool("resume", False, "Reuse the probes already in --output_dir (a killed search, or another "
                            "budget on the same model and settings).")
-cli_app.register_finite("max_size_kib", "max_latency_ms", "min_accuracy", "end_fraction", "max_drop",
-                        "qat_learning_rate")
+cli_app.register_finite("max_size_kib", "max_latency_ms", "min_accuracy", "end_fraction", "max_drop")
 
 
 def search_config():
@@ -77,7 +71,7 @@ def search_config():
     finetune = config_lib.FineTune(epochs=FINETUNE_EPOCHS.value, batch_size=baseline_flags.BATCH_SIZE.value,
                                    learning_rate=baseline_flags.LEARNING_RATE.value, end_fraction=END_FRACTION.value,
                                    verbose=0, calibration_size=pruning_flags.CALIBRATION_SIZE.value,
-                                   qat_epochs=QAT_EPOCHS.value, qat_learning_rate=QAT_LEARNING_RATE.value)
+                                   **qat_flags.finetune_fields())
     baseline = baseline_flags.baseline_config(model_path_flags.MODEL_PATH.value, model_path_flags.ALLOW_UNSAFE.value,
                                               0)
     ladder = tuple(pruning_flags.SPARSITIES.value) if FLAGS["sparsities"].present else budget_lib.LADDER

@@ -31,6 +31,7 @@ from tfprune.cli import distribute_flags
 from tfprune.cli import export_flags
 from tfprune.cli import model_path_flags
 from tfprune.cli import pruning_flags
+from tfprune.cli import qat_flags
 from tfprune.experiments import config as config_lib
 from tfprune.experiments import sensitivity
 from tfprune.experiments import sweep
@@ -38,7 +39,7 @@ from tfprune.tflite import convert
 
 FLAGS = flags.FLAGS
 for _module in (data_flags, baseline_flags, model_path_flags, pruning_flags, distribute_flags,
-                export_flags):
+                export_flags, qat_flags):
     flags.adopt_module_key_flags(_module)
 
 METHODS = flags.DEFINE_list(
@@ -72,14 +73,6 @@ EXPORT = flags.DEFINE_list(
     "export", [], "TFLite variants to export and verify in LiteRT (accuracy, size, latency) for every point, into "
     f"OUTPUT_DIR/tflite/<point>/<variant>/; any of {', '.join(convert.VARIANTS)}. Unit points also export their "
     "physically shrunk model.")
-QAT_EPOCHS = flags.DEFINE_integer(
-    "qat_epochs", 0, "After fine-tuning, epochs of sparsity-preserving quantization-aware training (int8 fake "
-    "quantization, every pruned weight kept at zero: TF-MOT's prune-preserving QAT on tf_keras, tfprune's on Keras "
-    "3) of the model each point ships (the shrunk one for unit/group points), exported in the int8 variants of "
-    "--export as 'qat int8' columns beside post-training int8; 0 = none. Needs int8 or int8+sparse in --export.",
-    lower_bound=0)
-QAT_LEARNING_RATE = flags.DEFINE_float("qat_learning_rate", config_lib.DEFAULT_QAT_LEARNING_RATE,
-                                       "Adam learning rate of --qat_epochs.", lower_bound=0.0)
 EXPORT_EVAL_SIZE = flags.DEFINE_integer("export_eval_size", 2000, "Test images used to verify exported TFLite models.",
                                         lower_bound=1)
 GZIP_SIZE = flags.DEFINE_bool(
@@ -93,9 +86,9 @@ MERGE = flags.DEFINE_list("merge", None, "Only merge: read the points of these o
                           "and plots into --output_dir.")
 VERBOSE = flags.DEFINE_integer("verbose", 2, "Keras training output: 0 silent, 1 progress bar, 2 one line per epoch.")
 
-cli_app.register_finite("begin_fraction", "end_fraction", "qat_learning_rate")
+cli_app.register_finite("begin_fraction", "end_fraction")
 flags.register_multi_flags_validator(
-    ["qat_epochs", "export"], lambda f: not f["qat_epochs"] or any(v.startswith("int8") for v in f["export"] or []),
+    ["qat_epochs", "export"], lambda f: not f["qat_epochs"] or config_lib.int8_variants(f["export"] or []),
     message="--qat_epochs needs an int8 TFLite variant in --export (int8 or int8+sparse): QAT's figures are its "
     "int8 files'")
 flags.register_multi_flags_validator(
@@ -128,8 +121,7 @@ def sweep_config(output_dir):
         epochs=FINETUNE_EPOCHS.value, schedule=SCHEDULE.value, batch_size=baseline_flags.BATCH_SIZE.value,
         learning_rate=baseline_flags.LEARNING_RATE.value, begin_fraction=BEGIN_FRACTION.value,
         end_fraction=END_FRACTION.value, frequency=PRUNING_FREQUENCY.value, verbose=VERBOSE.value,
-        calibration_size=pruning_flags.CALIBRATION_SIZE.value, qat_epochs=QAT_EPOCHS.value,
-        qat_learning_rate=QAT_LEARNING_RATE.value)
+        calibration_size=pruning_flags.CALIBRATION_SIZE.value, **qat_flags.finetune_fields())
     baseline = baseline_flags.baseline_config(model_path_flags.MODEL_PATH.value, model_path_flags.ALLOW_UNSAFE.value,
                                               VERBOSE.value)
     return config_lib.SweepConfig(

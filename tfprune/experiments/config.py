@@ -158,6 +158,11 @@ def calibration_fields(methods, calibration_size):
     return {"calibration_size": calibration_size} if any(map(scoring.needs_calibration, methods)) else {}
 
 
+def int8_variants(variants):
+    """The full-integer TFLite variants of ``variants`` (``int8``, ``int8+sparse``): the ones QAT exports."""
+    return [v for v in variants if convert.parse_variant(v)[0] == "int8"]
+
+
 def qat_fields(finetune):
     """{"qat_epochs": n, "qat_learning_rate": r} when QAT runs, else {} (folders without QAT resume)."""
     if not finetune.qat_epochs:
@@ -321,7 +326,7 @@ class SweepConfig:
         _positive_int(self.num_shards, "num_shards")
         _check(0 <= self.shard_index < self.num_shards, "--shard_index must be < --num_shards")
         object.__setattr__(self, "export", check_variants(self.export, "export"))
-        _check(not self.finetune.qat_epochs or any(v.startswith("int8") for v in self.export),
+        _check(not self.finetune.qat_epochs or int8_variants(self.export),
                f"--qat_epochs={self.finetune.qat_epochs} needs an int8 TFLite variant in --export (int8 or "
                f"int8+sparse; got {','.join(self.export) or 'none'}): QAT's figures are its int8 files'")
 

@@ -93,7 +93,7 @@ class PointExporter:
                 figures = self._export(model, variant, os.path.join(folder, variant + records.model_suffix(which)),
                                        pattern)
                 exports.append(records.VariantFigures(model=which, **figures))
-        int8 = [v for v in self._variants(method, k) if v.startswith("int8")]
+        int8 = config_lib.int8_variants(self._variants(method, k))
         if qat is not None and int8:  # QAT's figures are its int8 files': none, no training
             exports += self._export_qat(qat, *targets[-1], int8, folder, pattern)
         return shrink, exports
