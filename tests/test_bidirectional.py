@@ -137,7 +137,7 @@ from tfprune.experiments.data import builtin as data
 sys.path.insert(0, sys.argv[2])
 import test_bidirectional as t
 (x, y), _ = data.load_dataset("fashion_mnist", sys.argv[3], download=False)
-x, y = x[:512], y[:512]
+x, y = x[:128], y[:128]
 keras.utils.set_random_seed(0)
 model = models.compile_model(tfprune.make_prunable(t.build(keras, "LSTM")))
 tfprune.prune(model, 0.5, "unit")

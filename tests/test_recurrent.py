@@ -230,7 +230,7 @@ def test_sensitivity_and_export_commands_take_a_gru_model_file(small_fashion, tm
     (x, y), _ = small_fashion
     keras.utils.set_random_seed(0)
     model = models.compile_model(build(keras, "GRU"))
-    model.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    model.fit(x[:512], y[:512], epochs=1, batch_size=64, verbose=0)
     path, pruned_path = str(tmp_path / "gru.keras"), str(tmp_path / "pruned.keras")
     model.save(path)
     prune(make_prunable(model), 0.5, "unit").save(pruned_path)

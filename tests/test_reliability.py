@@ -263,6 +263,17 @@ class _MyDense(L.Dense):
     pass
 
 
+class _ScaledDense(L.Dense):
+    """A Dense subclass that makes a weight of its own: tfprune would not mask it, so the layer stays dense."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.scale = self.add_weight(name="scale", shape=(self.units,), initializer="ones")
+
+    def call(self, x):
+        return super().call(x) * self.scale
+
+
 def _shared():
     inputs = keras.Input((28, 28))
     flat = L.Flatten()(inputs)
@@ -315,12 +326,14 @@ def test_check_prunable_skips_layers_it_does_not_prune():
     x = L.BatchNormalization(name="bn")(x)
     x = L.PReLU(name="prelu")(x)
     x = L.Flatten()(x)
-    x = _MyDense(16, name="custom")(x)
+    x = _MyDense(16, name="custom")(x)  # a subclass of a registered type is pruned as its parent
+    x = _ScaledDense(16, name="scaled")(x)
     out = L.Dense(10, activation="softmax", name="logits")(x)
     check = user_model.check_prunable(keras.Model(inputs, out))
-    assert check.prunable == ("conv", "logits")
-    assert set(check.skipped) == {"bn", "prelu", "custom"}
-    assert check.skipped["custom"].startswith("custom layer class _MyDense")
+    assert check.prunable == ("conv", "custom", "logits")
+    assert set(check.skipped) == {"bn", "prelu", "scaled"}
+    assert check.skipped["scaled"] == ("_ScaledDense (a subclass of Dense) makes weights of its own (scale) that "
+                                       "tfprune would not mask")
     assert check.skipped["prelu"] == "PReLU has no kernel tfprune prunes; its weights stay dense"
 
 

@@ -283,7 +283,7 @@ def check_masks_in_sync(model, strategy, check_weights=True):
       the replica where a pruned weight is nonzero.
       ValueError: a model without prunable layers.
     """
-    layers = [l for l in model.layers if registry.is_prunable(l)]
+    layers = [l for l in registry.model_layers(model) if registry.is_prunable(l)]
     if not layers:
         raise ValueError(f"model {model.name!r} has no prunable layer (call tfprune.make_prunable(model) first)")
     pruned = {}
@@ -314,7 +314,7 @@ def mask_digest(model):
     Equal digests mean equal masks: workers of a multi-worker run can log it and compare.
     """
     digest = hashlib.sha256()
-    for layer in model.layers:
+    for layer in registry.model_layers(model):
         if registry.is_prunable(layer):
             digest.update(layer.name.encode())
             for variable in layer.mask_variables():

@@ -15,6 +15,7 @@ from tfprune.structure import graph
 from tfprune.select import group_pruning
 from tfprune.layers import in_place as in_place_lib
 from tfprune.layers import jax_masks
+from tfprune.layers import nested
 from tfprune.layers import separable as prunable_separable
 from tfprune.select import masks as masks_lib
 from tfprune.select import nm
@@ -58,15 +59,21 @@ def make_prunable(model, in_place=False, pruned_kernels=None):
                          f"{', '.join(kinds)})")
     if in_place:
         in_place_lib.make_prunable(model, options)
+        nested.name_by_path(model)
         return jax_masks.hold_masks_in_optimizer(model)
     new_model = graph.clone(model, lambda layer: registry.to_prunable(layer, options))
+    if nested.leaves(new_model):  # the cloned blocks' layers, plain from their configs, converted where they are
+        in_place_lib.make_prunable(new_model, options)
 
     def copy(old, new):
-        if registry.is_prunable(new) and not registry.is_prunable(old):
+        if nested.is_block(old):
+            nested.copy_block(old, new)
+        elif registry.is_prunable(new) and not registry.is_prunable(old):
             new.copy_plain(old)
         else:
             new.set_weights(old.get_weights())
     graph.copy_weights(model, new_model, copy)
+    nested.name_by_path(new_model)
     return jax_masks.hold_masks_in_optimizer(new_model)
 
 
@@ -93,11 +100,14 @@ def strip(model, in_place=False, into=None):
     new_model = graph.clone(model, registry.to_plain) if into is None else into
 
     def copy(old, new):
-        if registry.is_prunable(old):
+        if nested.is_block(old):
+            nested.copy_block(old, new)
+        elif registry.is_prunable(old):
             new.set_weights(registry.masked_weights(old))
         else:
             new.set_weights(old.get_weights())
     graph.copy_weights(model, new_model, copy)
+    nested.name_by_path(new_model)
     return new_model
 
 
@@ -107,7 +117,7 @@ def plain_model(model):
     if any(registry.is_tfmot_wrapper(l) for l in model.layers):
         import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top (TF-MOT is heavy)
         model = tfmot.sparsity.keras.strip_pruning(model)
-    if any(registry.is_prunable(l) for l in model.layers):
+    if any(registry.is_prunable(l) for l in registry.model_layers(model)):
         model = strip(model)
     return model
 

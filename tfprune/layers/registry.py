@@ -27,6 +27,7 @@ import pkgutil
 from tfprune.structure import graph
 from tfprune.layers import custom
 from tfprune.layers import schedule_step
+from tfprune.layers import subclasses
 from tfprune import stacks
 from tfprune.structure.channels import ELEMENTWISE_ACTIVATIONS, activation_name, is_elementwise
 from tfprune.layers.kinds import LayerKind
@@ -55,11 +56,12 @@ PRUNABLE_CLASSES = tuple(k.prunable for k in KINDS)
 
 def kind_of(layer):
     """The ``LayerKind`` of ``layer`` (plain or prunable, exact type; a custom layer that defines
-    ``get_prunable_weights``), or None when tfprune has no entry for it."""
+    ``get_prunable_weights``; a subclass of a registered type, ``tfprune.layers.subclasses``), or None when tfprune
+    has no entry for it."""
     kind = _BY_TYPE.get(type(layer))
     if kind is None and custom.opts_in(type(layer)):
         return custom.kind_for(type(layer))
-    return kind
+    return kind if kind is not None else subclasses.kind_for(type(layer), _BY_TYPE)
 
 
 def is_prunable(layer):
@@ -79,11 +81,26 @@ def convertible(layer):
     return kind is not None and not is_prunable(layer) and kind.unsupported(layer) is None
 
 
+def _from_own_config(layer):
+    """A new layer of ``layer``'s class from its config (how a model is cloned).
+
+    Raises:
+      ValueError: the class cannot be rebuilt from its own config (KerasHub 0.32's ``ViTPatchingAndEmbedding``
+        writes keys its constructor refuses), naming the layer and what to do instead.
+    """
+    try:
+        return type(layer).from_config(layer.get_config())
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) cannot be rebuilt from its own config, so the "
+                         f"model cannot be cloned ({str(e).splitlines()[-1]}); convert it where it is: "
+                         "make_prunable(model, in_place=True), strip(model, in_place=True)") from None
+
+
 def to_prunable(layer, options=None):
     """A new, unbuilt prunable twin of a convertible plain layer (same config, plus those of ``options`` (a dict of
     ``make_prunable`` keywords, None values left out) its kind takes); other layers: a plain clone."""
     if not convertible(layer):
-        return type(layer).from_config(layer.get_config())
+        return _from_own_config(layer)
     kind = kind_of(layer)
     extra = {k: v for k, v in (options or {}).items() if k in kind.options and v is not None}
     return kind.prunable.from_config({**layer.get_config(), **extra})
@@ -93,7 +110,7 @@ def to_plain(layer):
     """A new, unbuilt plain Keras layer with the config of ``layer`` (a prunable layer becomes its plain class)."""
     kind = kind_of(layer)
     if kind is None or not is_prunable(layer):
-        return type(layer).from_config(layer.get_config())
+        return _from_own_config(layer)
     config = schedule_step.without_step(layer.get_config())
     return kind.plain.from_config({k: v for k, v in config.items() if k not in kind.options})
 
@@ -128,8 +145,8 @@ def kernel_shape(layer):
 
 
 def model_layers(model):
-    """``graph.model_layers``: a graph model's layers; a subclassed model's, found recursively but not inside a
-    layer of a registered kind."""
+    """``graph.model_layers``: a graph model's layers, with those nested in its blocks (``tfprune.layers.nested``);
+    a subclassed model's, found recursively; never inside a layer of a registered kind."""
     return graph.model_layers(model, lambda layer: kind_of(layer) is not None)
 
 

@@ -254,7 +254,7 @@ def _sliced_weights(layer, in_keep, out_keep):
 
 
 def _to_plain(model):
-    return pruning.strip(model) if any(registry.is_prunable(l) for l in model.layers) else model
+    return pruning.strip(model) if any(registry.is_prunable(l) for l in registry.model_layers(model)) else model
 
 
 @dataclasses.dataclass(frozen=True)

@@ -126,32 +126,93 @@ def model_output_shape(model):
     return stacks.shape_tuple(model.outputs[0].shape)
 
 
+def is_block(layer):
+    """True for a layer of a graph model tfprune looks inside: a layer class of neither Keras package nor TF-MOT
+    holding layers (a user's or KerasHub's block: ``TransformerEncoder``, ``GemmaDecoderBlock``; a KerasHub backbone
+    inside its task model)."""
+    if type(layer).__module__.startswith(("keras.", "tf_keras.", "tensorflow_model_optimization.")):
+        return False
+    return bool(layer._flatten_layers(include_self=False, recursive=False))  # pylint: disable=protected-access
+
+
+def nested_layers(parent, is_leaf, path=()):
+    """[(layer, path)] of every layer tracked under ``parent`` (attributes, lists, dicts), depth first, not inside a
+    layer ``is_leaf`` accepts; ``path`` is the names of the layers above it below ``parent``, then its own."""
+    found, seen = [], set()
+
+    def walk(layer, above):
+        for child in layer._flatten_layers(include_self=False, recursive=False):  # pylint: disable=protected-access
+            if id(child) not in seen:
+                seen.add(id(child))
+                found.append((child, above + (child.name,)))
+                if not is_leaf(child):
+                    walk(child, above + (child.name,))
+    walk(parent, tuple(path))
+    return found
+
+
 def model_layers(model, is_leaf=lambda layer: False):
-    """The layers tfprune works on, in order: a graph model's ``model.layers``; for a subclassed model, every layer
-    tracked under it (attributes, lists, dicts), found recursively, but not inside a layer ``is_leaf`` accepts (a
-    layer type the registry knows keeps its own sublayers, as MultiHeadAttention its projections).
+    """The layers tfprune works on, in order: a graph model's ``model.layers``, each followed by the layers nested in
+    it when it is a block (``is_block``: a custom layer holding layers, as KerasHub's transformer blocks do),
+    found recursively but not inside a layer ``is_leaf`` accepts (a layer type the registry knows keeps its own
+    sublayers, as MultiHeadAttention its projections); for a subclassed model, every layer tracked under it,
+    likewise.
 
     Raises:
       ValueError: two leaf layers of a subclassed model share a name (tfprune addresses layers by name).
     """
     if is_graph_model(model):
-        return list(model.layers)
-    found, seen = [], set()
-
-    def walk(parent):
-        for child in parent._flatten_layers(include_self=False, recursive=False):  # pylint: disable=protected-access
-            if id(child) not in seen:
-                seen.add(id(child))
-                found.append(child)
-                if not is_leaf(child):
-                    walk(child)
-    walk(model)
+        found = []
+        for layer in model.layers:
+            found.append(layer)
+            if is_block(layer) and not is_leaf(layer):
+                found.extend(child for child, _ in nested_layers(layer, is_leaf))
+        return found
+    found = [layer for layer, _ in nested_layers(model, is_leaf)]
     names = collections.Counter(l.name for l in found if is_leaf(l))
     twice = sorted(n for n, count in names.items() if count > 1)
     if twice:
         raise ValueError(f"model {model.name!r} holds several layers named {', '.join(map(repr, twice))}; tfprune "
                          "addresses layers by name: give them unique names")
     return found
+
+
+PATH_SEPARATOR = "."
+
+
+def block_leaves(model, is_leaf):
+    """[(block, [(leaf, path name)])] for each block of a graph model (``model_layers``) holding leaves ``is_leaf``
+    accepts; a leaf's path name is the names from the block down to it joined by ``PATH_SEPARATOR``
+    (``transformer_layer_0.feedforward_intermediate_dense``): unique in the model where the leaves' own names
+    repeat from block to block."""
+    out = []
+    for layer in model.layers if is_graph_model(model) else ():
+        if is_block(layer) and not is_leaf(layer):
+            leaves = [(child, PATH_SEPARATOR.join((layer.name,) + path[:-1] + (_own_name(child),)))
+                      for child, path in nested_layers(layer, is_leaf) if is_leaf(child)]
+            if leaves:
+                out.append((layer, leaves))
+    return out
+
+
+def _own_name(layer):
+    """A leaf's name before ``name_by_path`` (its path name's last part)."""
+    return layer.name.rsplit(PATH_SEPARATOR, 1)[-1]
+
+
+def name_by_path(model, is_leaf):
+    """Renames every leaf nested in a block of graph model ``model`` to its path name (``block_leaves``), so tfprune
+    can address it by name; its variables keep their paths. Again on a renamed model, nothing changes. Returns the
+    path names, in model order."""
+    names = []
+    for _, leaves in block_leaves(model, is_leaf):
+        for leaf, path in leaves:
+            if isinstance(leaf, keras3.Layer):
+                leaf.name = path
+            else:
+                leaf._name = path  # pylint: disable=protected-access
+            names.append(path)
+    return names
 
 
 _PROBED = weakref.WeakKeyDictionary()  # subclassed model -> (ids of its layers, names of its output layers)
@@ -297,7 +358,8 @@ def copy_weights(old_model, new_model, copy):
             copy(old, new_model.get_layer(old.name))
 
 
-__all__ = ["LayerGraph", "call_count", "called_output_layer_names", "check_graph_model", "clone", "copy_weights",
+__all__ = ["LayerGraph", "PATH_SEPARATOR", "block_leaves", "call_count", "called_output_layer_names",
+           "check_graph_model", "clone", "copy_weights", "is_block",
            "input_shape", "is_built_graph", "is_graph_model", "keras3_calls", "keras3_input_layers",
            "keras3_io", "layer_graph", "model_input_shape", "model_layers", "model_output_shape", "nodes_in",
-           "output_layer_names", "output_shapes"]
+           "name_by_path", "nested_layers", "output_layer_names", "output_shapes"]
