@@ -30,27 +30,29 @@ def name_by_path(model):
 
 
 def is_block(layer):
-    """True for a block (``graph.is_block``) holding registered layers."""
-    return graph.is_block(layer) and any(_is_leaf(l) for l, _ in graph.nested_layers(layer, _is_leaf))
+    """True for a block holding registered layers, as ``graph.block_leaves`` finds them: a layer of a registered kind
+    (a custom layer that opts in) is a leaf, copied as one, even when it holds layers."""
+    return not _is_leaf(layer) and graph.is_block(layer) and any(_is_leaf(l) for l, _ in
+                                                                graph.nested_layers(layer, _is_leaf))
 
 
-def _mask_ids(block):
-    return set().union(*(registry.mask_weight_ids(leaf) for leaf, _ in graph.nested_layers(block, _is_leaf)))
+def _prunable_leaves(block):
+    return [leaf for leaf, _ in graph.nested_layers(block, _is_leaf) if registry.is_prunable(leaf)]
+
+
+def _mask_ids(leaves):
+    return set().union(*(registry.mask_weight_ids(leaf) for leaf in leaves))
 
 
 def computed_weights(block):
     """The block's weights as it computes with them (masks applied), masks left out, in ``weights`` order (NumPy):
     what its plain clone holds."""
-    masks = {id(v): m for leaf, _ in graph.nested_layers(block, _is_leaf) if registry.is_prunable(leaf)
-             for v, m in leaf.variable_masks()}
-    skip = _mask_ids(block)
-    values = []
-    for w in block.weights:
-        if id(w) in skip:
-            continue
-        value = stacks.of(block).to_numpy(w)
-        values.append(value * stacks.of(block).to_numpy(masks[id(w)]) if id(w) in masks else value)
-    return values
+    leaves = _prunable_leaves(block)
+    masks = {id(v): m for leaf in leaves for v, m in leaf.variable_masks()}
+    skip = _mask_ids(leaves)
+    to_numpy = stacks.of(block).to_numpy
+    return [to_numpy(w) * to_numpy(masks[id(w)]) if id(w) in masks else to_numpy(w)
+            for w in block.weights if id(w) not in skip]
 
 
 def copy_block(old, new):
@@ -60,7 +62,7 @@ def copy_block(old, new):
     Raises:
       ValueError: the blocks' weights differ in number or shape.
     """
-    skip = _mask_ids(new)
+    skip = _mask_ids(_prunable_leaves(new))
     targets = [w for w in new.weights if id(w) not in skip]
     values = computed_weights(old)
     if len(targets) != len(values) or any(tuple(t.shape) != v.shape for t, v in zip(targets, values)):
