@@ -35,6 +35,7 @@ from tfprune.pruning import (LayerSparsity, check_nm, format_report, make_prunab
 from tfprune.layers.registry import custom_objects
 from tfprune.layers.registry import is_prunable as is_prunable_layer
 from tfprune.shrinking.surgery import ShrinkReport, ShrinkResult, format_shrink_report, shrink
+from tfprune.shrinking.blocks import inner_unit_layers
 from tfprune.select.scoring import block_scorer, nm_scorer
 from tfprune.select.nm import NMCheck
 from tfprune.calibration.data import Calibration
@@ -96,7 +97,8 @@ __all__ = [
     "benchmark_compiled", "benchmark_tflite", "block_scorer", "callbacks", "channel_groups", "check_nm",
     "count_params_and_macs", "custom_objects", "distribute", "evaluate_compiled", "evaluate_tflite", "format_groups",
     "format_report", "format_shrink_report", "global_unit_keeps", "global_weight_masks", "hold_masks_in_optimizer",
-    "is_prunable_layer", "load_data", "load_dataset", "load_user_model", "make_prunable", "models", "nm_scorer",
+    "inner_unit_layers", "is_prunable_layer", "load_data", "load_dataset", "load_user_model", "make_prunable",
+    "models", "nm_scorer",
     "overall_sparsity", "prune", "prune_count", "qat_callbacks", "qat_inference_model", "quantization",
     "quantize_aware", "register_channel_rule", "shrink", "sparsity_report", "strip",
     "surgery", "tflite", "to_tflite", "train_baseline", "unit_keep", "unit_mask", "weight_mask", "__version__",

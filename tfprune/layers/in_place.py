@@ -67,6 +67,23 @@ def _built_twin(layer, make_twin, copy):
     return twin
 
 
+def replace(layer, twin, weights, build_config=None):
+    """Builds ``twin`` like ``layer`` (or from ``build_config``: another input shape), gives it ``weights`` and makes
+    ``layer`` the twin (``transplant``); the graph nodes and the owners of ``layer`` reach it unchanged. Returns a
+    function making ``layer`` what it was."""
+    build_like = registry.kind_of(layer).build_like
+    with _scope(layer):
+        if build_config is None and build_like is not None:
+            build_like(twin, layer)
+        else:
+            twin.build_from_config(build_config or layer.get_build_config())
+    twin.built = True
+    twin.set_weights(weights)
+    state, cls = layer.__dict__, type(layer)
+    transplant(layer, twin)
+    return lambda: (object.__setattr__(layer, "__dict__", state), object.__setattr__(layer, "__class__", cls))
+
+
 def convert(model, wanted, make_twin, copy):
     """Replaces, in place, every layer of ``model`` that ``wanted(layer)`` accepts by ``make_twin(layer)``, built
     like it, with ``copy(layer, twin)`` moving the weights. Every twin is made before any layer changes, so nothing
@@ -99,4 +116,4 @@ def strip(model):
                    lambda layer, twin: twin.set_weights(registry.masked_weights(layer)))
 
 
-__all__ = ["convert", "make_prunable", "strip", "transplant"]
+__all__ = ["convert", "make_prunable", "replace", "strip", "transplant"]

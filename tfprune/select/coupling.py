@@ -148,7 +148,7 @@ class _Walk:
             return None
         for parent, shape in zip(parents, graph_lib.input_shapes(layer)):
             if parent not in self.ids:  # a Sequential's input layer is not among its layers
-                self.ids[parent] = self.classes.new(int(shape[-1]), "a model input")
+                self.ids[parent] = self.classes.new(int(shape[-1] or 0), "a model input")  # or of unknown width
         if self.graph.calls.get(name, 0) != 1:
             return self._unknown(layer, parents, f"is shared ({self.graph.calls.get(name, 0)} calls)")
         kind = _source_kind(layer)

@@ -27,6 +27,20 @@ class ModelCost:
     layers: tuple
 
 
+@dataclasses.dataclass(frozen=True)
+class LayerShrink:
+    """Before/after figures of one layer (units = width of its output's last axis, heads for attention; MACs per
+    image)."""
+    name: str
+    kind: str
+    units_before: int
+    units_after: int
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+
+
 def layer_macs(model, layer):
     """Multiply-accumulates of ``layer`` per example, summed over its calls in ``model`` (0 for unregistered
     layers: only the kernels of ``tfprune.layers.registry`` kinds are counted)."""
@@ -37,8 +51,10 @@ def layer_macs(model, layer):
 
 
 def layer_params(layer):
-    """Number of weights of ``layer`` (trainable or not), its tfprune masks excluded."""
-    masks = registry.mask_weight_ids(layer)
+    """Number of weights of ``layer`` (trainable or not), its tfprune masks excluded (a block's: those of the
+    prunable layers inside it too)."""
+    inside = [child for child, _ in graph.nested_layers(layer, registry.is_prunable)] if graph.is_block(layer) else []
+    masks = set().union(*(registry.mask_weight_ids(l) for l in [layer] + inside))
     return sum(int(np.prod(w.shape, dtype=np.int64)) for w in layer.weights if id(w) not in masks)
 
 
@@ -73,4 +89,4 @@ def count_params_and_macs(model):
     return ModelCost(sum(r.params for r in rows), sum(r.macs for r in rows), tuple(rows))
 
 
-__all__ = ["LayerCost", "ModelCost", "count_params_and_macs", "layer_macs", "layer_params"]
+__all__ = ["LayerCost", "LayerShrink", "ModelCost", "count_params_and_macs", "layer_macs", "layer_params"]

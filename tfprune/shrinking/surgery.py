@@ -26,11 +26,11 @@ import dataclasses
 import numpy as np
 
 from tfprune.select import channel_rules
-from tfprune.shrinking import costs
+from tfprune.shrinking import blocks, costs
 from tfprune.structure import graph as graph_lib
 from tfprune.select import groups as groups_lib
 from tfprune import pruning
-from tfprune.layers import registry
+from tfprune.layers import nested, registry
 from tfprune import stacks
 
 
@@ -253,22 +253,15 @@ def _sliced_weights(layer, in_keep, out_keep):
     return layer.get_weights()
 
 
+def _is_prunable(model):
+    return any(registry.is_prunable(l) for l in registry.model_layers(model))
+
+
 def _to_plain(model):
-    return pruning.strip(model) if any(registry.is_prunable(l) for l in registry.model_layers(model)) else model
+    return pruning.strip(model) if _is_prunable(model) else model
 
 
-@dataclasses.dataclass(frozen=True)
-class LayerShrink:
-    """Before/after figures of one layer (units = width of its output's last axis, heads for attention; MACs per
-    image)."""
-    name: str
-    kind: str
-    units_before: int
-    units_after: int
-    params_before: int
-    params_after: int
-    macs_before: int
-    macs_after: int
+LayerShrink = costs.LayerShrink
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,32 +287,53 @@ class ShrinkResult:
     report: ShrinkReport
 
 
-def _report(before, after, notes):
+def _report(before, after, notes, cuts=()):
     rows = {r.name: r for r in after.layers}
     layers = tuple(LayerShrink(b.name, b.kind, b.units, rows[b.name].units, b.params, rows[b.name].params, b.macs,
                                rows[b.name].macs) for b in before.layers)
-    return ShrinkReport(layers, before.params, after.params, before.macs, after.macs, tuple(notes))
+    return ShrinkReport(layers + tuple(cuts), before.params, after.params, before.macs, after.macs, tuple(notes))
 
 
-def shrink(model):
+def shrink(model, in_place=False):
     """Returns a smaller plain model (of the input's Keras stack) computing the same outputs, with every removable
-    dead unit cut out.
+    dead unit cut out: in the model's own layers (module docstring), and inside its blocks the dead attention heads
+    and feed-forward units (``tfprune.shrinking.blocks``: KerasHub's transformer blocks).
 
     Args:
       model: a built Sequential or functional model, plain or prunable (prunable layers are ``strip``-ed first).
-        It is not modified.
+        It is not modified, unless ``in_place``.
+      in_place: strip and shrink ``model`` itself, for a model whose layers cannot be rebuilt from their configs
+        (KerasHub's ViT): only the cuts inside its blocks are made; removable units of its own layers are listed in
+        the report's notes.
 
     Returns:
-      ``ShrinkResult(model, report)``: the new (uncompiled) model with the same layer names, and a
-      ``ShrinkReport``. Output layers never lose units.
+      ``ShrinkResult(model, report)``: the new (uncompiled) model with the same layer names (or ``model``), and a
+      ``ShrinkReport``; its rows for the layers cut inside blocks count 0 MACs (the totals count the model's own
+      layers). Output layers never lose units.
 
     Raises:
-      ValueError: not a tf_keras Model, a subclassed model, or an unbuilt Sequential.
+      ValueError: not a tf_keras Model, a subclassed model, or an unbuilt Sequential; a model whose layers cannot
+        be rebuilt from their configs, without ``in_place`` (the message names the layer).
     """
     graph_lib.check_graph_model(model, "shrinks", built=True)
-    plain = _to_plain(model)
-    out_keep, in_keep, notes = plan_removal(plain)
+    if in_place:
+        before = costs.count_params_and_macs(model)  # masks excluded: a prunable model counts as its strip
+        new_model = pruning.strip(model, in_place=True) if _is_prunable(model) else model
+        out_keep, _, notes = plan_removal(new_model)
+        if out_keep:
+            notes.append(f"in place, the dead units of {', '.join(sorted(out_keep))} stay: shrink(model) rebuilds "
+                         "the model to remove them")
+    else:
+        plain = _to_plain(model)
+        out_keep, in_keep, notes = plan_removal(plain)
+        new_model = _rebuilt(plain, out_keep, in_keep)
+        before = costs.count_params_and_macs(plain)
+    cuts, block_notes = blocks.shrink_blocks(new_model)
+    return ShrinkResult(new_model, _report(before, costs.count_params_and_macs(new_model), notes + block_notes, cuts))
 
+
+def _rebuilt(plain, out_keep, in_keep):
+    """``plain`` rebuilt with the kept units and input positions of ``plan_removal``, weights sliced."""
     def clone(layer):
         if layer.name in out_keep:
             return registry.with_width(layer, len(out_keep[layer.name]))
@@ -332,19 +346,20 @@ def shrink(model):
     new_model = graph_lib.clone(plain, clone)
     graph_lib.copy_weights(plain, new_model, lambda old, new: new.set_weights(
         _sliced_weights(old, in_keep.get(old.name), out_keep.get(old.name))))
-    return ShrinkResult(new_model, _report(costs.count_params_and_macs(plain), costs.count_params_and_macs(new_model),
-                                           notes))
+    nested.name_by_path(new_model)  # blocks rebuilt from their configs name their layers afresh
+    return new_model
 
 
 def format_shrink_report(report):
     """The report as a fixed-width text table: one line per layer, the totals, then the kept-for-safety notes."""
     def pair(a, b, width):
         return f"{a:,}->{b:,}".rjust(width)
-    lines = [f"{'layer':<14}{'kind':<20}{'units':>12}{'params':>22}{'MACs':>26}"]
+    width = max([14] + [len(r.name) + 2 for r in report.layers])  # path names of layers inside blocks are long
+    lines = [f"{'layer':<{width}}{'kind':<20}{'units':>12}{'params':>22}{'MACs':>26}"]
     for r in report.layers:
-        lines.append(f"{r.name:<14}{r.kind:<20}{pair(r.units_before, r.units_after, 12)}"
+        lines.append(f"{r.name:<{width}}{r.kind:<20}{pair(r.units_before, r.units_after, 12)}"
                      f"{pair(r.params_before, r.params_after, 22)}{pair(r.macs_before, r.macs_after, 26)}")
-    lines.append(f"{'total':<14}{f'{report.units_removed:,} units removed':>32}"
+    lines.append(f"{'total':<{width}}{f'{report.units_removed:,} units removed':>32}"
                  f"{pair(report.params_before, report.params_after, 22)}"
                  f"{pair(report.macs_before, report.macs_after, 26)}")
     lines += [f"kept: {note}" for note in report.kept]

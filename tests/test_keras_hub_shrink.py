@@ -1,0 +1,78 @@
+"""Structured shrinking inside KerasHub blocks: attention heads and feed-forward units unit-pruned on BERT and ViT
+classifiers (tiny configs, trained a step on real Fashion-MNIST), cut out of their blocks with the same outputs and
+exported to TFLite, verified in LiteRT; a width-matching layer that is not the consumer is proven wrong and undone.
+"""
+
+import numpy as np
+import pytest
+
+keras_hub = pytest.importorskip("keras_hub")
+
+import keras  # noqa: E402  (Keras 3: KerasHub's stack)
+
+import tfprune  # noqa: E402
+from tfprune import tflite  # noqa: E402
+from tfprune.experiments import hub_models, models  # noqa: E402
+
+
+def _case(family, x):
+    keras.utils.set_random_seed(0)
+    if family == "vit":
+        return hub_models.classifier(hub_models.vit_backbone(), 10), x[..., None]
+    return hub_models.classifier(hub_models.token_backbone("bert", 16, 49), 10, 49), hub_models.image_tokens(x)
+
+
+@pytest.mark.parametrize("family", ["bert", "vit"])
+def test_heads_and_ffn_units_leave_the_blocks_with_the_same_outputs_and_export(family, small_fashion):
+    (x, y), (xt, yt) = small_fashion
+    model, inputs = _case(family, x[:256])
+    in_place = family == "vit"  # ViTPatchingAndEmbedding cannot be rebuilt from its config
+    model = tfprune.make_prunable(model, in_place=in_place)
+    inner = tfprune.inner_unit_layers(model)
+    hub = model.layers[1].name
+    block, ffn = ("vit_encoder.transformer_block_", ("mha", "mlp.dense_1")) if in_place else \
+        ("transformer_layer_", ("self_attention_layer", "feedforward_intermediate_dense"))
+    blocks = (1, 2) if in_place else (0, 1)
+    assert inner == [f"{hub}.{block}{i}.{part}" for i in blocks for part in ffn]  # never the hidden width
+    tfprune.prune(model, 0.5, "unit", layers=inner)
+    models.compile_model(model).fit(inputs, y[:256], epochs=1, batch_size=64, verbose=0)  # the masks hold
+    test_inputs = _case(family, xt[:64])[1]
+    before = np.asarray(model(test_inputs))
+
+    result = tfprune.shrink(model, in_place=in_place)
+    np.testing.assert_allclose(np.asarray(result.model(test_inputs)), before, atol=1e-5)
+    rows = {r.name: r for r in result.report.layers}
+    for i in blocks:
+        heads, units = rows[f"{hub}.{block}{i}.{ffn[0]}"], rows[f"{hub}.{block}{i}.{ffn[1]}"]
+        assert (heads.units_before, heads.units_after, units.units_before, units.units_after) == (4, 2, 128, 64)
+    assert result.report.params_after <= 0.6 * result.report.params_before
+    assert result.report.params_after == result.model.count_params()
+    assert f"{hub}.{block}{blocks[0]}.{ffn[1]}" in tfprune.format_shrink_report(result.report)
+    figures = tflite.export_variant(result.model, "float", test_inputs, yt[:64], bench_runs=2)
+    assert figures["apis"] == "interpreter,compiled_model" and figures["keras_max_abs_diff"] <= 1e-5
+
+
+class _Gated(keras.layers.Layer):
+    """A block whose second Dense reads the block's input, not the first Dense: out = d2(x) + d3(d1(x))."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.d1 = keras.layers.Dense(8, activation="relu", name="d1")
+        self.d2 = keras.layers.Dense(8, name="d2")
+        self.d3 = keras.layers.Dense(8, name="d3")
+
+    def call(self, x):
+        return self.d2(x) + self.d3(self.d1(x))
+
+
+def test_a_cut_that_changes_the_outputs_is_undone_with_the_reason():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8,))
+    model = tfprune.make_prunable(keras.Model(inputs, keras.layers.Dense(3, name="out")(_Gated(name="g")(inputs))))
+    assert tfprune.inner_unit_layers(model) == ["g.d1", "g.d2"]  # paired by order and width: d1 with d2, wrongly
+    tfprune.prune(model, 0.5, "unit", layers=["g.d1"])
+    x = np.random.default_rng(0).random((4, 8), np.float32)
+    result = tfprune.shrink(model)
+    np.testing.assert_allclose(np.asarray(result.model(x)), np.asarray(model(x)), atol=1e-6)
+    assert [r.name for r in result.report.layers if r.units_after != r.units_before] == []
+    assert any(note.startswith("g.d1: cut undone: the model no longer runs") for note in result.report.kept)
