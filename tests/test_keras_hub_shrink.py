@@ -45,6 +45,7 @@ def test_heads_and_ffn_units_leave_the_blocks_with_the_same_outputs_and_export(f
     for i in blocks:
         heads, units = rows[f"{hub}.{block}{i}.{ffn[0]}"], rows[f"{hub}.{block}{i}.{ffn[1]}"]
         assert (heads.units_before, heads.units_after, units.units_before, units.units_after) == (4, 2, 128, 64)
+        assert heads.kind == "MultiHeadAttention"  # BERT's CachedMultiHeadAttention is pruned as its parent
     assert result.report.params_after <= 0.6 * result.report.params_before
     assert result.report.params_after == result.model.count_params()
     assert f"{hub}.{block}{blocks[0]}.{ffn[1]}" in tfprune.format_shrink_report(result.report)

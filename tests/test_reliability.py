@@ -567,14 +567,15 @@ def test_sigint_then_resume_equals_uninterrupted_run(reference, tmp_path):
     # lands there on any machine, after two finished points.
     _, phases = _interrupt_and_resume(tmp_path, reference["cache"], [("@@ point 3 (paused)", 0.0, signal.SIGINT)],
                                       reference, pause="@@ point 3")
-    assert phases[0].endswith("2 points finished, last write begun: weight_histograms.png (exit 130)"), phases
+    # After a point the tables are written; the plots only once a method's curve is complete (3 points).
+    assert phases[0].endswith("2 points finished, last write begun: results.md (exit 130)"), phases
 
 
 @pytest.mark.slow
 def test_sigkill_twice_then_resume_with_a_fresh_cache(reference, tmp_path):
     # A fresh cache: the first run is killed as its baseline training starts (holding the cache's lock), the second
-    # (which trains the baseline again) with the first point finished and the temp file of its weight histograms
-    # open; the pause hook stops each child at that moment, so both kills land there on any machine. The finished
+    # (which trains the baseline again) with the first method's three points finished and the temp file of its
+    # weight histograms open; the pause hook stops each child at that moment, so both kills land there on any machine. The finished
     # run, whose baseline was trained again in another process and cache, must still equal the reference.
     plot = os.path.join(str(tmp_path / "out"), "weight_histograms.png")
     kills = [("@@ training starts (paused)", 0.0, signal.SIGKILL),
@@ -582,7 +583,7 @@ def test_sigkill_twice_then_resume_with_a_fresh_cache(reference, tmp_path):
     out, phases = _interrupt_and_resume(tmp_path, str(tmp_path / "cache"), kills, reference,
                                         pause=["@@ training starts", f"@@ temp file open for {plot}"])
     assert phases[0].endswith(": baseline training (exit -9)"), phases
-    assert phases[1].endswith(": 1 points finished, last write begun: weight_histograms.png (exit -9)"), phases
+    assert phases[1].endswith(": 3 points finished, last write begun: weight_histograms.png (exit -9)"), phases
     # SIGKILL leaves the temp file of the write in flight: never read as a result (load_points globs *.json).
     leftovers = _temp_files(out)
     assert len(leftovers) == 1 and re.fullmatch(r"\.weight_histograms\.png\..+\.tmp", leftovers[0]), leftovers

@@ -79,18 +79,28 @@ def plan_k(model, plan):
     return round(100.0 * sum(weights[n] * s for n, s in plan.items() if n in weights) / total, 2)
 
 
-def finish(output_dir, title, command, baseline_info, mode=SWEEP):
-    """Rewrites tables and plots from every point in ``output_dir``; returns the Markdown text ("" if none)."""
+def finish(output_dir, title, command, baseline_info, mode=SWEEP, with_plots=True):
+    """Rewrites the tables (and, with ``with_plots``, the plots) from every point in ``output_dir``; returns the
+    Markdown text ("" if none)."""
     points = store_lib.load_points([output_dir])
     if not points:
         return ""
     acc = baseline_info.get("test_accuracy")
     summary = mode.summary(points, baseline_info) if mode.summary else None
     markdown = tables.write_tables(points, output_dir, title, command, acc, prefix=mode.prefix, summary=summary)
-    plots.sweep_plots(points, output_dir, acc, baseline_info.get("test_loss"), baseline_info.get("histograms"),
-                      prefix=mode.plot_prefix)
-    write_frontier(points, output_dir, mode.plot_prefix)
+    if with_plots:
+        plots.sweep_plots(points, output_dir, acc, baseline_info.get("test_loss"), baseline_info.get("histograms"),
+                          prefix=mode.plot_prefix)
+        write_frontier(points, output_dir, mode.plot_prefix)
     return markdown
+
+
+def _completes_a_curve(todo, i):
+    """True when point ``i`` of ``todo`` [(method, k)] is the last one of its method in a row (its curve is drawn
+    in full) or the last of all: the plots are redrawn then, the tables after every point. Drawing the five
+    figures takes about as long as a one-shot point of the smoke sweep, so redrawing them after each point tripled
+    its time."""
+    return i == len(todo) - 1 or todo[i + 1][0] != todo[i][0]
 
 
 def write_frontier(points, output_dir, prefix=""):
@@ -342,6 +352,7 @@ def _run_locked(config, mode, strategy, command, report, datasets, data_digest, 
     layers = list(layers) if isinstance(layers, tuple) else layers
     title = f"{mode.title}: {b.label} on {b.dataset}"
     start = time.perf_counter()
+    markdown = None
     for i, (method, k) in enumerate(todo, 1):
         record = point_lib.run_point(base.model, datasets, method, k, config.scope, layers, config.finetune,
                                      exporter, seed=b.seed, strategy=strategy, tfmot_baseline=tfmot_baseline,
@@ -352,8 +363,9 @@ def _run_locked(config, mode, strategy, command, report, datasets, data_digest, 
                 record, time_ratio_to_dense=record.finetune_seconds_per_epoch / info["dense_seconds_per_epoch"])
         store.write_point(record)
         report(f"[{i}/{len(todo)}] {point_line(record)}")
-        finish(config.output_dir, title, command, info, mode)
-    markdown = finish(config.output_dir, title, command, info, mode)
+        markdown = finish(config.output_dir, title, command, info, mode, with_plots=_completes_a_curve(todo, i - 1))
+    if markdown is None:  # nothing left to run (a finished sweep resumed): the files are written again
+        markdown = finish(config.output_dir, title, command, info, mode)
     report(f"\n{markdown}\nwrote {config.output_dir}/{mode.prefix}.{{csv,json,md}} and plots "
            f"in {time.perf_counter() - start:.0f} s")
     return SweepResult(config.output_dir, tuple(store.records()), markdown, info)

@@ -17,27 +17,28 @@ from tfprune.structure import graph
 
 def leaves(model):
     """[(block, [(leaf, path name)])]: the registered layers nested in each block of graph ``model``."""
-    return graph.block_leaves(model, _is_leaf)
+    return graph.block_leaves(model, is_leaf)
 
 
-def _is_leaf(layer):
+def is_leaf(layer):
+    """True for a layer of a registered kind: what the block walks stop at (never looked inside)."""
     return registry.kind_of(layer) is not None
 
 
 def name_by_path(model):
     """Renames each registered layer nested in a block of graph ``model`` to its path name; returns the names."""
-    return graph.name_by_path(model, _is_leaf)
+    return graph.name_by_path(model, is_leaf)
 
 
 def is_block(layer):
     """True for a block holding registered layers, as ``graph.block_leaves`` finds them: a layer of a registered kind
     (a custom layer that opts in) is a leaf, copied as one, even when it holds layers."""
-    return not _is_leaf(layer) and graph.is_block(layer) and any(_is_leaf(l) for l, _ in
-                                                                graph.nested_layers(layer, _is_leaf))
+    return not is_leaf(layer) and graph.is_block(layer) and any(is_leaf(l) for l, _ in
+                                                                graph.nested_layers(layer, is_leaf))
 
 
 def _prunable_leaves(block):
-    return [leaf for leaf, _ in graph.nested_layers(block, _is_leaf) if registry.is_prunable(leaf)]
+    return [leaf for leaf, _ in graph.nested_layers(block, is_leaf) if registry.is_prunable(leaf)]
 
 
 def _mask_ids(leaves):
@@ -70,12 +71,12 @@ def copy_block(old, new):
                          f"{[v.shape for v in values]} vs {[tuple(t.shape) for t in targets]}")
     for target, value in zip(targets, values):
         target.assign(value)
-    old_leaves = [l for l, _ in graph.nested_layers(old, _is_leaf) if _is_leaf(l)]
-    new_leaves = [l for l, _ in graph.nested_layers(new, _is_leaf) if _is_leaf(l)]
+    old_leaves = [l for l, _ in graph.nested_layers(old, is_leaf) if is_leaf(l)]
+    new_leaves = [l for l, _ in graph.nested_layers(new, is_leaf) if is_leaf(l)]
     for a, b in zip(old_leaves, new_leaves):
         if registry.is_prunable(a) and registry.is_prunable(b):
             for (_, mask_a), (_, mask_b) in zip(a.variable_masks(), b.variable_masks()):
                 mask_b.assign(stacks.of(a).to_numpy(mask_a))
 
 
-__all__ = ["computed_weights", "copy_block", "is_block", "leaves", "name_by_path"]
+__all__ = ["computed_weights", "copy_block", "is_block", "is_leaf", "leaves", "name_by_path"]

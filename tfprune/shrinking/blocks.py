@@ -22,17 +22,12 @@ model is for running and exporting, its weights do not load into a model built f
 
 import numpy as np
 
-from tfprune import stacks
-from tfprune.layers import in_place, registry
-from tfprune.shrinking import costs
+from tfprune.layers import in_place, nested, registry
+from tfprune.shrinking import costs, dead_units
 from tfprune.structure import graph
 
 TOLERANCE = 1e-5  # largest |outputs after - outputs before| / max(1, max |outputs before|) a proven cut may leave
 PROBE_LENGTH = 8  # positions a probe batch gets along an axis of unknown length
-
-
-def _is_leaf(layer):
-    return registry.kind_of(layer) is not None
 
 
 def _is_dense(layer):
@@ -44,14 +39,14 @@ def _is_dense(layer):
 
 def _children(block):
     """The registered leaves held by ``block`` or by its non-leaf sublayers, in tracking order, each once."""
-    return [leaf for leaf, _ in graph.nested_layers(block, _is_leaf) if _is_leaf(leaf)]
+    return [leaf for leaf, _ in graph.nested_layers(block, nested.is_leaf) if nested.is_leaf(leaf)]
 
 
 def _blocks(model):
     """Every block of graph ``model`` that holds leaves directly or through plain sublayers (nested blocks too)."""
-    found = [block for block, _ in graph.block_leaves(model, _is_leaf)]
-    inner = [layer for block in found for layer, _ in graph.nested_layers(block, _is_leaf)
-             if graph.is_block(layer) and not _is_leaf(layer)]
+    found = [block for block, _ in graph.block_leaves(model, nested.is_leaf)]
+    inner = [layer for block in found for layer, _ in graph.nested_layers(block, nested.is_leaf)
+             if graph.is_block(layer) and not nested.is_leaf(layer)]
     return found + inner
 
 
@@ -88,19 +83,14 @@ def inner_unit_layers(model):
 
 
 def _zero_units(layer):
-    """Units of a plain leaf whose unit kernel is all zero; for a Dense, only those whose output f(bias) is 0 (read
-    through the activation as if element-wise, as KerasHub's ``gelu_approximate`` is: the probe proves it)."""
+    """Units of a plain leaf that output exactly 0: all-zero unit kernel and, for a Dense, f(bias) = 0 (read through
+    the activation as if element-wise, as KerasHub's ``gelu_approximate`` is: the probe proves it)."""
     kind = registry.kind_of(layer)
-    weights = layer.get_weights()
-    kernel = np.asarray(kind.layout.unit_kernel(weights))
-    dead = ~kernel.reshape(-1, kernel.shape[-1]).any(axis=0)
+    units = dead_units.zero_columns(layer, kind)
     if kind.internal_units:
-        return np.flatnonzero(dead)
-    bias = kind.layout.bias(weights)
-    pre = np.zeros(kernel.shape[-1], np.float32) if bias is None else np.asarray(bias, np.float32)
-    stack = stacks.of(layer)
-    out = stack.to_numpy(layer.activation(stack.to_tensor(pre[None])))[0]
-    return np.flatnonzero(dead & (out == 0))
+        return units
+    values, _ = dead_units.constant_outputs(layer, kind, units, elementwise_only=False)
+    return units[values == 0]
 
 
 def _rebuild(layer, width, in_keep=None, out_keep=None, input_width=None):
@@ -176,7 +166,7 @@ def shrink_blocks(model):
         if len(keep) < heads:
             params = attempt([layer], lambda: [_rebuild(layer, len(keep), out_keep=keep)])
             if params:
-                cuts.append(costs.LayerShrink(layer.name, "MultiHeadAttention", heads, len(keep), params[0],
+                cuts.append(costs.LayerShrink(layer.name, type(layer).__name__, heads, len(keep), params[0],
                                 costs.layer_params(layer), 0, 0))
     for producer, consumer in feed_forward_pairs(model):
         width = int(registry.kernel_shape(producer)[-1])

@@ -26,7 +26,7 @@ import dataclasses
 import numpy as np
 
 from tfprune.select import channel_rules
-from tfprune.shrinking import blocks, costs
+from tfprune.shrinking import blocks, costs, dead_units
 from tfprune.structure import graph as graph_lib
 from tfprune.select import groups as groups_lib
 from tfprune import pruning
@@ -130,20 +130,12 @@ def _recurrent_outputs(layer, units):
 def _dead_units(layer, kind, in_keep):
     """Units whose unit-kernel column is zero over the kept inputs, and their constant outputs (f(bias) through an
     element-wise activation; 0 for an Embedding), or None with the reason they are not constant."""
-    weights = layer.get_weights()
-    kernel = kind.layout.unit_kernel(kind.slice(weights, in_keep))
-    units = np.flatnonzero(~kernel.reshape(-1, kernel.shape[-1]).any(axis=0))
+    units = dead_units.zero_columns(layer, kind, in_keep)
     if kind.recurrent:
         values = _recurrent_outputs(layer, units) if len(units) else np.zeros(0, np.float32)
         return units, values, None if values is not None else "their outputs are not 0 (biases left non-zero)"
-    bias = kind.layout.bias(weights)
-    pre = bias[units] if bias is not None else np.zeros(len(units), np.float32)
-    if not hasattr(layer, "activation"):  # an Embedding: a dead column looks up zeros
-        return units, pre, None
-    if not registry.is_elementwise(layer):
-        return units, None, f"activation {registry.activation_name(layer)!r} is not element-wise"
-    stack = stacks.of(layer)
-    return units, stack.to_numpy(layer.activation(stack.to_tensor(pre[None].astype(np.float32))))[0], None
+    values, reason = dead_units.constant_outputs(layer, kind, units)
+    return units, values, reason
 
 
 def _channels_of(layer, kind, units):
@@ -236,8 +228,8 @@ def plan_removal(model):
             kept = np.setdiff1d(present, removable)
             out_keep[layer.name] = kept
             channels = int(graph_lib.output_shapes(model, layer)[0][-1])
-            for name, blocks in chain:
-                positions = _positions(np.sort(_channels_of(layer, kind, kept)), channels, blocks)
+            for name, spans in chain:
+                positions = _positions(np.sort(_channels_of(layer, kind, kept)), channels, spans)
                 in_keep[name] = positions if name not in in_keep else np.intersect1d(in_keep[name], positions)
     return out_keep, in_keep, notes
 

@@ -73,15 +73,14 @@ def histograms(points, baseline_hist, path, k=None):
     k = k if k in ks else max(ks)
     layers = list(baseline_hist)
     fig, axes = plt.subplots(1, len(layers), figsize=(3.2 * len(layers), 3.2), squeeze=False)
-    centers = (hist_lib.HIST_EDGES[:-1] + hist_lib.HIST_EDGES[1:]) / 2
-    width = hist_lib.HIST_EDGES[1] - hist_lib.HIST_EDGES[0]
+    edges = hist_lib.HIST_EDGES
     for ax, layer in zip(axes[0], layers):
-        ax.bar(centers, baseline_hist[layer]["counts"], width=width, color="lightgray", label="before")
+        ax.stairs(baseline_hist[layer]["counts"], edges, fill=True, color="lightgray", label="before")
         for method in methods:
             rec = next((r for r in points if r.method == method and r.k == k and r.histograms), None)
             if rec and layer in rec.histograms:
-                ax.step(centers, rec.histograms[layer]["counts"], where="mid",
-                        color=STYLE.get(method, {}).get("color"), label=f"{method} k={records.format_k(k)}")
+                ax.stairs(rec.histograms[layer]["counts"], edges, color=STYLE.get(method, {}).get("color"),
+                          label=f"{method} k={records.format_k(k)}")
         ax.set_title(layer)
         ax.set_xlabel("log10 |w| (non-zero weights)")
         ax.set_yscale("log")
