@@ -85,8 +85,15 @@ def test_head_pruning_zeroes_whole_heads_in_every_projection(case):
     for kernel_, bias in zip(weights[0:6:2], weights[1:6:2]):
         assert not kernel_[:, dead].any() and not bias[dead].any() and bias[~dead].all()
     assert not weights[6][dead].any() and weights[6][~dead].any()  # the output kernel's rows (4, 8, 32)
-    with pytest.raises(ValueError, match=r"layer 'pool' \(EinsumDense\) has no units of its own"):
-        prune(make_prunable(model), 0.5, "unit", layers=["pool"])
+    # btd,de->bte is a Dense along the last axis: its 16 units are its kernel's columns and bias entries
+    pool = registry.masked_weights(prune(make_prunable(model), 0.5, "unit", layers=["pool"]).get_layer("pool"))
+    dead = ~pool[0].any(axis=0)
+    assert int(dead.sum()) == prune_count(0.5, 16) and not pool[1][dead].any() and pool[1][~dead].all()
+    k = keras if stacks.of(model).version == "2" else keras3  # an EinsumDense whose kernel's last axis is not units
+    rows = k.Input((28, 28))
+    other = k.Model(rows, k.layers.EinsumDense("btd,dhe->bthe", output_shape=(28, 2, 8), name="split")(rows))
+    with pytest.raises(ValueError, match=r"layer 'split' \(EinsumDense\) has no units of its own"):
+        prune(make_prunable(other), 0.5, "unit", layers=["split"])
 
 
 @pytest.mark.slow
@@ -231,8 +238,8 @@ def test_compare_sensitivity_and_export_take_a_separable_attention_model_file(sm
                      "--method=unit", "--sparsities=0,50", "--eval_size=500", "--max_drop=100",
                      f"--output_dir={sens}"])
         sensitivity_main.main(["sensitivity"])
-    with open(os.path.join(sens, "plan.json")) as f:  # the EinsumDense has no units; the classifier is never cut
-        assert json.load(f)["layer_sparsity"] == {"sep": 0.5, "mha": 0.5}
+    with open(os.path.join(sens, "plan.json")) as f:  # the classifier is never cut
+        assert json.load(f)["layer_sparsity"] == {"sep": 0.5, "mha": 0.5, "pool": 0.5}
     export_dir = str(tmp_path / "export")
     with flagsaver.flagsaver(model_path=pruned_path, variants=["float", "int8"], data_dir=data_dir,
                              eval_images=300, representative_size=50, bench_runs=5, export_dir=export_dir):

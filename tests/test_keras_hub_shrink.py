@@ -19,10 +19,21 @@ def _case(family, x):
     keras.utils.set_random_seed(0)
     if family == "vit":
         return hub_models.classifier(hub_models.vit_backbone(), 10), x[..., None]
-    return hub_models.classifier(hub_models.token_backbone("bert", 16, 49), 10, 49), hub_models.image_tokens(x)
+    size = {"intermediate_dim": 256} if family == "gemma" else {}  # Gemma: 2 gates of 128 units (hidden 64)
+    return hub_models.classifier(hub_models.token_backbone(family, 16, 49, **size), 10, 49), hub_models.image_tokens(x)
 
 
-@pytest.mark.parametrize("family", ["bert", "vit"])
+# family: (block path prefix, blocks, [(cut layer, units before, after)] per block; the first ones are pruned)
+CUTS = {
+    "bert": ("transformer_layer_", (0, 1),
+             [("self_attention_layer", 4, 2), ("feedforward_intermediate_dense", 128, 64)]),
+    "vit": ("vit_encoder.transformer_block_", (1, 2), [("mha", 4, 2), ("mlp.dense_1", 128, 64)]),
+    # Gemma's attention is its own block of EinsumDense (not a registered attention kind): its heads stay
+    "gemma": ("decoder_block_", (0, 1), [("ffw_gating", 128, 64), ("ffw_gating_2", 128, 64)]),
+}
+
+
+@pytest.mark.parametrize("family", ["bert", "vit", "gemma"])
 def test_heads_and_ffn_units_leave_the_blocks_with_the_same_outputs_and_export(family, small_fashion):
     (x, y), (xt, yt) = small_fashion
     model, inputs = _case(family, x[:256])
@@ -30,10 +41,9 @@ def test_heads_and_ffn_units_leave_the_blocks_with_the_same_outputs_and_export(f
     model = tfprune.make_prunable(model, in_place=in_place)
     inner = tfprune.inner_unit_layers(model)
     hub = model.layers[1].name
-    block, ffn = ("vit_encoder.transformer_block_", ("mha", "mlp.dense_1")) if in_place else \
-        ("transformer_layer_", ("self_attention_layer", "feedforward_intermediate_dense"))
-    blocks = (1, 2) if in_place else (0, 1)
-    assert inner == [f"{hub}.{block}{i}.{part}" for i in blocks for part in ffn]  # never the hidden width
+    block, blocks, cuts = CUTS[family]
+    pruned = [c[0] for c in cuts[:1 if family == "gemma" else 2]]  # a gate is cut with its producer, not pruned
+    assert inner == [f"{hub}.{block}{i}.{part}" for i in blocks for part in pruned]  # never the hidden width
     tfprune.prune(model, 0.5, "unit", layers=inner)
     models.compile_model(model).fit(inputs, y[:256], epochs=1, batch_size=64, verbose=0)  # the masks hold
     test_inputs = _case(family, xt[:64])[1]
@@ -41,14 +51,17 @@ def test_heads_and_ffn_units_leave_the_blocks_with_the_same_outputs_and_export(f
 
     result = tfprune.shrink(model, in_place=in_place)
     np.testing.assert_allclose(np.asarray(result.model(test_inputs)), before, atol=1e-5)
+    assert result.report.kept == ()
     rows = {r.name: r for r in result.report.layers}
     for i in blocks:
-        heads, units = rows[f"{hub}.{block}{i}.{ffn[0]}"], rows[f"{hub}.{block}{i}.{ffn[1]}"]
-        assert (heads.units_before, heads.units_after, units.units_before, units.units_after) == (4, 2, 128, 64)
-        assert heads.kind == "MultiHeadAttention"  # BERT's CachedMultiHeadAttention is pruned as its parent
-    assert result.report.params_after <= 0.6 * result.report.params_before
+        for name, units_before, units_after in cuts:
+            row = rows[f"{hub}.{block}{i}.{name}"]
+            assert (row.units_before, row.units_after) == (units_before, units_after), row
+    if family != "gemma":  # BERT's CachedMultiHeadAttention is pruned (and stripped) as its parent
+        assert rows[f"{hub}.{block}{blocks[0]}.{cuts[0][0]}"].kind == "MultiHeadAttention"
+    assert result.report.params_after <= (0.6 if family != "gemma" else 0.75) * result.report.params_before
     assert result.report.params_after == result.model.count_params()
-    assert f"{hub}.{block}{blocks[0]}.{ffn[1]}" in tfprune.format_shrink_report(result.report)
+    assert f"{hub}.{block}{blocks[0]}.{cuts[1][0]}" in tfprune.format_shrink_report(result.report)
     figures = tflite.export_variant(result.model, "float", test_inputs, yt[:64], bench_runs=2)
     assert figures["apis"] == "interpreter,compiled_model" and figures["keras_max_abs_diff"] <= 1e-5
 

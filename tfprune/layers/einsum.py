@@ -1,6 +1,8 @@
 """The EinsumDense family, both stacks: ``PrunableEinsumDense`` (a kernel of any shape its equation gives, and a
-bias), weight pruning only (its kernel's last axis need not be units). The projections of
-``PrunableMultiHeadAttention`` are these. Masks are held in the variables (``tfprune.layers.stored_masks``).
+bias). Weight pruning always; units only where the equation makes it a Dense along the last axis (``dense_like``:
+``btd,df->btf``, Gemma's feed-forward projections), since elsewhere the kernel's last axis need not be units. The
+projections of ``PrunableMultiHeadAttention`` are these. Masks are held in the variables
+(``tfprune.layers.stored_masks``).
 """
 
 import numpy as np
@@ -20,11 +22,13 @@ TF_KERAS, KERAS3 = _CLASSES["tf_keras"], _CLASSES["keras3"]
 
 
 def _einsum_macs(layer, output_shape):
-    """EinsumDense: every output element sums over the kernel axes its equation contracts."""
+    """EinsumDense: every output element sums over the kernel axes its equation contracts (an output axis of
+    unknown length, as ``output_shape=(None, f)`` leaves it, counts once: the MACs per position)."""
     inputs, out = layer.equation.split("->")
     kernel_axes = inputs.split(",")[1]
     contracted = [int(d) for a, d in zip(kernel_axes, layer.kernel.shape) if a not in out]
-    return int(np.prod(output_shape[1:], dtype=np.int64)) * int(np.prod(contracted, dtype=np.int64))
+    positions = [1 if d is None else int(d) for d in output_shape[1:]]
+    return int(np.prod(positions, dtype=np.int64)) * int(np.prod(contracted, dtype=np.int64))
 
 
 def contracts_inputs(layer):
@@ -35,9 +39,32 @@ def contracts_inputs(layer):
     return len(kernel) >= 2 and "." not in kernel and kernel[-2] not in output and kernel[-1] in output
 
 
+def _parts(layer):
+    inputs, output = layer.equation.split("->")
+    source, kernel = (part.strip() for part in inputs.split(","))
+    return source, kernel, output.strip()
+
+
+def dense_like(layer):
+    """True when ``layer`` is a Dense along its input's last axis: a 2-axis kernel (inputs, units) that contracts
+    the input's last axis and makes the output's last, every other output axis the input's own, a bias on the units
+    or none (``btd,df->btf``, ``ab,bc->ac``). Its kernel's last axis then holds units, sliced as a Dense's."""
+    source, kernel, output = _parts(layer)
+    if "." in source + kernel + output or len(kernel) != 2 or not source or not output:
+        return False
+    return (source[-1] == kernel[0] and output[-1] == kernel[1] and kernel[0] not in output
+            and source[:-1] == output[:-1] and layer.bias_axes in (None, kernel[1]))
+
+
+def _set_output_width(config, width):
+    """The config with ``width`` units: ``output_shape``'s last entry (an int ``output_shape`` is the width)."""
+    shape = config["output_shape"]
+    return {**config, "output_shape": int(width) if isinstance(shape, int) else list(shape)[:-1] + [int(width)]}
+
+
 ORDER = 70  # where these kinds come in the registry's table (and in messages)
 KINDS = both_stacks(lambda layers, stack: [
     LayerKind(layers.EinsumDense, _CLASSES[stack]["EinsumDense"], "output_shape", macs=_einsum_macs,
-              has_units=False, inputs_axis=contracts_inputs)])
+              has_units=dense_like, set_width=_set_output_width, inputs_axis=contracts_inputs)])
 
-__all__ = ["KERAS3", "KINDS", "ORDER", "TF_KERAS", "contracts_inputs"]
+__all__ = ["KERAS3", "KINDS", "ORDER", "TF_KERAS", "contracts_inputs", "dense_like"]

@@ -1,5 +1,6 @@
-"""Shrinking inside the blocks of a graph model (KerasHub's ``TransformerEncoder`` and ``ViTEncoderBlock``, a
-user's block): dead attention heads and dead feed-forward units are cut out of the layers nested in the blocks.
+"""Shrinking inside the blocks of a graph model (KerasHub's ``TransformerEncoder``, ``ViTEncoderBlock`` and
+``GemmaDecoderBlock``, a user's block): dead attention heads and dead feed-forward units are cut out of the layers
+nested in the blocks.
 
 A block's ``call`` is its own Python code, so the graph walk of ``tfprune.shrinking.surgery`` cannot see which
 nested layer reads which. Two cuts need no more than the layers themselves:
@@ -10,7 +11,10 @@ nested layer reads which. Two cuts need no more than the layers themselves:
 - **Feed-forward units.** A Dense unit whose kernel column and bias are 0, behind an activation with ``f(0) = 0``
   (ReLU, GELU, none), outputs exactly 0. When the block's next registered leaf after that Dense (its **consumer**)
   reads a vector of that Dense's width, the unit goes from the Dense and the matching input rows from the consumer.
-  The consumer's output width stays (it is the block's hidden width, which the residual connections couple).
+  The consumer's output width stays (it is the block's hidden width, which the residual connections couple). A Dense
+  (or an EinsumDense that is one, ``btd,df->btf``) between the two with the producer's own kernel shape is a
+  **gate** reading the same input, multiplied in (Gemma's ``gelu(ffw_gating(x)) * ffw_gating_2(x)``): it loses the
+  same units.
 
 The consumer is found by order and width, not by reading ``call``, so every cut is **proven**: the model's outputs on
 a probe batch before and after must agree to ``TOLERANCE`` (relative to the outputs' scale), or the cut is undone and
@@ -19,6 +23,8 @@ the blocks keep their objects, their configs still give the old sizes (BERT's an
 width from ``hidden_dim // num_heads``, so no config of theirs says "fewer heads of the same width"); the shrunk
 model is for running and exporting, its weights do not load into a model built from the old config.
 """
+
+import dataclasses
 
 import numpy as np
 
@@ -50,21 +56,39 @@ def _blocks(model):
     return found + inner
 
 
+@dataclasses.dataclass(frozen=True)
+class FeedForward:
+    """A feed-forward pair nested in a block: ``producer`` makes the units, ``consumer`` reads them (its input rows),
+    and each of ``gates`` makes the same units from the same input, multiplied in (Gemma's
+    ``gelu(ffw_gating(x)) * ffw_gating_2(x)``): a unit of the producer that outputs 0 makes the product 0."""
+    producer: object
+    consumer: object
+    gates: tuple = ()
+
+
 def feed_forward_pairs(model):
-    """[(producer, consumer)]: each Dense nested in a block, with the first registered leaf after it in the same
-    innermost block that is a Dense reading a vector of its width (``TransformerEncoder``'s intermediate and output
-    dense, ViT's ``mlp.dense_1`` and ``mlp.dense_2``)."""
+    """[FeedForward]: each Dense (or Dense-like EinsumDense) nested in a block, with the first registered leaf after
+    it in the same innermost block that is a Dense reading a vector of its width (``TransformerEncoder``'s
+    intermediate and output dense, ViT's ``mlp.dense_1`` and ``mlp.dense_2``, Gemma's ``ffw_gating`` and
+    ``ffw_linear``), and the Dense leaves between them of the producer's kernel shape as its gates."""
     pairs, seen = [], set()
     for block in reversed(_blocks(model)):  # innermost first: a pair belongs to the block that holds both
         children = [l for l in _children(block) if id(l) not in seen]
         seen.update(id(l) for l in children)
+        gated = set()
         for i, producer in enumerate(children):
-            if not _is_dense(producer):
+            if not _is_dense(producer) or id(producer) in gated:
                 continue
-            width = int(registry.kernel_shape(producer)[-1])
-            after = [c for c in children[i + 1:] if _is_dense(c) and int(registry.kernel_shape(c)[0]) == width]
-            if after:
-                pairs.append((producer, after[0]))
+            shape = tuple(registry.kernel_shape(producer))
+            after = [(j, c) for j, c in enumerate(children[i + 1:], i + 1)
+                     if _is_dense(c) and int(registry.kernel_shape(c)[0]) == shape[-1]]
+            if not after:
+                continue
+            # A leaf of the producer's own kernel shape is rather a gate (the same input), unless it is the only one
+            end, consumer = next(((j, c) for j, c in after if tuple(registry.kernel_shape(c)) != shape), after[0])
+            gates = tuple(c for c in children[i + 1:end] if _is_dense(c) and tuple(registry.kernel_shape(c)) == shape)
+            gated.update(id(g) for g in gates)
+            pairs.append(FeedForward(producer, consumer, gates))
     return pairs
 
 
@@ -78,7 +102,7 @@ def inner_unit_layers(model):
     the blocks' hidden width: every attention layer (its units are heads) and every feed-forward producer
     (``feed_forward_pairs``). Pass them as ``layers=`` to ``tfprune.prune(model, sparsity, "unit")`` to prune heads
     and feed-forward units only."""
-    names = {l.name for l in _attention_leaves(model)} | {p.name for p, _ in feed_forward_pairs(model)}
+    names = {l.name for l in _attention_leaves(model)} | {f.producer.name for f in feed_forward_pairs(model)}
     return [l.name for l in registry.model_layers(model) if l.name in names]
 
 
@@ -168,22 +192,23 @@ def shrink_blocks(model):
             if params:
                 cuts.append(costs.LayerShrink(layer.name, type(layer).__name__, heads, len(keep), params[0],
                                 costs.layer_params(layer), 0, 0))
-    for producer, consumer in feed_forward_pairs(model):
+    for pair in feed_forward_pairs(model):
+        producer, consumer = pair.producer, pair.consumer
         width = int(registry.kernel_shape(producer)[-1])
         keep = _kept(_zero_units(producer), width)
         if len(keep) == width:
             continue
         out_width = int(registry.kernel_shape(consumer)[-1])
-        params = attempt([producer, consumer], lambda: [
-            _rebuild(producer, len(keep), out_keep=keep),
+        cut = [producer, *pair.gates, consumer]
+        params = attempt(cut, lambda: [_rebuild(l, len(keep), out_keep=keep) for l in (producer, *pair.gates)] + [
             _rebuild(consumer, out_width, in_keep=keep, input_width=len(keep))])
         if params:
-            cuts.append(costs.LayerShrink(producer.name, type(producer).__name__, width, len(keep), params[0],
-                            costs.layer_params(producer), 0, 0))
-            cuts.append(costs.LayerShrink(consumer.name, type(consumer).__name__, out_width, out_width, params[1],
-                            costs.layer_params(consumer), 0, 0))
+            cuts += [costs.LayerShrink(l.name, type(l).__name__, width, len(keep), p, costs.layer_params(l), 0, 0)
+                     for l, p in zip(cut[:-1], params)]
+            cuts.append(costs.LayerShrink(consumer.name, type(consumer).__name__, out_width, out_width, params[-1],
+                                          costs.layer_params(consumer), 0, 0))
     order = {l.name: i for i, l in enumerate(registry.model_layers(model))}
     return sorted(cuts, key=lambda c: order[c.name]), notes
 
 
-__all__ = ["PROBE_LENGTH", "TOLERANCE", "feed_forward_pairs", "inner_unit_layers", "shrink_blocks"]
+__all__ = ["FeedForward", "PROBE_LENGTH", "TOLERANCE", "feed_forward_pairs", "inner_unit_layers", "shrink_blocks"]
