@@ -90,3 +90,35 @@ def test_a_cut_that_changes_the_outputs_is_undone_with_the_reason():
     np.testing.assert_allclose(np.asarray(result.model(x)), np.asarray(model(x)), atol=1e-6)
     assert [r.name for r in result.report.layers if r.units_after != r.units_before] == []
     assert any(note.startswith("g.d1: cut undone: the model no longer runs") for note in result.report.kept)
+
+
+@pytest.mark.parametrize("family", ["bert", "gemma"])
+def test_a_shrunk_ffn_rebuilds_from_the_backbones_config_and_saves_as_keras(family, small_fashion, tmp_path):
+    (x, _), _ = small_fashion
+    model, inputs = _case(family, x[:32])
+    model = tfprune.make_prunable(model)
+    ffn = [n for n in tfprune.inner_unit_layers(model) if n.endswith(("ffw_gating", "intermediate_dense"))]
+    assert len(ffn) == 2
+    result = tfprune.shrink(tfprune.prune(model, 0.5, "unit", layers=ffn))
+    before = np.asarray(result.model(inputs))
+
+    rebuilt = tfprune.rebuild_from_config(result.model)
+    hub, old = rebuilt.layers[1], model.layers[1].get_config()["intermediate_dim"]
+    assert type(hub).__name__ == ("BertBackbone" if family == "bert" else "GemmaBackbone")
+    assert hub.get_config()["intermediate_dim"] == old // 2  # BERT 128 -> 64; Gemma 256 -> 128 (two gates of 64)
+    assert rebuilt.count_params() == result.model.count_params() == result.report.params_after
+    path = str(tmp_path / "shrunk.keras")
+    rebuilt.save(path)
+    np.testing.assert_allclose(np.asarray(keras.models.load_model(path)(inputs)), before, atol=1e-5)
+
+
+def test_heads_cut_out_have_no_config_and_the_error_names_the_weight(small_fashion):
+    (x, _), _ = small_fashion
+    model, _ = _case("bert", x[:8])
+    model = tfprune.make_prunable(model)
+    result = tfprune.shrink(tfprune.prune(model, 0.5, "unit", layers=tfprune.inner_unit_layers(model)))
+    with pytest.raises(ValueError, match=r"no config of BertBackbone 'bert_backbone\w*' gives its shrunk weights: "
+                                         r".*transformer_layer_0\.self_attention_layer/query/kernel is \(64, 2, 16\)"):
+        tfprune.rebuild_from_config(result.model)
+    with pytest.raises(ValueError, match=r"holds prunable layers .*: shrink or strip it before rebuild_from_config"):
+        tfprune.rebuild_from_config(model)

@@ -36,6 +36,7 @@ from tfprune.layers.registry import custom_objects
 from tfprune.layers.registry import is_prunable as is_prunable_layer
 from tfprune.shrinking.surgery import ShrinkReport, ShrinkResult, format_shrink_report, shrink
 from tfprune.shrinking.blocks import inner_unit_layers
+from tfprune.shrinking.configs import rebuild_from_config
 from tfprune.select.scoring import block_scorer, nm_scorer
 from tfprune.select.nm import NMCheck
 from tfprune.calibration.data import Calibration
@@ -100,6 +101,6 @@ __all__ = [
     "inner_unit_layers", "is_prunable_layer", "load_data", "load_dataset", "load_user_model", "make_prunable",
     "models", "nm_scorer",
     "overall_sparsity", "prune", "prune_count", "qat_callbacks", "qat_inference_model", "quantization",
-    "quantize_aware", "register_channel_rule", "shrink", "sparsity_report", "strip",
+    "quantize_aware", "rebuild_from_config", "register_channel_rule", "shrink", "sparsity_report", "strip",
     "surgery", "tflite", "to_tflite", "train_baseline", "unit_keep", "unit_mask", "weight_mask", "__version__",
 ]

@@ -21,7 +21,8 @@ a probe batch before and after must agree to ``TOLERANCE`` (relative to the outp
 the reason noted. The cut layers are rebuilt smaller in place, inside the model given (``tfprune.layers.in_place``):
 the blocks keep their objects, their configs still give the old sizes (BERT's and ViT's blocks derive each head's
 width from ``hidden_dim // num_heads``, so no config of theirs says "fewer heads of the same width"); the shrunk
-model is for running and exporting, its weights do not load into a model built from the old config.
+model is for running and exporting, its weights do not load into a model built from the old config. Where the
+configs can say the new sizes (FFN units cut evenly), ``tfprune.shrinking.configs.rebuild_from_config`` rebuilds it.
 """
 
 import dataclasses
@@ -130,7 +131,7 @@ def _rebuild(layer, width, in_keep=None, out_keep=None, input_width=None):
     return in_place.replace(layer, twin, weights, config)
 
 
-def _probe(model):
+def probe_batch(model):
     """A fixed batch of 2 for ``model``'s inputs: uniform [0, 1) floats, 0/1 integers (token ids any vocabulary
     has)."""
     rng = np.random.default_rng(0)
@@ -142,12 +143,14 @@ def _probe(model):
     return batch if len(batch) > 1 else batch[0]
 
 
-def _outputs(model, batch):
+def outputs_on(model, batch):
+    """``model``'s outputs on ``batch`` (inference), as a list of NumPy arrays."""
     out = model(batch, training=False)
     return [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
 
 
-def _same(before, after):
+def same_outputs(before, after):
+    """True when the output lists agree to ``TOLERANCE``, relative to ``max(1, max |before|)``."""
     scale = max(1.0, max(float(np.abs(b).max()) for b in before))
     return max(float(np.abs(a - b).max()) for a, b in zip(after, before)) <= TOLERANCE * scale
 
@@ -166,15 +169,15 @@ def shrink_blocks(model):
       ([costs.LayerShrink] for the layers cut, in model order (MACs 0: not counted inside blocks), [notes on cuts
       undone, with the reason]).
     """
-    batch = _probe(model)
-    reference = _outputs(model, batch)
+    batch = probe_batch(model)
+    reference = outputs_on(model, batch)
     cuts, notes = [], []
 
     def attempt(layers, make):
         params = [costs.layer_params(l) for l in layers]
         undo = make()
         try:
-            reason = None if _same(reference, _outputs(model, batch)) else "the outputs changed"
+            reason = None if same_outputs(reference, outputs_on(model, batch)) else "the outputs changed"
         except Exception as error:  # pylint: disable=broad-except (a wrong consumer fails in the block's own code)
             reason = f"the model no longer runs ({type(error).__name__})"
         if reason is None:
@@ -211,4 +214,5 @@ def shrink_blocks(model):
     return sorted(cuts, key=lambda c: order[c.name]), notes
 
 
-__all__ = ["FeedForward", "PROBE_LENGTH", "TOLERANCE", "feed_forward_pairs", "inner_unit_layers", "shrink_blocks"]
+__all__ = ["FeedForward", "PROBE_LENGTH", "TOLERANCE", "feed_forward_pairs", "inner_unit_layers", "outputs_on",
+           "probe_batch", "same_outputs", "shrink_blocks"]
