@@ -57,6 +57,7 @@ def test_heads_and_ffn_units_leave_the_blocks_with_the_same_outputs_and_export(f
         for name, units_before, units_after in cuts:
             row = rows[f"{hub}.{block}{i}.{name}"]
             assert (row.units_before, row.units_after) == (units_before, units_after), row
+    assert rows["logits"].kind == "Dense"  # the plain layer's kind, in place too
     if family != "gemma":  # BERT's CachedMultiHeadAttention is pruned (and stripped) as its parent
         assert rows[f"{hub}.{block}{blocks[0]}.{cuts[0][0]}"].kind == "MultiHeadAttention"
     assert result.report.params_after <= (0.6 if family != "gemma" else 0.75) * result.report.params_before

@@ -309,8 +309,8 @@ def shrink(model, in_place=False):
     """
     graph_lib.check_graph_model(model, "shrinks", built=True)
     if in_place:
-        before = costs.count_params_and_macs(model)  # masks excluded: a prunable model counts as its strip
         new_model = pruning.strip(model, in_place=True) if _is_prunable(model) else model
+        before = costs.count_params_and_macs(new_model)  # the rows name the plain layers' kinds
         out_keep, _, notes = plan_removal(new_model)
         if out_keep:
             notes.append(f"in place, the dead units of {', '.join(sorted(out_keep))} stay: shrink(model) rebuilds "
