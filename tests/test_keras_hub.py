@@ -175,7 +175,7 @@ def test_unit_wanda_and_2_of_4_methods_reach_the_blocks(small_fashion):
     assert report["logits"].units_kept == 10
     assert np.abs(np.asarray(model(tokens[:8])) - before).max() > 0
 
-    # Wanda reads the inputs of the Dense layers inside the blocks while the model runs (EinsumDense: not yet).
+    # Wanda reads the inputs of the Dense layers inside the blocks while the model runs.
     model = tfprune.make_prunable(_classifier("bert"))
     hub = model.layers[1].name
     ffn = [f"{hub}.transformer_layer_{i}.feedforward_{part}_dense" for i in (0, 1) for part in ("intermediate", "output")]
@@ -183,6 +183,26 @@ def test_unit_wanda_and_2_of_4_methods_reach_the_blocks(small_fashion):
     wanda = {r.name: r.sparsity for r in tfprune.sparsity_report(model)}
     assert all(wanda[name] == pytest.approx(0.5) for name in ffn)
     assert wanda[f"{hub}.pooled_dense"] == 0
+
+    # ... and of Gemma's feed-forward EinsumDense layers (btd,df->btf: a Dense along the last axis); its attention
+    # projections (btd,ndh->btnh) are refused by name.
+    gemma = _classifier("gemma")
+    magnitude = tfprune.make_prunable(gemma)  # clones: each prunable copy starts from gemma's weights
+    hub = magnitude.layers[1].name
+    ffw = [f"{hub}.decoder_block_{i}.{part}" for i in (0, 1) for part in ("ffw_gating", "ffw_gating_2", "ffw_linear")]
+    tfprune.prune(magnitude, 0.5, "weight", layers=ffw)
+    for method in ("wanda", "sparsegpt"):
+        model = tfprune.make_prunable(gemma)
+        tfprune.prune(model, 0.5, method, layers=ffw, calibration=(tokens, y[:128]))
+        report = {r.name: r.sparsity for r in tfprune.sparsity_report(model)}
+        assert all(report[name] == pytest.approx(0.5) for name in ffw), (method, report)
+        gate = f"{hub}.decoder_block_0.ffw_gating"  # activations, not magnitudes alone, chose what went
+        chose, by_size = (registry.kernel_mask(next(l for l in registry.model_layers(m) if l.name == gate))
+                          for m in (model, magnitude))
+        assert (chose != by_size).any()
+    with pytest.raises(ValueError, match=r"layer '.*decoder_block_0\.attention\.query' is EinsumDense: leave it out"):
+        tfprune.prune(model, 0.5, "wanda", layers=[f"{hub}.decoder_block_0.attention.query"],
+                      calibration=(tokens, y[:128]))
 
     model = tfprune.make_prunable(_classifier("gemma"))
     hub = model.layers[1].name

@@ -11,8 +11,10 @@
 - ``grad_sq``: Σ over batches of the squared gradient of the loss with respect to the kernel (the kernel's shape).
 - ``unit_taylor_sq``: Σ over batches of ``(Σ_i w_i g_i)²`` per output unit (units,).
 
-Layer kinds: Dense, Conv1D/2D/3D (``groups`` 1, padding ``valid``/``same``) and DepthwiseConv2D, on both stacks and
-every backend (gradients on JAX through ``stateless_call``); any other kind is one ValueError naming the layer.
+Layer kinds: Dense (and an EinsumDense that is one along its input's last axis, ``btd,df->btf``: Gemma's
+feed-forward projections), Conv1D/2D/3D (``groups`` 1, padding ``valid``/``same``) and DepthwiseConv2D, on both
+stacks and every backend (gradients on JAX through ``stateless_call``); any other kind is one ValueError naming the
+layer.
 """
 
 import numpy as np
@@ -20,20 +22,28 @@ import numpy as np
 from tfprune import outputs
 from tfprune import stacks
 from tfprune.calibration import capture
-from tfprune.layers import registry
+from tfprune.layers import einsum, registry
 from tfprune.select import patches
 
 STATISTICS = ("input_sq", "gram", "grad_sq", "unit_taylor_sq")
 KINDS = ("Dense", "Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D")
 
 
+def reads_like_dense(layer):
+    """True for a Dense, or an EinsumDense that is one along its input's last axis (``einsum.dense_like``): its
+    kernel is (inputs, units) and its input rows are the input's last axis."""
+    kind = registry.kind_of(layer)
+    return kind is not None and (kind.name == "Dense" or (kind.name == "EinsumDense" and einsum.dense_like(layer)))
+
+
 def check_layer(layer, method):
     """Raises a ValueError naming ``layer`` when ``method``'s statistics cannot be taken on it."""
     kind = registry.kind_of(layer)
     name = None if kind is None else kind.name
-    if name not in KINDS:
-        raise ValueError(f"method {method!r} reads the inputs of Dense, Conv1D/2D/3D and DepthwiseConv2D layers; layer "
-                         f"{layer.name!r} is {name or type(layer).__name__}: leave it out of layers=[...]")
+    if name not in KINDS and not reads_like_dense(layer):
+        raise ValueError(f"method {method!r} reads the inputs of Dense (EinsumDense along the last axis), "
+                         f"Conv1D/2D/3D and DepthwiseConv2D layers; layer {layer.name!r} is "
+                         f"{name or type(layer).__name__}: leave it out of layers=[...]")
     if name.startswith("Conv") and (getattr(layer, "groups", 1) != 1 or layer.padding not in ("valid", "same")):
         raise ValueError(f"method {method!r}: layer {layer.name!r} has groups={layer.groups}, padding="
                          f"{layer.padding!r}; only groups=1 and padding valid/same are read")
@@ -51,7 +61,7 @@ def _is_depthwise(layer):
 def _input_sq(layer, x):
     """Σ x² per input row of the kernel: Dense (in,); a convolution's patch columns, also a DepthwiseConv's
     (``patches.conv_input_sq_sums``), as ``kernel.shape[:-1]``."""
-    if registry.kind_of(layer).name == "Dense":
+    if reads_like_dense(layer):
         x = np.asarray(x, np.float64)
         return np.square(x.reshape(-1, x.shape[-1])).sum(axis=0)
     return patches.conv_input_sq_sums(np.asarray(x, np.float64), **_conv_args(layer)).reshape(
@@ -61,7 +71,7 @@ def _input_sq(layer, x):
 def _gram(layer, x):
     if _is_depthwise(layer):
         return patches.depthwise_gram(np.asarray(x, np.float64), **_conv_args(layer))
-    if registry.kind_of(layer).name == "Dense":  # one batch's sum in float32 (BLAS sgemm), the total in float64
+    if reads_like_dense(layer):  # one batch's sum in float32 (BLAS sgemm), the total in float64
         rows = np.asarray(x, np.float32).reshape(-1, np.shape(x)[-1])
         ones = np.concatenate([rows, np.ones((len(rows), 1), np.float32)], axis=1)
         return (ones.T @ ones).astype(np.float64)
@@ -189,4 +199,4 @@ def collect(model, layers, names, calibration, method, progress=None):
 
 
 __all__ = ["KINDS", "STATISTICS", "check_layer", "collect", "gradient_statistics", "input_statistics",
-           "kernel_variable"]
+           "kernel_variable", "reads_like_dense"]
